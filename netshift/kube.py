@@ -1,0 +1,366 @@
+"""Kubernetes access for every netshift component: a raw-JSON client and a watch-fed cache.
+
+The generated models of the `kubernetes` package are slow to build and hide
+unknown fields, so netshift talks JSON: the package is used only for what it is
+good at (reading a kubeconfig or the in-cluster service account and holding a
+TLS connection pool).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+
+
+class ApiError(Exception):
+    """A non-2xx answer of the apiserver, with its Status message."""
+
+    def __init__(self, status: int, reason: str, message: str, body: Any = None) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.body = body
+
+
+class Kube:
+    """A thin JSON client over one apiserver connection pool (thread-safe)."""
+
+    def __init__(self, configuration: k8s_client.Configuration) -> None:
+        self._cfg = configuration
+        self._api = k8s_client.ApiClient(configuration)
+        self._pool: urllib3.PoolManager = self._api.rest_client.pool_manager
+        self.host: str = str(configuration.host).rstrip("/")
+
+    @classmethod
+    def from_kubeconfig(cls, path: str | None = None) -> Kube:
+        cfg = k8s_client.Configuration()
+        path = path or os.environ.get("KUBECONFIG")
+        if path:
+            k8s_config.load_kube_config(config_file=path, client_configuration=cfg)
+        else:
+            try:
+                k8s_config.load_incluster_config(client_configuration=cfg)
+            except k8s_config.ConfigException:
+                k8s_config.load_kube_config(client_configuration=cfg)
+        # Loopback apiservers must never be reached through a proxy variable.
+        cfg.proxy = None
+        return cls(cfg)
+
+    # -- plumbing ---------------------------------------------------------
+
+    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": "netshift"}
+        if self._cfg.refresh_api_key_hook is not None:
+            self._cfg.refresh_api_key_hook(self._cfg)
+        token = self._cfg.get_api_key_with_prefix("authorization")
+        if token:
+            headers["Authorization"] = token
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    def _url(self, path: str, params: Mapping[str, str] | None) -> str:
+        url = self.host + path
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        return url
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: float = 30.0,
+    ) -> JSON:
+        data = None if body is None else json.dumps(body).encode()
+        resp = self._pool.request(
+            method,
+            self._url(path, params),
+            body=data,
+            headers=self._headers(content_type if data is not None else None),
+            timeout=urllib3.Timeout(connect=5.0, read=timeout),
+            retries=False,
+        )
+        return _decode(resp.status, resp.data)
+
+    def get(self, path: str, **params: str) -> JSON:
+        return self.request("GET", path, params=params)
+
+    def create(self, path: str, body: Mapping[str, Any], **params: str) -> JSON:
+        return self.request("POST", path, params=params, body=body)
+
+    def put(self, path: str, body: Mapping[str, Any]) -> JSON:
+        return self.request("PUT", path, body=body)
+
+    def patch_merge(self, path: str, body: Mapping[str, Any], **params: str) -> JSON:
+        return self.request(
+            "PATCH", path, params=params, body=body, content_type="application/merge-patch+json"
+        )
+
+    def patch_json(self, path: str, ops: Sequence[Mapping[str, Any]], **params: str) -> JSON:
+        return self.request(
+            "PATCH", path, params=params, body=list(ops), content_type="application/json-patch+json"
+        )
+
+    def delete(self, path: str, body: Mapping[str, Any] | None = None, **params: str) -> JSON:
+        return self.request("DELETE", path, params=params, body=body)
+
+    def watch(self, path: str, resource_version: str, **params: str) -> Iterator[JSON]:
+        """Yield watch events ({"type", "object"}) until the server closes the stream."""
+        query = dict(params)
+        timeout_seconds = int(query.pop("timeoutSeconds", "300"))
+        query.update(
+            watch="true",
+            resourceVersion=resource_version,
+            allowWatchBookmarks="true",
+            timeoutSeconds=str(timeout_seconds),
+        )
+        resp = self._pool.request(
+            "GET",
+            self._url(path, query),
+            headers=self._headers(),
+            preload_content=False,
+            timeout=urllib3.Timeout(connect=5.0, read=timeout_seconds + 30),
+            retries=False,
+        )
+        try:
+            if resp.status >= 300:
+                _decode(resp.status, resp.read())
+            buf = b""
+            for chunk in resp.stream(65536, decode_content=True):
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            resp.release_conn()
+
+
+def _decode(status: int, data: bytes) -> JSON:
+    try:
+        body = json.loads(data) if data else {}
+    except ValueError:
+        body = {"message": data[:500].decode(errors="replace")}
+    if status >= 300:
+        raise ApiError(
+            status,
+            str(body.get("reason", "")) if isinstance(body, dict) else "",
+            str(body.get("message", "")) if isinstance(body, dict) else str(body),
+            body,
+        )
+    return body if isinstance(body, dict) else {"items": body}
+
+
+def object_key(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    ns = meta.get("namespace")
+    return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))
+
+
+class Informer:
+    """A list+watch cache of one resource collection, kept in a background thread.
+
+    Level-triggered users read `items()`/`get()`; edge users get `on_event(type, obj)`
+    for ADDED/MODIFIED/DELETED (a re-list replays ADDED for every object and
+    DELETED for the ones that vanished meanwhile).
+    """
+
+    def __init__(
+        self,
+        kube: Kube,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        on_event: Callable[[str, JSON], None] | None = None,
+        name: str = "",
+    ) -> None:
+        self._kube = kube
+        self._path = path
+        self._params = dict(params or {})
+        self._on_event = on_event
+        self.name = name or path
+        self._items: dict[str, JSON] = {}
+        self._lock = threading.Lock()
+        self._synced = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"informer {self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def has_synced(self) -> bool:
+        return self._synced.is_set()
+
+    def wait_synced(self, timeout: float) -> bool:
+        return self._synced.wait(timeout)
+
+    def get(self, key: str) -> JSON | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def items(self) -> list[JSON]:
+        with self._lock:
+            return list(self._items.values())
+
+    def _emit(self, kind: str, obj: JSON) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(kind, obj)
+        except Exception:
+            log.exception("informer %s: event handler failed", self.name)
+
+    def _relist(self) -> str:
+        listing = self._kube.get(self._path, **self._params)
+        fresh = {object_key(o): o for o in listing.get("items", [])}
+        with self._lock:
+            gone = [o for k, o in self._items.items() if k not in fresh]
+            self._items = fresh
+        for obj in gone:
+            self._emit("DELETED", obj)
+        for obj in fresh.values():
+            self._emit("ADDED", obj)
+        self._synced.set()
+        return str(listing.get("metadata", {}).get("resourceVersion", ""))
+
+    def _run(self) -> None:
+        backoff = 0.2
+        rv = ""
+        while not self._stop.is_set():
+            try:
+                if not rv:
+                    rv = self._relist()
+                for event in self._kube.watch(self._path, rv, **self._params):
+                    if self._stop.is_set():
+                        return
+                    kind = event.get("type")
+                    obj = event.get("object") or {}
+                    if kind == "ERROR":
+                        # 410 Gone: our resourceVersion is too old; start over with a list.
+                        rv = ""
+                        break
+                    new_rv = (obj.get("metadata") or {}).get("resourceVersion")
+                    if new_rv:
+                        rv = str(new_rv)
+                    if kind == "BOOKMARK":
+                        continue
+                    key = object_key(obj)
+                    with self._lock:
+                        if kind == "DELETED":
+                            self._items.pop(key, None)
+                        else:
+                            self._items[key] = obj
+                    self._emit(str(kind), obj)
+                backoff = 0.2
+            except ApiError as err:
+                if err.status == 410:
+                    rv = ""
+                    continue
+                log.warning("informer %s: %s; retrying in %.1fs", self.name, err, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+            except Exception as err:  # connection reset, apiserver restart, ...
+                if self._stop.is_set():
+                    return
+                log.warning("informer %s: %s; retrying in %.1fs", self.name, err, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+
+def patch_annotations(kube: Kube, path: str, changes: Mapping[str, str | None]) -> JSON:
+    """Merge-patch only the given annotation keys (None deletes one); never a whole-object update."""
+    return kube.patch_merge(path, {"metadata": {"annotations": dict(changes)}})
+
+
+def pod_path(namespace: str, name: str | None = None) -> str:
+    base = f"/api/v1/namespaces/{namespace}/pods"
+    return f"{base}/{name}" if name else base
+
+
+def nad_path(namespace: str | None = None, name: str | None = None) -> str:
+    if namespace is None:
+        return "/apis/k8s.cni.cncf.io/v1/network-attachment-definitions"
+    base = f"/apis/k8s.cni.cncf.io/v1/namespaces/{namespace}/network-attachment-definitions"
+    return f"{base}/{name}" if name else base
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def record_event(
+    kube: Kube,
+    obj: Mapping[str, Any],
+    reason: str,
+    message: str,
+    type_: str = "Normal",
+    component: str = "netshift",
+) -> None:
+    """Create a core/v1 Event about `obj`; failures are logged, never raised."""
+    meta = obj.get("metadata") or {}
+    namespace = meta.get("namespace") or "default"
+    stamp = now_rfc3339()
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta.get('name', 'obj')}.", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion", "v1"),
+            "kind": obj.get("kind", "Pod"),
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "reason": reason,
+        "message": message[:1024],
+        "type": type_,
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": os.uname().nodename,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+    try:
+        kube.create(f"/api/v1/namespaces/{namespace}/events", event)
+    except Exception as err:
+        log.warning("could not record event %s on %s: %s", reason, object_key(obj), err)
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = ""
+) -> Any:
+    """Poll `predicate` until it returns something truthy; raise TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what or predicate}")
+        time.sleep(interval)

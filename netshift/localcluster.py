@@ -1,0 +1,502 @@
+"""The local cluster: a real etcd, kube-apiserver, controller-manager and scheduler on loopback.
+
+`netshift up` starts it (plus netshift's own processes, see `netshift.services`)
+as detached processes whose pids, ports and logs live in a state directory, so
+that a second `up` finds and reuses a running plane and `down` stops exactly
+what was started. A process that died is reported with the tail of its log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netshift import binaries, pki
+from netshift.kube import ApiError, Kube
+
+MANIFESTS = binaries.REPO / "manifests"
+SERVICE_CIDR = "10.0.0.0/24"
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+@dataclass
+class Proc:
+    """One long-running process of the plane."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    healthy: Callable[[], bool] | None = None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for children: no proxy variables, so loopback stays loopback."""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env.update(extra or {})
+    return env
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie has exited; it only waits for its parent to reap it.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def write_kubeconfig(
+    path: Path, server: str, ca_file: Path, cert: Path, key: Path, user: str
+) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "netshift",
+                "cluster": {"server": server, "certificate-authority": str(ca_file)},
+            }
+        ],
+        "users": [
+            {"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}
+        ],
+        "contexts": [{"name": "netshift", "context": {"cluster": "netshift", "user": user}}],
+        "current-context": "netshift",
+    }
+    path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
+    path.chmod(0o600)
+
+
+def node_name() -> str:
+    raw = socket.gethostname().split(".")[0].lower()
+    cleaned = "".join(c if c.isalnum() or c == "-" else "-" for c in raw).strip("-")
+    return cleaned or "netshift-node"
+
+
+class LocalCluster:
+    """The processes and files of one local cluster, rooted at `state_dir`."""
+
+    def __init__(
+        self, state_dir: str | Path, *, pod_subnet: str | None = None, bridge: str | None = None
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.pki_dir = self.state_dir / "pki"
+        self.run_dir = self.state_dir / "run"
+        self.log_dir = self.state_dir / "logs"
+        self.kubeconfig = self.state_dir / "kubeconfig"
+        self.state_file = self.state_dir / "cluster.json"
+        self._state: dict[str, Any] = {}
+        if self.state_file.exists():
+            self._state = json.loads(self.state_file.read_text())
+        # The node's pod network; a second cluster on the same machine needs its own.
+        self.pod_subnet: str = self._state.setdefault("podSubnet", pod_subnet or "10.244.0.0/24")
+        self.bridge: str = self._state.setdefault("bridge", bridge or "nsbr0")
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def ports(self) -> dict[str, int]:
+        ports: dict[str, int] = self._state.setdefault("ports", {})
+        return ports
+
+    def port(self, name: str) -> int:
+        if name not in self.ports:
+            self.ports[name] = free_port()
+            self._save()
+        return self.ports[name]
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.port('apiserver')}"
+
+    @property
+    def node(self) -> str:
+        name: str = self._state.setdefault("node", node_name())
+        return name
+
+    def _save(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps(self._state, indent=2))
+
+    def kube(self) -> Kube:
+        return Kube.from_kubeconfig(str(self.kubeconfig))
+
+    # -- certificates ----------------------------------------------------------
+
+    def _ensure_pki(self) -> None:
+        d = self.pki_dir
+        if (d / "admin.crt").exists():
+            return
+        d.mkdir(parents=True, exist_ok=True)
+        ca = pki.make_ca("netshift-local-ca")
+        files: dict[str, bytes] = {"ca.crt": ca.cert_pem, "ca.key": ca.key_pem}
+        serving = pki.issue(
+            ca,
+            "kube-apiserver",
+            dns_names=[
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ],
+            ip_addresses=["127.0.0.1", "10.0.0.1"],
+            server=True,
+        )
+        files["apiserver.crt"], files["apiserver.key"] = serving.cert_pem, serving.key_pem
+        users = {
+            "admin": ("netshift-admin", ["system:masters"]),
+            "controller-manager": ("system:kube-controller-manager", []),
+            "scheduler": ("system:kube-scheduler", []),
+        }
+        for short, (cn, orgs) in users.items():
+            pair = pki.issue(ca, cn, organizations=orgs, client=True)
+            files[f"{short}.crt"], files[f"{short}.key"] = pair.cert_pem, pair.key_pem
+        sa_key = pki.new_key()
+        files["sa.key"] = pki.KeyPair(ca.cert, sa_key).key_pem
+        files["sa.pub"] = pki.public_key_pem(sa_key)
+        for fname, data in files.items():
+            (d / fname).write_bytes(data)
+            (d / fname).chmod(0o600)
+
+    def _write_kubeconfigs(self) -> None:
+        d = self.pki_dir
+        write_kubeconfig(
+            self.kubeconfig, self.server, d / "ca.crt", d / "admin.crt", d / "admin.key", "admin"
+        )
+        for short in ("controller-manager", "scheduler"):
+            write_kubeconfig(
+                self.state_dir / f"{short}.kubeconfig",
+                self.server,
+                d / "ca.crt",
+                d / f"{short}.crt",
+                d / f"{short}.key",
+                short,
+            )
+
+    # -- processes -------------------------------------------------------------
+
+    def plane_procs(self) -> list[Proc]:
+        d = self.pki_dir
+        etcd_url = f"http://127.0.0.1:{self.port('etcd')}"
+        peer_url = f"http://127.0.0.1:{self.port('etcd-peer')}"
+        etcd = Proc(
+            "etcd",
+            [
+                binaries.find("etcd"),
+                "--name=netshift",
+                f"--data-dir={self.state_dir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=netshift={peer_url}",
+                "--unsafe-no-fsync=true",  # a throwaway local store; speed over durability
+                "--log-level=warn",
+            ],
+            healthy=lambda: _http_ok(f"{etcd_url}/health"),
+        )
+        apiserver = Proc(
+            "kube-apiserver",
+            [
+                binaries.find("kube-apiserver"),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.port('apiserver')}",
+                f"--cert-dir={self.state_dir / 'apiserver-certs'}",
+                f"--tls-cert-file={d / 'apiserver.crt'}",
+                f"--tls-private-key-file={d / 'apiserver.key'}",
+                f"--client-ca-file={d / 'ca.crt'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={d / 'sa.pub'}",
+                f"--service-account-signing-key-file={d / 'sa.key'}",
+                "--authorization-mode=RBAC",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--v=1",
+            ],
+            healthy=self._apiserver_ready,
+        )
+        common = [
+            "--authentication-kubeconfig={kc}",
+            "--authorization-kubeconfig={kc}",
+            "--kubeconfig={kc}",
+            "--bind-address=127.0.0.1",
+            "--leader-elect=false",
+            "--v=1",
+        ]
+
+        def component_args(short: str) -> list[str]:
+            kc = str(self.state_dir / f"{short}.kubeconfig")
+            return [a.replace("{kc}", kc) for a in common]
+
+        kcm = Proc(
+            "kube-controller-manager",
+            [
+                binaries.find("kube-controller-manager"),
+                *component_args("controller-manager"),
+                f"--secure-port={self.port('controller-manager')}",
+                f"--cert-dir={self.state_dir / 'kcm-certs'}",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={d / 'sa.key'}",
+                f"--root-ca-file={d / 'ca.crt'}",
+                f"--cluster-signing-cert-file={d / 'ca.crt'}",
+                f"--cluster-signing-key-file={d / 'ca.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--controllers=*",
+            ],
+            healthy=lambda: _http_ok(
+                f"https://127.0.0.1:{self.port('controller-manager')}/healthz"
+            ),
+        )
+        scheduler = Proc(
+            "kube-scheduler",
+            [
+                binaries.find("kube-scheduler"),
+                *component_args("scheduler"),
+                f"--secure-port={self.port('scheduler')}",
+                f"--cert-dir={self.state_dir / 'scheduler-certs'}",
+            ],
+            healthy=lambda: _http_ok(f"https://127.0.0.1:{self.port('scheduler')}/healthz"),
+        )
+        return [etcd, apiserver, kcm, scheduler]
+
+    def netshift_procs(self) -> list[Proc]:
+        """netshift's own processes on the local cluster (see netshift.services)."""
+        from netshift import services
+
+        return services.local_procs(self)
+
+    def _pidfile(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def pid(self, name: str) -> int | None:
+        try:
+            return int(self._pidfile(name).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def running(self, name: str) -> bool:
+        pid = self.pid(name)
+        return pid is not None and pid_alive(pid)
+
+    def start(self, proc: Proc) -> str:
+        """Start `proc` unless it already runs; say what happened."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{proc.name}.log"
+        note = ""
+        pid = self.pid(proc.name)
+        if pid is not None:
+            if pid_alive(pid):
+                return f"{proc.name}: already running (pid {pid})"
+            note = (
+                f"{proc.name}: had died since it was started (pid {pid}); last log lines:\n"
+                + _indent(log_tail(log_path))
+                + "\n"
+            )
+        with open(log_path, "ab") as logf:
+            child = subprocess.Popen(
+                proc.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env=clean_env(proc.env),
+                start_new_session=True,  # survives `netshift up`, stopped by `netshift down`
+                cwd=self.state_dir,
+            )
+        self._pidfile(proc.name).write_text(f"{child.pid}\n")
+        return note + f"{proc.name}: started (pid {child.pid})"
+
+    def wait_healthy(self, proc: Proc, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            pid = self.pid(proc.name)
+            if pid is None or not pid_alive(pid):
+                raise ClusterError(
+                    f"{proc.name} exited during start-up; last log lines:\n"
+                    + _indent(log_tail(self.log_dir / f"{proc.name}.log"))
+                )
+            if proc.healthy is None or proc.healthy():
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"{proc.name} not healthy after {timeout:.0f}s; last log lines:\n"
+                    + _indent(log_tail(self.log_dir / f"{proc.name}.log"))
+                )
+            time.sleep(0.1)
+
+    def _apiserver_ready(self) -> bool:
+        try:
+            self.kube().request("GET", "/readyz", timeout=2)
+            return True
+        except Exception:
+            return False
+
+    # -- up / down -------------------------------------------------------------
+
+    def up(
+        self,
+        *,
+        services: Sequence[str] | None = None,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        """Start what is not running; `services` picks netshift's processes (None: all)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._ensure_pki()
+        self._write_kubeconfigs()
+        self._save()
+        plane = self.plane_procs()
+        for proc in plane:
+            say(self.start(proc))
+            self.wait_healthy(proc, timeout=60)
+        self.install_crds()
+        self.ensure_node()
+        chosen = [p for p in self.netshift_procs() if services is None or p.name in services]
+        for proc in chosen:
+            say(self.start(proc))
+        for proc in chosen:
+            self.wait_healthy(proc, timeout=60)
+
+    def install_crds(self) -> None:
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(MANIFESTS / "crds"))
+        self.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/network-attachment-definitions.k8s.cni.cncf.io",
+            "crd/networkprofiles.netshift.io",
+        )
+
+    def ensure_node(self) -> None:
+        """Register the Node object for this machine (its status is kept by the node simulator)."""
+        kube = self.kube()
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.node,
+                "labels": {
+                    "kubernetes.io/hostname": self.node,
+                    "kubernetes.io/os": "linux",
+                    "netshift.io/simulated": "true",
+                },
+            },
+        }
+        try:
+            kube.create("/api/v1/nodes", node)
+        except ApiError as err:
+            if err.status != 409:
+                raise
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [binaries.find("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise ClusterError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    def status(self) -> list[tuple[str, int | None, bool]]:
+        names = [p.name for p in self._all_proc_names()]
+        return [(n, self.pid(n), self.running(n)) for n in names]
+
+    def _all_proc_names(self) -> list[Proc]:
+        found = {p.stem for p in self.run_dir.glob("*.pid")} if self.run_dir.exists() else set()
+        order = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+        rest = sorted(found - set(order))
+        return [Proc(n, []) for n in order + rest if n in found]
+
+    def crashed(self) -> list[str]:
+        """Names of started processes that are no longer running."""
+        return [n for n, pid, alive in self.status() if pid is not None and not alive]
+
+    def down(self, say: Callable[[str], None] = print, timeout: float = 15) -> None:
+        # Stop netshift's processes first (they clean up against the apiserver), the plane last.
+        procs = list(reversed(self._all_proc_names()))
+        for proc in procs:
+            pid = self.pid(proc.name)
+            if pid is None:
+                continue
+            if pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGTERM)
+                deadline = time.monotonic() + timeout
+                while pid_alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if pid_alive(pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(pid, signal.SIGKILL)
+                    say(f"{proc.name}: killed (pid {pid}) after {timeout:.0f}s")
+                else:
+                    say(f"{proc.name}: stopped (pid {pid})")
+            else:
+                say(f"{proc.name}: was not running (pid {pid})")
+            self._pidfile(proc.name).unlink(missing_ok=True)
+
+
+def _http_ok(url: str) -> bool:
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        handler = urllib.request.ProxyHandler({})
+        opener = urllib.request.build_opener(handler, urllib.request.HTTPSHandler(context=ctx))
+        with opener.open(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except Exception:
+        return False
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())
+
+
+def main_python() -> Sequence[str]:
+    """The command that runs netshift's own CLI in child processes."""
+    return [sys.executable, "-m", "netshift.cli"]

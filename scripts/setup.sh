@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Everything netshift needs on a fresh Debian machine, as root; each step is skipped when done.
+#   system packages  containernetworking-plugins (real CNI plugins), iproute2, iputils-ping
+#   Python           .venv with netshift and its test tools (pip, from PyPI)
+#   Kubernetes       etcd, kube-apiserver, -controller-manager, -scheduler, kubectl
+#                    built from the Go module proxy once, cached in ~/.cache/netshift
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ $(id -u) != 0 ]]; then
+  echo "setup: netshift's local cluster makes network namespaces: run as root" >&2
+  exit 1
+fi
+
+need=()
+for pkg in containernetworking-plugins iproute2 iputils-ping; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if (( ${#need[@]} )); then
+  echo "setup: apt-get install ${need[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  python3 -m venv .venv
+fi
+stamp=.venv/.netshift-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+  echo "setup: pip install -e .[test]" >&2
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e '.[test]'
+  touch "$stamp"
+fi
+
+if ! command -v go >/dev/null; then
+  echo "setup: Go (1.26+) is needed to build the pinned Kubernetes binaries once" >&2
+  exit 1
+fi
+start=$(date +%s)
+bindir=$(scripts/build-kube.sh)
+took=$(( $(date +%s) - start ))
+(( took > 5 )) && echo "setup: Kubernetes binaries built in ${took}s into $bindir" >&2
+exit 0

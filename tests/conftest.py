@@ -1,0 +1,90 @@
+"""Shared fixtures: one real local control plane per test run, a fresh namespace per test.
+
+The plane is real (etcd + kube-apiserver + controller-manager + scheduler built
+from the pinned versions) plus the node simulator, the sanctioned stand-in for
+kubelet + container runtime. In CI (CI=true) a missing prerequisite fails the
+run; on a developer machine it skips the tests that need it, saying why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from netshift import binaries
+from netshift.kube import ApiError, Kube, wait_for
+from netshift.localcluster import LocalCluster
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# The test cluster's pod network, apart from a developer's own `netshift up` (10.244.0.0/24).
+TEST_POD_SUBNET = "10.245.0.0/24"
+TEST_BRIDGE = "nstest0"
+
+
+def require(condition: bool, why: str) -> None:
+    """Skip on a developer machine, fail in CI: every test must run there."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"prerequisite missing in CI: {why}", pytrace=False)
+    pytest.skip(why)
+
+
+def node_prerequisites() -> None:
+    require(os.geteuid() == 0, "needs root (network namespaces)")
+    require(os.path.isfile("/usr/lib/cni/bridge"), "needs containernetworking-plugins")
+    require(shutil.which("ip") is not None, "needs iproute2")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    node_prerequisites()
+    try:
+        for name in binaries.NAMES:
+            binaries.find(name)
+    except binaries.MissingBinary as err:
+        require(False, str(err))
+    state = Path(tempfile.mkdtemp(prefix="netshift-test-"))
+    c = LocalCluster(state, pod_subnet=TEST_POD_SUBNET, bridge=TEST_BRIDGE)
+    try:
+        c.up(services=["nodesim"], say=lambda _line: None)
+        yield c
+        crashed = c.crashed()
+        assert not crashed, f"processes of the test cluster crashed: {crashed}"
+    finally:
+        c.down(say=lambda _line: None)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kube(cluster: LocalCluster) -> Kube:
+    return cluster.kube()
+
+
+@pytest.fixture
+def namespace(kube: Kube) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    kube.create(
+        "/api/v1/namespaces",
+        {"metadata": {"name": name, "labels": {"netshift.io/test": "true"}}},
+    )
+
+    def default_sa() -> bool:
+        try:
+            kube.get(f"/api/v1/namespaces/{name}/serviceaccounts/default")
+            return True
+        except ApiError:
+            return False
+
+    # Pods are refused until the controller-manager made the namespace's default ServiceAccount.
+    wait_for(default_sa, 30, what=f"default ServiceAccount in {name}")
+    yield name
+    with contextlib.suppress(ApiError):
+        kube.delete(f"/api/v1/namespaces/{name}")
