@@ -1,0 +1,795 @@
+"""Netlink inside a pod's network namespace: read interfaces, check them, move routes.
+
+Every function takes the namespace first, either as a path (``/proc/<pid>/ns/net``,
+``/var/run/netns/<name>``) or as a bare name, which means ``/var/run/netns/<name>``
+as with ``ip netns``. A namespace that does not exist raises :class:`NetnsNotFound`;
+it is never created.
+
+Each call opens its own rtnetlink socket in the target namespace and closes it
+before returning, so calls for different namespaces may run in parallel threads.
+The socket is made by a short-lived thread that enters the namespace with
+``setns(2)``, rather than by pyroute2's ``IPRoute(netns=...)``, which forks a
+child for it: forking a threaded agent can deadlock on locks held by other
+threads, and pyroute2 creates a missing namespace unless told otherwise.
+
+Moving the default route is make-before-break (:func:`switch_default_route`):
+the old interface keeps a policy-routing table and ``ip rule from <old address>``
+entries, so connections bound to the old address keep leaving through the old
+interface until it is detached; the main-table default is replaced in place and
+no link is ever set down.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import ipaddress
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pyroute2 import IPRoute, NetlinkError
+
+__all__ = [
+    "MAIN_TABLE",
+    "SOURCE_RULE_PRIORITY",
+    "IfaceState",
+    "LinkNotFound",
+    "NetnsNotFound",
+    "Route",
+    "SourceRule",
+    "SwitchRecord",
+    "VerifyError",
+    "default_routes",
+    "delete_link",
+    "interface_state",
+    "list_interfaces",
+    "remove_default_routes_via",
+    "remove_source_routes",
+    "set_default_route_via",
+    "switch_default_route",
+    "verify_interface",
+]
+
+NETNS_RUN_DIR = "/var/run/netns"
+MAIN_TABLE = 254
+# Below the main table's rule (32766) so that traffic from an old address never
+# reaches the main table's new default route.
+SOURCE_RULE_PRIORITY = 1000
+
+_CLONE_NEWNET = 0x40000000
+_IFF_UP = 0x1
+_IFA_F_DADFAILED = 0x08
+_IFA_F_TENTATIVE = 0x40
+_RTN_UNICAST = 1
+_RTNH_F_ONLINK = 0x4  # the only route flag worth copying; LINKDOWN etc. are read-only
+_RTPROT_STATIC = 4
+_RT_SCOPE_UNIVERSE = 0
+_RT_SCOPE_LINK = 253
+_RESERVED_TABLES = frozenset({0, 253, 254, 255})  # unspec, default, main, local
+_FAMILIES: tuple[int, ...] = (socket.AF_INET, socket.AF_INET6)
+_ANY: dict[int, str] = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
+_HOST_LEN: dict[int, int] = {socket.AF_INET: 32, socket.AF_INET6: 128}
+# Metric the kernel gives a route added without one (IPv6 turns 0 into 1024).
+_KERNEL_DEFAULT_METRIC: dict[int, int] = {socket.AF_INET: 0, socket.AF_INET6: 1024}
+_GONE = (errno.ENOENT, errno.ESRCH, errno.ENODEV)
+
+
+class NetnsNotFound(FileNotFoundError):
+    """The network namespace path does not exist (the pod or sandbox is gone)."""
+
+
+class LinkNotFound(LookupError):
+    """An interface the operation needs is not in the namespace."""
+
+    def __init__(self, netns: str, ifname: str) -> None:
+        super().__init__(f"interface {ifname} not found in netns {netns}")
+        self.netns = netns
+        self.ifname = ifname
+
+
+class VerifyError(Exception):
+    """An interface is not as the agent expects it after an ADD.
+
+    ``problems`` holds one readable sentence per finding.
+    """
+
+    def __init__(self, netns: str, ifname: str, problems: Sequence[str]) -> None:
+        super().__init__(f"interface {ifname} in netns {netns}: " + "; ".join(problems))
+        self.netns = netns
+        self.ifname = ifname
+        self.problems = list(problems)
+
+
+@dataclass
+class IfaceState:
+    name: str
+    index: int
+    up: bool  # administratively up (IFF_UP)
+    oper_state: str  # IFLA_OPERSTATE: UP, DOWN, LOWERLAYERDOWN, UNKNOWN, ...
+    mac: str | None
+    mtu: int
+    addresses: list[str]  # "ip/prefix", IPv6 link-local left out
+    tentative: list[str] = field(default_factory=list)  # in `addresses`, DAD not done
+    dad_failed: list[str] = field(default_factory=list)  # in `addresses`, DAD failed
+
+
+@dataclass(frozen=True)
+class Route:
+    dst: str  # "0.0.0.0/0", "::/0", "10.98.1.0/24", ...
+    gateway: str | None
+    ifname: str | None  # None for multipath routes and vanished links
+    metric: int
+    table: int
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET6 if ":" in self.dst else socket.AF_INET
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dst": self.dst,
+            "gateway": self.gateway,
+            "ifname": self.ifname,
+            "metric": self.metric,
+            "table": self.table,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Route:
+        return cls(
+            dst=str(data["dst"]),
+            gateway=data.get("gateway"),
+            ifname=data.get("ifname"),
+            metric=int(data.get("metric", 0)),
+            table=int(data.get("table", MAIN_TABLE)),
+        )
+
+
+@dataclass(frozen=True)
+class SourceRule:
+    """``ip rule add from <src> lookup <table> priority <priority>``."""
+
+    src: str  # "ip/32" or "ip/128"
+    table: int
+    priority: int
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET6 if ":" in self.src else socket.AF_INET
+
+    def to_json(self) -> dict[str, Any]:
+        return {"src": self.src, "table": self.table, "priority": self.priority}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SourceRule:
+        return cls(src=str(data["src"]), table=int(data["table"]), priority=int(data["priority"]))
+
+
+@dataclass(frozen=True)
+class SwitchRecord:
+    """What :func:`switch_default_route` set up, for :func:`remove_source_routes`.
+
+    ``table`` belongs to this switch: cleanup empties it entirely.
+    """
+
+    table: int
+    old_ifname: str
+    new_ifname: str
+    rules: tuple[SourceRule, ...]
+    routes: tuple[Route, ...]  # copied into `table`
+    defaults: tuple[Route, ...]  # the main-table default routes now in force
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "old_ifname": self.old_ifname,
+            "new_ifname": self.new_ifname,
+            "rules": [r.to_json() for r in self.rules],
+            "routes": [r.to_json() for r in self.routes],
+            "defaults": [r.to_json() for r in self.defaults],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SwitchRecord:
+        return cls(
+            table=int(data["table"]),
+            old_ifname=str(data.get("old_ifname", "")),
+            new_ifname=str(data.get("new_ifname", "")),
+            rules=tuple(SourceRule.from_json(r) for r in data.get("rules", ())),
+            routes=tuple(Route.from_json(r) for r in data.get("routes", ())),
+            defaults=tuple(Route.from_json(r) for r in data.get("defaults", ())),
+        )
+
+
+# --- opening the namespace -------------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _netns_path(netns: str) -> str:
+    return netns if "/" in netns else os.path.join(NETNS_RUN_DIR, netns)
+
+
+def _socket_in_netns(path: str) -> socket.socket:
+    """A NETLINK_ROUTE socket that lives in the namespace at `path`.
+
+    A socket stays in the namespace it was made in, so a throwaway thread enters
+    the namespace (setns only moves the calling thread), makes it and ends.
+    """
+    made: list[socket.socket] = []
+    failed: list[BaseException] = []
+
+    def enter_and_open() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            failed.append(NetnsNotFound(errno.ENOENT, "network namespace not found", path))
+            return
+        except OSError as err:
+            failed.append(err)
+            return
+        try:
+            if _libc.setns(fd, _CLONE_NEWNET) != 0:
+                code = ctypes.get_errno()
+                failed.append(OSError(code, f"setns: {os.strerror(code)}", path))
+                return
+        finally:
+            os.close(fd)
+        try:
+            made.append(
+                socket.socket(
+                    socket.AF_NETLINK,
+                    socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
+                    socket.NETLINK_ROUTE,
+                )
+            )
+        except OSError as err:
+            failed.append(err)
+
+    worker = threading.Thread(target=enter_and_open, name=f"netns-open {path}", daemon=True)
+    worker.start()
+    worker.join()
+    if failed:
+        raise failed[0]
+    return made[0]
+
+
+@contextmanager
+def _rtnl(netns: str) -> Iterator[Any]:
+    """An IPRoute bound to the namespace; closed on exit."""
+    sock = _socket_in_netns(_netns_path(netns))
+    # IPRoute owns the descriptor from here on (groups=0: no event subscriptions).
+    ipr = IPRoute(fileno=sock.detach(), groups=0)
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+def _link_names(ipr: Any) -> dict[int, str]:
+    return {int(link["index"]): str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()}
+
+
+def _link_index(ipr: Any, ifname: str) -> int | None:
+    found = ipr.link_lookup(ifname=ifname)
+    return int(found[0]) if found else None
+
+
+def _require_link(ipr: Any, netns: str, ifname: str) -> int:
+    index = _link_index(ipr, ifname)
+    if index is None:
+        raise LinkNotFound(netns, ifname)
+    return index
+
+
+def _addr_flags(msg: Any) -> int:
+    # IFA_FLAGS carries all 32 bits; the header field only the low 8.
+    flags = msg.get_attr("IFA_FLAGS")
+    return int(flags if flags is not None else msg["flags"])
+
+
+def _addr_text(msg: Any) -> str:
+    # For IPv4 IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer on
+    # point-to-point links); IPv6 only sets IFA_ADDRESS unless a peer is configured.
+    local = msg.get_attr("IFA_LOCAL")
+    address = local if local is not None else msg.get_attr("IFA_ADDRESS")
+    return f"{address}/{msg['prefixlen']}"
+
+
+def _states(ipr: Any, links: Iterable[Any]) -> list[IfaceState]:
+    by_index: dict[int, IfaceState] = {}
+    for link in links:
+        index = int(link["index"])
+        by_index[index] = IfaceState(
+            name=str(link.get_attr("IFLA_IFNAME")),
+            index=index,
+            up=bool(link["flags"] & _IFF_UP),
+            oper_state=str(link.get_attr("IFLA_OPERSTATE") or "UNKNOWN"),
+            mac=link.get_attr("IFLA_ADDRESS"),
+            mtu=int(link.get_attr("IFLA_MTU") or 0),
+            addresses=[],
+        )
+    if not by_index:
+        return []
+    for msg in ipr.get_addr():
+        state = by_index.get(int(msg["index"]))
+        if state is None:
+            continue
+        text = _addr_text(msg)
+        iface = ipaddress.ip_interface(text)
+        if iface.version == 6 and iface.ip.is_link_local:
+            continue
+        state.addresses.append(text)
+        flags = _addr_flags(msg)
+        if flags & _IFA_F_DADFAILED:
+            state.dad_failed.append(text)
+        elif flags & _IFA_F_TENTATIVE:
+            state.tentative.append(text)
+    return list(by_index.values())
+
+
+def interface_state(netns: str, ifname: str) -> IfaceState | None:
+    """The interface's link and address state, or None when it does not exist."""
+    with _rtnl(netns) as ipr:
+        index = _link_index(ipr, ifname)
+        if index is None:
+            return None
+        try:
+            states = _states(ipr, ipr.get_links(index))
+        except NetlinkError as err:
+            if err.code in _GONE:  # removed between the lookup and the read
+                return None
+            raise
+    return states[0] if states else None
+
+
+def list_interfaces(netns: str) -> list[IfaceState]:
+    """Every interface in the namespace except loopback, by index."""
+    with _rtnl(netns) as ipr:
+        states = _states(ipr, ipr.get_links())
+    return sorted((s for s in states if s.name != "lo"), key=lambda s: s.index)
+
+
+def _same_address(expected: str, have: str) -> bool:
+    """`expected` may be "ip/prefix" (both must match) or a bare "ip"."""
+    want = ipaddress.ip_interface(expected)
+    got = ipaddress.ip_interface(have)
+    if want.ip != got.ip:
+        return False
+    return "/" not in expected or want.network.prefixlen == got.network.prefixlen
+
+
+def _problems(
+    state: IfaceState | None, expected: Sequence[str], waited: float
+) -> tuple[list[str], bool]:
+    """What is wrong with the interface, and whether waiting longer cannot help."""
+    if state is None:
+        return ["interface does not exist"], False
+    problems: list[str] = []
+    final = False
+    if not state.up:
+        problems.append(f"link is down (IFF_UP not set, operstate {state.oper_state})")
+    for want in expected:
+        match = next((a for a in state.addresses if _same_address(want, a)), None)
+        if match is None:
+            has = ", ".join(state.addresses) or "none"
+            problems.append(f"address {want} is missing (has: {has})")
+        elif match in state.dad_failed:
+            problems.append(f"address {match} failed duplicate address detection")
+            final = True
+        elif match in state.tentative:
+            problems.append(f"address {match} is still tentative after {waited:.1f}s")
+    return problems, final
+
+
+def verify_interface(
+    netns: str, ifname: str, expected_addrs: Sequence[str], timeout: float = 2.0
+) -> None:
+    """Raise :class:`VerifyError` unless the interface exists, is up and has every address.
+
+    IPv6 addresses stay tentative while duplicate address detection runs, so the
+    check is repeated until `timeout`; a failure reports what was seen last.
+    """
+    for want in expected_addrs:
+        ipaddress.ip_interface(want)  # a malformed expectation is a caller bug: ValueError
+    started = time.monotonic()
+    while True:
+        state = interface_state(netns, ifname)
+        waited = time.monotonic() - started
+        problems, final = _problems(state, expected_addrs, waited)
+        if not problems:
+            return
+        if final or waited >= timeout:
+            raise VerifyError(netns, ifname, problems)
+        time.sleep(min(0.05, max(timeout - waited, 0.0)))
+
+
+# --- routes ------------------------------------------------------------------------------
+
+
+def _table_of(msg: Any) -> int:
+    table = msg.get_attr("RTA_TABLE")
+    return int(table if table is not None else msg["table"])
+
+
+def _route_from_msg(msg: Any, names: Mapping[int, str]) -> Route:
+    family = int(msg["family"])
+    dst = msg.get_attr("RTA_DST") or _ANY[family]
+    oif = msg.get_attr("RTA_OIF")
+    return Route(
+        dst=f"{dst}/{msg['dst_len']}",
+        gateway=msg.get_attr("RTA_GATEWAY"),
+        ifname=names.get(int(oif)) if oif is not None else None,
+        metric=int(msg.get_attr("RTA_PRIORITY") or 0),
+        table=_table_of(msg),
+    )
+
+
+def _dump(ipr: Any, family: int, table: int) -> list[Any]:
+    """Unicast routes of one family in one table (the kernel dumps every table)."""
+    return [
+        msg
+        for msg in ipr.route("dump", family=family)
+        if _table_of(msg) == table and msg["type"] == _RTN_UNICAST
+    ]
+
+
+def _is_default(msg: Any) -> bool:
+    return int(msg["dst_len"]) == 0 and int(msg["src_len"]) == 0
+
+
+def _via(msg: Any, index: int) -> bool:
+    oif = msg.get_attr("RTA_OIF")
+    return oif is not None and int(oif) == index
+
+
+def _delete_route(ipr: Any, msg: Any) -> bool:
+    """Delete exactly the route in `msg` (as dumped); False when it is already gone."""
+    family = int(msg["family"])
+    spec: dict[str, Any] = {
+        "family": family,
+        "dst": msg.get_attr("RTA_DST") or _ANY[family],
+        "dst_len": int(msg["dst_len"]),
+        "table": _table_of(msg),
+        "proto": int(msg["proto"]),
+        "scope": int(msg["scope"]),
+        "type": int(msg["type"]),
+        "priority": int(msg.get_attr("RTA_PRIORITY") or 0),
+    }
+    if msg.get_attr("RTA_GATEWAY") is not None:
+        spec["gateway"] = msg.get_attr("RTA_GATEWAY")
+    if msg.get_attr("RTA_OIF") is not None:
+        spec["oif"] = int(msg.get_attr("RTA_OIF"))
+    try:
+        ipr.route("del", **spec)
+    except NetlinkError as err:
+        if err.code in _GONE:
+            return False
+        raise
+    return True
+
+
+def default_routes(netns: str) -> list[Route]:
+    """Default routes (IPv4 then IPv6) of the main table."""
+    with _rtnl(netns) as ipr:
+        names = _link_names(ipr)
+        return [
+            _route_from_msg(msg, names)
+            for family in _FAMILIES
+            for msg in _dump(ipr, family, MAIN_TABLE)
+            if _is_default(msg)
+        ]
+
+
+def remove_default_routes_via(netns: str, ifname: str) -> list[Route]:
+    """Delete the main table's default routes out of `ifname`; return what was removed.
+
+    For a secondary network whose IPAM hands out 0.0.0.0/0 or ::/0 although its
+    selection did not ask for the default route: the pod's default must not move.
+    A missing interface has no routes, so nothing is removed.
+    """
+    removed: list[Route] = []
+    with _rtnl(netns) as ipr:
+        index = _link_index(ipr, ifname)
+        if index is None:
+            return []
+        names = _link_names(ipr)
+        for family in _FAMILIES:
+            for msg in _dump(ipr, family, MAIN_TABLE):
+                if _is_default(msg) and _via(msg, index) and _delete_route(ipr, msg):
+                    removed.append(_route_from_msg(msg, names))
+    return removed
+
+
+def _family_of(address: str) -> int:
+    return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+
+
+def _gateways_by_family(
+    gateways: Mapping[int, str | None] | Iterable[str],
+) -> dict[int, str | None]:
+    if isinstance(gateways, Mapping):
+        out: dict[int, str | None] = {}
+        for family, gateway in gateways.items():
+            if family not in _FAMILIES:
+                raise ValueError(f"gateway family {family} is neither AF_INET nor AF_INET6")
+            if gateway is not None:
+                if _family_of(gateway) != family:
+                    raise ValueError(f"gateway {gateway} is not of address family {family}")
+                gateway = str(ipaddress.ip_address(gateway))
+            out[family] = gateway
+        return out
+    by_family: dict[int, str | None] = {}
+    for gateway in gateways:
+        family = _family_of(gateway)
+        if family in by_family:
+            raise ValueError(f"two gateways of one family: {by_family[family]} and {gateway}")
+        by_family[family] = str(ipaddress.ip_address(gateway))
+    return by_family
+
+
+def _install_default(ipr: Any, family: int, index: int, gateway: str | None) -> None:
+    """Make the main table's only `family` default go out of `index` via `gateway`.
+
+    The new route takes the metric of the default currently in force, so that
+    `replace` swaps it in place: there is no moment without a default route. The
+    other defaults of the family are deleted afterwards: any that stayed could win.
+    """
+    current = [m for m in _dump(ipr, family, MAIN_TABLE) if _is_default(m)]
+    metrics = [int(m.get_attr("RTA_PRIORITY") or 0) for m in current]
+    metric = min(metrics) if metrics else _KERNEL_DEFAULT_METRIC[family]
+    spec: dict[str, Any] = {
+        "family": family,
+        "dst": _ANY[family],
+        "dst_len": 0,
+        "table": MAIN_TABLE,
+        "oif": index,
+        "priority": metric,
+        "proto": _RTPROT_STATIC,
+        "type": _RTN_UNICAST,
+    }
+    if gateway is None:
+        spec["scope"] = _RT_SCOPE_LINK
+    else:
+        spec["gateway"] = gateway
+        spec["scope"] = _RT_SCOPE_UNIVERSE
+    ipr.route("replace", **spec)
+    for msg in _dump(ipr, family, MAIN_TABLE):
+        if not _is_default(msg):
+            continue
+        oif = msg.get_attr("RTA_OIF")
+        mine = (
+            oif is not None
+            and int(oif) == index
+            and msg.get_attr("RTA_GATEWAY") == gateway
+            and int(msg.get_attr("RTA_PRIORITY") or 0) == metric
+        )
+        if not mine:
+            _delete_route(ipr, msg)
+
+
+def _main_defaults(ipr: Any, families: Iterable[int]) -> tuple[Route, ...]:
+    names = _link_names(ipr)
+    return tuple(
+        _route_from_msg(m, names)
+        for family in families
+        for m in _dump(ipr, family, MAIN_TABLE)
+        if _is_default(m)
+    )
+
+
+def set_default_route_via(
+    netns: str, ifname: str, gateway: str | None, *, family: int | None = None
+) -> Route:
+    """Make `ifname` (via `gateway`) carry the pod's default route of that address family.
+
+    Replaces the current default in place and then deletes any other default of
+    the family. `family` is needed only for a device route (gateway None).
+    """
+    if gateway is not None:
+        family = _family_of(gateway)
+        gateway = str(ipaddress.ip_address(gateway))
+    if family not in _FAMILIES:
+        raise ValueError("a default route without gateway needs family AF_INET or AF_INET6")
+    with _rtnl(netns) as ipr:
+        index = _require_link(ipr, netns, ifname)
+        _install_default(ipr, family, index, gateway)
+        routes = [r for r in _main_defaults(ipr, [family]) if r.ifname == ifname]
+    if not routes:
+        raise RuntimeError(f"default route via {ifname} vanished right after it was set")
+    return routes[0]
+
+
+def _host(address: str) -> tuple[int, str]:
+    ip = ipaddress.ip_interface(address).ip
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    return family, f"{ip}/{_HOST_LEN[family]}"
+
+
+def _copy_route(ipr: Any, msg: Any, table: int) -> None:
+    family = int(msg["family"])
+    spec: dict[str, Any] = {
+        "family": family,
+        "dst": msg.get_attr("RTA_DST") or _ANY[family],
+        "dst_len": int(msg["dst_len"]),
+        "table": table,
+        "oif": int(msg.get_attr("RTA_OIF")),
+        "priority": int(msg.get_attr("RTA_PRIORITY") or 0),
+        "proto": _RTPROT_STATIC,
+        "scope": int(msg["scope"]),
+        "type": _RTN_UNICAST,
+        "flags": int(msg["flags"]) & _RTNH_F_ONLINK,
+    }
+    for attr, key in (("RTA_GATEWAY", "gateway"), ("RTA_PREFSRC", "prefsrc")):
+        if msg.get_attr(attr) is not None:
+            spec[key] = msg.get_attr(attr)
+    ipr.route("replace", **spec)
+
+
+def _rules(ipr: Any, family: int) -> list[SourceRule]:
+    found: list[SourceRule] = []
+    for msg in ipr.get_rules(family=family):
+        src = msg.get_attr("FRA_SRC")
+        if src is None:
+            continue
+        table = msg.get_attr("FRA_TABLE")
+        found.append(
+            SourceRule(
+                src=str(ipaddress.ip_interface(f"{src}/{msg['src_len']}")),
+                table=int(table if table is not None else msg["table"]),
+                priority=int(msg.get_attr("FRA_PRIORITY") or 0),
+            )
+        )
+    return found
+
+
+def _add_rule(ipr: Any, rule: SourceRule) -> None:
+    if rule in _rules(ipr, rule.family):
+        return
+    address, length = rule.src.split("/")
+    try:
+        ipr.rule(
+            "add",
+            family=rule.family,
+            src=address,
+            src_len=int(length),
+            table=rule.table,
+            priority=rule.priority,
+        )
+    except NetlinkError as err:
+        if err.code != errno.EEXIST:
+            raise
+
+
+def _delete_rule(ipr: Any, rule: SourceRule) -> None:
+    address, length = rule.src.split("/")
+    try:
+        ipr.rule(
+            "del",
+            family=rule.family,
+            src=address,
+            src_len=int(length),
+            table=rule.table,
+            priority=rule.priority,
+        )
+    except NetlinkError as err:
+        if err.code not in _GONE:
+            raise
+
+
+def switch_default_route(
+    netns: str,
+    new_ifname: str,
+    new_gateways: Mapping[int, str | None] | Iterable[str],
+    old_ifname: str,
+    old_addrs: Sequence[str],
+    table: int,
+    *,
+    priority: int = SOURCE_RULE_PRIORITY,
+) -> SwitchRecord:
+    """Move the pod's default route to `new_ifname`, make-before-break.
+
+    `new_gateways` maps AF_INET / AF_INET6 to the gateway (None: device route), or
+    is a list of gateway addresses, one per family. Only these families move; a
+    family the new network does not serve keeps its default via the old interface.
+
+    1. Copy the old interface's main-table routes (its default and its subnets)
+       into `table` and add ``from <old address> lookup <table>`` for every old
+       address whose family has a default there: replies and established
+       connections from the old address keep leaving through the old interface.
+    2. Replace the main default in place with one via the new interface, then
+       delete the other main defaults of those families.
+
+    No link is set down. Calling it again (after a crash at any point) converges
+    on the same state: the old routes are then found in `table`.
+    """
+    if table in _RESERVED_TABLES or not 0 < table < 2**32:
+        raise ValueError(f"table {table} is reserved or out of range; use 1-252 or 256+")
+    if new_ifname == old_ifname:
+        raise ValueError("the new and the old default interface are the same")
+    gateways = _gateways_by_family(new_gateways)
+    if not gateways:
+        raise ValueError("no gateway given for the new default route")
+    with _rtnl(netns) as ipr:
+        new_index = _require_link(ipr, netns, new_ifname)
+        old_index = _link_index(ipr, old_ifname)
+        routes: list[Route] = []
+        rules: list[SourceRule] = []
+        if old_index is not None:
+            names = _link_names(ipr)
+            for family in _FAMILIES:
+                mine = [m for m in _dump(ipr, family, MAIN_TABLE) if _via(m, old_index)]
+                if not any(_is_default(m) for m in mine):
+                    # A second run: the main default has moved already, its copy is in `table`.
+                    mine += [
+                        m
+                        for m in _dump(ipr, family, table)
+                        if _is_default(m) and _via(m, old_index)
+                    ]
+                for msg in mine:
+                    _copy_route(ipr, msg, table)
+                    routes.append(replace(_route_from_msg(msg, names), table=table))
+                if not any(_is_default(m) for m in mine):
+                    continue
+                for address in old_addrs:
+                    addr_family, host = _host(address)
+                    if addr_family == family:
+                        rule = SourceRule(src=host, table=table, priority=priority)
+                        _add_rule(ipr, rule)
+                        rules.append(rule)
+        for family, gateway in gateways.items():
+            _install_default(ipr, family, new_index, gateway)
+        defaults = _main_defaults(ipr, _FAMILIES)
+    # Sorted, so that a second run returns an equal record.
+    return SwitchRecord(
+        table=table,
+        old_ifname=old_ifname,
+        new_ifname=new_ifname,
+        rules=tuple(sorted(set(rules), key=lambda r: (r.family, r.src))),
+        routes=tuple(sorted(set(routes), key=_route_order)),
+        defaults=tuple(sorted(defaults, key=_route_order)),
+    )
+
+
+def _route_order(route: Route) -> tuple[int, str, int, str]:
+    return (route.family, route.dst, route.metric, route.gateway or "")
+
+
+def remove_source_routes(netns: str, record: SwitchRecord) -> None:
+    """Undo the source routing of a switch: its rules, and every route in its table.
+
+    Call it once the old interface is detached (its routes then vanish with the
+    link anyway; the rules would not). Whatever is already gone is skipped.
+    """
+    with _rtnl(netns) as ipr:
+        wanted = set(record.rules)
+        for family in _FAMILIES:
+            for rule in _rules(ipr, family):
+                if rule in wanted or rule.table == record.table:
+                    _delete_rule(ipr, rule)
+            for msg in _dump(ipr, family, record.table):
+                _delete_route(ipr, msg)
+
+
+def delete_link(netns: str, ifname: str) -> bool:
+    """Remove a leftover interface; False when it was not there."""
+    with _rtnl(netns) as ipr:
+        index = _link_index(ipr, ifname)
+        if index is None:
+            return False
+        try:
+            ipr.link("del", index=index)
+        except NetlinkError as err:
+            if err.code in _GONE:
+                return False
+            raise
+    return True
