@@ -1,0 +1,115 @@
+"""netshift's own per-pod annotations: the agent's status report and the switch policy.
+
+`netshift.io/status` is written by the agent on the pod's node (as an annotation
+patch) and read by the controller and by people (`kubectl get pod -o yaml`).
+Its `observed` field is the hash of the desired annotations the agent last
+acted on, so a reader knows whether the report is about the current wish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from netshift.annotations import DEFAULT_NETWORK_KEY, NETWORKS_KEY
+
+STATUS_KEY = "netshift.io/status"
+# How the agent treats the old default network after a live switch:
+# {"oldDefault": "Keep" | "Remove", "drainSeconds": N}. Set by the controller from
+# the NetworkProfile's rollout, or by hand; absent means Keep.
+SWITCH_POLICY_KEY = "netshift.io/default-switch"
+
+# Attachment states, as the DESIGN names them.
+PENDING, ATTACHED, DETACHING, FAILED = "Pending", "Attached", "Detaching", "Failed"
+# Pod-level phases of the report.
+CONVERGED, PROGRESSING, DEGRADED = "Converged", "Progressing", "Degraded"
+
+
+def desired_hash(annotations: Mapping[str, str]) -> str:
+    """A short hash of everything that states what networks a pod wants."""
+    wish = [annotations.get(k, "") for k in (NETWORKS_KEY, DEFAULT_NETWORK_KEY, SWITCH_POLICY_KEY)]
+    return hashlib.sha256(json.dumps(wish).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SwitchPolicy:
+    old_default: str = "Keep"
+    drain_seconds: float = 0.0
+
+
+def parse_switch_policy(annotations: Mapping[str, str]) -> SwitchPolicy:
+    """Read the switch policy; a malformed value falls back to the safe choice, Keep."""
+    raw = annotations.get(SWITCH_POLICY_KEY)
+    if not raw:
+        return SwitchPolicy()
+    try:
+        obj = json.loads(raw)
+        old = obj.get("oldDefault", "Keep")
+        drain = float(obj.get("drainSeconds", 0))
+    except (ValueError, AttributeError, TypeError):
+        return SwitchPolicy()
+    if old not in ("Keep", "Remove") or drain < 0:
+        return SwitchPolicy()
+    return SwitchPolicy(old, drain)
+
+
+def format_switch_policy(policy: SwitchPolicy) -> str:
+    return json.dumps(
+        {"oldDefault": policy.old_default, "drainSeconds": policy.drain_seconds},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+@dataclass
+class AttachmentStatus:
+    network: str
+    interface: str
+    state: str
+    message: str = ""
+    ips: list[str] = field(default_factory=list)
+    default: bool = False
+    since: str = ""
+
+
+@dataclass
+class PodNetStatus:
+    observed: str
+    phase: str
+    attachments: list[AttachmentStatus] = field(default_factory=list)
+    default_network: str = ""
+    default_interface: str = ""
+    switched_at: str = ""
+    message: str = ""
+    updated_at: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+
+def parse_status(annotations: Mapping[str, str]) -> PodNetStatus | None:
+    raw = annotations.get(STATUS_KEY)
+    if not raw:
+        return None
+    try:
+        obj: dict[str, Any] = json.loads(raw)
+        atts = [AttachmentStatus(**a) for a in obj.pop("attachments", [])]
+        known = set(PodNetStatus.__dataclass_fields__) - {"attachments"}
+        return PodNetStatus(attachments=atts, **{k: v for k, v in obj.items() if k in known})
+    except (ValueError, TypeError):
+        return None
+
+
+def is_settled(annotations: Mapping[str, str]) -> tuple[bool, bool]:
+    """(settled, failed): the agent has acted on the current wish and finished, well or not."""
+    status = parse_status(annotations)
+    if status is None or status.observed != desired_hash(annotations):
+        return False, False
+    if status.phase == CONVERGED:
+        return True, False
+    if status.phase == DEGRADED:
+        return True, True
+    return False, False

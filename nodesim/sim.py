@@ -1,0 +1,446 @@
+"""The node simulator: the stand-in for kubelet + container runtime + Multus on the local cluster.
+
+It is the only simulated piece of netshift and is named as such everywhere.
+For every pod bound to its node it does what those three would do for the
+pod's *network*, with real CNI plugins in real network namespaces:
+
+- creates `/var/run/netns/netshift-<pod UID>` (there is no container; the
+  namespace itself is the sandbox),
+- attaches the cluster default network as `eth0` (bridge + host-local), or the
+  NAD named by `v1.multus-cni.io/default-network`, as Multus does at sandbox
+  creation,
+- attaches the networks the pod's `k8s.v1.cni.cncf.io/networks` annotation asks
+  for at creation, writes the initial `network-status`, sets the pod Running
+  with its podIP,
+- on deletion DELs what *it* attached (from its own records), removes the
+  namespace and finally removes the pod object, as kubelet does.
+
+It also keeps the Node object Ready (status heartbeat + Lease). The agent never
+talks to it: it finds the namespaces through its generic path-template
+resolver, exactly as it would find a runtime's namespaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent import cni
+from netshift import annotations as ann
+from netshift.kube import (
+    ApiError,
+    Informer,
+    Kube,
+    nad_path,
+    now_rfc3339,
+    patch_annotations,
+    pod_path,
+    record_event,
+)
+from netshift.workqueue import WorkQueue
+
+log = logging.getLogger("netshift.nodesim")
+
+NETNS_DIR = Path("/var/run/netns")
+CLUSTER_NETWORK = "netshift-cluster"
+COMPONENT = "netshift-nodesim"
+
+
+def netns_name(uid: str) -> str:
+    return f"netshift-{uid}"
+
+
+def cluster_conflist(bridge: str, subnet: str, ipam_dir: str) -> dict[str, Any]:
+    return {
+        "cniVersion": "1.0.0",
+        "name": CLUSTER_NETWORK,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": True,
+                "isDefaultGateway": True,
+                "ipMasq": False,  # test traffic never leaves this machine
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": subnet}]],
+                    "dataDir": ipam_dir,
+                },
+            }
+        ],
+    }
+
+
+@dataclass
+class Settings:
+    node: str
+    state_dir: Path
+    bridge: str
+    subnet: str
+    plugin_dirs: tuple[str, ...]
+    workers: int = 4
+    heartbeat_seconds: float = 10.0
+
+
+class NodeSimulator:
+    def __init__(self, kube: Kube, settings: Settings) -> None:
+        self.kube = kube
+        self.s = settings
+        self.pods_dir = settings.state_dir / "pods"
+        self.pods_dir.mkdir(parents=True, exist_ok=True)
+        self.conf_path = settings.state_dir / "net.d" / f"00-{CLUSTER_NETWORK}.conflist"
+        self.conf_path.parent.mkdir(parents=True, exist_ok=True)
+        self.conf_path.write_text(
+            json.dumps(
+                cluster_conflist(
+                    settings.bridge, settings.subnet, str(settings.state_dir / "ipam")
+                ),
+                indent=2,
+            )
+        )
+        self.cluster_net = cni.load_conflist(self.conf_path.read_text())
+        self.cni = cni.CniExecutor(list(settings.plugin_dirs))
+        self.queue = WorkQueue(self.reconcile, workers=settings.workers, name="nodesim")
+        self.pods = Informer(
+            kube,
+            "/api/v1/pods",
+            params={"fieldSelector": f"spec.nodeName={settings.node}"},
+            on_event=lambda _kind, pod: self.queue.add(pod["metadata"]["uid"]),
+            name="nodesim pods",
+        )
+        self._uid_index: dict[str, str] = {}
+        self._stop = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def run(self) -> None:
+        ready = self.s.state_dir / "ready"
+        ready.unlink(missing_ok=True)
+        self.heartbeat()
+        threading.Thread(target=self._heartbeat_loop, daemon=True, name="heartbeat").start()
+        self.queue.start()
+        self.pods.start()
+        if not self.pods.wait_synced(60):
+            raise RuntimeError("pod informer did not sync in 60s")
+        # Sandboxes whose pod vanished while we were down: tear them down now.
+        for uid in self._recorded_uids():
+            self.queue.add(uid)
+        ready.write_text(str(os.getpid()))
+        log.info("node simulator ready on node %s (cluster network %s)", self.s.node, self.s.subnet)
+        self._stop.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.queue.stop()
+        self.pods.stop()
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.s.heartbeat_seconds):
+            try:
+                self.heartbeat()
+            except Exception as err:
+                log.warning("node heartbeat failed: %s", err)
+
+    def heartbeat(self) -> None:
+        now = now_rfc3339()
+        capacity = {"cpu": "64", "memory": "256Gi", "pods": "1000", "ephemeral-storage": "100Gi"}
+
+        def cond(type_: str, status: str, reason: str, message: str) -> dict[str, str]:
+            return {
+                "type": type_,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": self._started,
+            }
+
+        status = {
+            "conditions": [
+                cond(
+                    "Ready", "True", "NodeSimulatorReady", "the netshift node simulator is running"
+                ),
+                cond("MemoryPressure", "False", "NodeSimulator", "simulated"),
+                cond("DiskPressure", "False", "NodeSimulator", "simulated"),
+                cond("PIDPressure", "False", "NodeSimulator", "simulated"),
+                cond("NetworkUnavailable", "False", "NodeSimulator", "cluster network is up"),
+            ],
+            "capacity": capacity,
+            "allocatable": capacity,
+            "addresses": [
+                {"type": "InternalIP", "address": "127.0.0.1"},
+                {"type": "Hostname", "address": self.s.node},
+            ],
+            "nodeInfo": {
+                "kubeletVersion": "netshift-node-simulator",
+                "containerRuntimeVersion": "netshift-node-simulator://0",
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+                "osImage": "netshift node simulator",
+                "kernelVersion": os.uname().release,
+                "machineID": "",
+                "systemUUID": "",
+                "bootID": "",
+                "kubeProxyVersion": "",
+            },
+        }
+        self.kube.patch_merge(f"/api/v1/nodes/{self.s.node}/status", {"status": status})
+        lease_path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.s.node}"
+        micro = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+        try:
+            self.kube.patch_merge(lease_path, {"spec": {"renewTime": micro}})
+        except ApiError as err:
+            if err.status != 404:
+                raise
+            self.kube.create(
+                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                {
+                    "metadata": {"name": self.s.node},
+                    "spec": {
+                        "holderIdentity": self.s.node,
+                        "leaseDurationSeconds": 40,
+                        "renewTime": micro,
+                    },
+                },
+            )
+
+    _started = now_rfc3339()
+
+    # -- records of what the simulator itself attached ---------------------------
+
+    def _record_path(self, uid: str) -> Path:
+        return self.pods_dir / f"{uid}.json"
+
+    def _load(self, uid: str) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self._record_path(uid).read_text())
+            return data
+        except (OSError, ValueError):
+            return None
+
+    def _save(self, uid: str, record: Mapping[str, Any]) -> None:
+        path = self._record_path(uid)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+
+    def _recorded_uids(self) -> list[str]:
+        return [p.stem for p in self.pods_dir.glob("*.json")]
+
+    # -- reconcile -------------------------------------------------------------
+
+    def _pod_by_uid(self, uid: str) -> dict[str, Any] | None:
+        for pod in self.pods.items():
+            if pod["metadata"]["uid"] == uid:
+                return pod
+        return None
+
+    def reconcile(self, uid: str) -> float | None:
+        pod = self._pod_by_uid(uid)
+        record = self._load(uid)
+        if pod is None or pod["metadata"].get("deletionTimestamp"):
+            if record is not None or (pod is not None):
+                self.teardown(uid, pod, record)
+            return None
+        if record is None:
+            record = self.create_sandbox(pod)
+        if pod.get("status", {}).get("phase") != "Running":
+            self.set_running(pod, record)
+        return None
+
+    def _runtime(self, pod: Mapping[str, Any], netns: str, ifname: str) -> cni.RuntimeConf:
+        meta = pod["metadata"]
+        return cni.RuntimeConf(
+            container_id=meta["uid"],
+            netns=netns,
+            ifname=ifname,
+            args=cni.k8s_cni_args(meta["namespace"], meta["name"], meta["uid"], meta["uid"]),
+        )
+
+    def _nad_conflist(self, ref: ann.NetworkRef) -> cni.ConfList:
+        nad = self.kube.get(nad_path(ref.namespace, ref.name))
+        return cni.load_conflist(nad.get("spec", {}).get("config", ""), fallback_name=ref.name)
+
+    def create_sandbox(self, pod: Mapping[str, Any]) -> dict[str, Any]:
+        meta = pod["metadata"]
+        uid, ns = meta["uid"], meta["namespace"]
+        annotations: Mapping[str, str] = meta.get("annotations") or {}
+        name = netns_name(uid)
+        netns = str(NETNS_DIR / name)
+        if not Path(netns).exists():
+            subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        record: dict[str, Any] = {
+            "namespace": ns,
+            "name": meta["name"],
+            "netns": netns,
+            "attachments": [],
+        }
+        self._save(uid, record)  # before any ADD, so a crash here is still torn down
+
+        default_name = CLUSTER_NETWORK
+        conflist = self.cluster_net
+        if ann.DEFAULT_NETWORK_KEY in annotations:
+            ref = ann.parse_default_network(annotations[ann.DEFAULT_NETWORK_KEY], ns)
+            default_name = str(ref)
+            conflist = self._nad_conflist(ref)
+        result = self.cni.add(conflist, self._runtime(pod, netns, "eth0"))
+        record["attachments"].append(
+            {
+                "network": default_name,
+                "interface": "eth0",
+                "conflist": conflist.to_dict(),
+                "result": result,
+                "default": True,
+            }
+        )
+        self._save(uid, record)
+
+        failures: list[str] = []
+        if annotations.get(ann.NETWORKS_KEY):
+            try:
+                selections = ann.parse_networks(annotations[ann.NETWORKS_KEY])
+                wanted = ann.desired_attachments(selections, ns, current=())
+            except ann.AnnotationError as err:
+                failures.append(str(err))
+                wanted = []
+            for att in wanted:
+                try:
+                    net = self._nad_conflist(att.ref)
+                    rt = self._runtime(pod, netns, att.interface)
+                    rt = cni.RuntimeConf(
+                        container_id=rt.container_id,
+                        netns=rt.netns,
+                        ifname=rt.ifname,
+                        args=rt.args,
+                        capability_args=_capability_args(att.selection),
+                        cni_args=att.selection.cni_args_dict() or None,
+                    )
+                    res = self.cni.add(net, rt)
+                except (cni.CniError, ApiError, ValueError) as err:
+                    failures.append(f"{att.ref}@{att.interface}: {err}")
+                    continue
+                record["attachments"].append(
+                    {
+                        "network": str(att.ref),
+                        "interface": att.interface,
+                        "conflist": net.to_dict(),
+                        "result": res,
+                        "default": False,
+                    }
+                )
+                self._save(uid, record)
+        for failure in failures:
+            # Multus would fail the sandbox; the simulator keeps the pod and says why.
+            record_event(self.kube, pod, "NetworkSetupFailed", failure, "Warning", COMPONENT)
+        self._write_network_status(pod, record)
+        return record
+
+    def _write_network_status(self, pod: Mapping[str, Any], record: Mapping[str, Any]) -> None:
+        entries = []
+        for att in record["attachments"]:
+            res = att["result"] or {}
+            entries.append(
+                ann.NetworkStatusEntry(
+                    name=att["network"],
+                    interface=att["interface"],
+                    ips=[ip.split("/")[0] for ip in cni.result_ips(res, att["interface"])],
+                    mac=cni.result_mac(res, att["interface"]),
+                    default=bool(att["default"]),
+                    dns=cni.result_dns(res) or {},
+                )
+            )
+        meta = pod["metadata"]
+        patch_annotations(
+            self.kube,
+            pod_path(meta["namespace"], meta["name"]),
+            {ann.NETWORK_STATUS_KEY: ann.format_network_status(entries)},
+        )
+
+    def set_running(self, pod: Mapping[str, Any], record: Mapping[str, Any]) -> None:
+        meta = pod["metadata"]
+        eth0 = next(a for a in record["attachments"] if a["interface"] == "eth0")
+        ips = [ip.split("/")[0] for ip in cni.result_ips(eth0["result"] or {}, "eth0")]
+        now = now_rfc3339()
+        containers = pod.get("spec", {}).get("containers", [])
+        status = {
+            "phase": "Running",
+            "hostIP": "127.0.0.1",
+            "hostIPs": [{"ip": "127.0.0.1"}],
+            "podIP": ips[0] if ips else None,
+            "podIPs": [{"ip": ip} for ip in ips],
+            "startTime": now,
+            "conditions": [
+                {"type": t, "status": "True", "lastTransitionTime": now}
+                for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+            ],
+            "containerStatuses": [
+                {
+                    "name": c["name"],
+                    "image": c.get("image", ""),
+                    "imageID": "",
+                    "containerID": f"netshift-sim://{meta['uid']}/{c['name']}",
+                    "ready": True,
+                    "started": True,
+                    "restartCount": 0,
+                    "state": {"running": {"startedAt": now}},
+                }
+                for c in containers
+            ],
+        }
+        try:
+            self.kube.patch_merge(
+                pod_path(meta["namespace"], meta["name"]) + "/status", {"status": status}
+            )
+        except ApiError as err:
+            if err.status != 404:
+                raise
+
+    def teardown(
+        self, uid: str, pod: Mapping[str, Any] | None, record: Mapping[str, Any] | None
+    ) -> None:
+        netns = str(NETNS_DIR / netns_name(uid))
+        if record is not None:
+            for att in reversed(record["attachments"]):
+                conflist = cni.load_conflist(att["conflist"])
+                rt = cni.RuntimeConf(
+                    container_id=uid,
+                    netns=netns if Path(netns).exists() else "",
+                    ifname=att["interface"],
+                    args=cni.k8s_cni_args(record["namespace"], record["name"], uid, uid),
+                )
+                try:
+                    self.cni.delete(conflist, rt, att["result"])
+                except cni.CniError as err:
+                    log.warning("DEL %s of pod %s failed: %s", att["interface"], uid, err)
+        if Path(netns).exists():
+            subprocess.run(["ip", "netns", "del", netns_name(uid)], capture_output=True)
+        self._record_path(uid).unlink(missing_ok=True)
+        if pod is not None:
+            meta = pod["metadata"]
+            with contextlib.suppress(ApiError):
+                # As kubelet does once the sandbox is gone: remove the object for good.
+                self.kube.delete(
+                    pod_path(meta["namespace"], meta["name"]),
+                    {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}},
+                )
+        log.info("pod %s torn down", uid)
+
+
+def _capability_args(sel: ann.NetworkSelection) -> dict[str, Any]:
+    caps: dict[str, Any] = {}
+    if sel.ips:
+        caps["ips"] = list(sel.ips)
+    if sel.mac:
+        caps["mac"] = sel.mac
+    return caps
