@@ -162,6 +162,10 @@ class AttachmentRecord:
     updated_at: float = 0.0
     message: str = ""
     attempts: int = 0
+    role: str = "secondary"  # secondary | default | previous-default (see agent.plan)
+    adopted: bool = False  # attached by someone else (Multus, the runtime); taken over later
+    retry_at: float = 0.0  # a Failed attachment is tried again from this time on
+    drain_until: float | None = None  # a previous default to be removed at this time
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept as read
 
     def __post_init__(self) -> None:
@@ -204,6 +208,12 @@ class AttachmentRecord:
             updated_at=_typed(data, "updated_at", float, 0.0),
             message=_typed(data, "message", str, ""),
             attempts=_typed(data, "attempts", int, 0),
+            role=_typed(data, "role", str, "secondary"),
+            adopted=_typed(data, "adopted", bool, False),
+            retry_at=_typed(data, "retry_at", float, 0.0),
+            drain_until=None
+            if data.get("drain_until") is None
+            else _typed(data, "drain_until", float, None),
             extra={k: v for k, v in data.items() if k not in known},
         )
 

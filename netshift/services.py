@@ -6,6 +6,7 @@ locally there is no container runtime, so they run as plain processes.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -18,6 +19,9 @@ def local_procs(cluster: LocalCluster) -> list[Proc]:
     py = list(main_python())
     kc = str(cluster.kubeconfig)
     sim_dir = cluster.state_dir / "node"
+    agent_dir = cluster.state_dir / "agent"
+    agent_dir.mkdir(parents=True, exist_ok=True)
+    cluster_conf = sim_dir / "net.d" / "00-netshift-cluster.conflist"
     return [
         Proc(
             "nodesim",
@@ -30,6 +34,30 @@ def local_procs(cluster: LocalCluster) -> list[Proc]:
                 f"--subnet={cluster.pod_subnet}",
                 f"--bridge={cluster.bridge}",
             ],
-            healthy=lambda: (sim_dir / "ready").exists(),
+            healthy=lambda: _ready(cluster, "nodesim", sim_dir / "ready"),
+        ),
+        Proc(
+            "agent",
+            [
+                *py,
+                "agent",
+                f"--kubeconfig={kc}",
+                f"--node={cluster.node}",
+                f"--records-dir={agent_dir / 'records'}",
+                f"--cluster-network-conf={cluster_conf}",
+                # The node simulator's namespaces, found like any runtime's: by path.
+                "--netns-template=/var/run/netns/netshift-{uid}",
+                f"--ready-file={agent_dir / 'ready'}",
+                f"--timing-log={agent_dir / 'timings.jsonl'}",
+            ],
+            healthy=lambda: _ready(cluster, "agent", agent_dir / "ready"),
         ),
     ]
+
+
+def _ready(cluster: LocalCluster, name: str, ready_file: Path) -> bool:
+    """Ready once the running process itself wrote its pid into its ready file."""
+    try:
+        return ready_file.read_text().strip() == str(cluster.pid(name))
+    except OSError:
+        return False

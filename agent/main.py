@@ -1,0 +1,98 @@
+"""`netshift agent`: the node agent (one per node; a DaemonSet on a real cluster)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from agent.netns import (
+    CgroupResolver,
+    ChainResolver,
+    CriResolver,
+    NetnsResolver,
+    PathTemplateResolver,
+)
+from agent.reconcile import Agent, AgentSettings
+from netshift.kube import Kube
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG, then in-cluster")
+    parser.add_argument("--node", default=os.environ.get("NODE_NAME"), help="default: $NODE_NAME")
+    parser.add_argument("--records-dir", default="/var/lib/netshift/records")
+    parser.add_argument(
+        "--cni-bin-dir", action="append", default=None, help="CNI plugin dir (repeatable)"
+    )
+    parser.add_argument(
+        "--cluster-network-conf",
+        default=None,
+        help="CNI conf(list) of the cluster default network (Multus's clusterNetwork)",
+    )
+    parser.add_argument(
+        "--netns-template",
+        default=None,
+        help="find pod namespaces by path, e.g. /var/run/netns/netshift-{uid} "
+        "(fields: uid, namespace, name); otherwise from the pod's cgroup",
+    )
+    parser.add_argument("--cgroup-root", default="/sys/fs/cgroup")
+    parser.add_argument("--cri-socket", default=None, help="ask the CRI runtime (needs crictl)")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--resync-seconds", type=float, default=60.0)
+    parser.add_argument("--ready-file", default=None, help="written once the agent is ready")
+    parser.add_argument(
+        "--timing-log", default=None, help="append one JSON line per pod change (for bench/)"
+    )
+
+
+def build_resolver(args: argparse.Namespace) -> NetnsResolver:
+    resolvers: list[NetnsResolver] = []
+    if args.netns_template:
+        resolvers.append(PathTemplateResolver(args.netns_template))
+    if args.cri_socket:
+        resolvers.append(CriResolver(args.cri_socket))
+    if not args.netns_template:
+        resolvers.append(CgroupResolver(cgroup_root=args.cgroup_root))
+    return resolvers[0] if len(resolvers) == 1 else ChainResolver(resolvers)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.node:
+        raise SystemExit("netshift agent: --node (or $NODE_NAME) is required")
+    timing_lock = threading.Lock()
+
+    def on_timing(entry: dict[str, Any]) -> None:
+        with timing_lock, open(args.timing_log, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    agent = Agent(
+        Kube.from_kubeconfig(args.kubeconfig),
+        AgentSettings(
+            node=args.node,
+            plugin_dirs=tuple(args.cni_bin_dir or ["/opt/cni/bin", "/usr/lib/cni"]),
+            records_dir=args.records_dir,
+            cluster_network_conf=args.cluster_network_conf,
+            workers=args.workers,
+            resync_seconds=args.resync_seconds,
+        ),
+        build_resolver(args),
+        on_timing=on_timing if args.timing_log else None,
+    )
+    stop = threading.Event()
+
+    def on_signal(_sig: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.start()
+    if args.ready_file:
+        Path(args.ready_file).write_text(str(os.getpid()))
+    stop.wait()
+    agent.stop()
+    return 0

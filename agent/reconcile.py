@@ -1,0 +1,770 @@
+"""The node agent's reconciler: for each pod on this node, make its interfaces match its annotations.
+
+Level-triggered: every run reads the pod (from the watch cache), the agent's
+records and the live netns, plans with `agent.plan`, executes with the CNI
+executor and netlink, then reports through an annotation patch. One pod is
+never handled by two workers at once (the work queue is keyed by pod UID).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from agent import cni, netlink
+from agent.netns import NetnsError, NetnsResolver
+from agent.plan import (
+    ATTACHED,
+    ATTACHING,
+    DEFAULT,
+    DETACHING,
+    FAILED,
+    INCOMING_DEFAULT,
+    PREVIOUS_DEFAULT,
+    SECONDARY,
+    Current,
+    Plan,
+    network_id,
+    parse_network_id,
+    plan_pod,
+    selection_key,
+)
+from agent.records import AttachmentRecord, PodMeta, RecordStore
+from netshift import annotations as ann
+from netshift import podstatus
+from netshift.kube import (
+    ApiError,
+    Informer,
+    Kube,
+    nad_path,
+    now_rfc3339,
+    patch_annotations,
+    pod_path,
+    record_event,
+)
+from netshift.workqueue import WorkQueue
+
+log = logging.getLogger("netshift.agent")
+COMPONENT = "netshift-agent"
+SOURCE_TABLE_BASE = 1000  # policy-routing tables for old defaults: 1000, 1001, ...
+MAX_BACKOFF = 300.0
+
+
+@dataclass
+class AgentSettings:
+    node: str
+    plugin_dirs: tuple[str, ...] = ("/opt/cni/bin", "/usr/lib/cni")
+    records_dir: str = "/var/lib/netshift/records"
+    # The cluster's own network (Multus's clusterNetwork): what a pod without a
+    # default-network annotation has as eth0. Needed to switch back to it or to
+    # remove it after a switch.
+    cluster_network_conf: str | None = None
+    workers: int = 4
+    resync_seconds: float = 60.0
+    cni_timeout: float = 30.0
+
+
+class PodError(Exception):
+    """A problem with one pod's wish that no retry can fix (bad annotation, missing NAD)."""
+
+
+def backoff(attempts: int) -> float:
+    return float(min(2 ** max(attempts - 1, 0), MAX_BACKOFF))
+
+
+class Agent:
+    def __init__(
+        self,
+        kube: Kube,
+        settings: AgentSettings,
+        resolver: NetnsResolver,
+        on_timing: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.kube = kube
+        self.s = settings
+        self.resolver = resolver
+        self.store = RecordStore(settings.records_dir)
+        self.cni = cni.CniExecutor(list(settings.plugin_dirs), timeout=settings.cni_timeout)
+        self.cluster_net: cni.ConfList | None = None
+        if settings.cluster_network_conf:
+            with open(settings.cluster_network_conf) as f:
+                self.cluster_net = cni.load_conflist(f.read())
+        self._pods_by_uid: dict[str, dict[str, Any]] = {}
+        self._seen_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self.queue = WorkQueue(self.reconcile, workers=settings.workers, name="agent")
+        self.pods = Informer(
+            kube,
+            "/api/v1/pods",
+            params={"fieldSelector": f"spec.nodeName={settings.node}"},
+            on_event=self._on_pod,
+            name="agent pods",
+        )
+        self.nads = Informer(kube, nad_path(), name="agent nads")
+        self.on_timing = on_timing
+        self._stop = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        self.nads.start()
+        self.pods.start()
+        for informer in (self.nads, self.pods):
+            if not informer.wait_synced(60):
+                raise RuntimeError(f"informer {informer.name} did not sync in 60s")
+        self.queue.start()
+        self.resync()  # full reconcile at start-up: records against live pods
+        threading.Thread(target=self._resync_loop, name="resync", daemon=True).start()
+        log.info("agent ready on node %s", self.s.node)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.queue.stop()
+        self.pods.stop()
+        self.nads.stop()
+
+    def _resync_loop(self) -> None:
+        while not self._stop.wait(self.s.resync_seconds):
+            self.resync()
+
+    def resync(self) -> None:
+        with self._lock:
+            uids = set(self._pods_by_uid)
+        for uid in uids | set(self.store.pods()):
+            self.queue.add(uid)
+
+    def _on_pod(self, kind: str, pod: dict[str, Any]) -> None:
+        uid = pod["metadata"]["uid"]
+        with self._lock:
+            if kind == "DELETED":
+                self._pods_by_uid.pop(uid, None)
+            else:
+                self._pods_by_uid[uid] = pod
+            self._seen_at.setdefault(uid, time.time())
+        self.queue.add(uid)
+
+    def pod(self, uid: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._pods_by_uid.get(uid)
+
+    # -- reconcile -------------------------------------------------------------
+
+    def reconcile(self, uid: str) -> float | None:
+        with self._lock:
+            seen = self._seen_at.pop(uid, time.time())
+        pod = self.pod(uid)
+        if pod is None or _finished(pod):
+            self.cleanup(uid, pod)
+            return None
+        if (pod.get("spec") or {}).get("hostNetwork"):
+            return None  # no network namespace of its own: nothing to plug into
+        if (pod.get("status") or {}).get("phase") != "Running":
+            # The runtime (and Multus) may still be setting the sandbox up. The pod's
+            # update to Running queues it again, so an earlier edit is not lost.
+            return None
+        try:
+            netns = self.resolver.resolve(pod)
+        except NetnsError as err:
+            log.warning("pod %s: cannot find its netns: %s", _name(pod), err)
+            return 5.0
+        if netns is None:
+            # Not started yet (or already torn down): the wish waits on the pod, not lost.
+            return 1.0
+        started = time.monotonic()
+        report = Report()
+        try:
+            retry = self._converge(pod, netns, report)
+        except PodError as err:
+            report.problem = str(err)
+            retry = None
+        cni_seconds = time.monotonic() - started
+        t_status = time.monotonic()
+        self.write_status(pod, report)
+        if self.on_timing is not None and (report.changed or report.problem):
+            self.on_timing(
+                {
+                    "pod": _name(pod),
+                    "uid": uid,
+                    "seen_at": seen,
+                    "cni_seconds": round(cni_seconds, 4),
+                    "status_seconds": round(time.monotonic() - t_status, 4),
+                    "done_at": time.time(),
+                }
+            )
+        return retry
+
+    def _current(self, pod: Mapping[str, Any], netns: str) -> list[AttachmentRecord]:
+        """Records of this pod, with what others attached at creation adopted into them."""
+        meta = pod["metadata"]
+        uid = meta["uid"]
+        records = {r.interface: r for r in self.store.list_pod(uid)}
+        live = {i.name: i for i in netlink.list_interfaces(netns)}
+        for entry in _network_status(pod):
+            if not entry.interface or entry.interface in records or entry.interface not in live:
+                continue
+            ref = parse_network_id(entry.name)
+            conflist = self._conflist_or_none(ref)
+            rec = AttachmentRecord(
+                pod_uid=uid,
+                pod_namespace=meta["namespace"],
+                pod_name=meta["name"],
+                network=entry.name,
+                interface=entry.interface,
+                state=ATTACHED,
+                conflist=conflist.to_dict() if conflist else {},
+                result=_live_result(entry.interface, live[entry.interface]),
+                container_id=uid,
+                netns=netns,
+                role=DEFAULT if entry.default else SECONDARY,
+                adopted=True,
+                is_default=entry.default,
+            )
+            records[entry.interface] = self.store.put(rec)
+        return list(records.values())
+
+    def _converge(self, pod: dict[str, Any], netns: str, report: Report) -> float | None:
+        meta = pod["metadata"]
+        uid, namespace = meta["uid"], meta["namespace"]
+        annotations: Mapping[str, str] = meta.get("annotations") or {}
+        self.store.put_pod_meta(
+            self.store.get_pod_meta(uid)
+            or PodMeta(uid, namespace, meta["name"], netns=netns, container_id=uid)
+        )
+        records = self._current(pod, netns)
+        report.records = records
+        try:
+            selections = ann.parse_networks(annotations.get(ann.NETWORKS_KEY, ""))
+            desired_default = self._desired_default(annotations, namespace)
+        except ann.AnnotationError as err:
+            raise PodError(str(err)) from err
+        policy = podstatus.parse_switch_policy(annotations)
+        now = time.time()
+        current = [_as_current(r) for r in records]
+        try:
+            plan = plan_pod(selections, namespace, current, desired_default, now)
+        except ann.AnnotationError as err:
+            raise PodError(str(err)) from err
+        by_if = {r.interface: r for r in records}
+        for c in plan.detach:
+            self.detach(pod, by_if[c.interface], report)
+        for want in plan.attach:
+            self.attach(pod, netns, want, by_if.get(want.interface), report)
+        if plan.switch_to is not None:
+            self.switch_default(pod, netns, plan, policy, report)
+        for c in plan.drained:
+            self.remove_previous_default(pod, netns, self.store.get(uid, c.interface), report)
+        report.records = self.store.list_pod(uid)
+        failed = [r for r in report.records if r.state == FAILED]
+        retry = plan.retry_in
+        for r in failed:
+            delay = max(r.retry_at - time.time(), 0.5)
+            retry = delay if retry is None else min(retry, delay)
+        for r in report.records:
+            if r.role == PREVIOUS_DEFAULT and r.drain_until is not None:
+                delay = max(r.drain_until - time.time(), 0.1)
+                retry = delay if retry is None else min(retry, delay)
+        return retry
+
+    def _desired_default(
+        self, annotations: Mapping[str, str], namespace: str
+    ) -> ann.NetworkRef | None:
+        value = annotations.get(ann.DEFAULT_NETWORK_KEY)
+        if value:
+            return ann.parse_default_network(value, namespace)
+        if self.cluster_net is not None:
+            return ann.NetworkRef("", self.cluster_net.name)
+        return None  # unknown cluster network: leave the default alone
+
+    # -- NAD configs -----------------------------------------------------------
+
+    def _conflist_or_none(self, ref: ann.NetworkRef) -> cni.ConfList | None:
+        try:
+            return self.conflist(ref)
+        except PodError:
+            return None
+
+    def conflist(self, ref: ann.NetworkRef) -> cni.ConfList:
+        if not ref.namespace:
+            if self.cluster_net is not None and ref.name == self.cluster_net.name:
+                return self.cluster_net
+            raise PodError(f"cluster network {ref.name!r} is not known to this agent")
+        nad = self.nads.get(f"{ref.namespace}/{ref.name}")
+        if nad is None:
+            raise PodError(
+                f"NetworkAttachmentDefinition {ref} does not exist; create it or fix the annotation"
+            )
+        config = (nad.get("spec") or {}).get("config") or ""
+        try:
+            return cni.load_conflist(config, fallback_name=ref.name)
+        except cni.CniError as err:
+            raise PodError(f"NetworkAttachmentDefinition {ref} has a broken config: {err}") from err
+
+    # -- actions ---------------------------------------------------------------
+
+    def _runtime(
+        self, pod: Mapping[str, Any], netns: str, ifname: str, sel: ann.NetworkSelection | None
+    ) -> cni.RuntimeConf:
+        meta = pod["metadata"]
+        return cni.RuntimeConf(
+            container_id=meta["uid"],
+            netns=netns,
+            ifname=ifname,
+            args=cni.k8s_cni_args(meta["namespace"], meta["name"], meta["uid"], meta["uid"]),
+            capability_args=capability_args(sel) if sel else {},
+            cni_args=(sel.cni_args_dict() or None) if sel else None,
+        )
+
+    def attach(
+        self,
+        pod: Mapping[str, Any],
+        netns: str,
+        want: ann.Attachment,
+        previous: AttachmentRecord | None,
+        report: Report,
+    ) -> AttachmentRecord:
+        meta = pod["metadata"]
+        attempts = (previous.attempts if previous and previous.state == FAILED else 0) + 1
+        rec = AttachmentRecord(
+            pod_uid=meta["uid"],
+            pod_namespace=meta["namespace"],
+            pod_name=meta["name"],
+            network=str(want.ref),
+            interface=want.interface,
+            state=ATTACHING,
+            container_id=meta["uid"],
+            netns=netns,
+            selection=want.selection.to_json(),
+            auto_named=want.auto_named,
+            attempts=attempts,
+        )
+        report.changed = True
+        try:
+            conflist = self.conflist(want.ref)
+            rec = replace(rec, conflist=conflist.to_dict())
+            # Written before ADD: a crash from here on leaves a record to clean up, never a leak.
+            rec = self.store.put(rec)
+            rt = self._runtime(pod, netns, want.interface, want.selection)
+            result = self.cni.add(conflist, rt)
+            rec = self.store.put(replace(rec, result=result))
+            self._fix_routes(netns, want)
+            expected = cni.result_ips(result, want.interface)
+            try:
+                netlink.verify_interface(netns, want.interface, expected)
+            except netlink.VerifyError:
+                self.cni.delete(conflist, rt, result)
+                raise
+        except (cni.CniError, netlink.VerifyError, PodError, OSError) as err:
+            delay = backoff(attempts)
+            rec = self.store.put(
+                replace(
+                    rec, state=FAILED, result=None, message=str(err), retry_at=time.time() + delay
+                )
+            )
+            record_event(
+                self.kube,
+                pod,
+                "AttachFailed",
+                f"{want.ref}@{want.interface}: {err} (attempt {attempts}, retry in {delay:.0f}s)",
+                "Warning",
+                COMPONENT,
+            )
+            log.warning(
+                "pod %s: attach %s@%s failed: %s", _name(pod), want.ref, want.interface, err
+            )
+            return rec
+        rec = self.store.put(replace(rec, state=ATTACHED, message="", retry_at=0.0))
+        ips = ", ".join(cni.result_ips(result, want.interface)) or "no address"
+        record_event(
+            self.kube,
+            pod,
+            "Attached",
+            f"{want.ref} as {want.interface} ({ips})",
+            "Normal",
+            COMPONENT,
+        )
+        return rec
+
+    def _fix_routes(self, netns: str, want: ann.Attachment) -> None:
+        """Multi-net spec: only the element with default-route may take the default route.
+
+        Checked on the link, not on the result: a plugin can add a default route
+        that its result does not list (bridge with isDefaultGateway).
+        """
+        if want.selection.default_route:
+            for gw in want.selection.default_route:
+                netlink.set_default_route_via(netns, want.interface, gw)
+        else:
+            netlink.remove_default_routes_via(netns, want.interface)
+
+    def detach(self, pod: Mapping[str, Any], rec: AttachmentRecord, report: Report) -> bool:
+        """DEL with the exact config the ADD used; the record goes only once DEL succeeded."""
+        report.changed = True
+        if rec.state == FAILED:
+            # A failed ADD was rolled back already; a DEL again is cheap and releases any leftovers.
+            with contextlib.suppress(cni.CniError):
+                self._delete(rec)
+            self.store.delete(rec.pod_uid, rec.interface)
+            return True
+        rec = self.store.put(replace(rec, state=DETACHING))
+        try:
+            self._delete(rec)
+        except (cni.CniError, PodError) as err:
+            self.store.put(replace(rec, message=f"detach failed: {err}"))
+            record_event(
+                self.kube,
+                pod,
+                "DetachFailed",
+                f"{rec.network}@{rec.interface}: {err}",
+                "Warning",
+                COMPONENT,
+            )
+            return False
+        self.store.delete(rec.pod_uid, rec.interface)
+        record_event(
+            self.kube, pod, "Detached", f"{rec.network} from {rec.interface}", "Normal", COMPONENT
+        )
+        return True
+
+    def _delete(self, rec: AttachmentRecord) -> None:
+        if rec.conflist:
+            conflist = cni.load_conflist(rec.conflist)
+        else:
+            # Adopted without a known config (its NAD was gone): the current one is the best left.
+            conflist = self.conflist(parse_network_id(rec.network))
+        pod = self.pod(rec.pod_uid)
+        netns = rec.netns
+        if pod is not None:
+            with contextlib.suppress(NetnsError):
+                netns = self.resolver.resolve(pod) or ""
+        rt = cni.RuntimeConf(
+            container_id=rec.container_id or rec.pod_uid,
+            netns=netns if netns and os.path.exists(netns) else "",
+            ifname=rec.interface,
+            args=cni.k8s_cni_args(rec.pod_namespace, rec.pod_name, rec.pod_uid, rec.pod_uid),
+        )
+        self.cni.delete(conflist, rt, rec.result)
+        if rt.netns:
+            # Some plugins leave the link behind on DEL; an interface the pod no longer wants must go.
+            netlink.delete_link(rt.netns, rec.interface)
+
+    def switch_default(
+        self,
+        pod: Mapping[str, Any],
+        netns: str,
+        plan: Plan,
+        policy: podstatus.SwitchPolicy,
+        report: Report,
+    ) -> None:
+        """Make-before-break: attach the new default, move the routes, then retire the old one."""
+        assert plan.switch_to is not None and plan.switch_interface is not None
+        meta = pod["metadata"]
+        uid = meta["uid"]
+        report.changed = True
+        old = next((r for r in self.store.list_pod(uid) if r.role == DEFAULT), None)
+        target = plan.switch_to
+        if plan.switch_reuses:
+            new = self.store.get(uid, plan.switch_interface)
+            assert new is not None
+        else:
+            sel = ann.NetworkSelection(
+                name=target.name,
+                namespace=target.namespace or None,
+                interface=plan.switch_interface,
+            )
+            want = ann.Attachment(target, plan.switch_interface, sel, auto_named=True)
+            # Attach without the route guard: this network is meant to carry the default.
+            new = self._attach_default(pod, netns, want, report)
+            if new.state != ATTACHED:
+                return
+        gateways = cni.result_gateways(new.result or {}, new.interface)
+        if old is not None:
+            meta_rec = self.store.get_pod_meta(uid) or PodMeta(uid)
+            earlier = [netlink.SwitchRecord.from_json(raw) for raw in meta_rec.switches]
+            # The same old interface keeps its table, so a switch redone after a crash is a no-op.
+            table = next(
+                (sw.table for sw in earlier if sw.old_ifname == old.interface),
+                SOURCE_TABLE_BASE + len(earlier),
+            )
+            old_addrs = cni.result_ips(old.result or {}, old.interface) or _iface_addrs(
+                netns, old.interface
+            )
+            switch = netlink.switch_default_route(
+                netns, new.interface, gateways, old.interface, old_addrs, table
+            )
+            kept = [sw.to_json() for sw in earlier if sw.old_ifname != old.interface]
+            self.store.put_pod_meta(replace(meta_rec, switches=[*kept, switch.to_json()]))
+            drain = time.time() + policy.drain_seconds if policy.old_default == "Remove" else None
+            self.store.put(replace(old, role=PREVIOUS_DEFAULT, is_default=False, drain_until=drain))
+        else:
+            for gw in gateways or [None]:  # type: ignore[list-item]
+                netlink.set_default_route_via(netns, new.interface, gw)
+        self.store.put(replace(new, role=DEFAULT, is_default=True, drain_until=None))
+        report.switched_at = now_rfc3339()
+        record_event(
+            self.kube,
+            pod,
+            "DefaultNetworkSwitched",
+            f"default network is now {network_id(target)} on {new.interface}"
+            + (f" (was {old.network} on {old.interface}; {policy.old_default})" if old else ""),
+            "Normal",
+            COMPONENT,
+        )
+
+    def _attach_default(
+        self, pod: Mapping[str, Any], netns: str, want: ann.Attachment, report: Report
+    ) -> AttachmentRecord:
+        meta = pod["metadata"]
+        previous = self.store.get(meta["uid"], want.interface)
+        attempts = (previous.attempts if previous and previous.state == FAILED else 0) + 1
+        if previous is not None and previous.state == FAILED and time.time() < previous.retry_at:
+            return previous
+        rec = AttachmentRecord(
+            pod_uid=meta["uid"],
+            pod_namespace=meta["namespace"],
+            pod_name=meta["name"],
+            network=network_id(want.ref),
+            interface=want.interface,
+            state=ATTACHING,
+            container_id=meta["uid"],
+            netns=netns,
+            selection=want.selection.to_json(),
+            auto_named=True,
+            attempts=attempts,
+            role=INCOMING_DEFAULT,
+        )
+        try:
+            conflist = self.conflist(want.ref)
+            rec = self.store.put(replace(rec, conflist=conflist.to_dict()))
+            rt = self._runtime(pod, netns, want.interface, None)
+            result = self.cni.add(conflist, rt)
+            rec = self.store.put(replace(rec, result=result))
+            # Until the switch, the old default keeps the main table's default route.
+            netlink.remove_default_routes_via(netns, want.interface)
+            try:
+                netlink.verify_interface(
+                    netns, want.interface, cni.result_ips(result, want.interface)
+                )
+            except netlink.VerifyError:
+                self.cni.delete(conflist, rt, result)
+                raise
+        except (cni.CniError, netlink.VerifyError, PodError, OSError) as err:
+            delay = backoff(attempts)
+            rec = self.store.put(
+                replace(
+                    rec, state=FAILED, result=None, message=str(err), retry_at=time.time() + delay
+                )
+            )
+            record_event(
+                self.kube,
+                pod,
+                "DefaultSwitchFailed",
+                f"new default {network_id(want.ref)}@{want.interface}: {err}; the old default stays",
+                "Warning",
+                COMPONENT,
+            )
+            return rec
+        return self.store.put(replace(rec, state=ATTACHED, message="", retry_at=0.0))
+
+    def remove_previous_default(
+        self, pod: Mapping[str, Any], netns: str, rec: AttachmentRecord | None, report: Report
+    ) -> None:
+        if rec is None:
+            return
+        uid = rec.pod_uid
+        meta_rec = self.store.get_pod_meta(uid)
+        if meta_rec is not None:
+            keep = []
+            for raw in meta_rec.switches:
+                sw = netlink.SwitchRecord.from_json(raw)
+                if sw.old_ifname == rec.interface:
+                    netlink.remove_source_routes(netns, sw)
+                else:
+                    keep.append(raw)
+            self.store.put_pod_meta(replace(meta_rec, switches=keep))
+        self.detach(pod, rec, report)
+
+    def cleanup(self, uid: str, pod: Mapping[str, Any] | None) -> None:
+        """The pod is gone or finished: DEL every attachment the agent holds, so IPAM is released."""
+        records = self.store.list_pod(uid)
+        for rec in records:
+            try:
+                self._delete(rec)
+            except (cni.CniError, PodError) as err:
+                log.warning("pod %s: DEL %s failed at clean-up: %s", uid, rec.interface, err)
+                continue
+            self.store.delete(uid, rec.interface)
+        self.store.delete_pod(uid)
+        if records:
+            log.info("pod %s gone: released %d attachment(s)", uid, len(records))
+
+    # -- reporting -------------------------------------------------------------
+
+    def write_status(self, pod: Mapping[str, Any], report: Report) -> None:
+        meta = pod["metadata"]
+        annotations: Mapping[str, str] = meta.get("annotations") or {}
+        records = report.records if report.records is not None else self.store.list_pod(meta["uid"])
+        changes: dict[str, str | None] = {}
+        entries = _merge_network_status(_network_status(pod), records)
+        new_status = ann.format_network_status(entries)
+        if new_status != annotations.get(ann.NETWORK_STATUS_KEY):
+            changes[ann.NETWORK_STATUS_KEY] = new_status
+        pns = self._pod_status(annotations, records, report)
+        old = podstatus.parse_status(annotations)
+        if old is None or _comparable(old) != _comparable(pns):
+            pns.updated_at = now_rfc3339()
+            changes[podstatus.STATUS_KEY] = pns.to_json()
+        if not changes:
+            return
+        try:
+            patch_annotations(self.kube, pod_path(meta["namespace"], meta["name"]), changes)
+        except ApiError as err:
+            if err.status != 404:
+                raise
+        if report.problem:
+            record_event(self.kube, pod, "InvalidNetworks", report.problem, "Warning", COMPONENT)
+
+    def _pod_status(
+        self, annotations: Mapping[str, str], records: list[AttachmentRecord], report: Report
+    ) -> podstatus.PodNetStatus:
+        old = podstatus.parse_status(annotations)
+        atts = [
+            podstatus.AttachmentStatus(
+                network=r.network,
+                interface=r.interface,
+                state=r.state if r.state != ATTACHING else podstatus.PENDING,
+                message=r.message,
+                ips=cni.result_ips(r.result or {}, r.interface),
+                default=r.role == DEFAULT,
+            )
+            for r in sorted(records, key=lambda r: r.interface)
+        ]
+        default = next((r for r in records if r.role == DEFAULT), None)
+        failed = [r for r in records if r.state == FAILED]
+        if report.problem:
+            phase, message = podstatus.DEGRADED, report.problem
+        elif failed:
+            phase = podstatus.DEGRADED
+            message = "; ".join(f"{r.network}@{r.interface}: {r.message}" for r in failed)
+        elif any(r.state in (ATTACHING, DETACHING) for r in records):
+            phase, message = podstatus.PROGRESSING, ""
+        else:
+            phase, message = podstatus.CONVERGED, ""
+        return podstatus.PodNetStatus(
+            observed=podstatus.desired_hash(annotations),
+            phase=phase,
+            attachments=atts,
+            default_network=default.network if default else "",
+            default_interface=default.interface if default else "",
+            switched_at=report.switched_at or (old.switched_at if old else ""),
+            message=message,
+        )
+
+
+@dataclass
+class Report:
+    changed: bool = False
+    problem: str = ""
+    switched_at: str = ""
+    records: list[AttachmentRecord] | None = None
+
+
+def capability_args(sel: ann.NetworkSelection) -> dict[str, Any]:
+    """The runtimeConfig capability arguments a selection element asks for."""
+    caps: dict[str, Any] = {}
+    if sel.ips:
+        caps["ips"] = list(sel.ips)
+    if sel.mac:
+        caps["mac"] = sel.mac
+    if sel.port_mappings:
+        caps["portMappings"] = [p.to_json() for p in sel.port_mappings]
+    if sel.bandwidth is not None:
+        caps["bandwidth"] = sel.bandwidth.to_json()
+    if sel.infiniband_guid:
+        caps["infinibandGUID"] = sel.infiniband_guid
+    return caps
+
+
+def _as_current(r: AttachmentRecord) -> Current:
+    return Current(
+        ref=parse_network_id(r.network),
+        interface=r.interface,
+        state=r.state,
+        role=r.role,
+        auto_named=r.auto_named,
+        key="" if r.adopted else selection_key(r.selection),
+        retry_at=r.retry_at,
+        drain_until=r.drain_until,
+    )
+
+
+def _finished(pod: Mapping[str, Any]) -> bool:
+    phase = (pod.get("status") or {}).get("phase")
+    return bool(pod["metadata"].get("deletionTimestamp")) or phase in ("Succeeded", "Failed")
+
+
+def _name(pod: Mapping[str, Any]) -> str:
+    return f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+
+
+def _network_status(pod: Mapping[str, Any]) -> list[ann.NetworkStatusEntry]:
+    raw = (pod["metadata"].get("annotations") or {}).get(ann.NETWORK_STATUS_KEY, "")
+    try:
+        return ann.parse_network_status(raw)
+    except ann.AnnotationError as err:
+        log.warning("pod %s: unreadable network-status, rebuilding it: %s", _name(pod), err)
+        return []
+
+
+def _live_result(ifname: str, state: netlink.IfaceState) -> dict[str, Any]:
+    """A CNI-shaped result read off the link, for an attachment someone else made."""
+    return {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": ifname, "mac": state.mac or "", "sandbox": "adopted"}],
+        "ips": [{"address": addr, "interface": 0} for addr in state.addresses],
+    }
+
+
+def _iface_addrs(netns: str, ifname: str) -> list[str]:
+    state = netlink.interface_state(netns, ifname)
+    return state.addresses if state else []
+
+
+def _merge_network_status(
+    existing: list[ann.NetworkStatusEntry], records: list[AttachmentRecord]
+) -> list[ann.NetworkStatusEntry]:
+    """Keep others' entries; the agent's records speak for the interfaces it holds."""
+    held = {r.interface: r for r in records}
+    out: list[ann.NetworkStatusEntry] = []
+    for entry in existing:
+        rec = held.get(entry.interface or "")
+        if rec is None:
+            out.append(entry)
+    for rec in sorted(records, key=lambda r: (r.role != DEFAULT, r.interface)):
+        if rec.state != ATTACHED:
+            continue
+        prior = next((e for e in existing if e.interface == rec.interface), None)
+        res = rec.result or {}
+        entry = ann.NetworkStatusEntry(
+            name=rec.network,
+            interface=rec.interface,
+            ips=[ip.split("/")[0] for ip in cni.result_ips(res, rec.interface)]
+            or (prior.ips if prior else []),
+            mac=cni.result_mac(res, rec.interface) or (prior.mac if prior else None),
+            default=rec.role == DEFAULT,
+            dns=(cni.result_dns(res) or None)
+            if not rec.adopted
+            else (prior.dns if prior else None),
+            extra=dict(prior.extra) if prior else {},
+        )
+        out.append(entry)
+    return out
+
+
+def _comparable(s: podstatus.PodNetStatus) -> str:
+    return replace(s, updated_at="").to_json()
