@@ -476,6 +476,18 @@ class LocalCluster:
             else:
                 say(f"{proc.name}: was not running (pid {pid})")
             self._pidfile(proc.name).unlink(missing_ok=True)
+        self._remove_node_network(say)
+
+    def _remove_node_network(self, say: Callable[[str], None]) -> None:
+        """What the node simulator left in the kernel: pod namespaces and the cluster bridge."""
+        pods_dir = self.state_dir / "node" / "pods"
+        netns = sorted(pods_dir.glob("*.json")) if pods_dir.exists() else []
+        for record in netns:
+            subprocess.run(["ip", "netns", "del", f"netshift-{record.stem}"], capture_output=True)
+            record.unlink(missing_ok=True)
+        gone = subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+        if netns or gone.returncode == 0:
+            say(f"node network: removed {len(netns)} pod namespace(s) and bridge {self.bridge}")
 
 
 def _http_ok(url: str) -> bool:

@@ -23,9 +23,10 @@ from netshift.kube import ApiError, Kube, wait_for
 from netshift.localcluster import LocalCluster
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-# The test cluster's pod network, apart from a developer's own `netshift up` (10.244.0.0/24).
-TEST_POD_SUBNET = "10.245.0.0/24"
-TEST_BRIDGE = "nstest0"
+# The test cluster's pod network, apart from a developer's own `netshift up` (10.244.0.0/24)
+# and from another test session running at the same time.
+TEST_POD_SUBNET = f"10.245.{os.getpid() % 250}.0/24"
+TEST_BRIDGE = f"nst{os.getpid() % 100000}"
 
 
 def require(condition: bool, why: str) -> None:

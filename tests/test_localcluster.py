@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -70,7 +71,8 @@ def test_deployment_pods_are_scheduled_and_run_with_an_ip(
     pods = wait_for(running, 60, what="3 running pods")
     ips = {p["status"]["podIP"] for p in pods}
     assert len(ips) == 3
-    assert all(ip.startswith("10.245.0.") for ip in ips), ips
+    subnet = ipaddress.ip_network(cluster.pod_subnet)
+    assert all(ipaddress.ip_address(ip) in subnet for ip in ips), ips
     assert all(p["spec"]["nodeName"] == cluster.node for p in pods)
     for pod in pods:
         assert Path(f"/var/run/netns/netshift-{pod['metadata']['uid']}").exists()
