@@ -1,0 +1,56 @@
+"""The webhook configurations built in code match the manifests, and say what they must."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from webhook.registration import ServiceRef, webhook_configurations
+
+MANIFEST = Path(__file__).parent.parent / "manifests" / "webhook" / "webhookconfigurations.yaml"
+
+
+def manifest_objects() -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(MANIFEST.read_text()) if doc]
+
+
+def test_code_and_manifest_register_the_same_webhooks() -> None:
+    built = webhook_configurations(ca_bundle=b"", service=ServiceRef())
+    assert [dict(o) for o in built] == manifest_objects()
+
+
+def test_url_registration_carries_the_ca_bundle_and_paths() -> None:
+    mutating, validating = webhook_configurations(
+        ca_bundle=b"PEM", url="https://127.0.0.1:8443/", name="netshift"
+    )
+    m, v = mutating["webhooks"][0], validating["webhooks"][0]
+    assert m["clientConfig"] == {
+        "url": "https://127.0.0.1:8443/mutate",
+        "caBundle": base64.b64encode(b"PEM").decode(),
+    }
+    assert v["clientConfig"]["url"] == "https://127.0.0.1:8443/validate"
+    assert m["rules"][0]["operations"] == ["CREATE"]
+    assert v["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+    for hook in (m, v):
+        assert hook["failurePolicy"] == "Fail" and hook["sideEffects"] == "None"
+        assert hook["timeoutSeconds"] <= 10
+        excluded = hook["namespaceSelector"]["matchExpressions"][0]
+        assert excluded["operator"] == "NotIn"
+        assert {"kube-system", "netshift-system"} <= set(excluded["values"])
+    assert m["reinvocationPolicy"] == "IfNeeded"
+
+
+def test_extra_namespace_labels_narrow_both_webhooks() -> None:
+    for obj in webhook_configurations(ca_bundle=b"", url="https://h", namespace_labels={"a": "b"}):
+        assert obj["webhooks"][0]["namespaceSelector"]["matchLabels"] == {"a": "b"}
+
+
+def test_exactly_one_way_to_reach_the_webhook() -> None:
+    with pytest.raises(ValueError):
+        webhook_configurations(ca_bundle=b"")
+    with pytest.raises(ValueError):
+        webhook_configurations(ca_bundle=b"", url="https://h", service=ServiceRef())

@@ -1,0 +1,238 @@
+"""The webhook's HTTP surface: /mutate, /validate, /healthz, /readyz, /metrics.
+
+Hardening, in the order a request meets it:
+- a body over `max_body_bytes` (1 MiB) → 413, checked on Content-Length and
+  again while reading (chunked bodies); a body that trickles in for longer
+  than `body_timeout` → 408;
+- a Content-Type other than application/json → 415;
+- a body that is not JSON, or not an admission.k8s.io/v1 AdmissionReview with
+  a request → 400 with {"error": "..."} saying what is wrong;
+- a well-formed review whose evaluation fails unexpectedly → 200 with an
+  AdmissionReview that denies (allowed=false, code 500) and names the request
+  uid; the traceback goes to the log. Never an HTTP 500.
+
+Admission runs on the event loop without threads: it is pure CPU work over
+in-memory caches. When the namespace is not in the cache yet (namespace and
+pod created back to back) the request waits up to `cache_wait` for the watch
+to catch up before the logic decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from webhook.admission import (
+    AdmissionRequest,
+    Decision,
+    MalformedReview,
+    parse_review,
+    review_response,
+)
+from webhook.caches import Caches
+from webhook.metrics import CONTENT_TYPE, WebhookMetrics
+from webhook.mutate import mutate_pod
+from webhook.validate import ValidationOptions, validate_pod
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class WebhookSettings:
+    caches: Caches
+    options: ValidationOptions = field(default_factory=ValidationOptions)
+    metrics: WebhookMetrics = field(default_factory=WebhookMetrics)
+    # Extra readiness conditions: a serving certificate is loaded; not shutting down.
+    tls_ready: Callable[[], bool] = lambda: True
+    stopping: Callable[[], bool] = lambda: False
+    max_body_bytes: int = MAX_BODY_BYTES
+    body_timeout: float = 10.0
+    cache_wait: float = 2.0
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise _HttpError(400, f"invalid Content-Length {length!r}") from None
+        if declared > limit:
+            raise _HttpError(413, f"request body of {declared} bytes exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _HttpError(413, f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode_review(body: bytes) -> AdmissionRequest:
+    if not body:
+        raise MalformedReview("empty request body; expected an AdmissionReview")
+    try:
+        data: Any = json.loads(body)
+    except (ValueError, RecursionError) as err:
+        raise MalformedReview(f"request body is not JSON: {err}") from None
+    return parse_review(data).request
+
+
+class Admission:
+    """Runs one admission endpoint: reads, parses, decides, answers, measures."""
+
+    def __init__(self, settings: WebhookSettings) -> None:
+        self.s = settings
+
+    def ready(self) -> tuple[bool, dict[str, bool]]:
+        detail = {"caches": self.s.caches.synced(), "tls": self.s.tls_ready()}
+        self.s.metrics.cache_synced.set(1.0 if detail["caches"] else 0.0)
+        if self.s.stopping():
+            detail["stopping"] = True
+            return False, detail
+        return all(detail.values()), detail
+
+    async def _wait_for_cache(self, request: AdmissionRequest) -> None:
+        caches = self.s.caches
+        namespace = request.namespace
+
+        def caught_up() -> bool:
+            return caches.synced() and (
+                not namespace or caches.namespace_labels(namespace) is not None
+            )
+
+        deadline = time.monotonic() + self.s.cache_wait
+        while not caught_up() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    def _decide(self, endpoint: str, request: AdmissionRequest) -> Decision:
+        if not self.s.caches.synced():
+            return Decision.deny(
+                "the netshift webhook is starting and its caches have not synced yet; retry",
+                code=503,
+                outcome="error",
+            )
+        if endpoint == "mutate":
+            return mutate_pod(request, self.s.caches)
+        return validate_pod(request, self.s.caches, self.s.options)
+
+    async def handle(self, endpoint: str, http: Request) -> Response:
+        started = time.perf_counter()
+        outcome = "bad_request"
+        try:
+            content_type = http.headers.get("content-type", "")
+            if content_type.split(";")[0].strip().lower() != "application/json":
+                raise _HttpError(
+                    415, f"Content-Type must be application/json, got {content_type or 'none'!r}"
+                )
+            try:
+                body = await asyncio.wait_for(
+                    _read_body(http, self.s.max_body_bytes), self.s.body_timeout
+                )
+            except TimeoutError:
+                raise _HttpError(408, "request body not received in time") from None
+            request = _decode_review(body)
+            if request.namespace and self.s.caches.namespace_labels(request.namespace) is None:
+                await self._wait_for_cache(request)
+            try:
+                decision = self._decide(endpoint, request)
+            except MalformedReview:
+                raise
+            except Exception:
+                log.exception(
+                    "%s: unexpected error on request %s (%s %s/%s)",
+                    endpoint,
+                    request.uid,
+                    request.operation,
+                    request.namespace,
+                    request.name,
+                )
+                decision = Decision.deny(
+                    f"netshift webhook internal error while handling request {request.uid}; "
+                    "see the webhook's log",
+                    code=500,
+                    outcome="error",
+                )
+            outcome = decision.outcome or ("allowed" if decision.allowed else "denied")
+            if not decision.allowed:
+                log.info(
+                    "%s denied %s %s/%s: %s",
+                    endpoint,
+                    request.operation,
+                    request.namespace,
+                    request.name,
+                    decision.message,
+                )
+            return JSONResponse(review_response(request.uid, decision))
+        except _HttpError as err:
+            return _error(err.status, err.message)
+        except MalformedReview as err:
+            return _error(400, str(err))
+        finally:
+            self.s.metrics.observe_request(endpoint, outcome, time.perf_counter() - started)
+
+
+def _add_health_routes(app: FastAPI, admission: Admission) -> None:
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return JSONResponse({"ok": True})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ok, detail = admission.ready()
+        return JSONResponse({"ready": ok, **detail}, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        admission.ready()  # refresh the cache gauge
+        return Response(admission.s.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _bare_app() -> FastAPI:
+    return FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+
+def create_app(settings: WebhookSettings) -> FastAPI:
+    """The TLS app: admission endpoints plus health and metrics."""
+    app = _bare_app()
+    admission = Admission(settings)
+
+    @app.post("/mutate")
+    async def mutate(request: Request) -> Response:
+        return await admission.handle("mutate", request)
+
+    @app.post("/validate")
+    async def validate(request: Request) -> Response:
+        return await admission.handle("validate", request)
+
+    _add_health_routes(app, admission)
+    return app
+
+
+def create_health_app(settings: WebhookSettings) -> FastAPI:
+    """The plain-HTTP app for kubelet probes and Prometheus: no admission endpoints."""
+    app = _bare_app()
+    _add_health_routes(app, Admission(settings))
+    return app

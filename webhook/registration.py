@@ -1,0 +1,187 @@
+"""The Mutating/ValidatingWebhookConfiguration objects that make the apiserver call netshift.
+
+`webhook_configurations` builds both objects, for a webhook reached by URL
+(the local cluster: https://127.0.0.1:PORT) or through a Service (a real
+cluster; manifests/webhook/ carries the same settings as YAML).
+`apply_webhook_configurations` creates or replaces them.
+
+Settings, and why:
+- failurePolicy Fail on both: with Ignore a webhook outage silently admits pods
+  without their networks (and lets Enforce be bypassed). Two replicas, a
+  PodDisruptionBudget and the namespace exclusions below keep Fail safe.
+- namespaceSelector excludes kube-system and netshift's own namespace, so the
+  webhook can never block its own restart or the cluster's system pods.
+- The mutating webhook skips pods labelled netshift.io/inject=disabled with an
+  objectSelector (the code checks too); validation still applies to them.
+- sideEffects None (no writes per request, so dryRun is safe), a small timeout,
+  reinvocationPolicy IfNeeded (the merge is idempotent).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from netshift.kube import ApiError, Kube
+from netshift.policy import INJECT_LABEL
+from webhook.certs import MUTATING_PATH, VALIDATING_PATH
+
+DEFAULT_CONFIG_NAME = "netshift"
+DEFAULT_NAMESPACE = "netshift-system"
+DEFAULT_SERVICE = "netshift-webhook"
+MUTATE_WEBHOOK_NAME = "mutate.pods.netshift.io"
+VALIDATE_WEBHOOK_NAME = "validate.pods.netshift.io"
+SYSTEM_NAMESPACES = ("kube-system", DEFAULT_NAMESPACE)
+
+
+@dataclass(frozen=True)
+class ServiceRef:
+    name: str = DEFAULT_SERVICE
+    namespace: str = DEFAULT_NAMESPACE
+    port: int = 443
+
+
+def namespace_selector(
+    excluded: Sequence[str] = SYSTEM_NAMESPACES,
+    match_labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    selector: dict[str, Any] = {
+        "matchExpressions": [
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": sorted(set(excluded)),
+            }
+        ]
+    }
+    if match_labels:
+        selector["matchLabels"] = dict(match_labels)
+    return selector
+
+
+def webhook_configurations(
+    *,
+    ca_bundle: bytes,
+    url: str | None = None,
+    service: ServiceRef | None = None,
+    name: str = DEFAULT_CONFIG_NAME,
+    excluded_namespaces: Sequence[str] = SYSTEM_NAMESPACES,
+    namespace_labels: Mapping[str, str] | None = None,
+    failure_policy: str = "Fail",
+    timeout_seconds: int = 5,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(MutatingWebhookConfiguration, ValidatingWebhookConfiguration) for netshift.
+
+    Exactly one of `url` (base URL such as "https://127.0.0.1:8443"; /mutate and
+    /validate are appended) or `service` says how the apiserver reaches the
+    webhook. `namespace_labels` additionally restricts both webhooks to
+    namespaces carrying those labels (tests use it to stay in their namespaces).
+    """
+    if (url is None) == (service is None):
+        raise ValueError("give exactly one of url or service")
+    encoded = base64.b64encode(ca_bundle).decode() if ca_bundle else None
+
+    def client_config(path: str) -> dict[str, Any]:
+        config: dict[str, Any]
+        if url is not None:
+            config = {"url": url.rstrip("/") + path}
+        else:
+            assert service is not None
+            config = {
+                "service": {
+                    "name": service.name,
+                    "namespace": service.namespace,
+                    "path": path,
+                    "port": service.port,
+                }
+            }
+        if encoded:
+            config["caBundle"] = encoded
+        return config
+
+    selector = namespace_selector(excluded_namespaces, namespace_labels)
+    common: dict[str, Any] = {
+        "admissionReviewVersions": ["v1"],
+        "sideEffects": "None",
+        "failurePolicy": failure_policy,
+        "timeoutSeconds": timeout_seconds,
+        "matchPolicy": "Equivalent",
+        "namespaceSelector": selector,
+    }
+    labels = {"app.kubernetes.io/name": "netshift", "app.kubernetes.io/component": "webhook"}
+    mutating = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": labels},
+        "webhooks": [
+            {
+                "name": MUTATE_WEBHOOK_NAME,
+                "clientConfig": client_config("/mutate"),
+                "rules": [_pod_rule(["CREATE"])],
+                "objectSelector": {
+                    "matchExpressions": [
+                        {"key": INJECT_LABEL, "operator": "NotIn", "values": ["disabled"]}
+                    ]
+                },
+                "reinvocationPolicy": "IfNeeded",
+                **common,
+            }
+        ],
+    }
+    validating = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": labels},
+        "webhooks": [
+            {
+                "name": VALIDATE_WEBHOOK_NAME,
+                "clientConfig": client_config("/validate"),
+                "rules": [_pod_rule(["CREATE", "UPDATE"])],
+                **common,
+            }
+        ],
+    }
+    return mutating, validating
+
+
+def _pod_rule(operations: Sequence[str]) -> dict[str, Any]:
+    return {
+        "apiGroups": [""],
+        "apiVersions": ["v1"],
+        "operations": list(operations),
+        "resources": ["pods"],
+        "scope": "Namespaced",
+    }
+
+
+def apply_webhook_configurations(kube: Kube, objects: Sequence[Mapping[str, Any]]) -> None:
+    """Create each configuration, or replace it (keeping its resourceVersion) if it exists."""
+    for obj in objects:
+        base = MUTATING_PATH if obj["kind"] == "MutatingWebhookConfiguration" else VALIDATING_PATH
+        path = f"{base}/{obj['metadata']['name']}"
+        try:
+            current = kube.get(path)
+        except ApiError as err:
+            if err.status != 404:
+                raise
+            kube.create(base, obj)
+            continue
+        body = {
+            **obj,
+            "metadata": {
+                **obj["metadata"],
+                "resourceVersion": current["metadata"]["resourceVersion"],
+            },
+        }
+        kube.put(path, body)
+
+
+def delete_webhook_configurations(kube: Kube, name: str = DEFAULT_CONFIG_NAME) -> None:
+    for base in (MUTATING_PATH, VALIDATING_PATH):
+        try:
+            kube.delete(f"{base}/{name}")
+        except ApiError as err:
+            if err.status != 404:
+                raise
