@@ -41,6 +41,8 @@ class Proc:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     healthy: Callable[[], bool] | None = None
+    # Run once the process is healthy (e.g. register the webhook with the apiserver).
+    after_healthy: Callable[[], None] | None = None
 
 
 def free_port() -> int:
@@ -228,7 +230,7 @@ class LocalCluster:
                 "--unsafe-no-fsync=true",  # a throwaway local store; speed over durability
                 "--log-level=warn",
             ],
-            healthy=lambda: _http_ok(f"{etcd_url}/health"),
+            healthy=lambda: http_ok(f"{etcd_url}/health"),
         )
         apiserver = Proc(
             "kube-apiserver",
@@ -281,9 +283,7 @@ class LocalCluster:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--controllers=*",
             ],
-            healthy=lambda: _http_ok(
-                f"https://127.0.0.1:{self.port('controller-manager')}/healthz"
-            ),
+            healthy=lambda: http_ok(f"https://127.0.0.1:{self.port('controller-manager')}/healthz"),
         )
         scheduler = Proc(
             "kube-scheduler",
@@ -293,7 +293,7 @@ class LocalCluster:
                 f"--secure-port={self.port('scheduler')}",
                 f"--cert-dir={self.state_dir / 'scheduler-certs'}",
             ],
-            healthy=lambda: _http_ok(f"https://127.0.0.1:{self.port('scheduler')}/healthz"),
+            healthy=lambda: http_ok(f"https://127.0.0.1:{self.port('scheduler')}/healthz"),
         )
         return [etcd, apiserver, kcm, scheduler]
 
@@ -388,11 +388,14 @@ class LocalCluster:
             self.wait_healthy(proc, timeout=60)
         self.install_crds()
         self.ensure_node()
+        self.ensure_namespace("netshift-system")
         chosen = [p for p in self.netshift_procs() if services is None or p.name in services]
         for proc in chosen:
             say(self.start(proc))
         for proc in chosen:
             self.wait_healthy(proc, timeout=60)
+            if proc.after_healthy is not None:
+                proc.after_healthy()
 
     def install_crds(self) -> None:
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(MANIFESTS / "crds"))
@@ -421,6 +424,13 @@ class LocalCluster:
         }
         try:
             kube.create("/api/v1/nodes", node)
+        except ApiError as err:
+            if err.status != 409:
+                raise
+
+    def ensure_namespace(self, name: str) -> None:
+        try:
+            self.kube().create("/api/v1/namespaces", {"metadata": {"name": name}})
         except ApiError as err:
             if err.status != 409:
                 raise
@@ -490,7 +500,7 @@ class LocalCluster:
             say(f"node network: removed {len(netns)} pod namespace(s) and bridge {self.bridge}")
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
     import ssl
 
     ctx = ssl.create_default_context()

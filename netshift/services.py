@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def local_procs(cluster: LocalCluster) -> list[Proc]:
-    from netshift.localcluster import Proc, main_python
+    from netshift.localcluster import Proc, http_ok, main_python
 
     py = list(main_python())
     kc = str(cluster.kubeconfig)
@@ -22,6 +22,7 @@ def local_procs(cluster: LocalCluster) -> list[Proc]:
     agent_dir = cluster.state_dir / "agent"
     agent_dir.mkdir(parents=True, exist_ok=True)
     cluster_conf = sim_dir / "net.d" / "00-netshift-cluster.conflist"
+    webhook_port, health_port = cluster.port("webhook"), cluster.port("webhook-health")
     return [
         Proc(
             "nodesim",
@@ -52,6 +53,20 @@ def local_procs(cluster: LocalCluster) -> list[Proc]:
             ],
             healthy=lambda: _ready(cluster, "agent", agent_dir / "ready"),
         ),
+        Proc(
+            "webhook",
+            [
+                *py,
+                "webhook",
+                f"--kubeconfig={kc}",
+                "--bind-address=127.0.0.1",
+                f"--port={webhook_port}",
+                f"--health-port={health_port}",
+                "--tls-hosts=127.0.0.1",
+            ],
+            healthy=lambda: http_ok(f"http://127.0.0.1:{health_port}/readyz"),
+            after_healthy=lambda: register_webhook(cluster, webhook_port),
+        ),
     ]
 
 
@@ -61,3 +76,16 @@ def _ready(cluster: LocalCluster, name: str, ready_file: Path) -> bool:
         return ready_file.read_text().strip() == str(cluster.pid(name))
     except OSError:
         return False
+
+
+def register_webhook(cluster: LocalCluster, port: int) -> None:
+    """Point the apiserver at the local webhook by URL, trusting the CA the webhook made."""
+    import base64
+
+    from webhook.registration import apply_webhook_configurations, webhook_configurations
+
+    kube = cluster.kube()
+    secret = kube.get("/api/v1/namespaces/netshift-system/secrets/netshift-webhook-tls")
+    ca = base64.b64decode(secret["data"]["ca.crt"])
+    objects = webhook_configurations(ca_bundle=ca, url=f"https://127.0.0.1:{port}")
+    apply_webhook_configurations(kube, objects)
