@@ -67,7 +67,9 @@ class WorkQueue:
                 return
             self._queued.add(key)
             self._ready.append(key)
-            self._cond.notify()
+            # notify_all: the timer thread waits on the same condition and must not
+            # swallow the wake-up meant for a worker.
+            self._cond.notify_all()
 
     def add_after(self, key: str, delay: float) -> None:
         with self._cond:
