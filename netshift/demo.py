@@ -228,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
     tcp = {uid: streams[uid].stop() for uid in before}
     after = {v.uid: v for v in pod_views(kube)}
 
-    say(f"== all {len(before)} pods switched in {took:.1f}s, no pod restarted or recreated\n")
+    say(f"== the rollout reached all {len(before)} pods in {took:.1f}s\n")
     header = (
         "POD",
         "UID",
@@ -263,6 +263,11 @@ def run(args: argparse.Namespace) -> int:
     for r in [header, *rows]:
         say("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
     say("")
+    say(
+        "verdict: same pods, same namespaces, no restart, no lost probe, every TCP stream alive"
+        if ok
+        else "verdict: NOT a clean switch (see the table)"
+    )
     if args.keep:
         say(f"(--keep: namespace {NS}, profile {PROFILE} and namespace {CLIENT} left in place)")
     else:

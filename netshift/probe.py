@@ -44,6 +44,10 @@ class ClientNetns:
         _ip("netns", "add", self.name)
         _ip("-n", self.name, "link", "set", "lo", "up")
         for i, (bridge, cidr) in enumerate(self.legs):
+            if _ip("link", "show", bridge, check=False).returncode != 0:
+                # Not made by a CNI ADD yet; the bridge plugin adopts an existing bridge.
+                _ip("link", "add", bridge, "type", "bridge")
+                _ip("link", "set", bridge, "up")
             host_end = f"{self.name[:9]}h{i}"
             inner = f"c{i}"
             _ip("link", "add", host_end, "type", "veth", "peer", "name", inner, "netns", self.name)

@@ -67,6 +67,17 @@ def local_procs(cluster: LocalCluster) -> list[Proc]:
             healthy=lambda: http_ok(f"http://127.0.0.1:{health_port}/readyz"),
             after_healthy=lambda: register_webhook(cluster, webhook_port),
         ),
+        Proc(
+            "controller",
+            [
+                *py,
+                "controller",
+                f"--kubeconfig={kc}",
+                "--identity=netshift-local",
+                f"--audit-log={cluster.state_dir / 'logs' / 'rollout-audit.jsonl'}",
+            ],
+            healthy=lambda: _leads(cluster, "netshift-local"),
+        ),
     ]
 
 
@@ -89,3 +100,14 @@ def register_webhook(cluster: LocalCluster, port: int) -> None:
     ca = base64.b64decode(secret["data"]["ca.crt"])
     objects = webhook_configurations(ca_bundle=ca, url=f"https://127.0.0.1:{port}")
     apply_webhook_configurations(kube, objects)
+
+
+def _leads(cluster: LocalCluster, identity: str) -> bool:
+    """The controller is up once it holds its Lease (one active replica)."""
+    try:
+        lease = cluster.kube().get(
+            "/apis/coordination.k8s.io/v1/namespaces/netshift-system/leases/netshift-controller"
+        )
+    except Exception:
+        return False
+    return bool(lease.get("spec", {}).get("holderIdentity") == identity)
