@@ -1,0 +1,233 @@
+"""Time to switch the default network of N running pods through a NetworkProfile change.
+
+    .venv/bin/python bench/rollout.py [--sizes 20,100,200] [--max-concurrent 10] [--probe-pods 10]
+
+Brings up its own local cluster (all of netshift: node simulator, agent,
+webhook, controller) in a temporary state directory, then for each N: a fresh
+namespace with N pods that the webhook put on the "old" network, 10 ms pings
+from a client namespace to `--probe-pods` of them (all N would be N*100
+packets/s on a 2-core machine), the profile switched to the "new" network, and
+the time until every pod's agent reports the new default. Prints one row per N:
+switch time, pods/s, restarts, probes sent/lost. Everything is torn down at the
+end. Loopback and the bench's own namespaces only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from netshift import podstatus
+from netshift.kube import ApiError, Kube, nad_path, wait_for
+from netshift.localcluster import LocalCluster
+from netshift.probe import ClientNetns, Ping
+
+OLD = ("old-cni", "nsbench-old", "10.253.0.0/22", "10.253.3.250/22")
+NEW = ("new-cni", "nsbench-new", "10.253.4.0/22", "10.253.7.250/22")
+PROFILE = "bench-rollout"
+
+
+def nad(ns: str, name: str, bridge: str, subnet: str, ipam_dir: Path) -> dict[str, Any]:
+    config = {
+        "cniVersion": "1.0.0",
+        "name": name,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": True,
+                "ipMasq": False,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": subnet}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": str(ipam_dir),
+                },
+            }
+        ],
+    }
+    return {
+        "apiVersion": "k8s.cni.cncf.io/v1",
+        "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"config": json.dumps(config)},
+    }
+
+
+def pods_of(kube: Kube, ns: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = kube.get(f"/api/v1/namespaces/{ns}/pods")["items"]
+    return items
+
+
+def run_size(
+    kube: Kube, state: Path, n: int, max_concurrent: int, probe_pods: int
+) -> dict[str, Any]:
+    ns = f"bench-{n}"
+    kube.create("/api/v1/namespaces", {"metadata": {"name": ns, "labels": {"bench": ns}}})
+    for name, bridge, subnet, _ in (OLD, NEW):
+        # One IPAM store per network across runs: the pods of the previous run may still be
+        # leaving the same bridge, and two stores would hand out their addresses again.
+        kube.create(nad_path(ns), nad(ns, name, bridge, subnet, state / f"ipam-{name}"))
+    kube.create(
+        "/apis/netshift.io/v1alpha1/networkprofiles",
+        {
+            "apiVersion": "netshift.io/v1alpha1",
+            "kind": "NetworkProfile",
+            "metadata": {"name": f"{PROFILE}-{n}"},
+            "spec": {
+                "namespaceSelector": {"matchLabels": {"bench": ns}},
+                "defaultNetwork": f"{ns}/{OLD[0]}",
+                "rollout": {"existingPods": "Live", "maxConcurrent": max_concurrent},
+            },
+        },
+    )
+    wait_for(lambda: _has_sa(kube, ns), 30, what="default service account")
+    kube.create(
+        f"/apis/apps/v1/namespaces/{ns}/deployments",
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": n,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "example.invalid/web"}]},
+                },
+            },
+        },
+    )
+
+    def running() -> bool:
+        pods = pods_of(kube, ns)
+        return len(pods) == n and all(
+            p.get("status", {}).get("phase") == "Running"
+            and podstatus.parse_status(p["metadata"].get("annotations") or {}) is not None
+            for p in pods
+        )
+
+    t0 = time.monotonic()
+    wait_for(running, 60 + n, interval=0.5, what=f"{n} running pods")
+    start_s = time.monotonic() - t0
+    before = {p["metadata"]["uid"]: p for p in pods_of(kube, ns)}
+    probes = [Ping(CLIENT.name, p["status"]["podIP"]) for p in list(before.values())[:probe_pods]]
+    time.sleep(0.5)
+
+    t1 = time.monotonic()
+    kube.patch_merge(
+        f"/apis/netshift.io/v1alpha1/networkprofiles/{PROFILE}-{n}",
+        {"spec": {"defaultNetwork": f"{ns}/{NEW[0]}"}},
+    )
+
+    def switched() -> bool:
+        done = 0
+        for p in pods_of(kube, ns):
+            st = podstatus.parse_status(p["metadata"].get("annotations") or {})
+            done += bool(st and st.default_network == f"{ns}/{NEW[0]}")
+        return done == n
+
+    wait_for(switched, 120 + 2 * n, interval=0.2, what=f"{n} pods switched")
+    switch_s = time.monotonic() - t1
+    time.sleep(0.5)
+    sent = lost = 0
+    for probe in probes:
+        s, lo = probe.stop()
+        sent, lost = sent + s, lost + lo
+    after = {p["metadata"]["uid"]: p for p in pods_of(kube, ns)}
+    restarts = sum(
+        int(c.get("restartCount", 0))
+        for p in after.values()
+        for c in p.get("status", {}).get("containerStatuses") or []
+    )
+    same = set(after) == set(before)
+    kube.delete(f"/apis/netshift.io/v1alpha1/networkprofiles/{PROFILE}-{n}")
+    kube.delete(f"/api/v1/namespaces/{ns}")
+    return {
+        "pods": n,
+        "start_s": start_s,
+        "switch_s": switch_s,
+        "rate": n / switch_s,
+        "restarts": restarts,
+        "same_pods": same,
+        "sent": sent,
+        "lost": lost,
+    }
+
+
+def _has_sa(kube: Kube, ns: str) -> bool:
+    try:
+        kube.get(f"/api/v1/namespaces/{ns}/serviceaccounts/default")
+        return True
+    except ApiError:
+        return False
+
+
+CLIENT = ClientNetns("nsbench-client", [(OLD[1], OLD[3]), (NEW[1], NEW[3])])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--sizes", default="20,100,200")
+    ap.add_argument("--max-concurrent", type=int, default=10)
+    ap.add_argument("--probe-pods", type=int, default=10)
+    args = ap.parse_args()
+    state = Path(tempfile.mkdtemp(prefix="netshift-bench-rollout-"))
+    cluster = LocalCluster(state, pod_subnet="10.248.0.0/22", bridge="nsbench0")
+    rows = []
+    try:
+        cluster.up(say=lambda _line: None)
+        kube = cluster.kube()
+        CLIENT.create()
+        for n in (int(x) for x in args.sizes.split(",")):
+            rows.append(run_size(kube, state, n, args.max_concurrent, args.probe_pods))
+            r = rows[-1]
+            print(
+                f"N={r['pods']}: switched in {r['switch_s']:.1f}s, lost {r['lost']}/{r['sent']}",
+                file=sys.stderr,
+            )
+    finally:
+        CLIENT.delete()
+        cluster.down(say=lambda _line: None)
+        for _, bridge, _, _ in (OLD, NEW):
+            subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        shutil.rmtree(state, ignore_errors=True)
+    print(
+        f"\nrollout of a default-network switch, maxConcurrent={args.max_concurrent}, "
+        f"pings every 10 ms to {args.probe_pods} pods per run\n"
+    )
+    header = (
+        "pods",
+        "pods up (s)",
+        "switch (s)",
+        "pods/s",
+        "restarts",
+        "same pods",
+        "probes",
+        "lost",
+    )
+    print("  ".join(f"{h:>11}" for h in header))
+    for r in rows:
+        cells = (
+            r["pods"],
+            f"{r['start_s']:.1f}",
+            f"{r['switch_s']:.1f}",
+            f"{r['rate']:.1f}",
+            r["restarts"],
+            "yes" if r["same_pods"] else "NO",
+            r["sent"],
+            r["lost"],
+        )
+        print("  ".join(f"{c!s:>11}" for c in cells))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
