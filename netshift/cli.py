@@ -64,11 +64,27 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0 if all(alive for _, _, alive in rows) else 1
 
 
+def _kubectl(argv: list[str]) -> int:
+    """`netshift kubectl ARGS`: the pinned kubectl, on the local cluster unless $KUBECONFIG says otherwise."""
+    import os
+
+    from netshift import binaries
+
+    state_dir = DEFAULT_STATE_DIR
+    if argv[:1] and argv[0].startswith("--state-dir="):
+        state_dir, argv = argv[0].split("=", 1)[1], argv[1:]
+    cmd = [binaries.find("kubectl")]
+    if not os.environ.get("KUBECONFIG"):
+        cmd.append(f"--kubeconfig={os.path.join(state_dir, 'kubeconfig')}")
+    os.execv(cmd[0], cmd + argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netshift", description=__doc__)
     parser.add_argument("--log-format", choices=["text", "json"], default=None)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("kubectl", help="the pinned kubectl, pointed at the local cluster")
 
     up = sub.add_parser("up", help="start (or reuse) the local cluster")
     up.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
@@ -93,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["kubectl"]:
+        return _kubectl(argv[1:])
     parser = build_parser()
     # Component subcommands own their options: parse the head, then hand over.
     known, rest = parser.parse_known_args(argv)
