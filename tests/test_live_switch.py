@@ -1,0 +1,338 @@
+"""End to end: a NetworkProfile change moves running pods to a new default network, live.
+
+The real controller (leader-elected, as a process) and the real agent (as a
+process) against the real apiserver; pods made Running by the node simulator.
+There is no webhook in the test cluster, so the pods are created with the
+annotations the webhook would give them: `policy.apply_profile` of the old
+profile, the very function the webhook calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agentutil import AgentProcess, bridge_config, create_nad, ipam_ips, next_subnet, unique
+from controllerutil import ControllerProcess, max_overlap, read_audit
+
+from netshift import podstatus, policy
+from netshift.kube import Kube, patch_annotations, pod_path, wait_for
+from netshift.localcluster import LocalCluster
+from netshift.probe import ClientNetns, Ping, TcpStream
+
+PROFILES = "/apis/netshift.io/v1alpha1/networkprofiles"
+
+
+@pytest.fixture(scope="module")
+def agent(
+    cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AgentProcess]:
+    proc = AgentProcess(cluster, tmp_path_factory.mktemp("switch-agent"))
+    proc.start()
+    yield proc
+    proc.stop()
+    assert proc.proc is not None and proc.proc.returncode in (0, -15), proc.log_tail()
+
+
+@pytest.fixture
+def controller(cluster: LocalCluster, kube: Kube, tmp_path: Path) -> Iterator[ControllerProcess]:
+    cluster.ensure_namespace("netshift-system")
+    proc = ControllerProcess(cluster, tmp_path, f"e2e-{uuid.uuid4().hex[:6]}", "netshift-system")
+    yield proc
+    proc.stop()
+
+
+class Networks:
+    """An old and a new network (own bridge, subnet and IPAM store) and a client namespace on both."""
+
+    def __init__(self, kube: Kube, namespace: str, tmp: Path) -> None:
+        self.bridges = [unique("nsold"), unique("nsnew")]
+        self.subnets = [next_subnet(), next_subnet()]
+        self.ipam = tmp / "ipam"
+        for name, bridge, subnet in zip(("old", "new"), self.bridges, self.subnets, strict=True):
+            create_nad(
+                kube,
+                namespace,
+                name,
+                bridge_config(name, bridge, subnet, self.ipam, default_route=True, is_gateway=True),
+            )
+        legs = [
+            (bridge, subnet.replace(".0/24", ".250/24"))
+            for bridge, subnet in zip(self.bridges, self.subnets, strict=True)
+        ]
+        self.client = ClientNetns(unique("nscli"), legs)
+
+    def cleanup(self) -> None:
+        self.client.delete()
+        for bridge in self.bridges:
+            subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+
+
+def profile_object(name: str, namespace: str, default: str, **rollout: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "netshift.io/v1alpha1",
+        "kind": "NetworkProfile",
+        "metadata": {"name": name},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            "defaultNetwork": f"{namespace}/{default}",
+            "rollout": {"existingPods": "Live", **rollout},
+        },
+    }
+
+
+def create_pods_as_admitted(kube: Kube, namespace: str, prof: dict[str, Any], n: int) -> None:
+    """Pods with exactly what the mutating webhook would inject under `prof`."""
+    injected = policy.apply_profile({}, namespace, policy.profile_from_object(prof))
+    annotations = {k: v for k, v in injected.items() if v is not None}
+    for i in range(n):
+        kube.create(
+            pod_path(namespace),
+            {
+                "metadata": {"name": f"web-{i}", "annotations": annotations},
+                "spec": {"containers": [{"name": "web", "image": "example.invalid/web"}]},
+            },
+        )
+
+
+def pods(kube: Kube, namespace: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = kube.get(pod_path(namespace))["items"]
+    return items
+
+
+def on_default(kube: Kube, namespace: str, network: str, n: int) -> list[dict[str, Any]] | None:
+    items = pods(kube, namespace)
+    done = [
+        p
+        for p in items
+        if (st := podstatus.parse_status(p["metadata"].get("annotations") or {}))
+        and st.default_network == network
+        and st.phase == podstatus.CONVERGED
+    ]
+    return items if len(done) == n == len(items) else None
+
+
+def intervals(items: list[dict[str, Any]]) -> list[tuple[float, float, str]]:
+    """(started, settled, pod) from the controller's start stamp and the agent's report time."""
+    out = []
+    for p in items:
+        ann = p["metadata"]["annotations"]
+        st = podstatus.parse_status(ann)
+        assert st is not None
+        out.append(
+            (
+                _epoch(ann["netshift.io/rollout-started"]),
+                _epoch(st.updated_at),
+                p["metadata"]["name"],
+            )
+        )
+    return out
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def default_route(uid: str) -> str:
+    return subprocess.run(
+        ["ip", "-n", f"netshift-{uid}", "-4", "route", "show", "default"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def test_a_profile_change_moves_20_running_pods_without_losing_a_probe(
+    kube: Kube, namespace: str, agent: AgentProcess, controller: ControllerProcess, tmp_path: Path
+) -> None:
+    nets = Networks(kube, namespace, tmp_path)
+    name = f"switch-{namespace}"
+    prof = profile_object(name, namespace, "old", maxConcurrent=5)
+    try:
+        kube.create(PROFILES, prof)
+        create_pods_as_admitted(kube, namespace, prof, 20)
+        before = {
+            p["metadata"]["uid"]: p
+            for p in wait_for(
+                lambda: on_default(kube, namespace, f"{namespace}/old", 20),
+                120,
+                what="20 pods on old",
+            )
+        }
+        inodes = {uid: os.stat(f"/var/run/netns/netshift-{uid}").st_ino for uid in before}
+        nets.client.create()
+        pings = {uid: Ping(nets.client.name, p["status"]["podIP"]) for uid, p in before.items()}
+        streams = {
+            uid: TcpStream(f"netshift-{uid}", nets.client.name, p["status"]["podIP"])
+            for uid, p in list(before.items())[:3]
+        }
+
+        kube.patch_merge(f"{PROFILES}/{name}", {"spec": {"defaultNetwork": f"{namespace}/new"}})
+        after = {
+            p["metadata"]["uid"]: p
+            for p in wait_for(
+                lambda: on_default(kube, namespace, f"{namespace}/new", 20),
+                120,
+                what="20 pods on new",
+            )
+        }
+        lost = {uid: ping.stop() for uid, ping in pings.items()}
+        tcp = {uid: s.stop() for uid, s in streams.items()}
+
+        assert set(after) == set(before), "pods were recreated"
+        for uid, pod in after.items():
+            assert os.stat(f"/var/run/netns/netshift-{uid}").st_ino == inodes[uid]
+            assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+            assert pod["status"]["podIP"] == before[uid]["status"]["podIP"]
+            st = podstatus.parse_status(pod["metadata"]["annotations"])
+            assert st is not None and st.switched_at
+            assert f"dev {st.default_interface}" in default_route(uid)
+            assert st.default_interface != "eth0"
+            status = json.loads(pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"])
+            defaults = [e for e in status if e.get("default")]
+            assert [e["name"] for e in defaults] == [f"{namespace}/new"]
+        for uid, (sent, dropped) in lost.items():
+            assert sent > 50, f"ping to {uid} barely ran"
+            assert dropped == 0, f"{dropped} of {sent} probes lost to pod {uid}"
+        for uid, verdict in tcp.items():
+            assert verdict["alive"], f"TCP stream to {uid} died: {verdict}"
+    finally:
+        nets.cleanup()
+        kube.delete(f"{PROFILES}/{name}")
+
+
+def test_with_old_default_remove_the_old_interface_goes_and_its_ip_returns_to_the_pool(
+    kube: Kube, namespace: str, agent: AgentProcess, controller: ControllerProcess, tmp_path: Path
+) -> None:
+    nets = Networks(kube, namespace, tmp_path)
+    name = f"remove-{namespace}"
+    prof = profile_object(
+        name, namespace, "old", maxConcurrent=3, oldDefault="Remove", drainSeconds=1
+    )
+    try:
+        kube.create(PROFILES, prof)
+        create_pods_as_admitted(kube, namespace, prof, 3)
+        wait_for(lambda: on_default(kube, namespace, f"{namespace}/old", 3), 90, what="pods on old")
+        assert len(ipam_ips(nets.ipam, "old")) == 3
+        kube.patch_merge(f"{PROFILES}/{name}", {"spec": {"defaultNetwork": f"{namespace}/new"}})
+        moved = wait_for(
+            lambda: on_default(kube, namespace, f"{namespace}/new", 3), 90, what="pods on new"
+        )
+
+        def drained() -> bool:
+            return not ipam_ips(nets.ipam, "old") and all(
+                "eth0"
+                not in subprocess.run(
+                    ["ip", "-n", f"netshift-{p['metadata']['uid']}", "-br", "link"],
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                for p in moved
+            )
+
+        wait_for(drained, 30, what="old interfaces removed and their IPs released")
+        assert len(ipam_ips(nets.ipam, "new")) == 3
+    finally:
+        nets.cleanup()
+        kube.delete(f"{PROFILES}/{name}")
+
+
+def test_a_100_pod_rollout_keeps_10_in_flight_and_survives_a_controller_kill(
+    cluster: LocalCluster,
+    kube: Kube,
+    namespace: str,
+    agent: AgentProcess,
+    controller: ControllerProcess,
+    tmp_path: Path,
+) -> None:
+    nets = Networks(kube, namespace, tmp_path)
+    name = f"big-{namespace}"
+    prof = profile_object(name, namespace, "old", maxConcurrent=10)
+    successor: ControllerProcess | None = None
+    try:
+        kube.create(PROFILES, prof)
+        create_pods_as_admitted(kube, namespace, prof, 100)
+        wait_for(lambda: on_default(kube, namespace, f"{namespace}/old", 100), 240, what="100 pods")
+        kube.patch_merge(f"{PROFILES}/{name}", {"spec": {"defaultNetwork": f"{namespace}/new"}})
+
+        def started(n: int) -> bool:
+            return len([r for r in read_audit(controller.audit) if r["event"] == "start"]) >= n
+
+        wait_for(lambda: started(30), 120, what="30 pods started")
+        controller.stop()  # SIGKILL, mid-rollout
+        stamps = {
+            p["metadata"]["name"]: p["metadata"]["annotations"].get("netshift.io/rollout-started")
+            for p in pods(kube, namespace)
+        }
+        successor = ControllerProcess(
+            cluster, tmp_path, f"succ-{uuid.uuid4().hex[:6]}", "netshift-system"
+        )
+        wait_for(
+            lambda: on_default(kube, namespace, f"{namespace}/new", 100),
+            300,
+            what="100 pods on new",
+        )
+        audit = read_audit(controller.audit) + read_audit(successor.audit)
+        # Each controller's own count when it started a pod...
+        assert max(r["inflight"] for r in audit if r["event"] == "start") <= 10
+        # ...and the cluster's record: from each pod's start stamp to its agent's report.
+        assert max_overlap(intervals(pods(kube, namespace))) <= 10
+        starts = [r["pod"] for r in audit if r["event"] == "start"]
+        assert len(starts) == len(set(starts)) == 100, "a pod was started twice or never"
+        for p in pods(kube, namespace):
+            first = stamps[p["metadata"]["name"]]
+            if first:  # started by the first controller: the successor left it alone
+                assert p["metadata"]["annotations"]["netshift.io/rollout-started"] == first
+    finally:
+        if successor is not None:
+            successor.stop()
+        nets.cleanup()
+        kube.delete(f"{PROFILES}/{name}")
+
+
+def test_kubectl_annotate_by_hand_switches_one_pod_without_the_controller(
+    cluster: LocalCluster, kube: Kube, namespace: str, agent: AgentProcess, tmp_path: Path
+) -> None:
+    nets = Networks(kube, namespace, tmp_path)
+    try:
+        kube.create(
+            pod_path(namespace),
+            {
+                "metadata": {"name": "solo"},
+                "spec": {"containers": [{"name": "c", "image": "example.invalid/c"}]},
+            },
+        )
+        wait_for(
+            lambda: on_default(kube, namespace, "netshift-cluster", 1),
+            60,
+            what="pod on the cluster network",
+        )
+        cluster.kubectl(
+            "-n",
+            namespace,
+            "annotate",
+            "pod",
+            "solo",
+            f"v1.multus-cni.io/default-network={namespace}/new",
+        )
+        (pod,) = wait_for(
+            lambda: on_default(kube, namespace, f"{namespace}/new", 1), 60, what="pod on new"
+        )
+        assert "dev net1" in default_route(pod["metadata"]["uid"])
+        patch_annotations(
+            kube, pod_path(namespace, "solo"), {"v1.multus-cni.io/default-network": None}
+        )
+        wait_for(
+            lambda: on_default(kube, namespace, "netshift-cluster", 1),
+            60,
+            what="back on the cluster network",
+        )
+        assert "dev eth0" in default_route(pod["metadata"]["uid"])
+    finally:
+        nets.cleanup()
