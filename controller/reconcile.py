@@ -1,0 +1,442 @@
+"""The rollout controller's shell: caches in, annotation patches and profile status out.
+
+Informers keep NetworkProfiles, Namespaces, running Pods (all namespaces) and
+NADs. Any event queues the rollout names it may affect, a periodic resync
+queues all of them, and `reconcile(name)` reads the caches, asks
+controller.rollout for a plan, patches the pods the plan starts, and writes
+the profile's status and Events. Level-triggered: a reconcile never depends
+on having seen a particular event, and a restart at any moment is normal.
+
+Pods are patched with a JSON merge patch of their annotations that carries the
+resourceVersion the plan was computed from, so a pod changed meanwhile (by a
+user, by the agent) is not overwritten from a stale read: the apiserver
+answers 409 and the pod is planned again from the newer state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from controller.audit import FAILED as AUDIT_FAILED
+from controller.audit import GONE, SETTLED, START, AuditLog
+from controller.overlay import WriteOverlay
+from controller.rollout import (
+    ROLLOUT_PROFILE_KEY,
+    SYSTEM_NAMESPACES,
+    PodInfo,
+    PodPlan,
+    RolloutPlan,
+    Settings,
+    Snapshot,
+    plan_rollout,
+    start_patch,
+)
+from controller.status import build_status, failed_pods, transition_events
+from netshift.kube import (
+    ApiError,
+    Informer,
+    Kube,
+    nad_path,
+    now_rfc3339,
+    object_key,
+    pod_path,
+    record_event,
+)
+from netshift.podstatus import desired_hash, is_settled
+from netshift.policy import (
+    PROFILE_GROUP,
+    PROFILE_KIND,
+    PROFILE_PLURAL,
+    PROFILE_VERSION,
+    Profile,
+    ProfileError,
+    profile_from_object,
+    resolve,
+)
+from netshift.workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+COMPONENT = "netshift-controller"
+PROFILES_PATH = f"/apis/{PROFILE_GROUP}/{PROFILE_VERSION}/{PROFILE_PLURAL}"
+NAMESPACES_PATH = "/api/v1/namespaces"
+PODS_PATH = "/api/v1/pods"
+# Only running pods matter to a rollout; the apiserver filters the rest out of the watch.
+RUNNING_PODS = {"fieldSelector": "status.phase=Running"}
+
+
+def profile_status_path(name: str) -> str:
+    return f"{PROFILES_PATH}/{name}/status"
+
+
+@dataclass(frozen=True)
+class ControllerOptions:
+    workers: int = 4
+    resync_seconds: float = 60.0
+    settings: Settings = field(default_factory=Settings)
+    excluded_namespaces: tuple[str, ...] = SYSTEM_NAMESPACES
+    check_networks: bool = True  # hold back pods whose new networks have no NAD yet
+
+
+class Controller:
+    def __init__(
+        self,
+        kube: Kube,
+        options: ControllerOptions | None = None,
+        *,
+        is_leader: Callable[[], bool] = lambda: True,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self.kube = kube
+        self.options = options or ControllerOptions()
+        self._is_leader = is_leader
+        self.audit = audit
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition()
+        self._busy = 0  # reconciles running now
+        self._pod_writes = WriteOverlay()
+        self._profile_writes = WriteOverlay()
+        self._profiles_dirty = True
+        self._parsed: tuple[list[Profile], dict[str, str]] = ([], {})
+        self._rejected: set[tuple[str, str]] = set()
+        self._generations: dict[str, Any] = {}
+        self._refs_by_ns: dict[str, dict[str, frozenset[str]]] = {}
+        self._tracked: dict[str, dict[str, str]] = {}  # rollout -> in-flight pod key -> uid
+        self._failures_reported: set[tuple[str, str]] = set()
+
+        self.profiles = Informer(
+            kube, PROFILES_PATH, on_event=self._profile_event, name="networkprofiles"
+        )
+        self.namespaces = Informer(
+            kube, NAMESPACES_PATH, on_event=self._namespace_event, name="namespaces"
+        )
+        self.pods = Informer(
+            kube, PODS_PATH, params=RUNNING_PODS, on_event=self._pod_event, name="pods"
+        )
+        self.nads = Informer(kube, nad_path(), on_event=self._nad_event, name="nads")
+        self._informers = (self.profiles, self.namespaces, self.pods, self.nads)
+        self.queue = WorkQueue(self.reconcile, workers=self.options.workers, name="rollout")
+        self._resync_thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        for informer in self._informers:
+            informer.start()
+        self.queue.start()
+        self._resync_thread = threading.Thread(target=self._resync, name="resync", daemon=True)
+        self._resync_thread.start()
+
+    def stop(self, drain_timeout: float = 10.0) -> None:
+        """Stop patching at once, wait for running reconciles, then stop the machinery."""
+        self._stopping.set()
+        self.queue.stop()
+        with self._idle:
+            self._idle.wait_for(lambda: self._busy == 0, timeout=drain_timeout)
+        for informer in self._informers:
+            informer.stop()
+
+    def wait_synced(self, timeout: float) -> bool:
+        return all(informer.wait_synced(timeout) for informer in self._informers)
+
+    def synced(self) -> bool:
+        return all(informer.has_synced() for informer in self._informers)
+
+    def active(self) -> bool:
+        """May this controller write now? (Not stopping, and the leader.)"""
+        return not self._stopping.is_set() and self._is_leader()
+
+    def _resync(self) -> None:
+        while not self._stopping.wait(self.options.resync_seconds):
+            self.enqueue_all()
+
+    # -- what to reconcile -----------------------------------------------------
+
+    def rollout_names(self) -> set[str]:
+        """Every profile, and every (perhaps deleted) profile a pod still refers to."""
+        names = {str((o.get("metadata") or {}).get("name")) for o in self.profiles.items()}
+        with self._lock:
+            for refs in self._refs_by_ns.values():
+                for pod_refs in refs.values():
+                    names |= pod_refs
+        return names
+
+    def enqueue_all(self) -> None:
+        for name in self.rollout_names():
+            self.queue.add(name)
+
+    def _enqueue_profiles(self) -> None:
+        for obj in self.profiles.items():
+            self.queue.add(str((obj.get("metadata") or {}).get("name")))
+
+    def _profile_event(self, kind: str, obj: JSON) -> None:
+        self._profile_writes.observe(kind, obj)
+        meta = obj.get("metadata") or {}
+        name = str(meta.get("name"))
+        with self._lock:
+            self._profiles_dirty = True
+            before = self._generations.get(name)
+            if kind == "DELETED":
+                self._generations.pop(name, None)
+            else:
+                self._generations[name] = meta.get("generation")
+        self.queue.add(name)
+        if not (kind == "MODIFIED" and before == meta.get("generation")):
+            # A spec change may move namespaces between profiles: everyone's plan changes.
+            self._enqueue_profiles()
+
+    def _namespace_event(self, kind: str, obj: JSON) -> None:
+        name = str((obj.get("metadata") or {}).get("name"))
+        self._enqueue_profiles()
+        with self._lock:
+            refs = set().union(*self._refs_by_ns.get(name, {}).values())
+        for ref in refs:
+            self.queue.add(ref)
+
+    def _pod_event(self, kind: str, obj: JSON) -> None:
+        self._pod_writes.observe(kind, obj)
+        pod = PodInfo.from_object(obj)
+        refs = frozenset(pod.rollout_refs())
+        with self._lock:
+            in_ns = self._refs_by_ns.setdefault(pod.namespace, {})
+            names = set(in_ns.get(pod.name, frozenset())) | refs
+            if kind == "DELETED" or not refs:
+                in_ns.pop(pod.name, None)
+                if not in_ns:
+                    self._refs_by_ns.pop(pod.namespace, None)
+            else:
+                in_ns[pod.name] = refs
+        winner = self._winner(pod.namespace)
+        if winner is not None:
+            names.add(winner)
+        for name in names:
+            self.queue.add(name)
+
+    def _nad_event(self, kind: str, obj: JSON) -> None:
+        self._enqueue_profiles()
+
+    def _winner(self, namespace: str) -> str | None:
+        if namespace in self.options.excluded_namespaces:
+            return None
+        ns = self.namespaces.get(namespace)
+        if ns is None:
+            return None
+        labels = (ns.get("metadata") or {}).get("labels") or {}
+        winner = resolve(labels, self.parsed_profiles()[0]).winner
+        return winner.name if winner else None
+
+    # -- the cluster as the caches show it ---------------------------------------
+
+    def parsed_profiles(self) -> tuple[list[Profile], dict[str, str]]:
+        """(valid profiles, {name: error} of unreadable ones), re-read after any change."""
+        with self._lock:
+            if not self._profiles_dirty:
+                return self._parsed
+            self._profiles_dirty = False
+        valid: list[Profile] = []
+        invalid: dict[str, str] = {}
+        for obj in self.profiles.items():
+            meta = obj.get("metadata") or {}
+            try:
+                valid.append(profile_from_object(obj))
+            except ProfileError as err:
+                name = str(meta.get("name"))
+                invalid[name] = str(err)
+                key = (name, str(meta.get("resourceVersion")))
+                if key not in self._rejected:
+                    self._rejected.add(key)
+                    log.warning("NetworkProfile %s is invalid and not rolled out: %s", name, err)
+        parsed = (sorted(valid, key=lambda p: p.name), invalid)
+        with self._lock:
+            self._parsed = parsed
+        return parsed
+
+    def snapshot(self) -> Snapshot:
+        profiles, invalid = self.parsed_profiles()
+        namespaces = {
+            str(meta.get("name")): {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+            for meta in (ns.get("metadata") or {} for ns in self.namespaces.items())
+        }
+        pods = [PodInfo.from_object(o) for o in self._pod_writes.merge(self.pods.items())]
+        nads: Collection[str] | None = None
+        if self.options.check_networks:
+            nads = {object_key(o) for o in self.nads.items()}
+        return Snapshot(
+            profiles=profiles,
+            namespaces=namespaces,
+            pods=pods,
+            nads=nads,
+            invalid_profiles=invalid,
+            excluded_namespaces=self.options.excluded_namespaces,
+        )
+
+    def profile_object(self, name: str) -> JSON | None:
+        return self._profile_writes.get(name, self.profiles.get(name))
+
+    def plan(self, name: str) -> RolloutPlan:
+        return plan_rollout(name, self.snapshot(), datetime.now(UTC), self.options.settings)
+
+    # -- reconcile ---------------------------------------------------------------
+
+    def reconcile(self, name: str) -> float | None:
+        with self._idle:
+            self._busy += 1
+        try:
+            return self._reconcile(name)
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
+
+    def _reconcile(self, name: str) -> float | None:
+        if not self.active():
+            return None
+        if not self.synced():
+            return 0.5
+        now = datetime.now(UTC)
+        snapshot = self.snapshot()
+        plan = plan_rollout(name, snapshot, now, self.options.settings)
+        self._note_finished(plan, snapshot)
+        started, conflicts = self._start_pods(plan)
+        if not self.active():
+            return None
+        final = plan
+        if started:
+            # Status counts the pods just started as in flight.
+            final = plan_rollout(name, self.snapshot(), now, self.options.settings)
+        self._write_status(name, plan, final, started)
+        if conflicts:
+            return 0.5
+        return self._next_timeout(final, now)
+
+    def _next_timeout(self, plan: RolloutPlan, now: datetime) -> float | None:
+        """Seconds until the first in-flight pod times out, so it is counted failed then."""
+        waits = []
+        for pod in plan.in_flight:
+            started = pod.started_at()
+            if started is not None:
+                age = (now - started).total_seconds()
+                waits.append(self.options.settings.pod_timeout - age + 1.0)
+        return max(1.0, min(waits)) if waits else None
+
+    def _start_pods(self, plan: RolloutPlan) -> tuple[int, int]:
+        """Patch the pods the plan starts; (patched, conflicts)."""
+        in_flight = {p.key for p in plan.in_flight}
+        tracked = self._tracked.setdefault(plan.name, {})
+        started = conflicts = 0
+        for pod_plan in plan.starts:
+            if not self.active():
+                log.info("rollout %s: no longer the leader; stopped patching", plan.name)
+                break
+            outcome = self._patch_pod(plan.name, pod_plan)
+            if outcome == "conflict":
+                conflicts += 1
+                continue
+            if outcome != "patched":
+                continue
+            started += 1
+            pod = pod_plan.pod
+            new = pod.key not in in_flight
+            in_flight.add(pod.key)
+            tracked[pod.key] = pod.uid
+            if self.audit is not None:
+                self.audit.write(START, pod.key, plan.name, len(in_flight))
+            log.info(
+                "rollout %s: %s pod %s (%d in flight, max %d)",
+                plan.name,
+                "started" if new else "re-targeted",
+                pod.key,
+                len(in_flight),
+                plan.max_concurrent,
+            )
+        return started, conflicts
+
+    def _patch_pod(self, rollout: str, pod_plan: PodPlan) -> str:
+        pod = pod_plan.pod
+        changes = start_patch(pod_plan, rollout, now_rfc3339())
+        body = {"metadata": {"resourceVersion": pod.resource_version, "annotations": changes}}
+        self._pod_writes.expect(pod.key)
+        try:
+            result = self.kube.patch_merge(pod_path(pod.namespace, pod.name), body)
+        except ApiError as err:
+            self._pod_writes.cancel(pod.key)
+            if err.status == 409:
+                log.debug("rollout %s: %s changed meanwhile; planning again", rollout, pod.key)
+                return "conflict"
+            if err.status == 404:
+                return "gone"
+            log.warning("rollout %s: could not patch pod %s: %s", rollout, pod.key, err)
+            return "error"
+        self._pod_writes.put(result)
+        return "patched"
+
+    def _note_finished(self, plan: RolloutPlan, snapshot: Snapshot) -> None:
+        """Audit the pods that left this rollout's in-flight set since the last reconcile."""
+        current = {p.key: p.uid for p in plan.in_flight}
+        tracked = self._tracked.get(plan.name, {})
+        by_key = {p.key: p for p in snapshot.pods}
+        for key, uid in sorted(tracked.items()):
+            if key in current:
+                continue
+            pod = by_key.get(key)
+            event = GONE  # deleted, stopped running, or patched by another rollout
+            if pod is not None and pod.uid == uid and pod.eligible:
+                settled, failed = is_settled(pod.annotations)
+                if settled:
+                    event = AUDIT_FAILED if failed else SETTLED
+                elif pod.annotations.get(ROLLOUT_PROFILE_KEY) == plan.name:
+                    event = AUDIT_FAILED  # still ours and not settled: it timed out
+            if self.audit is not None:
+                self.audit.write(event, key, plan.name, len(current))
+            if event == AUDIT_FAILED:
+                log.warning("rollout %s: pod %s failed", plan.name, key)
+        self._tracked[plan.name] = current
+
+    def _write_status(
+        self, name: str, acted: RolloutPlan, final: RolloutPlan, started: int
+    ) -> None:
+        obj = self.profile_object(name)
+        if obj is None:
+            return
+        previous = obj.get("status")
+        generation = int((obj.get("metadata") or {}).get("generation") or 0)
+        status = build_status(final, generation, previous, now_rfc3339())
+        if status != previous:
+            self._profile_writes.expect(name)
+            try:
+                result = self.kube.patch_merge(profile_status_path(name), {"status": status})
+            except ApiError as err:
+                self._profile_writes.cancel(name)
+                if err.status != 404:
+                    log.warning("could not write the status of NetworkProfile %s: %s", name, err)
+                return
+            self._profile_writes.put(result)
+            for event in transition_events(acted, previous, status, started):
+                self._event(obj, event.reason, event.message, event.type)
+        self._report_failures(obj, final)
+
+    def _report_failures(self, obj: JSON, plan: RolloutPlan) -> None:
+        by_key = {t.pod.key: t.pod for t in plan.targets}
+        for key, uid, message in failed_pods(plan):
+            mark = (uid, desired_hash(by_key[key].annotations))
+            if mark in self._failures_reported:
+                continue
+            if len(self._failures_reported) > 100_000:
+                self._failures_reported.clear()  # a bound; at worst an Event is repeated
+            self._failures_reported.add(mark)
+            self._event(obj, "PodFailed", f"pod {key}: {message}", "Warning")
+
+    def _event(self, obj: JSON, reason: str, message: str, type_: str) -> None:
+        involved = {
+            **obj,
+            "apiVersion": f"{PROFILE_GROUP}/{PROFILE_VERSION}",
+            "kind": PROFILE_KIND,
+        }
+        record_event(self.kube, involved, reason, message, type_, COMPONENT)

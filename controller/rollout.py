@@ -1,0 +1,386 @@
+"""Rollout planning: which running pods a profile's rollout touches and which to patch next.
+
+Pure: the input is the cluster as the caches show it (profiles, namespace
+labels, running pods, NADs) and the time; the output is a plan that the shell
+(controller/reconcile.py) carries out. Every fact a plan depends on is read
+from the pods themselves: the annotations the controller writes when it starts
+a pod (`netshift.io/rollout-started`, `netshift.io/rollout-profile`) and the
+report the agent writes (`netshift.io/status`). So a restarted controller, or a
+new leader, plans exactly what its predecessor would have, and never patches a
+pod that already carries what its profile wants.
+
+A plan is about one *rollout name*: the name of a NetworkProfile, which may be
+deleted already (then its pods are handed back, see `leaving`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from netshift.annotations import DEFAULT_NETWORK_KEY, AnnotationError, parse_ref
+from netshift.podstatus import (
+    SWITCH_POLICY_KEY,
+    SwitchPolicy,
+    format_switch_policy,
+    is_settled,
+    parse_status,
+)
+from netshift.policy import INJECT_LABEL, PROFILE_KEY, Profile, apply_profile, resolve
+
+# Written by the controller on every pod it patches, in the same patch as the networks.
+ROLLOUT_STARTED_KEY: Final = "netshift.io/rollout-started"  # RFC 3339 time of the patch
+ROLLOUT_PROFILE_KEY: Final = "netshift.io/rollout-profile"  # the rollout that patched it
+OPT_OUT_VALUE: Final = "disabled"
+# The same namespaces the webhook's configuration leaves alone.
+SYSTEM_NAMESPACES: Final = ("kube-system", "netshift-system")
+
+# What a pod is within one rollout.
+PENDING: Final = "Pending"  # its annotations differ from what the rollout wants: needs a patch
+IN_FLIGHT: Final = "InFlight"  # patched by this rollout; the agent has not finished with it
+CONVERGED: Final = "Converged"  # carries the wanted state and the agent reports it converged
+FAILED: Final = "Failed"  # the agent reports it degraded, or never reported within the timeout
+WAITING: Final = "Waiting"  # carries the wanted state (not patched by us); no agent report yet
+INVALID: Final = "Invalid"  # its annotations cannot be read; it is never patched
+
+# Why no pod starts.
+BLOCKED_INVALID: Final = "InvalidSpec"
+BLOCKED_IGNORE: Final = "ExistingPodsIgnored"
+BLOCKED_PAUSED: Final = "Paused"
+BLOCKED_FAILURES: Final = "FailureThresholdReached"
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """The parts of a Pod object that planning reads."""
+
+    namespace: str
+    name: str
+    uid: str = ""
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    phase: str = "Running"
+    terminating: bool = False
+    host_network: bool = False
+    resource_version: str = ""
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> PodInfo:
+        meta = obj.get("metadata") or {}
+        return cls(
+            namespace=str(meta.get("namespace", "")),
+            name=str(meta.get("name", "")),
+            uid=str(meta.get("uid", "")),
+            annotations={str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
+            labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
+            phase=str((obj.get("status") or {}).get("phase", "")),
+            terminating=bool(meta.get("deletionTimestamp")),
+            host_network=bool((obj.get("spec") or {}).get("hostNetwork", False)),
+            resource_version=str(meta.get("resourceVersion", "")),
+        )
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def eligible(self) -> bool:
+        """Running, staying, on the pod network and not opted out: a pod a rollout may touch."""
+        return (
+            self.phase == "Running"
+            and not self.terminating
+            and not self.host_network
+            and self.labels.get(INJECT_LABEL) != OPT_OUT_VALUE
+        )
+
+    def started_at(self) -> datetime | None:
+        raw = self.annotations.get(ROLLOUT_STARTED_KEY)
+        if not raw:
+            return None
+        try:
+            return datetime.fromisoformat(raw)
+        except ValueError:
+            return None
+
+    def rollout_refs(self) -> set[str]:
+        """Names of the rollouts this pod matters to, from its own annotations."""
+        return {
+            self.annotations[k]
+            for k in (PROFILE_KEY, ROLLOUT_PROFILE_KEY)
+            if self.annotations.get(k)
+        }
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The cluster as the caches show it."""
+
+    profiles: Sequence[Profile]
+    namespaces: Mapping[str, Mapping[str, str]]  # name -> labels
+    pods: Sequence[PodInfo]
+    nads: Collection[str] | None = None  # "ns/name" of every NAD; None: do not check
+    invalid_profiles: Mapping[str, str] = field(default_factory=dict)  # name -> why unreadable
+    excluded_namespaces: Collection[str] = SYSTEM_NAMESPACES
+
+    def winners(self) -> dict[str, Profile | None]:
+        """The governing profile of every known namespace (None: no profile)."""
+        return {
+            ns: None if ns in self.excluded_namespaces else resolve(labels, self.profiles).winner
+            for ns, labels in self.namespaces.items()
+        }
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Controller-wide knobs that no profile carries."""
+
+    pod_timeout: float = 600.0  # a started pod without a report after this long counts as failed
+    orphan_max_concurrent: int = 5  # in-flight limit when handing back a deleted profile's pods
+
+
+@dataclass(frozen=True)
+class PodPlan:
+    pod: PodInfo
+    state: str
+    changes: Mapping[str, str | None] = field(default_factory=dict)  # set when PENDING
+    in_flight: bool = False  # patched by this rollout and not settled (a PENDING pod may be too)
+    missing_networks: tuple[str, ...] = ()  # NADs the changes need that do not exist
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A namespace this profile selects that another profile governs."""
+
+    namespace: str
+    winner: str
+    winner_priority: int
+
+
+@dataclass(frozen=True)
+class Counts:
+    desired: int = 0  # running pods in the governed namespaces
+    updated: int = 0  # of those, carrying what the profile wants
+    converged: int = 0
+    failed: int = 0
+    in_flight: int = 0  # every pod of this rollout not settled yet (also pods handed back)
+    pending: int = 0  # still to be patched
+    waiting: int = 0
+    leaving: int = 0  # to be handed back (their namespace has no profile any more)
+    missing: int = 0  # pending pods held back by missing NADs
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    name: str
+    profile: Profile | None  # None: the profile is deleted, or unreadable (see `invalid`)
+    invalid: str | None  # why the existing profile object cannot be read
+    namespaces: tuple[str, ...]  # governed by this profile, sorted
+    conflicts: tuple[Conflict, ...]
+    targets: tuple[PodPlan, ...]  # running pods of the governed namespaces
+    leaving: tuple[PodPlan, ...]  # pods whose injection this rollout takes back
+    in_flight: tuple[PodInfo, ...]
+    starts: tuple[PodPlan, ...]  # to patch now, in this order
+    blocked: str | None  # why no pod may start (None: not blocked)
+    max_concurrent: int
+    counts: Counts
+
+
+def switch_policy_of(profile: Profile) -> str:
+    rollout = profile.rollout
+    return format_switch_policy(SwitchPolicy(rollout.old_default, float(rollout.drain_seconds)))
+
+
+def desired_changes(pod: PodInfo, profile: Profile | None) -> dict[str, str | None]:
+    """What brings the pod to `profile` (None: hand it back); {} when it is there.
+
+    The switch policy goes with every patch that changes something, because the
+    agent reads it when it acts on the same patch; on its own it is no reason to
+    patch a pod. Raises AnnotationError / ProfileError (ValueError) when the
+    pod's annotations cannot be read.
+    """
+    changes = apply_profile(pod.annotations, pod.namespace, profile)
+    if changes and profile is not None:
+        policy = switch_policy_of(profile)
+        if pod.annotations.get(SWITCH_POLICY_KEY) != policy:
+            changes[SWITCH_POLICY_KEY] = policy
+    return changes
+
+
+def start_patch(plan: PodPlan, rollout: str, started: str) -> dict[str, str | None]:
+    """The annotation patch that starts a pod: its changes plus the rollout's own marks."""
+    return {**plan.changes, ROLLOUT_STARTED_KEY: started, ROLLOUT_PROFILE_KEY: rollout}
+
+
+def required_networks(
+    pod: PodInfo, profile: Profile, changes: Mapping[str, str | None]
+) -> list[str]:
+    """The NADs ("ns/name") the profile's part of the changes refers to."""
+    refs = [str(sel.ref(pod.namespace)) for sel in profile.networks]
+    default = changes.get(DEFAULT_NETWORK_KEY)
+    if default:
+        # apply_profile wrote it, so it parses; were it not to, there is nothing to check.
+        with contextlib.suppress(AnnotationError):
+            refs.append(str(parse_ref(default, pod.namespace)))
+    return refs
+
+
+def _agent_message(pod: PodInfo) -> str:
+    status = parse_status(pod.annotations)
+    return status.message if status is not None and status.message else ""
+
+
+def _in_flight(pod: PodInfo, rollout: str, now: datetime, settings: Settings) -> tuple[bool, bool]:
+    """(in flight, timed out): patched by this rollout and the agent not done with it."""
+    started = pod.started_at()
+    if pod.annotations.get(ROLLOUT_PROFILE_KEY) != rollout or started is None:
+        return False, False
+    settled, _ = is_settled(pod.annotations)
+    if settled:
+        return False, False
+    if (now - started).total_seconds() > settings.pod_timeout:
+        return False, True
+    return True, False
+
+
+def _classify(
+    pod: PodInfo,
+    rollout: str,
+    profile: Profile | None,
+    now: datetime,
+    settings: Settings,
+    nads: Collection[str] | None,
+) -> PodPlan:
+    try:
+        changes = desired_changes(pod, profile)
+    except ValueError as err:
+        return PodPlan(pod, INVALID, message=str(err))
+    in_flight, timed_out = _in_flight(pod, rollout, now, settings)
+    if changes:
+        missing: tuple[str, ...] = ()
+        if profile is not None and nads is not None:
+            missing = tuple(
+                sorted({r for r in required_networks(pod, profile, changes) if r not in nads})
+            )
+        return PodPlan(pod, PENDING, changes, in_flight=in_flight, missing_networks=missing)
+    settled, failed = is_settled(pod.annotations)
+    if settled:
+        if failed:
+            return PodPlan(pod, FAILED, message=_agent_message(pod) or "the agent reports Degraded")
+        return PodPlan(pod, CONVERGED)
+    if timed_out:
+        return PodPlan(
+            pod,
+            FAILED,
+            message=f"the agent did not report within {settings.pod_timeout:.0f}s of the patch",
+        )
+    if in_flight:
+        return PodPlan(pod, IN_FLIGHT, in_flight=True)
+    return PodPlan(pod, WAITING)
+
+
+def plan_rollout(
+    rollout: str, snapshot: Snapshot, now: datetime, settings: Settings | None = None
+) -> RolloutPlan:
+    """Everything the controller needs to know and do for one rollout name, now."""
+    settings = settings or Settings()
+    profile = next((p for p in snapshot.profiles if p.name == rollout), None)
+    invalid = snapshot.invalid_profiles.get(rollout) if profile is None else None
+    winners = snapshot.winners()
+
+    namespaces = sorted(ns for ns, w in winners.items() if w is not None and w.name == rollout)
+    conflicts: list[Conflict] = []
+    if profile is not None:
+        for ns, labels in sorted(snapshot.namespaces.items()):
+            winner = winners.get(ns)
+            if (
+                winner is not None
+                and winner.name != rollout
+                and profile.namespace_selector.matches(labels)
+            ):
+                conflicts.append(Conflict(ns, winner.name, winner.priority))
+
+    # A profile that still exists but stopped governing a namespace hands its pods
+    # back only when it is Live; a deleted one always does (see docs/controller.md).
+    hands_back = invalid is None and (profile is None or profile.rollout.existing_pods == "Live")
+    governed = set(namespaces)
+    targets: list[PodPlan] = []
+    leaving: list[PodPlan] = []
+    in_flight: list[PodInfo] = []
+    for pod in sorted(snapshot.pods, key=lambda p: (p.namespace, p.name)):
+        if not pod.eligible or pod.namespace not in winners:
+            continue
+        if pod.namespace in snapshot.excluded_namespaces:
+            continue
+        plan: PodPlan | None = None
+        if pod.namespace in governed and profile is not None:
+            plan = _classify(pod, rollout, profile, now, settings, snapshot.nads)
+            targets.append(plan)
+        elif (
+            hands_back
+            and winners[pod.namespace] is None
+            and pod.annotations.get(PROFILE_KEY) == rollout
+        ):
+            plan = _classify(pod, rollout, None, now, settings, None)
+            if plan.state == PENDING:
+                leaving.append(plan)
+        if plan is not None:
+            if plan.in_flight:
+                in_flight.append(pod)
+            continue
+        # Patched by this rollout, now elsewhere: it holds a slot until the agent is done.
+        if _in_flight(pod, rollout, now, settings)[0]:
+            in_flight.append(pod)
+
+    failed = sum(1 for t in targets if t.state in (FAILED, INVALID))
+    blocked: str | None = None
+    if invalid is not None:
+        blocked = BLOCKED_INVALID
+    elif profile is not None:
+        if profile.rollout.existing_pods != "Live":
+            blocked = BLOCKED_IGNORE
+        elif profile.rollout.paused:
+            blocked = BLOCKED_PAUSED
+        elif 0 < profile.rollout.max_failures <= failed:
+            blocked = BLOCKED_FAILURES
+    max_concurrent = (
+        profile.rollout.max_concurrent if profile is not None else settings.orphan_max_concurrent
+    )
+
+    starts: list[PodPlan] = []
+    if blocked is None:
+        pending = [p for p in (*targets, *leaving) if p.state == PENDING and not p.missing_networks]
+        pending.sort(key=lambda p: (p.pod.namespace, p.pod.name))
+        # A pod already in flight for this rollout gets the newer wish without a new slot.
+        starts = [p for p in pending if p.in_flight]
+        budget = max(0, max_concurrent - len(in_flight))
+        starts += [p for p in pending if not p.in_flight][:budget]
+
+    counts = Counts(
+        desired=len(targets),
+        updated=sum(1 for t in targets if t.state not in (PENDING, INVALID)),
+        converged=sum(1 for t in targets if t.state == CONVERGED),
+        failed=failed,
+        in_flight=len(in_flight),
+        pending=sum(1 for t in targets if t.state == PENDING),
+        waiting=sum(1 for t in targets if t.state == WAITING),
+        leaving=len(leaving),
+        missing=sum(1 for t in targets if t.state == PENDING and t.missing_networks),
+    )
+    return RolloutPlan(
+        name=rollout,
+        profile=profile,
+        invalid=invalid,
+        namespaces=tuple(namespaces),
+        conflicts=tuple(conflicts),
+        targets=tuple(targets),
+        leaving=tuple(leaving),
+        in_flight=tuple(in_flight),
+        starts=tuple(starts),
+        blocked=blocked,
+        max_concurrent=max_concurrent,
+        counts=counts,
+    )

@@ -1,0 +1,232 @@
+"""manifests/ installs netshift on a real apiserver, with least-privilege ServiceAccounts.
+
+The whole kustomization is applied server-side to the test cluster's apiserver,
+as a user would (`kubectl apply --server-side -k manifests/`). Its pods never
+run real containers here (there is no image and no runtime); the objects
+existing and the permissions of every ServiceAccount (`kubectl auth can-i`) are
+what is checked. Everything but the CRDs is deleted afterwards: the webhook
+configurations (failurePolicy Fail, no webhook behind them) would otherwise
+refuse every pod the following tests create.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from netshift.localcluster import LocalCluster
+
+pytestmark = pytest.mark.cluster
+
+MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+SYSTEM = "netshift-system"
+NAD = "network-attachment-definitions.k8s.cni.cncf.io"
+PROFILES = "networkprofiles.netshift.io"
+LEASES = "leases.coordination.k8s.io"
+
+# (verb, resource, namespace: None = cluster-scoped / all namespaces, extra kubectl args)
+Check = tuple[str, str, str | None, tuple[str, ...]]
+
+ALLOWED: dict[str, list[Check]] = {
+    "netshift-controller": [
+        *[(v, PROFILES, None, ()) for v in ("get", "list", "watch")],
+        ("patch", PROFILES, None, ("--subresource=status",)),
+        ("update", PROFILES, None, ("--subresource=status",)),
+        *[(v, "namespaces", None, ()) for v in ("get", "list", "watch")],
+        *[(v, "pods", None, ()) for v in ("get", "list", "watch", "patch")],
+        ("patch", "pods", "some-app", ()),
+        *[(v, NAD, None, ()) for v in ("get", "list", "watch")],
+        ("create", "events", "default", ()),
+        ("create", LEASES, SYSTEM, ()),
+        ("get", f"{LEASES}/netshift-controller", SYSTEM, ()),
+        ("update", f"{LEASES}/netshift-controller", SYSTEM, ()),
+    ],
+    "netshift-agent": [
+        *[(v, "pods", None, ()) for v in ("get", "list", "watch", "patch")],
+        *[(v, NAD, None, ()) for v in ("get", "list", "watch")],
+        ("create", "events", "some-app", ()),
+        ("patch", "events", "some-app", ()),
+    ],
+}
+
+# Denied to every ServiceAccount of netshift.
+DENIED_TO_ALL: list[Check] = [
+    ("get", "secrets", "default", ()),
+    ("list", "secrets", None, ()),
+    ("delete", "pods", "some-app", ()),
+    ("create", "pods", "some-app", ()),
+    ("patch", "nodes", None, ()),
+    ("create", NAD, "some-app", ()),
+    ("delete", NAD, "some-app", ()),
+    ("delete", PROFILES, None, ()),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io", None, ()),
+]
+
+DENIED: dict[str, list[Check]] = {
+    "netshift-controller": [
+        ("update", "pods", "some-app", ()),  # annotations by merge patch only
+        ("patch", PROFILES, None, ()),  # the spec is the user's
+        ("update", PROFILES, None, ()),
+        ("create", "events", "some-app", ()),  # profile Events live in "default"
+        ("update", LEASES, "kube-system", ()),
+        ("update", f"{LEASES}/someone-else", SYSTEM, ()),
+        ("get", "secrets", SYSTEM, ()),
+    ],
+    "netshift-agent": [
+        ("patch", PROFILES, None, ("--subresource=status",)),
+        ("create", LEASES, SYSTEM, ()),
+        ("update", "pods", "some-app", ()),
+        ("get", "secrets", SYSTEM, ()),
+    ],
+}
+
+
+def build(cluster: LocalCluster) -> list[dict[str, Any]]:
+    out = cluster.kubectl("kustomize", str(MANIFESTS)).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+@pytest.fixture(scope="module")
+def installed(cluster: LocalCluster) -> Iterator[list[dict[str, Any]]]:
+    objects = build(cluster)
+    result = cluster.kubectl("apply", "--server-side", "-k", str(MANIFESTS), check=False)
+    try:
+        assert result.returncode == 0, result.stderr
+        yield objects
+    finally:
+        # Webhook configurations first: without a webhook behind them they refuse pods.
+        order = {"MutatingWebhookConfiguration": 0, "ValidatingWebhookConfiguration": 0}
+        doomed = sorted(
+            (o for o in objects if o["kind"] != "CustomResourceDefinition"),
+            key=lambda o: order.get(o["kind"], 1),
+        )
+        cluster.kubectl(
+            "delete",
+            "--ignore-not-found",
+            "--wait=false",
+            "-f",
+            "-",
+            input=yaml.safe_dump_all(doomed),
+            check=False,
+        )
+
+
+def can_i(cluster: LocalCluster, sa: str, check: Check) -> bool:
+    verb, resource, namespace, extra = check
+    scope = ["-n", namespace] if namespace else ["--all-namespaces"]
+    result = cluster.kubectl(
+        "auth",
+        "can-i",
+        verb,
+        resource,
+        *scope,
+        *extra,
+        f"--as=system:serviceaccount:{SYSTEM}:{sa}",
+        check=False,
+    )
+    answer = result.stdout.strip()
+    assert answer in ("yes", "no"), f"kubectl auth can-i said {answer!r}: {result.stderr}"
+    return answer == "yes"
+
+
+def describe(check: Check) -> str:
+    verb, resource, namespace, extra = check
+    where = f"in {namespace}" if namespace else "cluster-wide"
+    return f"{verb} {resource} {' '.join(extra)} {where}".replace("  ", " ")
+
+
+def test_the_whole_kustomization_applies_server_side_and_every_object_exists(
+    cluster: LocalCluster, installed: list[dict[str, Any]]
+) -> None:
+    got = cluster.kubectl("get", "-f", "-", "-o", "name", input=yaml.safe_dump_all(installed))
+    names = got.stdout.split()
+    assert len(names) == len(installed)
+    kinds = {o["kind"] for o in installed}
+    assert {
+        "Namespace",
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "Role",
+        "Deployment",
+        "DaemonSet",
+        "PodDisruptionBudget",
+    } <= kinds
+    # Applying again changes nothing and conflicts with nothing.
+    again = cluster.kubectl("apply", "--server-side", "-k", str(MANIFESTS))
+    assert "serverside-applied" in again.stdout
+
+
+def test_the_controller_runs_two_leader_elected_replicas(
+    cluster: LocalCluster, installed: list[dict[str, Any]]
+) -> None:
+    out = cluster.kubectl("get", "deployment/netshift-controller", "-n", SYSTEM, "-o", "yaml")
+    deployment = yaml.safe_load(out.stdout)
+    spec = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["replicas"] == 2
+    assert spec["serviceAccountName"] == "netshift-controller"
+    container = spec["containers"][0]
+    assert container["command"] == ["netshift"]
+    assert container["args"][0] == "controller"
+    assert "--lease-namespace=$(POD_NAMESPACE)" in container["args"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    pdb = yaml.safe_load(
+        cluster.kubectl("get", "pdb/netshift-controller", "-n", SYSTEM, "-o", "yaml").stdout
+    )
+    assert pdb["spec"]["minAvailable"] == 1
+
+
+def test_the_agent_runs_privileged_on_every_node_with_the_host_mounts(
+    cluster: LocalCluster, installed: list[dict[str, Any]]
+) -> None:
+    out = cluster.kubectl("get", "daemonset/netshift-agent", "-n", SYSTEM, "-o", "yaml")
+    spec = yaml.safe_load(out.stdout)["spec"]["template"]["spec"]
+    assert spec["hostNetwork"] is True and spec["hostPID"] is True
+    assert spec["tolerations"] == [{"operator": "Exists"}]
+    container = spec["containers"][0]
+    assert container["securityContext"]["privileged"] is True
+    assert container["command"] == ["netshift", "agent", "--node", "$(NODE_NAME)"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    host = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"]}
+    for path in ("/opt/cni/bin", "/usr/lib/cni", "/etc/cni/net.d", "/var/lib/cni"):
+        assert host[mounts[path]["name"]] == path
+    assert mounts["/run/netns"]["mountPropagation"] == "HostToContainer"
+    assert host[mounts["/host/proc"]["name"]] == "/proc"
+    assert mounts["/sys/fs/cgroup"]["readOnly"] is True
+    assert host[mounts["/var/lib/netshift"]["name"]] == "/var/lib/netshift"
+
+
+def service_accounts(objects: list[dict[str, Any]]) -> list[str]:
+    return sorted(o["metadata"]["name"] for o in objects if o["kind"] == "ServiceAccount")
+
+
+def test_every_component_has_its_own_service_account(installed: list[dict[str, Any]]) -> None:
+    assert {"netshift-controller", "netshift-agent", "netshift-webhook"} <= set(
+        service_accounts(installed)
+    )
+
+
+@pytest.mark.parametrize("sa", ["netshift-controller", "netshift-agent"])
+def test_a_service_account_may_do_what_its_component_needs(
+    cluster: LocalCluster, installed: list[dict[str, Any]], sa: str
+) -> None:
+    refused = [describe(c) for c in ALLOWED[sa] if not can_i(cluster, sa, c)]
+    assert not refused, f"{sa} is refused what it needs: {refused}"
+
+
+def test_no_service_account_may_do_more(
+    cluster: LocalCluster, installed: list[dict[str, Any]]
+) -> None:
+    too_much = [
+        f"{sa}: {describe(c)}"
+        for sa in service_accounts(installed)
+        for c in DENIED_TO_ALL + DENIED.get(sa, [])
+        if can_i(cluster, sa, c)
+    ]
+    assert not too_much, f"allowed beyond least privilege: {too_much}"
