@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=_cmd_status)
 
     for name, (module, help_text) in COMPONENTS.items():
-        p = sub.add_parser(name, help=help_text)
+        # No help of its own: `netshift agent --help` reaches the component's parser.
+        p = sub.add_parser(name, help=help_text, add_help=False)
         p.set_defaults(component=module)
     return parser
 
