@@ -15,7 +15,6 @@ end. Loopback and the bench's own namespaces only.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -25,40 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from netshift import podstatus
-from netshift.kube import ApiError, Kube, nad_path, wait_for
+from netshift.demo import bridge_nad
+from netshift.kube import Kube, has_default_service_account, nad_path, wait_for
 from netshift.localcluster import LocalCluster
 from netshift.probe import ClientNetns, Ping
 
 OLD = ("old-cni", "nsbench-old", "10.253.0.0/22", "10.253.3.250/22")
 NEW = ("new-cni", "nsbench-new", "10.253.4.0/22", "10.253.7.250/22")
 PROFILE = "bench-rollout"
-
-
-def nad(ns: str, name: str, bridge: str, subnet: str, ipam_dir: Path) -> dict[str, Any]:
-    config = {
-        "cniVersion": "1.0.0",
-        "name": name,
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": bridge,
-                "isGateway": True,
-                "ipMasq": False,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": subnet}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": str(ipam_dir),
-                },
-            }
-        ],
-    }
-    return {
-        "apiVersion": "k8s.cni.cncf.io/v1",
-        "kind": "NetworkAttachmentDefinition",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"config": json.dumps(config)},
-    }
 
 
 def pods_of(kube: Kube, ns: str) -> list[dict[str, Any]]:
@@ -74,7 +47,7 @@ def run_size(
     for name, bridge, subnet, _ in (OLD, NEW):
         # One IPAM store per network across runs: the pods of the previous run may still be
         # leaving the same bridge, and two stores would hand out their addresses again.
-        kube.create(nad_path(ns), nad(ns, name, bridge, subnet, state / f"ipam-{name}"))
+        kube.create(nad_path(ns), bridge_nad(ns, name, bridge, subnet, state / f"ipam-{name}"))
     kube.create(
         "/apis/netshift.io/v1alpha1/networkprofiles",
         {
@@ -88,7 +61,7 @@ def run_size(
             },
         },
     )
-    wait_for(lambda: _has_sa(kube, ns), 30, what="default service account")
+    wait_for(lambda: has_default_service_account(kube, ns), 30, what="default service account")
     kube.create(
         f"/apis/apps/v1/namespaces/{ns}/deployments",
         {
@@ -160,14 +133,6 @@ def run_size(
         "sent": sent,
         "lost": lost,
     }
-
-
-def _has_sa(kube: Kube, ns: str) -> bool:
-    try:
-        kube.get(f"/api/v1/namespaces/{ns}/serviceaccounts/default")
-        return True
-    except ApiError:
-        return False
 
 
 CLIENT = ClientNetns("nsbench-client", [(OLD[1], OLD[3]), (NEW[1], NEW[3])])

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from netshift import podstatus
-from netshift.kube import ApiError, Kube, nad_path, wait_for
+from netshift.kube import ApiError, Kube, has_default_service_account, nad_path, wait_for
 from netshift.localcluster import LocalCluster
 from netshift.probe import ClientNetns, Ping, TcpStream
 
@@ -39,7 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", action="store_true", help="leave the demo objects in place")
 
 
-def nad(name: str, bridge: str, prefix: str, ipam_dir: Path) -> dict[str, Any]:
+def bridge_nad(
+    namespace: str, name: str, bridge: str, subnet: str, ipam_dir: Path
+) -> dict[str, Any]:
+    """A NAD for a bridge network with a gateway and a default route, no masquerading."""
     config = {
         "cniVersion": "1.0.0",
         "name": name,
@@ -51,7 +54,7 @@ def nad(name: str, bridge: str, prefix: str, ipam_dir: Path) -> dict[str, Any]:
                 "ipMasq": False,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": f"{prefix}.0/24", "rangeEnd": f"{prefix}.200"}]],
+                    "ranges": [[{"subnet": subnet}]],
                     "routes": [{"dst": "0.0.0.0/0"}],
                     "dataDir": str(ipam_dir),
                 },
@@ -61,7 +64,7 @@ def nad(name: str, bridge: str, prefix: str, ipam_dir: Path) -> dict[str, Any]:
     return {
         "apiVersion": "k8s.cni.cncf.io/v1",
         "kind": "NetworkAttachmentDefinition",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {"config": json.dumps(config)},
     }
 
@@ -178,10 +181,10 @@ def run(args: argparse.Namespace) -> int:
         {"metadata": {"name": NS, "labels": {"netshift.io/demo": "true"}}},
     )
     for name, bridge, prefix in (OLD, NEW):
-        apply(kube, nad_path(NS), nad(name, bridge, prefix, ipam))
+        apply(kube, nad_path(NS), bridge_nad(NS, name, bridge, f"{prefix}.0/24", ipam))
     say(f"== NetworkProfile {PROFILE}: default network {NS}/{OLD[0]}, rollout Live")
     apply(kube, "/apis/netshift.io/v1alpha1/networkprofiles", profile(f"{NS}/{OLD[0]}"))
-    wait_for(lambda: _has_sa(kube), 30, what="the namespace's default ServiceAccount")
+    wait_for(lambda: has_default_service_account(kube, NS), 30, what="the default ServiceAccount")
     say(f"== Deployment web with {args.pods} pods")
     apply(kube, f"/apis/apps/v1/namespaces/{NS}/deployments", deployment(args.pods))
     wait_for(
@@ -275,14 +278,6 @@ def run(args: argparse.Namespace) -> int:
         cleanup(kube, client)
     say(f"export KUBECONFIG={cluster.kubeconfig}   # to look around; `netshift down` stops it all")
     return 0 if ok else 1
-
-
-def _has_sa(kube: Kube) -> bool:
-    try:
-        kube.get(f"/api/v1/namespaces/{NS}/serviceaccounts/default")
-        return True
-    except ApiError:
-        return False
 
 
 if __name__ == "__main__":

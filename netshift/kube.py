@@ -364,3 +364,12 @@ def wait_for(
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what or predicate}")
         time.sleep(interval)
+
+
+def has_default_service_account(kube: Kube, namespace: str) -> bool:
+    """Pods are refused in a namespace until the controller-manager made its default ServiceAccount."""
+    try:
+        kube.get(f"/api/v1/namespaces/{namespace}/serviceaccounts/default")
+        return True
+    except ApiError:
+        return False

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from netshift import binaries
-from netshift.kube import ApiError, Kube, wait_for
+from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
 from netshift.localcluster import LocalCluster
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -77,15 +77,11 @@ def namespace(kube: Kube) -> Iterator[str]:
         {"metadata": {"name": name, "labels": {"netshift.io/test": "true"}}},
     )
 
-    def default_sa() -> bool:
-        try:
-            kube.get(f"/api/v1/namespaces/{name}/serviceaccounts/default")
-            return True
-        except ApiError:
-            return False
-
-    # Pods are refused until the controller-manager made the namespace's default ServiceAccount.
-    wait_for(default_sa, 30, what=f"default ServiceAccount in {name}")
+    wait_for(
+        lambda: has_default_service_account(kube, name),
+        30,
+        what=f"default ServiceAccount in {name}",
+    )
     yield name
     with contextlib.suppress(ApiError):
         kube.delete(f"/api/v1/namespaces/{name}")

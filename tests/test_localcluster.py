@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from netshift.kube import ApiError, Kube, wait_for
+from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
 from netshift.localcluster import LocalCluster, pid_alive
 
 
@@ -107,7 +107,7 @@ def test_deleting_a_deployment_garbage_collects_its_pods_and_netns(
 def test_a_namespace_finishes_deleting(kube: Kube) -> None:
     name = "t-gone-" + os.urandom(3).hex()
     kube.create("/api/v1/namespaces", {"metadata": {"name": name}})
-    wait_for(lambda: _has_default_sa(kube, name), 30, what="default service account")
+    wait_for(lambda: has_default_service_account(kube, name), 30, what="default service account")
     kube.create(f"/apis/apps/v1/namespaces/{name}/deployments", deployment("x", 1))
     wait_for(lambda: _pods(kube, name, "app=x"), 60, what="a pod")
     kube.delete(f"/api/v1/namespaces/{name}")
@@ -127,14 +127,6 @@ def test_a_namespace_finishes_deleting(kube: Kube) -> None:
             f"namespace status: {kube.get(f'/api/v1/namespaces/{name}').get('status')}; "
             f"pods left: {[(p['metadata']['name'], p['metadata'].get('deletionTimestamp'), p.get('spec', {}).get('nodeName')) for p in left]}"
         ) from None
-
-
-def _has_default_sa(kube: Kube, ns: str) -> bool:
-    try:
-        kube.get(f"/api/v1/namespaces/{ns}/serviceaccounts/default")
-        return True
-    except ApiError:
-        return False
 
 
 def test_up_is_idempotent_reports_crashes_and_down_leaves_nothing(cluster: LocalCluster) -> None:
