@@ -33,7 +33,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from netshift.localcluster import ClusterError, LocalCluster
 
     started = time.monotonic()
-    cluster = LocalCluster(args.state_dir)
+    cluster = LocalCluster(args.state_dir, pod_subnet=args.pod_subnet, bridge=args.bridge)
     try:
         cluster.up(services=[] if args.plane_only else None)
     except ClusterError as err:
@@ -79,6 +79,12 @@ def _kubectl(argv: list[str]) -> int:
     os.execv(cmd[0], cmd + argv)
 
 
+def add_network_arguments(parser: argparse.ArgumentParser) -> None:
+    """The node's pod network, chosen when a state dir is first used (then kept in it)."""
+    parser.add_argument("--pod-subnet", default=None, help="default 10.244.0.0/24")
+    parser.add_argument("--bridge", default=None, help="default nsbr0")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netshift", description=__doc__)
     parser.add_argument("--log-format", choices=["text", "json"], default=None)
@@ -88,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start (or reuse) the local cluster")
     up.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    add_network_arguments(up)
     up.add_argument(
         "--plane-only", action="store_true", help="only etcd + Kubernetes, none of netshift"
     )

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from netshift import podstatus
+from netshift.cli import add_network_arguments
 from netshift.kube import ApiError, Kube, has_default_service_account, nad_path, wait_for
 from netshift.localcluster import LocalCluster
 from netshift.probe import ClientNetns, Ping, TcpStream
@@ -35,6 +36,7 @@ CLIENT = "nsdemo-client"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", default="./.netshift")
+    add_network_arguments(parser)
     parser.add_argument("--pods", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="leave the demo objects in place")
 
@@ -165,7 +167,7 @@ def cleanup(kube: Kube, client: ClientNetns) -> None:
 
 def run(args: argparse.Namespace) -> int:
     say = print
-    cluster = LocalCluster(args.state_dir)
+    cluster = LocalCluster(args.state_dir, pod_subnet=args.pod_subnet, bridge=args.bridge)
     say(f"== bringing up the local cluster in {cluster.state_dir}")
     cluster.up(say=lambda line: say("   " + line))
     kube = cluster.kube()
