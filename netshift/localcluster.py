@@ -521,4 +521,6 @@ def _indent(text: str) -> str:
 
 def main_python() -> Sequence[str]:
     """The command that runs netshift's own CLI in child processes."""
-    return [sys.executable, "-m", "netshift.cli"]
+    # -P: never put the working directory on sys.path; a state dir holding a folder
+    # named like a package (agent/, webhook/) must not shadow netshift's own.
+    return [sys.executable, "-P", "-m", "netshift.cli"]
