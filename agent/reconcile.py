@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent import cni, netlink
@@ -54,6 +56,8 @@ log = logging.getLogger("netshift.agent")
 COMPONENT = "netshift-agent"
 SOURCE_TABLE_BASE = 1000  # policy-routing tables for old defaults: 1000, 1001, ...
 MAX_BACKOFF = 300.0
+CLEANUP_RETRY = 10.0
+_AUTO_NAME = re.compile(r"net[0-9]+")
 
 
 @dataclass
@@ -160,8 +164,8 @@ class Agent:
             seen = self._seen_at.pop(uid, time.time())
         pod = self.pod(uid)
         if pod is None or _finished(pod):
-            self.cleanup(uid, pod)
-            return None
+            # What could not be released yet is tried again (and at every resync).
+            return None if self.cleanup(uid, pod) else CLEANUP_RETRY
         if (pod.get("spec") or {}).get("hostNetwork"):
             return None  # no network namespace of its own: nothing to plug into
         if (pod.get("status") or {}).get("phase") != "Running":
@@ -182,6 +186,7 @@ class Agent:
             retry = self._converge(pod, netns, report)
         except PodError as err:
             report.problem = str(err)
+            report.records = self.store.list_pod(uid)  # what was done before the error
             retry = None
         cni_seconds = time.monotonic() - started
         t_status = time.monotonic()
@@ -199,14 +204,28 @@ class Agent:
             )
         return retry
 
-    def _current(self, pod: Mapping[str, Any], netns: str) -> list[AttachmentRecord]:
+    def _current(
+        self, pod: Mapping[str, Any], netns: str, report: Report
+    ) -> list[AttachmentRecord]:
         """Records of this pod, with what others attached at creation adopted into them."""
         meta = pod["metadata"]
         uid = meta["uid"]
         records = {r.interface: r for r in self.store.list_pod(uid)}
         live = {i.name: i for i in netlink.list_interfaces(netns)}
+        routes: list[netlink.Route] | None = None
+
+        def defaults() -> list[netlink.Route]:
+            nonlocal routes
+            if routes is None:
+                routes = netlink.default_routes(netns)
+            return routes
+
         for entry in _network_status(pod):
-            if not entry.interface or entry.interface in records or entry.interface not in live:
+            if not entry.interface or entry.interface in records:
+                continue
+            if entry.interface not in live:
+                # Detached (maybe by an agent that crashed before it reported): a stale entry.
+                report.gone.add(entry.interface)
                 continue
             ref = parse_network_id(entry.name)
             conflist = self._conflist_or_none(ref)
@@ -218,11 +237,14 @@ class Agent:
                 interface=entry.interface,
                 state=ATTACHED,
                 conflist=conflist.to_dict() if conflist else {},
-                result=_live_result(entry.interface, live[entry.interface]),
+                result=_live_result(entry.interface, live[entry.interface], defaults()),
                 container_id=uid,
                 netns=netns,
                 role=DEFAULT if entry.default else SECONDARY,
                 adopted=True,
+                # Multus names unnamed networks net1, net2, ...: those names stay automatic,
+                # so the selection that asked for one keeps it (and is not re-plugged).
+                auto_named=not entry.default and _AUTO_NAME.fullmatch(entry.interface) is not None,
                 is_default=entry.default,
             )
             records[entry.interface] = self.store.put(rec)
@@ -236,7 +258,7 @@ class Agent:
             self.store.get_pod_meta(uid)
             or PodMeta(uid, namespace, meta["name"], netns=netns, container_id=uid)
         )
-        records = self._current(pod, netns)
+        records = self._current(pod, netns, report)
         report.records = records
         try:
             selections = ann.parse_networks(annotations.get(ann.NETWORKS_KEY, ""))
@@ -251,16 +273,22 @@ class Agent:
         except ann.AnnotationError as err:
             raise PodError(str(err)) from err
         by_if = {r.interface: r for r in records}
+        stuck = set()
         for c in plan.detach:
-            self.detach(pod, by_if[c.interface], report)
+            if not self.detach(pod, by_if[c.interface], report):
+                stuck.add(c.interface)
         for want in plan.attach:
+            if want.interface in stuck:
+                # Its old attachment is still there (its DEL failed): an ADD would replace the
+                # record that is the only way to release it. The retry comes back here.
+                continue
             self.attach(pod, netns, want, by_if.get(want.interface), report)
         if plan.switch_to is not None:
             self.switch_default(pod, netns, plan, policy, report)
         for c in plan.drained:
             self.remove_previous_default(pod, netns, self.store.get(uid, c.interface), report)
         report.records = self.store.list_pod(uid)
-        failed = [r for r in report.records if r.state == FAILED]
+        failed = [r for r in report.records if _failed(r)]
         retry = plan.retry_in
         for r in failed:
             delay = max(r.retry_at - time.time(), 0.5)
@@ -407,25 +435,31 @@ class Agent:
         report.changed = True
         if rec.state == FAILED:
             # A failed ADD was rolled back already; a DEL again is cheap and releases any leftovers.
-            with contextlib.suppress(cni.CniError):
+            with contextlib.suppress(cni.CniError, PodError):
                 self._delete(rec)
             self.store.delete(rec.pod_uid, rec.interface)
+            report.gone.add(rec.interface)
             return True
-        rec = self.store.put(replace(rec, state=DETACHING))
+        attempts = rec.attempts + 1 if rec.state == DETACHING else 1
+        rec = self.store.put(replace(rec, state=DETACHING, attempts=attempts))
         try:
             self._delete(rec)
         except (cni.CniError, PodError) as err:
-            self.store.put(replace(rec, message=f"detach failed: {err}"))
+            delay = backoff(attempts)
+            self.store.put(
+                replace(rec, message=f"detach failed: {err}", retry_at=time.time() + delay)
+            )
             record_event(
                 self.kube,
                 pod,
                 "DetachFailed",
-                f"{rec.network}@{rec.interface}: {err}",
+                f"{rec.network}@{rec.interface}: {err} (attempt {attempts}, retry in {delay:.0f}s)",
                 "Warning",
                 COMPONENT,
             )
             return False
         self.store.delete(rec.pod_uid, rec.interface)
+        report.gone.add(rec.interface)
         record_event(
             self.kube, pod, "Detached", f"{rec.network} from {rec.interface}", "Normal", COMPONENT
         )
@@ -434,9 +468,11 @@ class Agent:
     def _delete(self, rec: AttachmentRecord) -> None:
         if rec.conflist:
             conflist = cni.load_conflist(rec.conflist)
-        else:
+        elif rec.adopted:
             # Adopted without a known config (its NAD was gone): the current one is the best left.
             conflist = self.conflist(parse_network_id(rec.network))
+        else:
+            return  # its config could not be read, so its ADD never ran: nothing to undo
         pod = self.pod(rec.pod_uid)
         netns = rec.netns
         if pod is not None:
@@ -451,7 +487,9 @@ class Agent:
         self.cni.delete(conflist, rt, rec.result)
         if rt.netns:
             # Some plugins leave the link behind on DEL; an interface the pod no longer wants must go.
-            netlink.delete_link(rt.netns, rec.interface)
+            # The namespace may vanish meanwhile (pod teardown): then its links are gone with it.
+            with contextlib.suppress(netlink.NetnsNotFound):
+                netlink.delete_link(rt.netns, rec.interface)
 
     def switch_default(
         self,
@@ -482,22 +520,41 @@ class Agent:
             new = self._attach_default(pod, netns, want, report)
             if new.state != ATTACHED:
                 return
-        gateways = cni.result_gateways(new.result or {}, new.interface)
-        if old is not None:
-            meta_rec = self.store.get_pod_meta(uid) or PodMeta(uid)
-            earlier = [netlink.SwitchRecord.from_json(raw) for raw in meta_rec.switches]
-            # The same old interface keeps its table, so a switch redone after a crash is a no-op.
-            table = next(
-                (sw.table for sw in earlier if sw.old_ifname == old.interface),
-                SOURCE_TABLE_BASE + len(earlier),
+        meta_rec = self.store.get_pod_meta(uid) or PodMeta(uid)
+        earlier = [netlink.SwitchRecord.from_json(raw) for raw in meta_rec.switches]
+        # An interface adopted from the runtime, or a kept old default, may have no gateway
+        # in its result: then the default route it had before is the one to restore.
+        gateways = cni.result_gateways(new.result or {}, new.interface) or _old_gateways(
+            earlier, new.interface
+        )
+        if not gateways:
+            raise PodError(
+                f"cannot make {new.interface} ({new.network}) the default network: its CNI "
+                "result has no gateway and it never carried the default route here"
             )
+        if old is not None:
+            # The same old interface keeps its table, so a switch redone after a crash is a no-op.
+            used = {sw.table for sw in earlier}
+            table = next((sw.table for sw in earlier if sw.old_ifname == old.interface), None)
+            if table is None:
+                table = SOURCE_TABLE_BASE
+                while table in used:
+                    table += 1
             old_addrs = cni.result_ips(old.result or {}, old.interface) or _iface_addrs(
                 netns, old.interface
             )
             switch = netlink.switch_default_route(
                 netns, new.interface, gateways, old.interface, old_addrs, table
             )
-            kept = [sw.to_json() for sw in earlier if sw.old_ifname != old.interface]
+            # Source routing kept for the new default while it was an old one is obsolete now.
+            for sw in earlier:
+                if sw.old_ifname == new.interface:
+                    netlink.remove_source_routes(netns, sw)
+            kept = [
+                sw.to_json()
+                for sw in earlier
+                if sw.old_ifname not in (old.interface, new.interface)
+            ]
             self.store.put_pod_meta(replace(meta_rec, switches=[*kept, switch.to_json()]))
             drain = time.time() + policy.drain_seconds if policy.old_default == "Remove" else None
             self.store.put(replace(old, role=PREVIOUS_DEFAULT, is_default=False, drain_until=drain))
@@ -589,9 +646,13 @@ class Agent:
             self.store.put_pod_meta(replace(meta_rec, switches=keep))
         self.detach(pod, rec, report)
 
-    def cleanup(self, uid: str, pod: Mapping[str, Any] | None) -> None:
-        """The pod is gone or finished: DEL every attachment the agent holds, so IPAM is released."""
+    def cleanup(self, uid: str, pod: Mapping[str, Any] | None) -> bool:
+        """The pod is gone or finished: DEL every attachment the agent holds, so IPAM is released.
+
+        True when nothing is left.
+        """
         records = self.store.list_pod(uid)
+        released = 0
         for rec in records:
             try:
                 self._delete(rec)
@@ -599,9 +660,11 @@ class Agent:
                 log.warning("pod %s: DEL %s failed at clean-up: %s", uid, rec.interface, err)
                 continue
             self.store.delete(uid, rec.interface)
+            released += 1
         self.store.delete_pod(uid)
         if records:
-            log.info("pod %s gone: released %d attachment(s)", uid, len(records))
+            log.info("pod %s gone: released %d of %d attachment(s)", uid, released, len(records))
+        return released == len(records)
 
     # -- reporting -------------------------------------------------------------
 
@@ -610,7 +673,7 @@ class Agent:
         annotations: Mapping[str, str] = meta.get("annotations") or {}
         records = report.records if report.records is not None else self.store.list_pod(meta["uid"])
         changes: dict[str, str | None] = {}
-        entries = _merge_network_status(_network_status(pod), records)
+        entries = _merge_network_status(_network_status(pod), records, report.gone)
         new_status = ann.format_network_status(entries)
         if new_status != annotations.get(ann.NETWORK_STATUS_KEY):
             changes[ann.NETWORK_STATUS_KEY] = new_status
@@ -645,7 +708,7 @@ class Agent:
             for r in sorted(records, key=lambda r: r.interface)
         ]
         default = next((r for r in records if r.role == DEFAULT), None)
-        failed = [r for r in records if r.state == FAILED]
+        failed = [r for r in records if _failed(r)]
         if report.problem:
             phase, message = podstatus.DEGRADED, report.problem
         elif failed:
@@ -672,6 +735,8 @@ class Report:
     problem: str = ""
     switched_at: str = ""
     records: list[AttachmentRecord] | None = None
+    # Interfaces no longer in the pod: their network-status entries go.
+    gone: set[str] = field(default_factory=set)
 
 
 def capability_args(sel: ann.NetworkSelection) -> dict[str, Any]:
@@ -703,6 +768,11 @@ def _as_current(r: AttachmentRecord) -> Current:
     )
 
 
+def _failed(r: AttachmentRecord) -> bool:
+    """An ADD that failed, or a DEL that failed (the attachment is still half there)."""
+    return r.state == FAILED or (r.state == DETACHING and bool(r.message))
+
+
 def _finished(pod: Mapping[str, Any]) -> bool:
     phase = (pod.get("status") or {}).get("phase")
     return bool(pod["metadata"].get("deletionTimestamp")) or phase in ("Succeeded", "Failed")
@@ -721,13 +791,39 @@ def _network_status(pod: Mapping[str, Any]) -> list[ann.NetworkStatusEntry]:
         return []
 
 
-def _live_result(ifname: str, state: netlink.IfaceState) -> dict[str, Any]:
-    """A CNI-shaped result read off the link, for an attachment someone else made."""
+def _live_result(
+    ifname: str, state: netlink.IfaceState, default_routes: list[netlink.Route]
+) -> dict[str, Any]:
+    """A CNI-shaped result read off the link, for an attachment someone else made.
+
+    The gateway of a default route out of the link is kept: switching the
+    default back to this interface later needs it.
+    """
+    gateways = {r.family: r.gateway for r in default_routes if r.ifname == ifname and r.gateway}
+    ips: list[dict[str, Any]] = []
+    for addr in state.addresses:
+        entry: dict[str, Any] = {"address": addr, "interface": 0}
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        if family in gateways:
+            entry["gateway"] = gateways[family]
+        ips.append(entry)
     return {
         "cniVersion": "1.0.0",
         "interfaces": [{"name": ifname, "mac": state.mac or "", "sandbox": "adopted"}],
-        "ips": [{"address": addr, "interface": 0} for addr in state.addresses],
+        "ips": ips,
     }
+
+
+def _old_gateways(switches: list[netlink.SwitchRecord], ifname: str) -> list[str]:
+    """Gateways of the default routes `ifname` had when a switch made it an old default."""
+    found: dict[int, str] = {}
+    for sw in switches:
+        if sw.old_ifname != ifname:
+            continue
+        for route in sw.routes:
+            if route.dst in ("0.0.0.0/0", "::/0") and route.gateway:
+                found.setdefault(route.family, route.gateway)
+    return list(found.values())
 
 
 def _iface_addrs(netns: str, ifname: str) -> list[str]:
@@ -736,14 +832,19 @@ def _iface_addrs(netns: str, ifname: str) -> list[str]:
 
 
 def _merge_network_status(
-    existing: list[ann.NetworkStatusEntry], records: list[AttachmentRecord]
+    existing: list[ann.NetworkStatusEntry],
+    records: list[AttachmentRecord],
+    gone: Collection[str] = (),
 ) -> list[ann.NetworkStatusEntry]:
-    """Keep others' entries; the agent's records speak for the interfaces it holds."""
+    """Keep others' entries; the agent's records speak for the interfaces it holds.
+
+    Entries of interfaces that are `gone` (detached) are dropped.
+    """
     held = {r.interface: r for r in records}
     out: list[ann.NetworkStatusEntry] = []
     for entry in existing:
         rec = held.get(entry.interface or "")
-        if rec is None:
+        if rec is None and (entry.interface or "") not in gone:
             out.append(entry)
     for rec in sorted(records, key=lambda r: (r.role != DEFAULT, r.interface)):
         if rec.state != ATTACHED:

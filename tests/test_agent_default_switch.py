@@ -1,0 +1,263 @@
+"""The agent switches a running pod's default network, make-before-break (issue 5, agent part).
+
+`v1.multus-cni.io/default-network` edited on a running pod: the new network is
+attached as the next free netN, verified, given the default route, reported;
+only then is the old default (eth0, the node simulator's cluster network)
+kept or, after the drain, removed.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from agentutil import (
+    DEFAULT_NETWORK,
+    SWITCH_POLICY,
+    AgentProcess,
+    Networks,
+    agent_status,
+    annotate,
+    create_running_pod,
+    default_route_ifnames,
+    interfaces,
+    ipam_ips,
+    netns_of,
+    network_status,
+    networks_for_test,
+    next_subnet,
+    ping,
+    pod_events,
+    route_get,
+    running_agent,
+    sh,
+    socket_in_netns,
+    wait_settled,
+)
+
+from netshift import podstatus
+from netshift.kube import Kube, wait_for
+from netshift.localcluster import LocalCluster
+
+pytestmark = [pytest.mark.cluster, pytest.mark.node]
+
+
+@pytest.fixture(scope="module")
+def agent(
+    cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AgentProcess]:
+    with running_agent(cluster, tmp_path_factory.mktemp("agent")) as proc:
+        yield proc
+
+
+@pytest.fixture
+def nets(
+    request: pytest.FixtureRequest,
+    kube: Kube,
+    namespace: str,
+    agent: AgentProcess,
+    tmp_path: Path,
+) -> Iterator[Networks]:
+    with networks_for_test(request, kube, namespace, agent, tmp_path) as networks:
+        yield networks
+
+
+OFF_LINK = "192.0.2.1"  # TEST-NET-1: reached only through a default route
+
+
+def cluster_ipam_ips(cluster: LocalCluster) -> set[str]:
+    """What the node simulator's host-local store holds for the cluster network."""
+    return ipam_ips(cluster.state_dir / "node" / "ipam", "netshift-cluster")
+
+
+@contextmanager
+def tcp_connection(
+    client_netns: str, server_netns: str, server_ip: str
+) -> Iterator[tuple[socket.socket, socket.socket]]:
+    """An established TCP connection from the pod to a server in another pod."""
+    server = socket_in_netns(server_netns)
+    client = socket_in_netns(client_netns)
+    try:
+        server.bind((server_ip, 0))
+        server.listen(1)
+        server.settimeout(5)
+        client.settimeout(5)
+        client.connect((server_ip, server.getsockname()[1]))
+        conn, _ = server.accept()
+        conn.settimeout(5)
+        try:
+            yield client, conn
+        finally:
+            conn.close()
+    finally:
+        client.close()
+        server.close()
+
+
+def round_trip(client: socket.socket, conn: socket.socket, payload: bytes) -> None:
+    client.sendall(payload)
+    assert conn.recv(100) == payload
+    conn.sendall(payload[::-1])
+    assert client.recv(100) == payload[::-1]
+
+
+def source_rules(netns: str) -> str:
+    return sh("ip", "-n", Path(netns).name, "rule", "show").stdout
+
+
+def test_switching_the_default_network_moves_the_default_route_and_keeps_old_connections(
+    kube: Kube, namespace: str, nets: Networks, cluster: LocalCluster
+) -> None:
+    peer = create_running_pod(kube, namespace, "peer")
+    pod = create_running_pod(kube, namespace, "web")
+    path, old_ip = netns_of(pod), pod["status"]["podIP"]
+    peer_ip = peer["status"]["podIP"]
+    nets.bridge("fast", is_gateway=True)
+    assert default_route_ifnames(path) == ["eth0"]
+
+    with tcp_connection(path, netns_of(peer), peer_ip) as (client, conn):
+        round_trip(client, conn, b"before the switch")
+        assert client.getsockname()[0] == old_ip
+
+        annotate(kube, namespace, "web", {DEFAULT_NETWORK: f"{namespace}/fast"})  # Keep
+        pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+
+        # The connection opened from the old address is still alive.
+        round_trip(client, conn, b"after the switch")
+
+    ifs = interfaces(path)
+    assert set(ifs) == {"eth0", "net1"}  # the next free netN
+    new_ip = [a.split("/")[0] for a in ifs["net1"].addresses if nets.in_subnet("fast", a)]
+    assert len(new_ip) == 1 and ifs["net1"].up
+    assert default_route_ifnames(path) == ["net1"]
+    assert " dev net1 " in route_get(path, OFF_LINK)
+    # Replies from the old address still leave through the old interface (source routing).
+    assert " dev eth0 " in route_get(path, OFF_LINK, src=old_ip)
+    assert f"from {old_ip} lookup" in source_rules(path)
+
+    status = network_status(pod)
+    assert status["net1"]["name"] == f"{namespace}/fast"
+    assert status["net1"].get("default") is True
+    assert status["net1"]["ips"] == new_ip
+    assert not status["eth0"].get("default")
+    assert [i for i, e in status.items() if e.get("default")] == ["net1"]
+
+    report = agent_status(pod)
+    assert report is not None and report.phase == podstatus.CONVERGED
+    assert report.default_network == f"{namespace}/fast"
+    assert report.default_interface == "net1"
+    assert report.switched_at
+    assert "DefaultNetworkSwitched" in [e["reason"] for e in pod_events(kube, namespace, "web")]
+
+    # Keep: the old default stays, with its address, and still answers on the pod IP.
+    assert old_ip in [a.split("/")[0] for a in interfaces(path)["eth0"].addresses]
+    assert old_ip in cluster_ipam_ips(cluster)
+    assert ping(netns_of(peer), old_ip)
+    # The new network's address answers too (from a netns on the same bridge).
+    other = create_running_pod(kube, namespace, "other")
+    annotate(kube, namespace, "other", {"k8s.v1.cni.cncf.io/networks": "fast@data0"})
+    wait_settled(kube, namespace, "other", podstatus.CONVERGED)
+    assert ping(netns_of(other), new_ip[0])
+
+
+def test_switching_with_remove_retires_the_old_default_after_the_drain_and_releases_its_ip(
+    kube: Kube, namespace: str, nets: Networks, cluster: LocalCluster
+) -> None:
+    pod = create_running_pod(kube, namespace, "web")
+    path, old_ip = netns_of(pod), pod["status"]["podIP"]
+    nets.bridge("fast", is_gateway=True)
+    assert old_ip in cluster_ipam_ips(cluster)
+
+    annotate(
+        kube,
+        namespace,
+        "web",
+        {
+            SWITCH_POLICY: json.dumps({"oldDefault": "Remove", "drainSeconds": 1}),
+            DEFAULT_NETWORK: f"{namespace}/fast",
+        },
+    )
+    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    assert default_route_ifnames(path) == ["net1"]
+
+    wait_for(lambda: "eth0" not in interfaces(path), 20, what="eth0 removed after the drain")
+    wait_for(
+        lambda: old_ip not in cluster_ipam_ips(cluster),
+        10,
+        what=f"{old_ip} released in the node's host-local store",
+    )
+
+    def reported() -> bool:
+        pod = kube.get(f"/api/v1/namespaces/{namespace}/pods/web")
+        return set(network_status(pod)) == {"net1"}
+
+    wait_for(reported, 10, what="network-status without eth0")
+    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    assert set(interfaces(path)) == {"net1"}
+    assert default_route_ifnames(path) == ["net1"]
+    assert network_status(pod)["net1"].get("default") is True
+    report = agent_status(pod)
+    assert report is not None
+    assert [a.interface for a in report.attachments] == ["net1"]
+    assert report.default_interface == "net1" and report.switched_at
+    # Its source routing went with it.
+    assert f"from {old_ip}" not in source_rules(path)
+
+
+def test_switching_back_to_the_cluster_network_reuses_the_kept_eth0(
+    kube: Kube, namespace: str, nets: Networks, cluster: LocalCluster
+) -> None:
+    pod = create_running_pod(kube, namespace, "web")
+    path, old_ip = netns_of(pod), pod["status"]["podIP"]
+    eth0 = interfaces(path)["eth0"]
+    nets.bridge("fast", is_gateway=True)
+    annotate(kube, namespace, "web", {DEFAULT_NETWORK: f"{namespace}/fast"})
+    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    assert default_route_ifnames(path) == ["net1"]
+
+    annotate(kube, namespace, "web", {DEFAULT_NETWORK: None})
+    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    assert default_route_ifnames(path) == ["eth0"]
+    assert interfaces(path)["eth0"].index == eth0.index  # the same link, never re-plugged
+    status = network_status(pod)
+    assert [i for i, e in status.items() if e.get("default")] == ["eth0"]
+    report = agent_status(pod)
+    assert report is not None and report.default_interface == "eth0"
+    assert " dev eth0 " in route_get(path, OFF_LINK)
+    assert old_ip in cluster_ipam_ips(cluster)
+    # eth0's source routing from the first switch is gone; net1 (kept) has its own now.
+    rules = source_rules(path)
+    assert f"from {old_ip}" not in rules
+    new_ip = next(a.split("/")[0] for a in interfaces(path)["net1"].addresses)
+    assert f"from {new_ip} lookup" in rules
+    assert " dev net1 " in route_get(path, OFF_LINK, src=new_ip)
+
+
+def test_a_new_default_without_a_gateway_degrades_and_the_old_default_stays(
+    kube: Kube, namespace: str, nets: Networks
+) -> None:
+    pod = create_running_pod(kube, namespace, "web")
+    path = netns_of(pod)
+    subnet = next_subnet()
+    nets.raw(
+        "nogw",
+        {
+            "cniVersion": "1.0.0",
+            "name": "nogw",
+            "type": "bridge",
+            "bridge": nets.links.bridge(),
+            "ipMasq": False,
+            "ipam": {"type": "static", "addresses": [{"address": subnet.replace(".0/", ".5/")}]},
+        },
+    )
+    annotate(kube, namespace, "web", {DEFAULT_NETWORK: f"{namespace}/nogw"})
+    pod = wait_settled(kube, namespace, "web", podstatus.DEGRADED)
+    report = agent_status(pod)
+    assert report is not None and "no gateway" in report.message
+    assert report.default_interface == "eth0"
+    assert default_route_ifnames(path) == ["eth0"]
+    assert [i for i, e in network_status(pod).items() if e.get("default")] == ["eth0"]
