@@ -159,13 +159,23 @@ class Agent:
 
     # -- reconcile -------------------------------------------------------------
 
+    def _netns_gone(self, pod: Mapping[str, Any]) -> bool:
+        try:
+            return self.resolver.resolve(pod) is None
+        except NetnsError:
+            return False
+
     def reconcile(self, uid: str) -> float | None:
         with self._lock:
             seen = self._seen_at.pop(uid, time.time())
         pod = self.pod(uid)
-        if pod is None or _finished(pod):
+        if pod is None or _finished(pod) or (_terminating(pod) and self._netns_gone(pod)):
             # What could not be released yet is tried again (and at every resync).
             return None if self.cleanup(uid, pod) else CLEANUP_RETRY
+        if _terminating(pod):
+            # Graceful shutdown: the pod keeps every network until its sandbox is gone;
+            # the runtime's teardown (or the pod's final deletion) brings it back here.
+            return CLEANUP_RETRY
         if (pod.get("spec") or {}).get("hostNetwork"):
             return None  # no network namespace of its own: nothing to plug into
         if (pod.get("status") or {}).get("phase") != "Running":
@@ -774,8 +784,11 @@ def _failed(r: AttachmentRecord) -> bool:
 
 
 def _finished(pod: Mapping[str, Any]) -> bool:
-    phase = (pod.get("status") or {}).get("phase")
-    return bool(pod["metadata"].get("deletionTimestamp")) or phase in ("Succeeded", "Failed")
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def _terminating(pod: Mapping[str, Any]) -> bool:
+    return bool(pod["metadata"].get("deletionTimestamp"))
 
 
 def _name(pod: Mapping[str, Any]) -> str:
