@@ -358,6 +358,64 @@ class Agent:
             cni_args=(sel.cni_args_dict() or None) if sel else None,
         )
 
+    def _new_record(
+        self,
+        pod: Mapping[str, Any],
+        netns: str,
+        want: ann.Attachment,
+        previous: AttachmentRecord | None,
+        **fields: Any,
+    ) -> AttachmentRecord:
+        meta = pod["metadata"]
+        attempts = (previous.attempts if previous and previous.state == FAILED else 0) + 1
+        return AttachmentRecord(
+            pod_uid=meta["uid"],
+            pod_namespace=meta["namespace"],
+            pod_name=meta["name"],
+            network=network_id(want.ref),
+            interface=want.interface,
+            state=ATTACHING,
+            container_id=meta["uid"],
+            netns=netns,
+            selection=want.selection.to_json(),
+            auto_named=want.auto_named,
+            attempts=attempts,
+            **fields,
+        )
+
+    def _plug(
+        self,
+        pod: Mapping[str, Any],
+        rec: AttachmentRecord,
+        sel: ann.NetworkSelection | None,
+        fix_routes: Callable[[], object],
+    ) -> tuple[AttachmentRecord, str]:
+        """ADD, fix routes, verify; on failure roll back and record it. Returns (record, error)."""
+        try:
+            conflist = self.conflist(parse_network_id(rec.network))
+            # Written before ADD: a crash from here on leaves a record to clean up, never a leak.
+            rec = self.store.put(replace(rec, conflist=conflist.to_dict()))
+            rt = self._runtime(pod, rec.netns, rec.interface, sel)
+            result = self.cni.add(conflist, rt)
+            rec = self.store.put(replace(rec, result=result))
+            fix_routes()
+            try:
+                netlink.verify_interface(
+                    rec.netns, rec.interface, cni.result_ips(result, rec.interface)
+                )
+            except netlink.VerifyError:
+                self.cni.delete(conflist, rt, result)
+                raise
+        except (cni.CniError, netlink.VerifyError, PodError, OSError) as err:
+            delay = backoff(rec.attempts)
+            failed = self.store.put(
+                replace(
+                    rec, state=FAILED, result=None, message=str(err), retry_at=time.time() + delay
+                )
+            )
+            return failed, f"{err} (attempt {rec.attempts}, retry in {delay:.0f}s)"
+        return self.store.put(replace(rec, state=ATTACHED, message="", retry_at=0.0)), ""
+
     def attach(
         self,
         pod: Mapping[str, Any],
@@ -366,58 +424,15 @@ class Agent:
         previous: AttachmentRecord | None,
         report: Report,
     ) -> AttachmentRecord:
-        meta = pod["metadata"]
-        attempts = (previous.attempts if previous and previous.state == FAILED else 0) + 1
-        rec = AttachmentRecord(
-            pod_uid=meta["uid"],
-            pod_namespace=meta["namespace"],
-            pod_name=meta["name"],
-            network=str(want.ref),
-            interface=want.interface,
-            state=ATTACHING,
-            container_id=meta["uid"],
-            netns=netns,
-            selection=want.selection.to_json(),
-            auto_named=want.auto_named,
-            attempts=attempts,
-        )
         report.changed = True
-        try:
-            conflist = self.conflist(want.ref)
-            rec = replace(rec, conflist=conflist.to_dict())
-            # Written before ADD: a crash from here on leaves a record to clean up, never a leak.
-            rec = self.store.put(rec)
-            rt = self._runtime(pod, netns, want.interface, want.selection)
-            result = self.cni.add(conflist, rt)
-            rec = self.store.put(replace(rec, result=result))
-            self._fix_routes(netns, want)
-            expected = cni.result_ips(result, want.interface)
-            try:
-                netlink.verify_interface(netns, want.interface, expected)
-            except netlink.VerifyError:
-                self.cni.delete(conflist, rt, result)
-                raise
-        except (cni.CniError, netlink.VerifyError, PodError, OSError) as err:
-            delay = backoff(attempts)
-            rec = self.store.put(
-                replace(
-                    rec, state=FAILED, result=None, message=str(err), retry_at=time.time() + delay
-                )
-            )
-            record_event(
-                self.kube,
-                pod,
-                "AttachFailed",
-                f"{want.ref}@{want.interface}: {err} (attempt {attempts}, retry in {delay:.0f}s)",
-                "Warning",
-                COMPONENT,
-            )
-            log.warning(
-                "pod %s: attach %s@%s failed: %s", _name(pod), want.ref, want.interface, err
-            )
+        rec = self._new_record(pod, netns, want, previous)
+        rec, error = self._plug(pod, rec, want.selection, lambda: self._fix_routes(netns, want))
+        where = f"{want.ref}@{want.interface}"
+        if error:
+            record_event(self.kube, pod, "AttachFailed", f"{where}: {error}", "Warning", COMPONENT)
+            log.warning("pod %s: attach %s failed: %s", _name(pod), where, error)
             return rec
-        rec = self.store.put(replace(rec, state=ATTACHED, message="", retry_at=0.0))
-        ips = ", ".join(cni.result_ips(result, want.interface)) or "no address"
+        ips = ", ".join(cni.result_ips(rec.result or {}, want.interface)) or "no address"
         record_event(
             self.kube,
             pod,
@@ -586,57 +601,24 @@ class Agent:
     def _attach_default(
         self, pod: Mapping[str, Any], netns: str, want: ann.Attachment, report: Report
     ) -> AttachmentRecord:
-        meta = pod["metadata"]
-        previous = self.store.get(meta["uid"], want.interface)
-        attempts = (previous.attempts if previous and previous.state == FAILED else 0) + 1
+        previous = self.store.get(pod["metadata"]["uid"], want.interface)
         if previous is not None and previous.state == FAILED and time.time() < previous.retry_at:
             return previous
-        rec = AttachmentRecord(
-            pod_uid=meta["uid"],
-            pod_namespace=meta["namespace"],
-            pod_name=meta["name"],
-            network=network_id(want.ref),
-            interface=want.interface,
-            state=ATTACHING,
-            container_id=meta["uid"],
-            netns=netns,
-            selection=want.selection.to_json(),
-            auto_named=True,
-            attempts=attempts,
-            role=INCOMING_DEFAULT,
+        rec = self._new_record(pod, netns, want, previous, role=INCOMING_DEFAULT)
+        # Until the switch, the old default keeps the main table's default route.
+        rec, error = self._plug(
+            pod, rec, None, lambda: netlink.remove_default_routes_via(netns, want.interface)
         )
-        try:
-            conflist = self.conflist(want.ref)
-            rec = self.store.put(replace(rec, conflist=conflist.to_dict()))
-            rt = self._runtime(pod, netns, want.interface, None)
-            result = self.cni.add(conflist, rt)
-            rec = self.store.put(replace(rec, result=result))
-            # Until the switch, the old default keeps the main table's default route.
-            netlink.remove_default_routes_via(netns, want.interface)
-            try:
-                netlink.verify_interface(
-                    netns, want.interface, cni.result_ips(result, want.interface)
-                )
-            except netlink.VerifyError:
-                self.cni.delete(conflist, rt, result)
-                raise
-        except (cni.CniError, netlink.VerifyError, PodError, OSError) as err:
-            delay = backoff(attempts)
-            rec = self.store.put(
-                replace(
-                    rec, state=FAILED, result=None, message=str(err), retry_at=time.time() + delay
-                )
-            )
+        if error:
             record_event(
                 self.kube,
                 pod,
                 "DefaultSwitchFailed",
-                f"new default {network_id(want.ref)}@{want.interface}: {err}; the old default stays",
+                f"new default {network_id(want.ref)}@{want.interface}: {error}; the old default stays",
                 "Warning",
                 COMPONENT,
             )
-            return rec
-        return self.store.put(replace(rec, state=ATTACHED, message="", retry_at=0.0))
+        return rec
 
     def remove_previous_default(
         self, pod: Mapping[str, Any], netns: str, rec: AttachmentRecord | None, report: Report
