@@ -696,6 +696,7 @@ class Agent:
                 message=r.message,
                 ips=cni.result_ips(r.result or {}, r.interface),
                 default=r.role == DEFAULT,
+                since=_rfc3339(r.updated_at),
             )
             for r in sorted(records, key=lambda r: r.interface)
         ]
@@ -763,6 +764,13 @@ def _as_current(r: AttachmentRecord) -> Current:
 def _failed(r: AttachmentRecord) -> bool:
     """An ADD that failed, or a DEL that failed (the attachment is still half there)."""
     return r.state == FAILED or (r.state == DETACHING and bool(r.message))
+
+
+def _rfc3339(epoch: float) -> str:
+    """When a record last changed; "" for records written before times were kept."""
+    if not epoch:
+        return ""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def _finished(pod: Mapping[str, Any]) -> bool:
