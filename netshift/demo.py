@@ -278,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         say("== cleaning up")
         cleanup(kube, client)
-    say(f"export KUBECONFIG={cluster.kubeconfig}   # to look around; `netshift down` stops it all")
+    say(f"export KUBECONFIG={cluster.kubeconfig}   # to look around; `make down` stops it all")
     return 0 if ok else 1
 
 
