@@ -48,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timing-log", default=None, help="append one JSON line per pod change (for bench/)"
     )
+    parser.add_argument(
+        "--release-all",
+        action="store_true",
+        help="DEL every recorded attachment (IPAM released) and exit: for a node going away",
+    )
 
 
 def build_resolver(args: argparse.Namespace) -> NetnsResolver:
@@ -83,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
         build_resolver(args),
         on_timing=on_timing if args.timing_log else None,
     )
+    if args.release_all:
+        left = agent.release_all()
+        return 0 if left == 0 else 1
     stop = threading.Event()
 
     def on_signal(_sig: int, _frame: FrameType | None) -> None:

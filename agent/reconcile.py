@@ -658,6 +658,14 @@ class Agent:
             log.info("pod %s gone: released %d of %d attachment(s)", uid, released, len(records))
         return released == len(records)
 
+    def release_all(self) -> int:
+        """DEL every attachment in the records, for a node being taken down. Returns what is left."""
+        left = 0
+        for uid in self.store.pods():
+            if not self.cleanup(uid, None):
+                left += len(self.store.list_pod(uid))
+        return left
+
     # -- reporting -------------------------------------------------------------
 
     def write_status(self, pod: Mapping[str, Any], report: Report) -> None:

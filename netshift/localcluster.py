@@ -489,15 +489,30 @@ class LocalCluster:
         self._remove_node_network(say)
 
     def _remove_node_network(self, say: Callable[[str], None]) -> None:
-        """What the node simulator left in the kernel: pod namespaces and the cluster bridge."""
+        """Release what the node's pods hold: the agent's attachments (their IPAM addresses
+        included), then the node simulator's sandboxes, then the cluster bridge."""
         pods_dir = self.state_dir / "node" / "pods"
-        netns = sorted(pods_dir.glob("*.json")) if pods_dir.exists() else []
-        for record in netns:
-            subprocess.run(["ip", "netns", "del", f"netshift-{record.stem}"], capture_output=True)
-            record.unlink(missing_ok=True)
+        sandboxes = len(list(pods_dir.glob("*.json"))) if pods_dir.exists() else 0
+        procs = {p.name: p for p in self.netshift_procs()}
+        # The agent first: its DELs need the namespaces the simulator then removes.
+        for name, records in (("agent", "agent/records"), ("nodesim", "node/pods")):
+            proc = procs.get(name)
+            if proc is not None and (self.state_dir / records).exists():
+                done = subprocess.run(
+                    [*proc.argv, "--release-all"],
+                    capture_output=True,
+                    text=True,
+                    env=clean_env(),
+                    cwd=self.state_dir,
+                    timeout=300,
+                )
+                if done.returncode != 0:
+                    say(
+                        f"{proc.name}: could not release everything:\n{_indent(done.stderr[-2000:])}"
+                    )
         gone = subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
-        if netns or gone.returncode == 0:
-            say(f"node network: removed {len(netns)} pod namespace(s) and bridge {self.bridge}")
+        if sandboxes or gone.returncode == 0:
+            say(f"node network: released {sandboxes} pod sandbox(es) and bridge {self.bridge}")
 
 
 def http_ok(url: str) -> bool:

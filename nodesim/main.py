@@ -21,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cni-bin-dir", action="append", default=None, help="CNI plugin dir (repeatable)"
     )
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument(
+        "--release-all",
+        action="store_true",
+        help="tear down every sandbox on record (CNI DEL, netns removed) and exit",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
         ),
     )
+
+    if args.release_all:
+        sim.release_all()
+        return 0
 
     def stop(_sig: int, _frame: FrameType | None) -> None:
         sim.stop()

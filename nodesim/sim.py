@@ -144,6 +144,11 @@ class NodeSimulator:
         self.queue.stop()
         self.pods.stop()
 
+    def release_all(self) -> None:
+        """Tear down every sandbox on record (CNI DEL, netns removed) without the apiserver."""
+        for uid in self._recorded_uids():
+            self.teardown(uid, None, self._load(uid))
+
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.s.heartbeat_seconds):
             try:
@@ -253,8 +258,9 @@ class NodeSimulator:
                 self.teardown(uid, pod, record)
             return None
         if record is None:
-            record = self.create_sandbox(pod)
-        if pod.get("status", {}).get("phase") != "Running":
+            # A new sandbox (also for a pod that outlived a `netshift down`): new pod IP.
+            self.set_running(pod, self.create_sandbox(pod))
+        elif pod.get("status", {}).get("phase") != "Running":
             self.set_running(pod, record)
         return None
 
