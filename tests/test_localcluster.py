@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -161,3 +162,83 @@ def test_up_is_idempotent_reports_crashes_and_down_leaves_nothing(cluster: Local
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still listening"
     shutil.rmtree(state, ignore_errors=True)
+
+
+def test_down_releases_every_address_and_namespace_the_node_holds(cluster: LocalCluster) -> None:
+    """A second cluster with the node simulator and the agent: `down` must leak no IPAM address."""
+    state = Path(tempfile.mkdtemp(prefix="netshift-down-"))
+    other = LocalCluster(state, pod_subnet=f"10.249.{os.getpid() % 250}.0/24", bridge="nsdown0")
+    ipam = state / "nad-ipam"
+    bridge = "nsdownnad0"
+    try:
+        other.up(services=["nodesim", "agent"], say=lambda _l: None)
+        kube = other.kube()
+        kube.create("/api/v1/namespaces", {"metadata": {"name": "shop"}})
+        wait_for(lambda: has_default_service_account(kube, "shop"), 30, what="service account")
+        config = {
+            "cniVersion": "1.0.0",
+            "name": "storage",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": bridge,
+                    "ipMasq": False,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": "10.252.9.0/24"}]],
+                        "dataDir": str(ipam),
+                    },
+                }
+            ],
+        }
+        kube.create(
+            "/apis/k8s.cni.cncf.io/v1/namespaces/shop/network-attachment-definitions",
+            {
+                "apiVersion": "k8s.cni.cncf.io/v1",
+                "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": "storage"},
+                "spec": {"config": json.dumps(config)},
+            },
+        )
+        kube.create(
+            "/api/v1/namespaces/shop/pods",
+            {
+                "metadata": {
+                    "name": "web",
+                    "annotations": {"k8s.v1.cni.cncf.io/networks": "storage"},
+                },
+                "spec": {"containers": [{"name": "c", "image": "example.invalid/c"}]},
+            },
+        )
+
+        def plugged() -> bool:
+            pod = kube.get("/api/v1/namespaces/shop/pods/web")
+            return "net1" in pod["metadata"].get("annotations", {}).get(
+                "k8s.v1.cni.cncf.io/network-status", ""
+            )
+
+        wait_for(plugged, 60, what="net1 attached")
+        uid = kube.get("/api/v1/namespaces/shop/pods/web")["metadata"]["uid"]
+        assert _addresses(ipam / "storage") and _addresses(state / "node/ipam/netshift-cluster")
+    finally:
+        other.down(say=lambda _l: None)
+    try:
+        assert not _addresses(ipam / "storage"), "the agent's attachment leaked its address"
+        assert not _addresses(state / "node/ipam/netshift-cluster"), "eth0 leaked its address"
+        assert not Path(f"/var/run/netns/netshift-{uid}").exists()
+    finally:
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _addresses(store: Path) -> list[str]:
+    if not store.exists():
+        return []
+    found = []
+    for entry in store.iterdir():
+        try:
+            ipaddress.ip_address(entry.name)
+        except ValueError:
+            continue
+        found.append(entry.name)
+    return found
