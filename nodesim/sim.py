@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import cni
+from agent.reconcile import capability_args
 from netshift import annotations as ann
 from netshift.kube import (
     ApiError,
@@ -329,7 +330,7 @@ class NodeSimulator:
                         netns=rt.netns,
                         ifname=rt.ifname,
                         args=rt.args,
-                        capability_args=_capability_args(att.selection),
+                        capability_args=capability_args(att.selection),
                         cni_args=att.selection.cni_args_dict() or None,
                     )
                     res = self.cni.add(net, rt)
@@ -441,12 +442,3 @@ class NodeSimulator:
                     {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}},
                 )
         log.info("pod %s torn down", uid)
-
-
-def _capability_args(sel: ann.NetworkSelection) -> dict[str, Any]:
-    caps: dict[str, Any] = {}
-    if sel.ips:
-        caps["ips"] = list(sel.ips)
-    if sel.mac:
-        caps["mac"] = sel.mac
-    return caps
