@@ -258,6 +258,17 @@ class Agent:
                 is_default=entry.default,
             )
             records[entry.interface] = self.store.put(rec)
+        for interface, rec in list(records.items()):
+            if rec.state == ATTACHED and interface not in live:
+                # Gone from the pod behind the agent's back (e.g. `ip link del`): release its
+                # address and forget it, so that the plan attaches it again if still wanted.
+                # A DEL that fails keeps the record (Detaching, retried): never a leaked address.
+                log.warning("pod %s: %s vanished from the pod; re-plugging", _name(pod), interface)
+                if self.detach(pod, rec, report):
+                    report.gone.add(interface)
+                    del records[interface]
+                else:
+                    records[interface] = self.store.get(uid, interface) or rec
         return list(records.values())
 
     def _converge(self, pod: dict[str, Any], netns: str, report: Report) -> float | None:

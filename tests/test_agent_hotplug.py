@@ -682,3 +682,23 @@ def test_a_swap_whose_old_network_cannot_be_detached_waits_and_leaks_nothing(
     green = ips_in(nets, "green", interfaces(path)["data0"].addresses)
     assert len(green) == 1 and nets.ips("green") == set(green)
     assert network_status(pod)["data0"]["name"] == f"{namespace}/green"
+
+
+def test_an_interface_deleted_behind_the_agents_back_is_plugged_again_without_a_leak(
+    kube: Kube, namespace: str, nets: Networks
+) -> None:
+    pod = create_running_pod(kube, namespace, "web")
+    path = netns_of(pod)
+    nets.bridge("blue")
+    annotate(kube, namespace, "web", {NETWORKS: "blue@data0"})
+    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    assert len(nets.ips("blue")) == 1
+
+    sh("ip", "-n", Path(path).name, "link", "del", "data0")
+    # Any event for the pod (or the periodic resync) makes the agent look again.
+    annotate(kube, namespace, "web", {"example.com/touched": "1"})
+    wait_for(lambda: "data0" in interfaces(path), 30, what="data0 plugged again")
+    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    (again,) = nets.ips("blue")  # one reservation: the lost interface's address was released
+    assert [a.split("/")[0] for a in v4_addresses(interfaces(path)["data0"])] == [again]
+    assert "data0" in network_status(pod)
