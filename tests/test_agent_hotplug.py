@@ -9,7 +9,9 @@ bypasses it).
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,18 +34,20 @@ from agentutil import (
     networks_for_test,
     next_subnet,
     pod_events,
+    pod_manifest,
     route_get,
     running_agent,
     sh,
     slow_plugin_dir,
     v4_addresses,
+    wait_running,
     wait_settled,
 )
 
 from agent import netlink
 from netshift import annotations as ann
 from netshift import podstatus
-from netshift.kube import Kube, nad_path, wait_for
+from netshift.kube import Kube, nad_path, pod_path, wait_for
 from netshift.localcluster import LocalCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node]
@@ -702,3 +706,30 @@ def test_an_interface_deleted_behind_the_agents_back_is_plugged_again_without_a_
     (again,) = nets.ips("blue")  # one reservation: the lost interface's address was released
     assert [a.split("/")[0] for a in v4_addresses(interfaces(path)["data0"])] == [again]
     assert "data0" in network_status(pod)
+
+
+def test_an_edit_made_before_the_pod_runs_is_applied_once_it_runs(
+    cluster: LocalCluster, kube: Kube, namespace: str, nets: Networks
+) -> None:
+    """The node simulator is paused, so the pod stays Pending (scheduled, no sandbox) while
+    its networks are edited; the edit must not be lost."""
+    nets.bridge("blue")
+    sim = cluster.pid("nodesim")
+    assert sim is not None
+    os.kill(sim, signal.SIGSTOP)
+    try:
+        kube.create(pod_path(namespace), pod_manifest("early"))
+        wait_for(
+            lambda: kube.get(pod_path(namespace, "early"))["spec"].get("nodeName"),
+            30,
+            what="pod scheduled",
+        )
+        assert kube.get(pod_path(namespace, "early"))["status"]["phase"] == "Pending"
+        annotate(kube, namespace, "early", {NETWORKS: "blue@data0"})
+    finally:
+        os.kill(sim, signal.SIGCONT)
+    pod = wait_running(kube, namespace, "early")
+    pod = wait_settled(kube, namespace, "early", podstatus.CONVERGED)
+    assert "data0" in interfaces(netns_of(pod))
+    assert "data0" in network_status(pod)
+    assert len(nets.ips("blue")) == 1
