@@ -390,9 +390,10 @@ class LocalCluster:
         self.ensure_node()
         self.ensure_namespace("netshift-system")
         chosen = [p for p in self.netshift_procs() if services is None or p.name in services]
+        # One after the other: the agent reads the cluster network config the node
+        # simulator writes, and the webhook must be up before it is registered.
         for proc in chosen:
             say(self.start(proc))
-        for proc in chosen:
             self.wait_healthy(proc, timeout=60)
             if proc.after_healthy is not None:
                 proc.after_healthy()
