@@ -75,10 +75,6 @@ class Plan:
     drained: list[Current] = field(default_factory=list)  # previous defaults to remove now
     retry_in: float | None = None
 
-    @property
-    def empty(self) -> bool:
-        return not (self.detach or self.attach or self.switch_to or self.drained)
-
     def retry(self, seconds: float) -> None:
         self.retry_in = seconds if self.retry_in is None else min(self.retry_in, seconds)
 

@@ -452,14 +452,13 @@ class LocalCluster:
         return result
 
     def status(self) -> list[tuple[str, int | None, bool]]:
-        names = [p.name for p in self._all_proc_names()]
-        return [(n, self.pid(n), self.running(n)) for n in names]
+        return [(n, self.pid(n), self.running(n)) for n in self._started_names()]
 
-    def _all_proc_names(self) -> list[Proc]:
+    def _started_names(self) -> list[str]:
+        """Every process with a pid file, the plane first."""
         found = {p.stem for p in self.run_dir.glob("*.pid")} if self.run_dir.exists() else set()
         order = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
-        rest = sorted(found - set(order))
-        return [Proc(n, []) for n in order + rest if n in found]
+        return [n for n in order + sorted(found - set(order)) if n in found]
 
     def crashed(self) -> list[str]:
         """Names of started processes that are no longer running."""
@@ -467,9 +466,8 @@ class LocalCluster:
 
     def down(self, say: Callable[[str], None] = print, timeout: float = 15) -> None:
         # Stop netshift's processes first (they clean up against the apiserver), the plane last.
-        procs = list(reversed(self._all_proc_names()))
-        for proc in procs:
-            pid = self.pid(proc.name)
+        for name in reversed(self._started_names()):
+            pid = self.pid(name)
             if pid is None:
                 continue
             if pid_alive(pid):
@@ -481,12 +479,12 @@ class LocalCluster:
                 if pid_alive(pid):
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(pid, signal.SIGKILL)
-                    say(f"{proc.name}: killed (pid {pid}) after {timeout:.0f}s")
+                    say(f"{name}: killed (pid {pid}) after {timeout:.0f}s")
                 else:
-                    say(f"{proc.name}: stopped (pid {pid})")
+                    say(f"{name}: stopped (pid {pid})")
             else:
-                say(f"{proc.name}: was not running (pid {pid})")
-            self._pidfile(proc.name).unlink(missing_ok=True)
+                say(f"{name}: was not running (pid {pid})")
+            self._pidfile(name).unlink(missing_ok=True)
         self._remove_node_network(say)
 
     def _remove_node_network(self, say: Callable[[str], None]) -> None:

@@ -116,10 +116,12 @@ class NodeSimulator:
             kube,
             "/api/v1/pods",
             params={"fieldSelector": f"spec.nodeName={settings.node}"},
-            on_event=lambda _kind, pod: self.queue.add(pod["metadata"]["uid"]),
+            on_event=self._on_pod,
             name="nodesim pods",
         )
-        self._uid_index: dict[str, str] = {}
+        self._pods_by_uid: dict[str, dict[str, Any]] = {}
+        self._index_lock = threading.Lock()
+        self._started = now_rfc3339()
         self._stop = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------
@@ -220,8 +222,6 @@ class NodeSimulator:
                 },
             )
 
-    _started = now_rfc3339()
-
     # -- records of what the simulator itself attached ---------------------------
 
     def _record_path(self, uid: str) -> Path:
@@ -245,17 +245,24 @@ class NodeSimulator:
 
     # -- reconcile -------------------------------------------------------------
 
+    def _on_pod(self, kind: str, pod: dict[str, Any]) -> None:
+        uid = pod["metadata"]["uid"]
+        with self._index_lock:
+            if kind == "DELETED":
+                self._pods_by_uid.pop(uid, None)
+            else:
+                self._pods_by_uid[uid] = pod
+        self.queue.add(uid)
+
     def _pod_by_uid(self, uid: str) -> dict[str, Any] | None:
-        for pod in self.pods.items():
-            if pod["metadata"]["uid"] == uid:
-                return pod
-        return None
+        with self._index_lock:
+            return self._pods_by_uid.get(uid)
 
     def reconcile(self, uid: str) -> float | None:
         pod = self._pod_by_uid(uid)
         record = self._load(uid)
         if pod is None or pod["metadata"].get("deletionTimestamp"):
-            if record is not None or (pod is not None):
+            if record is not None or pod is not None:
                 self.teardown(uid, pod, record)
             return None
         if record is None:
