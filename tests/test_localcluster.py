@@ -9,12 +9,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
-from netshift.localcluster import LocalCluster, pid_alive
+from netshift.localcluster import LocalCluster, clean_env, pid_alive
 
 
 def _pods(kube: Kube, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -242,3 +243,33 @@ def _addresses(store: Path) -> list[str]:
             continue
         found.append(entry.name)
     return found
+
+
+def test_netshift_kubectl_runs_the_pinned_kubectl_against_the_local_cluster(
+    cluster: LocalCluster,
+) -> None:
+    from netshift.binaries import pinned_versions
+
+    env = clean_env()
+    env.pop("KUBECONFIG", None)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "netshift.cli",
+            "kubectl",
+            f"--state-dir={cluster.state_dir}",
+            "version",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    versions = json.loads(done.stdout)
+    pinned = pinned_versions()["KUBE_VERSION"]
+    assert versions["clientVersion"]["gitVersion"] == pinned
+    assert versions["serverVersion"]["gitVersion"] == pinned
