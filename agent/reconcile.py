@@ -597,8 +597,18 @@ class Agent:
         else:
             for gw in gateways or [None]:  # type: ignore[list-item]
                 netlink.set_default_route_via(netns, new.interface, gw)
-        self.store.put(replace(new, role=DEFAULT, is_default=True, drain_until=None))
         report.switched_at = now_rfc3339()
+        # Kept with the record, not only in the pod's status: a status computed from a
+        # watch cache that lags behind our own last patch must not lose it.
+        self.store.put(
+            replace(
+                new,
+                role=DEFAULT,
+                is_default=True,
+                drain_until=None,
+                extra={**new.extra, "switched_at": report.switched_at},
+            )
+        )
         record_event(
             self.kube,
             pod,
@@ -736,7 +746,9 @@ class Agent:
             attachments=atts,
             default_network=default.network if default else "",
             default_interface=default.interface if default else "",
-            switched_at=report.switched_at or (old.switched_at if old else ""),
+            switched_at=report.switched_at
+            or (str(default.extra.get("switched_at", "")) if default else "")
+            or (old.switched_at if old else ""),
             message=message,
         )
 
