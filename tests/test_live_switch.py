@@ -294,7 +294,12 @@ def test_a_100_pod_rollout_keeps_10_in_flight_and_survives_a_controller_kill(
         # ...and the cluster's record: from each pod's start stamp to its agent's report.
         assert max_overlap(intervals(pods(kube, namespace))) <= 10
         starts = [r["pod"] for r in audit if r["event"] == "start"]
-        assert len(set(starts)) == 100, "a pod was never started"
+        # Every pod was started: its start stamp is on it (a controller killed between its
+        # patch and its audit line leaves the stamp but no line, rightly not redone).
+        assert all(
+            p["metadata"]["annotations"].get("netshift.io/rollout-started")
+            for p in pods(kube, namespace)
+        ), "a pod was never started"
         twice = {p for p in starts if starts.count(p) > 1}
         assert not twice & done_at_kill, [r for r in audit if r["pod"] in twice]
         for p in pods(kube, namespace):
