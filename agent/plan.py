@@ -12,21 +12,19 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 from netshift.annotations import Attachment, NetworkRef, NetworkSelection, desired_attachments
-
-# Roles of an attachment on a pod.
-SECONDARY = "secondary"  # asked for by the networks annotation
-DEFAULT = "default"  # carries the pod's default route
-PREVIOUS_DEFAULT = "previous-default"  # the default before a live switch (Keep / drain)
-INCOMING_DEFAULT = "incoming-default"  # attached for a switch whose routes have not moved yet
-
-# States (shared with the records and the per-pod status).
-ATTACHING: Final = "Attaching"
-ATTACHED: Final = "Attached"
-DETACHING: Final = "Detaching"
-FAILED: Final = "Failed"
+from netshift.keys import (
+    ATTACHED,
+    ATTACHING,
+    DEFAULT,
+    DETACHING,
+    FAILED,
+    INCOMING_DEFAULT,
+    PREVIOUS_DEFAULT,
+    SECONDARY,
+)
 
 
 def network_id(ref: NetworkRef) -> str:

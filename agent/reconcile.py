@@ -19,9 +19,22 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from agent import cni, netlink
+from agent import netlink
 from agent.netns import NetnsError, NetnsResolver
-from agent.plan import (
+from agent.plan import Current, Plan, network_id, parse_network_id, plan_pod, selection_key
+from netshift import annotations as ann
+from netshift import keys, podstatus
+from netshift.cni.config import (
+    CniError,
+    ConfList,
+    RuntimeConf,
+    capability_args,
+    k8s_cni_args,
+    load_conflist,
+)
+from netshift.cni.executor import CniExecutor
+from netshift.cni.results import result_dns, result_gateways, result_ips, result_mac
+from netshift.keys import (
     ATTACHED,
     ATTACHING,
     DEFAULT,
@@ -30,16 +43,7 @@ from agent.plan import (
     INCOMING_DEFAULT,
     PREVIOUS_DEFAULT,
     SECONDARY,
-    Current,
-    Plan,
-    network_id,
-    parse_network_id,
-    plan_pod,
-    selection_key,
 )
-from agent.records import AttachmentRecord, PodMeta, RecordStore
-from netshift import annotations as ann
-from netshift import podstatus
 from netshift.kube import (
     ApiError,
     Informer,
@@ -50,6 +54,7 @@ from netshift.kube import (
     pod_path,
     record_event,
 )
+from netshift.records import AttachmentRecord, PodMeta, RecordStore
 from netshift.workqueue import WorkQueue
 
 log = logging.getLogger("netshift.agent")
@@ -94,11 +99,11 @@ class Agent:
         self.s = settings
         self.resolver = resolver
         self.store = RecordStore(settings.records_dir)
-        self.cni = cni.CniExecutor(list(settings.plugin_dirs), timeout=settings.cni_timeout)
-        self.cluster_net: cni.ConfList | None = None
+        self.cni = CniExecutor(list(settings.plugin_dirs), timeout=settings.cni_timeout)
+        self.cluster_net: ConfList | None = None
         if settings.cluster_network_conf:
             with open(settings.cluster_network_conf) as f:
-                self.cluster_net = cni.load_conflist(f.read())
+                self.cluster_net = load_conflist(f.read())
         self._pods_by_uid: dict[str, dict[str, Any]] = {}
         self._seen_at: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -282,7 +287,7 @@ class Agent:
         records = self._current(pod, netns, report)
         report.records = records
         try:
-            selections = ann.parse_networks(annotations.get(ann.NETWORKS_KEY, ""))
+            selections = ann.parse_networks(annotations.get(keys.NETWORKS_KEY, ""))
             desired_default = self._desired_default(annotations, namespace)
         except ann.AnnotationError as err:
             raise PodError(str(err)) from err
@@ -323,7 +328,7 @@ class Agent:
     def _desired_default(
         self, annotations: Mapping[str, str], namespace: str
     ) -> ann.NetworkRef | None:
-        value = annotations.get(ann.DEFAULT_NETWORK_KEY)
+        value = annotations.get(keys.DEFAULT_NETWORK_KEY)
         if value:
             return ann.parse_default_network(value, namespace)
         if self.cluster_net is not None:
@@ -332,13 +337,13 @@ class Agent:
 
     # -- NAD configs -----------------------------------------------------------
 
-    def _conflist_or_none(self, ref: ann.NetworkRef) -> cni.ConfList | None:
+    def _conflist_or_none(self, ref: ann.NetworkRef) -> ConfList | None:
         try:
             return self.conflist(ref)
         except PodError:
             return None
 
-    def conflist(self, ref: ann.NetworkRef) -> cni.ConfList:
+    def conflist(self, ref: ann.NetworkRef) -> ConfList:
         if not ref.namespace:
             if self.cluster_net is not None and ref.name == self.cluster_net.name:
                 return self.cluster_net
@@ -350,21 +355,21 @@ class Agent:
             )
         config = (nad.get("spec") or {}).get("config") or ""
         try:
-            return cni.load_conflist(config, fallback_name=ref.name)
-        except cni.CniError as err:
+            return load_conflist(config, fallback_name=ref.name)
+        except CniError as err:
             raise PodError(f"NetworkAttachmentDefinition {ref} has a broken config: {err}") from err
 
     # -- actions ---------------------------------------------------------------
 
     def _runtime(
         self, pod: Mapping[str, Any], netns: str, ifname: str, sel: ann.NetworkSelection | None
-    ) -> cni.RuntimeConf:
+    ) -> RuntimeConf:
         meta = pod["metadata"]
-        return cni.RuntimeConf(
+        return RuntimeConf(
             container_id=meta["uid"],
             netns=netns,
             ifname=ifname,
-            args=cni.k8s_cni_args(meta["namespace"], meta["name"], meta["uid"], meta["uid"]),
+            args=k8s_cni_args(meta["namespace"], meta["name"], meta["uid"], meta["uid"]),
             capability_args=capability_args(sel) if sel else {},
             cni_args=(sel.cni_args_dict() or None) if sel else None,
         )
@@ -412,12 +417,12 @@ class Agent:
             fix_routes()
             try:
                 netlink.verify_interface(
-                    rec.netns, rec.interface, cni.result_ips(result, rec.interface)
+                    rec.netns, rec.interface, result_ips(result, rec.interface)
                 )
             except netlink.VerifyError:
                 self.cni.delete(conflist, rt, result)
                 raise
-        except (cni.CniError, netlink.VerifyError, PodError, OSError) as err:
+        except (CniError, netlink.VerifyError, PodError, OSError) as err:
             delay = backoff(rec.attempts)
             failed = self.store.put(
                 replace(
@@ -443,7 +448,7 @@ class Agent:
             record_event(self.kube, pod, "AttachFailed", f"{where}: {error}", "Warning", COMPONENT)
             log.warning("pod %s: attach %s failed: %s", _name(pod), where, error)
             return rec
-        ips = ", ".join(cni.result_ips(rec.result or {}, want.interface)) or "no address"
+        ips = ", ".join(result_ips(rec.result or {}, want.interface)) or "no address"
         record_event(
             self.kube,
             pod,
@@ -471,7 +476,7 @@ class Agent:
         report.changed = True
         if rec.state == FAILED:
             # A failed ADD was rolled back already; a DEL again is cheap and releases any leftovers.
-            with contextlib.suppress(cni.CniError, PodError):
+            with contextlib.suppress(CniError, PodError):
                 self._delete(rec)
             self.store.delete(rec.pod_uid, rec.interface)
             report.gone.add(rec.interface)
@@ -480,7 +485,7 @@ class Agent:
         rec = self.store.put(replace(rec, state=DETACHING, attempts=attempts))
         try:
             self._delete(rec)
-        except (cni.CniError, PodError) as err:
+        except (CniError, PodError) as err:
             delay = backoff(attempts)
             self.store.put(
                 replace(rec, message=f"detach failed: {err}", retry_at=time.time() + delay)
@@ -503,7 +508,7 @@ class Agent:
 
     def _delete(self, rec: AttachmentRecord) -> None:
         if rec.conflist:
-            conflist = cni.load_conflist(rec.conflist)
+            conflist = load_conflist(rec.conflist)
         elif rec.adopted:
             # Adopted without a known config (its NAD was gone): the current one is the best left.
             conflist = self.conflist(parse_network_id(rec.network))
@@ -514,11 +519,11 @@ class Agent:
         if pod is not None:
             with contextlib.suppress(NetnsError):
                 netns = self.resolver.resolve(pod) or ""
-        rt = cni.RuntimeConf(
+        rt = RuntimeConf(
             container_id=rec.container_id or rec.pod_uid,
             netns=netns if netns and os.path.exists(netns) else "",
             ifname=rec.interface,
-            args=cni.k8s_cni_args(rec.pod_namespace, rec.pod_name, rec.pod_uid, rec.pod_uid),
+            args=k8s_cni_args(rec.pod_namespace, rec.pod_name, rec.pod_uid, rec.pod_uid),
         )
         self.cni.delete(conflist, rt, rec.result)
         if rt.netns:
@@ -560,7 +565,7 @@ class Agent:
         earlier = [netlink.SwitchRecord.from_json(raw) for raw in meta_rec.switches]
         # An interface adopted from the runtime, or a kept old default, may have no gateway
         # in its result: then the default route it had before is the one to restore.
-        gateways = cni.result_gateways(new.result or {}, new.interface) or _old_gateways(
+        gateways = result_gateways(new.result or {}, new.interface) or _old_gateways(
             earlier, new.interface
         )
         if not gateways:
@@ -576,7 +581,7 @@ class Agent:
                 table = SOURCE_TABLE_BASE
                 while table in used:
                     table += 1
-            old_addrs = cni.result_ips(old.result or {}, old.interface) or _iface_addrs(
+            old_addrs = result_ips(old.result or {}, old.interface) or _iface_addrs(
                 netns, old.interface
             )
             switch = netlink.switch_default_route(
@@ -669,7 +674,7 @@ class Agent:
         for rec in records:
             try:
                 self._delete(rec)
-            except (cni.CniError, PodError) as err:
+            except (CniError, PodError) as err:
                 log.warning("pod %s: DEL %s failed at clean-up: %s", uid, rec.interface, err)
                 continue
             self.store.delete(uid, rec.interface)
@@ -696,13 +701,13 @@ class Agent:
         changes: dict[str, str | None] = {}
         entries = _merge_network_status(_network_status(pod), records, report.gone)
         new_status = ann.format_network_status(entries)
-        if new_status != annotations.get(ann.NETWORK_STATUS_KEY):
-            changes[ann.NETWORK_STATUS_KEY] = new_status
+        if new_status != annotations.get(keys.NETWORK_STATUS_KEY):
+            changes[keys.NETWORK_STATUS_KEY] = new_status
         pns = self._pod_status(annotations, records, report)
         old = podstatus.parse_status(annotations)
         if old is None or _comparable(old) != _comparable(pns):
             pns.updated_at = now_rfc3339()
-            changes[podstatus.STATUS_KEY] = pns.to_json()
+            changes[keys.STATUS_KEY] = pns.to_json()
         if not changes:
             return
         try:
@@ -721,9 +726,9 @@ class Agent:
             podstatus.AttachmentStatus(
                 network=r.network,
                 interface=r.interface,
-                state=r.state if r.state != ATTACHING else podstatus.PENDING,
+                state=r.state if r.state != ATTACHING else keys.PENDING,
                 message=r.message,
-                ips=cni.result_ips(r.result or {}, r.interface),
+                ips=result_ips(r.result or {}, r.interface),
                 default=r.role == DEFAULT,
                 since=_rfc3339(r.updated_at),
             )
@@ -732,14 +737,14 @@ class Agent:
         default = next((r for r in records if r.role == DEFAULT), None)
         failed = [r for r in records if _failed(r)]
         if report.problem:
-            phase, message = podstatus.DEGRADED, report.problem
+            phase, message = keys.DEGRADED, report.problem
         elif failed:
-            phase = podstatus.DEGRADED
+            phase = keys.DEGRADED
             message = "; ".join(f"{r.network}@{r.interface}: {r.message}" for r in failed)
         elif any(r.state in (ATTACHING, DETACHING) for r in records):
-            phase, message = podstatus.PROGRESSING, ""
+            phase, message = keys.PROGRESSING, ""
         else:
-            phase, message = podstatus.CONVERGED, ""
+            phase, message = keys.CONVERGED, ""
         return podstatus.PodNetStatus(
             observed=podstatus.desired_hash(annotations),
             phase=phase,
@@ -761,22 +766,6 @@ class Report:
     records: list[AttachmentRecord] | None = None
     # Interfaces no longer in the pod: their network-status entries go.
     gone: set[str] = field(default_factory=set)
-
-
-def capability_args(sel: ann.NetworkSelection) -> dict[str, Any]:
-    """The runtimeConfig capability arguments a selection element asks for."""
-    caps: dict[str, Any] = {}
-    if sel.ips:
-        caps["ips"] = list(sel.ips)
-    if sel.mac:
-        caps["mac"] = sel.mac
-    if sel.port_mappings:
-        caps["portMappings"] = [p.to_json() for p in sel.port_mappings]
-    if sel.bandwidth is not None:
-        caps["bandwidth"] = sel.bandwidth.to_json()
-    if sel.infiniband_guid:
-        caps["infinibandGUID"] = sel.infiniband_guid
-    return caps
 
 
 def _as_current(r: AttachmentRecord) -> Current:
@@ -817,7 +806,7 @@ def _name(pod: Mapping[str, Any]) -> str:
 
 
 def _network_status(pod: Mapping[str, Any]) -> list[ann.NetworkStatusEntry]:
-    raw = (pod["metadata"].get("annotations") or {}).get(ann.NETWORK_STATUS_KEY, "")
+    raw = (pod["metadata"].get("annotations") or {}).get(keys.NETWORK_STATUS_KEY, "")
     try:
         return ann.parse_network_status(raw)
     except ann.AnnotationError as err:
@@ -888,13 +877,11 @@ def _merge_network_status(
         entry = ann.NetworkStatusEntry(
             name=rec.network,
             interface=rec.interface,
-            ips=[ip.split("/")[0] for ip in cni.result_ips(res, rec.interface)]
+            ips=[ip.split("/")[0] for ip in result_ips(res, rec.interface)]
             or (prior.ips if prior else []),
-            mac=cni.result_mac(res, rec.interface) or (prior.mac if prior else None),
+            mac=result_mac(res, rec.interface) or (prior.mac if prior else None),
             default=rec.role == DEFAULT,
-            dns=(cni.result_dns(res) or None)
-            if not rec.adopted
-            else (prior.dns if prior else None),
+            dns=(result_dns(res) or None) if not rec.adopted else (prior.dns if prior else None),
             extra=dict(prior.extra) if prior else {},
         )
         out.append(entry)

@@ -16,10 +16,11 @@ import threading
 from types import FrameType
 
 from controller.audit import AuditLog
-from controller.leader import LeaderElector
 from controller.reconcile import Controller, ControllerOptions
-from controller.rollout import SYSTEM_NAMESPACES, Settings
+from controller.rollout import Settings
+from netshift.keys import SYSTEM_NAMESPACES
 from netshift.kube import Kube
+from netshift.leader import LeaderElector
 
 log = logging.getLogger(__name__)
 

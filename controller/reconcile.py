@@ -26,9 +26,6 @@ from controller.audit import FAILED as AUDIT_FAILED
 from controller.audit import GONE, SETTLED, START, AuditLog
 from controller.overlay import WriteOverlay
 from controller.rollout import (
-    ROLLOUT_PROFILE_KEY,
-    SYSTEM_NAMESPACES,
-    PodInfo,
     PodPlan,
     RolloutPlan,
     Settings,
@@ -37,6 +34,14 @@ from controller.rollout import (
     start_patch,
 )
 from controller.status import build_status, failed_pods, transition_events
+from netshift.keys import (
+    PROFILE_GROUP,
+    PROFILE_KIND,
+    PROFILE_PLURAL,
+    PROFILE_VERSION,
+    ROLLOUT_PROFILE_KEY,
+    SYSTEM_NAMESPACES,
+)
 from netshift.kube import (
     ApiError,
     Informer,
@@ -47,17 +52,9 @@ from netshift.kube import (
     pod_path,
     record_event,
 )
+from netshift.pod import Pod
 from netshift.podstatus import desired_hash, is_settled
-from netshift.policy import (
-    PROFILE_GROUP,
-    PROFILE_KIND,
-    PROFILE_PLURAL,
-    PROFILE_VERSION,
-    Profile,
-    ProfileError,
-    profile_from_object,
-    resolve,
-)
+from netshift.policy import Profile, ProfileError, profile_from_object, resolve
 from netshift.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -202,7 +199,7 @@ class Controller:
 
     def _pod_event(self, kind: str, obj: JSON) -> None:
         self._pod_writes.observe(kind, obj)
-        pod = PodInfo.from_object(obj)
+        pod = Pod.from_object(obj)
         refs = frozenset(pod.rollout_refs())
         with self._lock:
             in_ns = self._refs_by_ns.setdefault(pod.namespace, {})
@@ -264,7 +261,7 @@ class Controller:
             str(meta.get("name")): {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
             for meta in (ns.get("metadata") or {} for ns in self.namespaces.items())
         }
-        pods = [PodInfo.from_object(o) for o in self._pod_writes.merge(self.pods.items())]
+        pods = [Pod.from_object(o) for o in self._pod_writes.merge(self.pods.items())]
         nads: Collection[str] | None = None
         if self.options.check_networks:
             nads = {object_key(o) for o in self.nads.items()}

@@ -34,9 +34,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent import cni
-from agent.reconcile import capability_args
 from netshift import annotations as ann
+from netshift import keys
+from netshift.cni.config import (
+    CniError,
+    ConfList,
+    RuntimeConf,
+    capability_args,
+    k8s_cni_args,
+    load_conflist,
+)
+from netshift.cni.executor import CniExecutor
+from netshift.cni.results import result_dns, result_ips, result_mac
 from netshift.kube import (
     ApiError,
     Informer,
@@ -109,8 +118,8 @@ class NodeSimulator:
                 indent=2,
             )
         )
-        self.cluster_net = cni.load_conflist(self.conf_path.read_text())
-        self.cni = cni.CniExecutor(list(settings.plugin_dirs))
+        self.cluster_net = load_conflist(self.conf_path.read_text())
+        self.cni = CniExecutor(list(settings.plugin_dirs))
         self.queue = WorkQueue(self.reconcile, workers=settings.workers, name="nodesim")
         self.pods = Informer(
             kube,
@@ -272,18 +281,18 @@ class NodeSimulator:
             self.set_running(pod, record)
         return None
 
-    def _runtime(self, pod: Mapping[str, Any], netns: str, ifname: str) -> cni.RuntimeConf:
+    def _runtime(self, pod: Mapping[str, Any], netns: str, ifname: str) -> RuntimeConf:
         meta = pod["metadata"]
-        return cni.RuntimeConf(
+        return RuntimeConf(
             container_id=meta["uid"],
             netns=netns,
             ifname=ifname,
-            args=cni.k8s_cni_args(meta["namespace"], meta["name"], meta["uid"], meta["uid"]),
+            args=k8s_cni_args(meta["namespace"], meta["name"], meta["uid"], meta["uid"]),
         )
 
-    def _nad_conflist(self, ref: ann.NetworkRef) -> cni.ConfList:
+    def _nad_conflist(self, ref: ann.NetworkRef) -> ConfList:
         nad = self.kube.get(nad_path(ref.namespace, ref.name))
-        return cni.load_conflist(nad.get("spec", {}).get("config", ""), fallback_name=ref.name)
+        return load_conflist(nad.get("spec", {}).get("config", ""), fallback_name=ref.name)
 
     def create_sandbox(self, pod: Mapping[str, Any]) -> dict[str, Any]:
         meta = pod["metadata"]
@@ -304,8 +313,8 @@ class NodeSimulator:
 
         default_name = CLUSTER_NETWORK
         conflist = self.cluster_net
-        if ann.DEFAULT_NETWORK_KEY in annotations:
-            ref = ann.parse_default_network(annotations[ann.DEFAULT_NETWORK_KEY], ns)
+        if keys.DEFAULT_NETWORK_KEY in annotations:
+            ref = ann.parse_default_network(annotations[keys.DEFAULT_NETWORK_KEY], ns)
             default_name = str(ref)
             conflist = self._nad_conflist(ref)
         result = self.cni.add(conflist, self._runtime(pod, netns, "eth0"))
@@ -321,9 +330,9 @@ class NodeSimulator:
         self._save(uid, record)
 
         failures: list[str] = []
-        if annotations.get(ann.NETWORKS_KEY):
+        if annotations.get(keys.NETWORKS_KEY):
             try:
-                selections = ann.parse_networks(annotations[ann.NETWORKS_KEY])
+                selections = ann.parse_networks(annotations[keys.NETWORKS_KEY])
                 wanted = ann.desired_attachments(selections, ns, current=())
             except ann.AnnotationError as err:
                 failures.append(str(err))
@@ -332,7 +341,7 @@ class NodeSimulator:
                 try:
                     net = self._nad_conflist(att.ref)
                     rt = self._runtime(pod, netns, att.interface)
-                    rt = cni.RuntimeConf(
+                    rt = RuntimeConf(
                         container_id=rt.container_id,
                         netns=rt.netns,
                         ifname=rt.ifname,
@@ -341,7 +350,7 @@ class NodeSimulator:
                         cni_args=att.selection.cni_args_dict() or None,
                     )
                     res = self.cni.add(net, rt)
-                except (cni.CniError, ApiError, ValueError) as err:
+                except (CniError, ApiError, ValueError) as err:
                     failures.append(f"{att.ref}@{att.interface}: {err}")
                     continue
                 record["attachments"].append(
@@ -368,23 +377,23 @@ class NodeSimulator:
                 ann.NetworkStatusEntry(
                     name=att["network"],
                     interface=att["interface"],
-                    ips=[ip.split("/")[0] for ip in cni.result_ips(res, att["interface"])],
-                    mac=cni.result_mac(res, att["interface"]),
+                    ips=[ip.split("/")[0] for ip in result_ips(res, att["interface"])],
+                    mac=result_mac(res, att["interface"]),
                     default=bool(att["default"]),
-                    dns=cni.result_dns(res) or {},
+                    dns=result_dns(res) or {},
                 )
             )
         meta = pod["metadata"]
         patch_annotations(
             self.kube,
             pod_path(meta["namespace"], meta["name"]),
-            {ann.NETWORK_STATUS_KEY: ann.format_network_status(entries)},
+            {keys.NETWORK_STATUS_KEY: ann.format_network_status(entries)},
         )
 
     def set_running(self, pod: Mapping[str, Any], record: Mapping[str, Any]) -> None:
         meta = pod["metadata"]
         eth0 = next(a for a in record["attachments"] if a["interface"] == "eth0")
-        ips = [ip.split("/")[0] for ip in cni.result_ips(eth0["result"] or {}, "eth0")]
+        ips = [ip.split("/")[0] for ip in result_ips(eth0["result"] or {}, "eth0")]
         now = now_rfc3339()
         containers = pod.get("spec", {}).get("containers", [])
         status = {
@@ -426,16 +435,16 @@ class NodeSimulator:
         netns = str(NETNS_DIR / netns_name(uid))
         if record is not None:
             for att in reversed(record["attachments"]):
-                conflist = cni.load_conflist(att["conflist"])
-                rt = cni.RuntimeConf(
+                conflist = load_conflist(att["conflist"])
+                rt = RuntimeConf(
                     container_id=uid,
                     netns=netns if Path(netns).exists() else "",
                     ifname=att["interface"],
-                    args=cni.k8s_cni_args(record["namespace"], record["name"], uid, uid),
+                    args=k8s_cni_args(record["namespace"], record["name"], uid, uid),
                 )
                 try:
                     self.cni.delete(conflist, rt, att["result"])
-                except cni.CniError as err:
+                except CniError as err:
                     log.warning("DEL %s of pod %s failed: %s", att["interface"], uid, err)
         if Path(netns).exists():
             subprocess.run(["ip", "netns", "del", netns_name(uid)], capture_output=True)

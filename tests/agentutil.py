@@ -30,18 +30,18 @@ from typing import Any
 import pytest
 
 from agent import netlink
-from netshift import annotations as ann
-from netshift import podstatus
+from localcluster.cluster import LocalCluster
+from localcluster.procs import clean_env, log_tail
+from netshift import keys, podstatus
 from netshift.kube import ApiError, Kube, nad_path, pod_path, wait_for
-from netshift.localcluster import LocalCluster, clean_env, log_tail
 
 CNI_DIR = "/usr/lib/cni"
 NETNS_TEMPLATE = "/var/run/netns/netshift-{uid}"
-NETWORKS = ann.NETWORKS_KEY
-DEFAULT_NETWORK = ann.DEFAULT_NETWORK_KEY
-NETWORK_STATUS = ann.NETWORK_STATUS_KEY
-STATUS = podstatus.STATUS_KEY
-SWITCH_POLICY = podstatus.SWITCH_POLICY_KEY
+NETWORKS = keys.NETWORKS_KEY
+DEFAULT_NETWORK = keys.DEFAULT_NETWORK_KEY
+NETWORK_STATUS = keys.NETWORK_STATUS_KEY
+STATUS = keys.STATUS_KEY
+SWITCH_POLICY = keys.SWITCH_POLICY_KEY
 
 # Subnets handed out to test networks: 10.250.<n>.0/24, from a random start so that
 # leftovers of an interrupted run do not share a subnet with this one.
@@ -102,7 +102,7 @@ class AgentProcess:
         return [
             sys.executable,
             "-m",
-            "netshift.cli",
+            "cli.main",
             "--log-format=text",
             "agent",
             "--kubeconfig",

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from netshift.localcluster import LocalCluster
+from localcluster.cluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
 

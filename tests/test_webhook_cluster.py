@@ -24,25 +24,26 @@ from typing import Any
 import httpx
 import pytest
 
-from netshift.annotations import DEFAULT_NETWORK_KEY, NETWORKS_KEY, parse_networks
+from localcluster.cluster import LocalCluster
+from localcluster.procs import clean_env, free_port, main_python
+from localcluster.samples import deployment_pod, pod_review
+from netshift.annotations import parse_networks
+from netshift.keys import DEFAULT_NETWORK_KEY, NETWORKS_KEY, PROFILE_KEY
 from netshift.kube import ApiError, Kube, nad_path, wait_for
-from netshift.localcluster import LocalCluster, clean_env, free_port, main_python
-from netshift.policy import PROFILE_KEY
 from webhook.app import WebhookSettings, create_app
-from webhook.caches import PROFILES_PATH, InformerCaches
 from webhook.certs import (
     MUTATING_PATH,
     VALIDATING_PATH,
     KubeSecretStore,
     SecretCertManager,
 )
+from webhook.informers import PROFILES_PATH, InformerCaches
 from webhook.metrics import WebhookMetrics
 from webhook.registration import (
     apply_webhook_configurations,
     delete_webhook_configurations,
     webhook_configurations,
 )
-from webhook.samples import deployment_pod, pod_review
 from webhook.server import ReloadableTLS, WebhookServer, bind
 
 pytestmark = pytest.mark.cluster

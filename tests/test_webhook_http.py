@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from localcluster.samples import deployment_pod, pod_review
 from netshift.policy import Profile, profile_from_object
 from webhook.app import WebhookSettings, create_app, create_health_app
 from webhook.caches import StaticCaches
-from webhook.samples import deployment_pod, pod_review
 
 NS = "team-a"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from netshift.localcluster import LocalCluster
+from localcluster.cluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
 

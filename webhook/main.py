@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 from netshift.kube import Kube
 from webhook.app import MAX_BODY_BYTES, WebhookSettings, create_app, create_health_app
-from webhook.caches import InformerCaches
 from webhook.certs import (
     CertWatcher,
     FileCertSource,
@@ -31,6 +30,7 @@ from webhook.certs import (
     service_dns_names,
     split_hosts,
 )
+from webhook.informers import InformerCaches
 from webhook.metrics import WebhookMetrics
 from webhook.registration import DEFAULT_CONFIG_NAME, DEFAULT_NAMESPACE, DEFAULT_SERVICE
 from webhook.server import ReloadableTLS, WebhookServer, bind

@@ -24,16 +24,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from netshift.keys import INJECT_LABEL, NETSHIFT_NAMESPACE, OPT_OUT_VALUE, SYSTEM_NAMESPACES
 from netshift.kube import ApiError, Kube
-from netshift.policy import INJECT_LABEL
 from webhook.certs import MUTATING_PATH, VALIDATING_PATH
 
 DEFAULT_CONFIG_NAME = "netshift"
-DEFAULT_NAMESPACE = "netshift-system"
+DEFAULT_NAMESPACE = NETSHIFT_NAMESPACE
 DEFAULT_SERVICE = "netshift-webhook"
 MUTATE_WEBHOOK_NAME = "mutate.pods.netshift.io"
 VALIDATE_WEBHOOK_NAME = "validate.pods.netshift.io"
-SYSTEM_NAMESPACES = ("kube-system", DEFAULT_NAMESPACE)
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,7 @@ def webhook_configurations(
                 "rules": [_pod_rule(["CREATE"])],
                 "objectSelector": {
                     "matchExpressions": [
-                        {"key": INJECT_LABEL, "operator": "NotIn", "values": ["disabled"]}
+                        {"key": INJECT_LABEL, "operator": "NotIn", "values": [OPT_OUT_VALUE]}
                     ]
                 },
                 "reinvocationPolicy": "IfNeeded",
