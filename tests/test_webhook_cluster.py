@@ -311,9 +311,9 @@ def test_status_writes_that_leave_network_annotations_alone_pass(space: Space, k
 
 
 def test_the_webhook_counted_what_the_apiserver_sent(space: Space, webhook: Webhook) -> None:
-    before = webhook.metrics.requests.value("mutate", "allowed")
+    before = webhook.metrics.requests_value("mutate", "allowed")
     space.create_pod("p11")
-    assert webhook.metrics.requests.value("mutate", "allowed") == before + 1
+    assert webhook.metrics.requests_value("mutate", "allowed") == before + 1
 
 
 def test_pods_a_replicaset_creates_get_their_networks(space: Space, kube: Kube) -> None:
@@ -382,7 +382,8 @@ def test_netshift_webhook_command_manages_its_secret_and_drains_on_sigterm(
             assert answer["response"]["uid"] == "cli" and answer["response"]["allowed"]
             metrics = http.get(f"http://127.0.0.1:{health}/metrics").text
             assert (
-                'netshift_webhook_requests_total{endpoint="mutate",outcome="allowed"} 1' in metrics
+                'netshift_webhook_requests_total{endpoint="mutate",outcome="allowed"} 1.0'
+                in metrics
             )
             # SIGTERM: not ready any more, but admission is still answered while draining.
             proc.send_signal(signal.SIGTERM)

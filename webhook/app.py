@@ -30,6 +30,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from netshift.metrics import CONTENT_TYPE
 from webhook.admission import (
     AdmissionRequest,
     Decision,
@@ -38,7 +39,7 @@ from webhook.admission import (
     review_response,
 )
 from webhook.caches import Caches
-from webhook.metrics import CONTENT_TYPE, WebhookMetrics
+from webhook.metrics import WebhookMetrics
 from webhook.mutate import mutate_pod
 from webhook.validate import ValidationOptions, validate_pod
 
