@@ -7,6 +7,7 @@ from controllerutil import plan as make_plan
 from controllerutil import pods, profile, reported, snapshot, start
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.metrics import AgentMetrics
 from controller.metrics import ControllerMetrics
 from netshift.metrics import HealthServer, render
 
@@ -74,3 +75,25 @@ def test_the_health_server_serves_metrics_health_and_readiness() -> None:
             assert http.get("/nope").status_code == 404
     finally:
         server.stop()
+
+
+def test_the_agent_series_exist_and_count_by_result_and_reason() -> None:
+    metrics = AgentMetrics()
+    text = render(metrics.registry).decode()
+    found = {f.name for f in text_string_to_metric_families(text)}
+    assert found == {
+        "netshift_agent_attach_duration_seconds",
+        "netshift_agent_detach_duration_seconds",
+        "netshift_agent_default_switch_duration_seconds",
+        "netshift_agent_failures",
+        "netshift_agent_records",
+        "netshift_agent_queue_depth",
+        "netshift_agent_queue_retries",
+    }
+    metrics.observe("attach", 0.2, ok=True)
+    metrics.failed("attach", "nad_policy")
+    metrics.failed("switch", "something new")
+    count = "netshift_agent_attach_duration_seconds_count"
+    assert metrics.value(count, result="success") == 1
+    assert metrics.value("netshift_agent_failures_total", operation="attach", reason="nad_policy")
+    assert metrics.value("netshift_agent_failures_total", operation="switch", reason="other") == 1
