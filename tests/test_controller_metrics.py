@@ -26,9 +26,10 @@ from controllerutil import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from controller.reconcile import Controller
 from localcluster.cluster import LocalCluster
 from localcluster.procs import free_port
-from netshift.kube import Kube, wait_for
+from netshift.kube import Kube, pod_path, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -124,3 +125,34 @@ def test_the_controllers_scraped_series_follow_a_profile_rollout(
         agent.stop()
         delete_profile(kube, name)
         proc.stop()
+
+
+def test_a_patch_refused_with_409_counts_as_a_conflict(kube: Kube, namespace: str) -> None:
+    # Caches only (no workers): the test plays the reconcile with a plan it lets go stale.
+    controller = Controller(kube)
+    for informer in (controller.profiles, controller.namespaces, controller.pods, controller.nads):
+        informer.start()
+    name = f"conflict-{namespace}"
+    try:
+        assert controller.wait_synced(30)
+        label_namespace(kube, namespace, {"conflict": namespace})
+        create_nad(kube, namespace, "net-b")
+        [pod] = create_pods(kube, namespace, 1)
+        wait_running(kube, namespace, 1)
+        create_profile(kube, name, labels={"conflict": namespace})
+        wait_for(lambda: controller.plan(name).starts, 10, what="a plan that starts the pod")
+        stale = controller.plan(name)
+        kube.patch_merge(pod_path(namespace, pod), {"metadata": {"labels": {"touched": "yes"}}})
+        assert controller._start_pods(stale) == (0, 1)
+        metrics = controller.metrics
+        assert metrics.value("netshift_controller_patch_conflicts_total", profile=name) == 1
+        assert metrics.value("netshift_controller_pods_started_total", profile=name) == 0
+    finally:
+        delete_profile(kube, name)
+        for informer in (
+            controller.profiles,
+            controller.namespaces,
+            controller.pods,
+            controller.nads,
+        ):
+            informer.stop()
