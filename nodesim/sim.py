@@ -55,6 +55,7 @@ from netshift.kube import (
 )
 from netshift.records import AttachmentRecord, PodMeta, RecordStore
 from netshift.workqueue import WorkQueue
+from nodesim import legacy
 
 log = logging.getLogger("netshift.nodesim")
 
@@ -107,6 +108,7 @@ class NodeSimulator:
         self.s = settings
         # <state dir>/pods/<uid>/: pod.meta (the sandbox) and one record per attachment.
         self.store = RecordStore(settings.state_dir / "pods")
+        legacy.adopt_old_records(self.store.root, self.store)
         self.conf_path = settings.state_dir / "net.d" / f"00-{CLUSTER_NETWORK}.conflist"
         self.conf_path.parent.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(
