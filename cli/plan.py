@@ -127,13 +127,13 @@ def run(args: argparse.Namespace) -> int:
     result = (
         plan_delete(args.delete, snapshot, now) if obj is None else plan_apply(obj, snapshot, now)
     )
-    if args.output == "json":
+    if args.output == "table":
+        print(render(result))
+    else:
         json.dump(result.to_json(), sys.stdout, indent=2)
         print()
-    else:
-        print(render(result))
-    for error in result.errors:
-        print(f"netshift plan: invalid: {error}", file=sys.stderr)
+        for error in result.errors:
+            print(f"netshift plan: invalid: {error}", file=sys.stderr)
     return EXIT_SAFE if result.safe else EXIT_UNSAFE
 
 
@@ -148,8 +148,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     ]
 
 
-def _value(v: str | None) -> str:
-    return "(absent)" if v is None else v
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
 def _diff_lines(changes: Sequence[AnnotationChange], indent: str = "    ") -> list[str]:
@@ -166,7 +166,10 @@ def _diff_lines(changes: Sequence[AnnotationChange], indent: str = "    ") -> li
 
 def _rollout_text(plan: ProfilePlan) -> str:
     if plan.profile is None:
-        return "deleted: its pods are handed back (what it injected is taken back), live"
+        return (
+            "deleted: its namespaces go to the next profile that selects them; where there is "
+            "none, what it injected is taken back from the running pods"
+        )
     r = plan.profile.rollout
     if r.existing_pods != "Live":
         return "existingPods Ignore: only new pods get it; running pods keep their networks"
@@ -188,7 +191,7 @@ def render(plan: ProfilePlan) -> str:
             ns.namespace,
             ns.winner_before or "-",
             ns.winner_after or "-",
-            f"{ns.conflict}: {ns.conflict_message}" if ns.conflict else "-",
+            ": ".join(t for t in (ns.conflict, ns.conflict_message) if t) or "-",
             f"{ns.changing}/{ns.running}",
             ns.rollout
             + (f" ({ns.rollout_by})" if ns.rollout_by and ns.rollout_by != plan.name else ""),
@@ -218,10 +221,11 @@ def render(plan: ProfilePlan) -> str:
             lines += [f"{ns.namespace}: new pods get", *_diff_lines(ns.new_pod)]
     changing = sum(ns.changing for ns in plan.namespaces)
     rolled = sum(ns.will_roll for ns in plan.namespaces)
+    spaces = sum(1 for ns in plan.namespaces if ns.changing)
     lines.append("")
     lines.append(
-        f"{changing} running pods would change in {sum(1 for ns in plan.namespaces if ns.changing)} "
-        f"namespaces; the controller would patch {rolled} of them"
+        f"{_count(changing, 'running pod')} would change in {_count(spaces, 'namespace')}; "
+        f"the controller would patch {rolled} of them"
     )
     if plan.missing_networks:
         lines.append(

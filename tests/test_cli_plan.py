@@ -9,10 +9,36 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from controllerutil import NOW, patched, pod, pods, profile, profile_object, reported, snapshot
+import pytest
+import yaml
+from controllerutil import (
+    NOW,
+    PROFILES,
+    ControllerProcess,
+    StandInAgent,
+    annotations_of,
+    condition,
+    create_nad,
+    create_pods,
+    create_profile,
+    delete_profile,
+    label_namespace,
+    patch_profile,
+    patched,
+    pod,
+    pods,
+    profile,
+    profile_object,
+    profile_status,
+    reported,
+    snapshot,
+    wait_running,
+)
 
+from cli.main import main
 from controller.profileplan import (
     CONFLICT_CREATES,
     CONFLICT_ENDS,
@@ -26,8 +52,17 @@ from controller.profileplan import (
     plan_apply,
     plan_delete,
 )
+from controller.progress import DONE, read_progress
 from controller.rollout import Snapshot, desired_changes
-from netshift.keys import DEFAULT_NETWORK_KEY, INJECTED_KEY, NETWORKS_KEY, PROFILE_KEY
+from localcluster.cluster import LocalCluster
+from netshift.keys import (
+    DEFAULT_NETWORK_KEY,
+    INJECTED_KEY,
+    NETWORKS_KEY,
+    PROFILE_KEY,
+    ROLLOUT_STARTED_KEY,
+)
+from netshift.kube import Kube, wait_for
 from netshift.pod import Pod
 from netshift.policy import Profile
 
@@ -263,3 +298,155 @@ def test_the_json_form_is_plain_data() -> None:
         "willRoll": 1,
         "unreadable": 0,
     }
+
+
+# --- against the local cluster ------------------------------------------------------
+# The controller runs as a process, as in production; the stand-in agent
+# (tests/controllerutil.py) reports on the pods it patches.
+
+
+def run_plan(capsys: pytest.CaptureFixture[str], kubeconfig: str, *args: str) -> tuple[int, str]:
+    """Run `netshift plan ARGS`; (exit code, stdout + stderr). The output is shown under -s."""
+    code = main(["plan", *args, f"--kubeconfig={kubeconfig}"])
+    out = capsys.readouterr()
+    if "json" not in args:
+        with capsys.disabled():
+            print(f"\n$ netshift plan {' '.join(args)}  # exit {code}\n{out.out}{out.err}")
+    return code, out.out + out.err
+
+
+def plan_json(
+    capsys: pytest.CaptureFixture[str], kubeconfig: str, *args: str
+) -> tuple[int, dict[str, Any]]:
+    code = main(["plan", *args, "-o", "json", f"--kubeconfig={kubeconfig}"])
+    result: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return code, result
+
+
+def stamps(kube: Kube, namespace: str) -> dict[str, str | None]:
+    """Each running pod's rollout-started stamp: a new stamp is one pod the controller rolled."""
+    return {n: a.get(ROLLOUT_STARTED_KEY) for n, a in annotations_of(kube, namespace).items()}
+
+
+def rolled_since(kube: Kube, namespace: str, before: Mapping[str, str | None]) -> set[str]:
+    return {n for n, s in stamps(kube, namespace).items() if s != before.get(n)}
+
+
+def wait_rolled_out(kube: Kube, name: str, pods: int, timeout: float = 120) -> None:
+    """Complete for the current generation, over `pods` pods (a status may lag a namespace move)."""
+
+    def done() -> bool:
+        progress = read_progress(kube.get(f"{PROFILES}/{name}"))
+        return progress.state == DONE and progress.converged == pods
+
+    wait_for(done, timeout, interval=0.3, what=f"NetworkProfile {name} complete")
+
+
+def write(tmp_path: Path, name: str, **kw: Any) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(profile_object(name, **kw)))
+    return path
+
+
+@pytest.mark.cluster
+def test_plan_on_the_local_cluster_predicts_what_the_controller_rolls(
+    cluster: LocalCluster,
+    kube: Kube,
+    namespace: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    kubeconfig = str(cluster.kubeconfig)
+    ns = namespace
+    labels = {"plan": ns}
+    label_namespace(kube, ns, labels)
+    for nad in ("net-a", "net-b"):
+        create_nad(kube, ns, nad)
+    n = 8
+    create_pods(kube, ns, n)
+    wait_running(kube, ns, n)
+    blue, low = f"blue-{ns}", f"low-{ns}"
+    controller = ControllerProcess(cluster, tmp_path, "plan", ns)
+    stand_in = StandInAgent(kube, [ns], delay=0.2).start()
+    try:
+        # 1. A new profile: every running pod would change; exit 0.
+        manifest = write(tmp_path, blue, labels=labels, default="net-a", priority=10)
+        code, table = run_plan(capsys, kubeconfig, "-f", str(manifest))
+        assert code == 0 and "safe to apply" in table
+        code, plan = plan_json(capsys, kubeconfig, "-f", str(manifest))
+        assert code == 0 and plan["action"] == "create" and plan["safe"]
+        assert plan["governedNamespaces"] == [ns]
+        assert plan["pods"] == {"changing": n, "willRoll": n}
+        before = stamps(kube, ns)
+        create_profile(kube, blue, labels=labels, default="net-a", priority=10)
+        wait_rolled_out(kube, blue, n)
+        assert len(rolled_since(kube, ns, before)) == plan["pods"]["willRoll"]
+
+        # 2. An edit that changes the default network: exit 0, the exact diff of a pod.
+        manifest = write(tmp_path, blue, labels=labels, default="net-b", priority=10)
+        code, plan = plan_json(capsys, kubeconfig, "-f", str(manifest))
+        assert code == 0 and plan["action"] == "update"
+        row = plan["namespaces"][0]
+        assert row["pods"] == {"running": n, "changing": n, "willRoll": n, "unreadable": 0}
+        sample = {c["key"]: (c["before"], c["after"]) for c in row["sampleDiff"]}
+        assert sample[DEFAULT_NETWORK_KEY] == (f"{ns}/net-a", f"{ns}/net-b")
+        before = stamps(kube, ns)
+        pod_before = annotations_of(kube, ns)[row["samplePod"].split("/")[1]]
+        patch_profile(kube, blue, {"defaultNetwork": "net-b"})
+        wait_rolled_out(kube, blue, n)
+        assert len(rolled_since(kube, ns, before)) == plan["pods"]["willRoll"]
+        pod_after = annotations_of(kube, ns)[row["samplePod"].split("/")[1]]
+        for key, (old, new) in sample.items():
+            assert (pod_before.get(key), pod_after.get(key)) == (old, new), key
+
+        # 3. A profile that loses to the higher-priority one: exit 0, a conflict, no pod changes.
+        manifest = write(tmp_path, low, labels=labels, default="net-a", priority=1)
+        code, table = run_plan(capsys, kubeconfig, "-f", str(manifest))
+        assert code == 0 and f'loses to "{blue}" (priority 10 > 1)' in table
+        code, plan = plan_json(capsys, kubeconfig, "-f", str(manifest))
+        assert code == 0 and plan["namespaces"][0]["conflict"] == "creates"
+        assert plan["pods"] == {"changing": 0, "willRoll": 0}
+        before = stamps(kube, ns)
+        create_profile(kube, low, labels=labels, default="net-a", priority=1)
+        wait_for(
+            lambda: condition(profile_status(kube, low), "Conflict").get("status") == "True",
+            60,
+            what="the losing profile reports its conflict",
+        )
+        assert rolled_since(kube, ns, before) == set()
+
+        # 4. An edit referring to a NAD that does not exist: non-zero, the NAD named.
+        manifest = write(
+            tmp_path,
+            blue,
+            labels=labels,
+            default="net-b",
+            priority=10,
+            networks=[{"name": "nowhere"}],
+        )
+        code, table = run_plan(capsys, kubeconfig, "-f", str(manifest))
+        assert code == 1 and f"{ns}/nowhere" in table and "NOT SAFE" in table
+        code, plan = plan_json(capsys, kubeconfig, "-f", str(manifest))
+        assert code == 1 and plan["missingNetworks"] == [f"{ns}/nowhere"]
+
+        # 5. Deleting the winner hands the namespace to the loser: its pods would all change.
+        code, table = run_plan(capsys, kubeconfig, "--delete", blue)
+        assert code == 0
+        code, plan = plan_json(capsys, kubeconfig, "--delete", blue)
+        assert plan["namespaces"][0]["winnerAfter"] == low
+        before = stamps(kube, ns)
+        delete_profile(kube, blue)
+        wait_rolled_out(kube, low, n)
+        assert len(rolled_since(kube, ns, before)) == plan["pods"]["willRoll"] == n
+
+        # An invalid profile: the policy's message, non-zero.
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(yaml.safe_dump(profile_object("bad", labels=labels, maxConcurrent=0)))
+        code, out = run_plan(capsys, kubeconfig, "-f", str(bad))
+        assert code == 1 and "spec.rollout.maxConcurrent: 0 is too small" in out
+    finally:
+        stand_in.stop()
+        controller.stop()
+        for name in (blue, low):
+            delete_profile(kube, name)
+    assert not stand_in.errors
