@@ -3,7 +3,8 @@
 `status` follows the profile's status (polled) until the rollout is Complete
 (exit 0), has failed — rollout.maxFailures reached, or every pod done and some
 failed — or cannot finish as it is (invalid spec, existingPods Ignore) (exit 1),
-or the timeout passes (exit 2). On a terminal it draws a progress bar; elsewhere
+or the timeout passes (exit 2); a profile that does not exist is 1, a cluster that
+cannot be reached 3. On a terminal it draws a progress bar; elsewhere
 it prints one line per change. `pause` / `resume` set spec.rollout.paused.
 """
 

@@ -7,7 +7,9 @@ controller running as a process and the stand-in agent reporting.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
 import re
 import subprocess
 import threading
@@ -349,3 +351,41 @@ def test_rollout_status_exits_one_when_max_failures_is_reached(
 @pytest.mark.cluster
 def test_rollout_of_a_profile_that_does_not_exist_exits_one(cluster: LocalCluster) -> None:
     assert main(["rollout", "pause", "no-such-profile", f"--kubeconfig={cluster.kubeconfig}"]) == 1
+
+
+@pytest.mark.cluster
+def test_on_a_terminal_rollout_status_draws_a_progress_bar(
+    cluster: LocalCluster,
+    kube: Kube,
+    namespace: str,
+    rollout_env: tuple[str, dict[str, str]],
+) -> None:
+    name, labels = rollout_env
+    create_pods(kube, namespace, 3)
+    wait_running(kube, namespace, 3)
+    stand_in = StandInAgent(kube, [namespace], delay=0.1).start()
+    leader, follower = pty.openpty()
+    try:
+        create_profile(kube, name, labels=labels, maxConcurrent=3)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("KUBECONFIG", None)
+        proc = subprocess.Popen(
+            [*main_python(), "rollout", "status", name, f"--kubeconfig={cluster.kubeconfig}"],
+            stdout=follower,
+            stderr=follower,
+            env=env,
+        )
+        code = proc.wait(timeout=300)
+        os.close(follower)
+        output = b""
+        with contextlib.suppress(OSError):  # EIO once the child's side is closed and drained
+            while chunk := os.read(leader, 65536):
+                output += chunk
+    finally:
+        os.close(leader)
+        stand_in.stop()
+    text = output.decode()
+    assert code == 0, text
+    assert "\r\x1b[K[" in text  # the bar is redrawn in place
+    assert "[" + "#" * 30 + "] 3/3 converged" in text
+    assert text.rstrip().endswith("rolled out: all 3 pods converged")
