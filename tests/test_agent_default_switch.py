@@ -290,9 +290,9 @@ def test_a_new_default_whose_add_always_fails_keeps_its_name_and_backs_off(
     wait_for(lambda: len(failures()) >= 4, 30, what="a fourth attempt at the new default")
     time.sleep(3)
     seen = failures()
+    assert len(seen) <= 5, f"{len(seen)} failed attempts: {seen}"
     assert len({interface for interface, _ in seen}) == 1, seen  # one name, not net1, net2, ...
     assert [attempt for _, attempt in seen] == list(range(1, len(seen) + 1)), seen
-    assert len(seen) <= 5, seen
     interface = seen[0][0]
     record = agent.records(uid)[interface]
     assert record["state"] == keys.FAILED and int(record["attempts"]) == len(seen)
