@@ -293,7 +293,7 @@ class Executor:
         if old is not None:
             self._move_default_route(obs, sw, new, old, gateways)
         else:
-            for gw in gateways or [None]:  # type: ignore[list-item]
+            for gw in gateways:
                 netlink.set_default_route_via(obs.netns, new.interface, gw)
         at = now_rfc3339()
         # Kept with the record, not only in the pod's status: a status computed from a

@@ -42,9 +42,6 @@ class Observation:
             switches=[earlier_switch(sw) for sw in self.switches],
         )
 
-    def record(self, interface: str) -> AttachmentRecord | None:
-        return next((r for r in self.records if r.interface == interface), None)
-
 
 def observe(pod: Pod, netns: str, store: RecordStore) -> Observation:
     records = tuple(store.list_pod(pod.uid))
