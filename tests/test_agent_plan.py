@@ -418,3 +418,50 @@ def test_once_its_attaches_are_done_the_plan_for_the_same_wish_is_empty(networks
     ]
     second = plan(networks, done)
     assert second.attach == [] and second.detach == [] and second.switch is None
+
+
+@st.composite
+def default_sides(draw: st.DrawFn) -> list[Current]:
+    """A default, and maybe incoming or previous defaults in any state, with their timers."""
+    default = Current(ref(draw(st.sampled_from(NAMES))), "eth0", ATTACHED, DEFAULT)
+    out = [default]
+    for interface in draw(st.lists(st.sampled_from(["net1", "net2", "net3"]), unique=True)):
+        role = draw(st.sampled_from([INCOMING_DEFAULT, PREVIOUS_DEFAULT]))
+        out.append(
+            Current(
+                ref(draw(st.sampled_from(NAMES))),
+                interface,
+                draw(st.sampled_from([ATTACHED, FAILED, ATTACHING])),
+                role,
+                attempts=draw(st.integers(0, 5)),
+                retry_at=NOW + draw(st.sampled_from([-1.0, 0.0, 30.0])),
+                drain_until=draw(st.sampled_from([None, NOW - 1, NOW + 5])),
+            )
+        )
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(default_sides(), st.sampled_from(NAMES))
+def test_a_switch_never_detaches_its_target_and_a_failed_default_keeps_its_name(
+    current: list[Current], target: str
+) -> None:
+    p = plan("", current, default=target)
+    detached = set(detached_names(p)) | {d.current.interface for d in p.drain}
+    failed = [
+        c
+        for c in current
+        if c.role == INCOMING_DEFAULT and c.ref == ref(target) and c.state == FAILED
+    ]
+    if p.switch is not None:
+        assert p.switch.interface not in detached
+        assert p.switch.interface not in {c.interface for c in current if c.role == DEFAULT}
+        if failed and not any(
+            c.ref == ref(target) and c.state == ATTACHED and c.role != DEFAULT for c in current
+        ):
+            assert p.switch.interface == failed[0].interface
+            assert p.switch.attach is not None
+            assert p.switch.attach.attempt == failed[0].attempts + 1
+    for c in failed:
+        if c.interface in {w.interface for w in p.waiting}:
+            assert p.switch is None and c.interface not in detached and p.retry_in is not None
