@@ -21,8 +21,9 @@ from agent.observe import Observation, live_result
 from agent.outcomes import Attached, Detached, Outcome, Problem, Switched
 from agent.plan import Adopt, Attach, Detach, Plan, Switch, network_id, parse_network_id
 from netshift import annotations as ann
-from netshift.cni.config import CniError, RuntimeConf, capability_args, k8s_cni_args, load_conflist
+from netshift.cni.config import CniError, RuntimeConf
 from netshift.cni.executor import CniExecutor
+from netshift.cni.nad import attachment_runtime, recorded_invocation
 from netshift.cni.results import result_gateways, result_ips
 from netshift.keys import (
     ATTACHED,
@@ -221,20 +222,24 @@ class Executor:
         return Detached(rec, attempt, retry_in)
 
     def _delete(self, rec: AttachmentRecord) -> None:
-        if rec.conflist:
-            conflist = load_conflist(rec.conflist)
+        netns = self._netns_of(rec.pod_uid) or rec.netns
+        netns = netns if netns and os.path.exists(netns) else ""
+        invocation = recorded_invocation(rec, netns)
+        if invocation is not None:
+            conflist, rt = invocation
         elif rec.adopted:
             # Adopted without a known config (its NAD was gone): the current one is the best left.
             conflist = self.configs.conflist(parse_network_id(rec.network))
+            rt = attachment_runtime(
+                namespace=rec.pod_namespace,
+                name=rec.pod_name,
+                uid=rec.pod_uid,
+                netns=netns,
+                ifname=rec.interface,
+                container_id=rec.container_id,
+            )
         else:
             return  # its config could not be read, so its ADD never ran: nothing to undo
-        netns = self._netns_of(rec.pod_uid) or rec.netns
-        rt = RuntimeConf(
-            container_id=rec.container_id or rec.pod_uid,
-            netns=netns if netns and os.path.exists(netns) else "",
-            ifname=rec.interface,
-            args=k8s_cni_args(rec.pod_namespace, rec.pod_name, rec.pod_uid, rec.pod_uid),
-        )
         self.cni.delete(conflist, rt, rec.result)
         if rt.netns:
             # Some plugins leave the link behind on DEL; an interface the pod no longer wants must go.
@@ -355,13 +360,13 @@ class Executor:
 
 def _runtime(obs: Observation, ifname: str, sel: ann.NetworkSelection | None) -> RuntimeConf:
     pod = obs.pod
-    return RuntimeConf(
-        container_id=pod.uid,
+    return attachment_runtime(
+        namespace=pod.namespace,
+        name=pod.name,
+        uid=pod.uid,
         netns=obs.netns,
         ifname=ifname,
-        args=k8s_cni_args(pod.namespace, pod.name, pod.uid, pod.uid),
-        capability_args=capability_args(sel) if sel else {},
-        cni_args=(sel.cni_args_dict() or None) if sel else None,
+        selection=sel,
     )
 
 

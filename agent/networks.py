@@ -6,7 +6,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from netshift import annotations as ann
-from netshift.cni.config import CniError, ConfList, load_conflist
+from netshift.cni.config import ConfList
+from netshift.cni.nad import NadError, nad_conflist
 
 
 class PodError(Exception):
@@ -27,16 +28,10 @@ class NetworkConfigs:
             if self.cluster_net is not None and ref.name == self.cluster_net.name:
                 return self.cluster_net
             raise PodError(f"cluster network {ref.name!r} is not known to this agent")
-        nad = self._nad(f"{ref.namespace}/{ref.name}")
-        if nad is None:
-            raise PodError(
-                f"NetworkAttachmentDefinition {ref} does not exist; create it or fix the annotation"
-            )
-        config = (nad.get("spec") or {}).get("config") or ""
         try:
-            return load_conflist(config, fallback_name=ref.name)
-        except CniError as err:
-            raise PodError(f"NetworkAttachmentDefinition {ref} has a broken config: {err}") from err
+            return nad_conflist(self._nad(f"{ref.namespace}/{ref.name}"), ref)
+        except NadError as err:
+            raise PodError(str(err)) from err
 
     def conflist_or_none(self, ref: ann.NetworkRef) -> ConfList | None:
         try:

@@ -16,7 +16,8 @@ from agent.outcomes import Attached, Detached, Outcome, Problem, Switched
 from agent.plan import network_id
 from netshift import annotations as ann
 from netshift import keys, podstatus
-from netshift.cni.results import result_dns, result_ips, result_mac
+from netshift.cni.results import result_ips
+from netshift.cni.status import network_status_entry
 from netshift.keys import ATTACHED, ATTACHING, DEFAULT, DETACHING, INCOMING_DEFAULT
 
 if TYPE_CHECKING:
@@ -177,20 +178,8 @@ def merge_network_status(
         if rec.state != ATTACHED:
             continue
         prior = next((e for e in existing if e.interface == rec.interface), None)
-        res = rec.result or {}
         out.append(
-            ann.NetworkStatusEntry(
-                name=rec.network,
-                interface=rec.interface,
-                ips=[ip.split("/")[0] for ip in result_ips(res, rec.interface)]
-                or (prior.ips if prior else []),
-                mac=result_mac(res, rec.interface) or (prior.mac if prior else None),
-                default=rec.role == DEFAULT,
-                dns=(result_dns(res) or None)
-                if not rec.adopted
-                else (prior.dns if prior else None),
-                extra=dict(prior.extra) if prior else {},
-            )
+            network_status_entry(rec.network, rec.interface, rec.result, rec.role == DEFAULT, prior)
         )
     return out
 
