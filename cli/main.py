@@ -15,10 +15,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from cli import plan, rollout
+from cli.connect import DEFAULT_STATE_DIR
 from localcluster.cluster import add_network_arguments
 from netshift import logs
-
-DEFAULT_STATE_DIR = "./.netshift"
 
 # subcommand -> (module with add_arguments(parser) and run(args) -> int, help)
 COMPONENTS: dict[str, tuple[str, str]] = {
@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the processes of the local cluster")
     status.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     status.set_defaults(func=_cmd_status)
+
+    plan.add_parser(sub)
+    rollout.add_parser(sub)
 
     for name, (module, help_text) in COMPONENTS.items():
         # No help of its own: `netshift agent --help` reaches the component's parser.

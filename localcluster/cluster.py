@@ -24,6 +24,7 @@ from localcluster import binaries, services
 from localcluster.procs import Proc, clean_env, free_port, http_ok, indent, log_tail, pid_alive
 from netshift import pki
 from netshift.kube import ApiError, Kube
+from netshift.records import RecordStore
 
 MANIFESTS = binaries.REPO / "manifests"
 SERVICE_CIDR = "10.0.0.0/24"
@@ -446,8 +447,8 @@ class LocalCluster:
     def _remove_node_network(self, say: Callable[[str], None]) -> None:
         """Release what the node's pods hold: the agent's attachments (their IPAM addresses
         included), then the node simulator's sandboxes, then the cluster bridge."""
-        pods_dir = self.state_dir / "node" / "pods"
-        sandboxes = len(list(pods_dir.glob("*.json"))) if pods_dir.exists() else 0
+        pods_dir = self.state_dir / "node" / "pods"  # the node simulator's records
+        sandboxes = len(RecordStore(pods_dir).pods()) if pods_dir.exists() else 0
         procs = {p.name: p for p in self.netshift_procs()}
         # The agent first: its DELs need the namespaces the simulator then removes.
         for name, records in (("agent", "agent/records"), ("nodesim", "node/pods")):

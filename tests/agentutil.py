@@ -531,6 +531,39 @@ def slow_plugin_dir(base: Path, name: str = "slowbridge") -> Iterator[tuple[Path
     yield plugin_dir, flag, marker
 
 
+def recording_plugin(plugin_dir: Path, name: str = "recbridge") -> Path:
+    """Put `name` into `plugin_dir`: the real bridge plugin, logging each call first.
+
+    Each call appends "<command> <container id> <ifname> <network>" to the
+    returned log, so a test can read the order in which the agent ran ADD and DEL.
+    """
+    plugin_dir.mkdir(parents=True, exist_ok=True)
+    log = plugin_dir / f"{name}.calls"
+    log.touch()
+    script = plugin_dir / name
+    script.write_text(
+        "#!/bin/sh\n"
+        "# Test plugin: the real bridge, recording every call.\n"
+        "conf=$(cat)\n"
+        'net=$(printf \'%s\' "$conf" | grep -o \'"name": *"[^"]*"\' | head -n 1 '
+        "| sed 's/.*: *\"//; s/\"$//')\n"
+        f'echo "$CNI_COMMAND $CNI_CONTAINERID $CNI_IFNAME $net" >> {log}\n'
+        f"printf '%s' \"$conf\" | exec {CNI_DIR}/bridge\n"
+    )
+    script.chmod(0o755)
+    return log
+
+
+def plugin_calls(log: Path, container_id: str) -> list[tuple[str, str, str]]:
+    """(command, ifname, network) of each call a `recording_plugin` saw for one pod, in order."""
+    calls = []
+    for line in log.read_text().splitlines():
+        command, cid, ifname, network = [*line.split(" ", 3), "", "", ""][:4]
+        if cid == container_id:
+            calls.append((command, ifname, network))
+    return calls
+
+
 # --- per-test networks ---------------------------------------------------------------------
 
 

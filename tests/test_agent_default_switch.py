@@ -9,7 +9,9 @@ kept or, after the drain, removed.
 from __future__ import annotations
 
 import json
+import re
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +26,7 @@ from agentutil import (
     annotate,
     create_running_pod,
     default_route_ifnames,
+    get_pod,
     interfaces,
     ipam_ips,
     netns_of,
@@ -261,3 +264,39 @@ def test_a_new_default_without_a_gateway_degrades_and_the_old_default_stays(
     assert report.default_interface == "eth0"
     assert default_route_ifnames(path) == ["eth0"]
     assert [i for i, e in network_status(pod).items() if e.get("default")] == ["eth0"]
+
+
+def test_a_new_default_whose_add_always_fails_keeps_its_name_and_backs_off(
+    kube: Kube, namespace: str, nets: Networks, agent: AgentProcess
+) -> None:
+    pod = create_running_pod(kube, namespace, "web")
+    uid, path = pod["metadata"]["uid"], netns_of(pod)
+    nets.raw("broken", {"cniVersion": "1.0.0", "name": "broken", "type": "no-such-plugin-here"})
+    annotate(kube, namespace, "web", {DEFAULT_NETWORK: f"{namespace}/broken"})
+    wait_settled(kube, namespace, "web", keys.DEGRADED)
+
+    def failures() -> list[tuple[str, int]]:
+        """(interface, attempt) of each DefaultSwitchFailed Warning, oldest first."""
+        found = []
+        for event in pod_events(kube, namespace, "web"):
+            if event["reason"] == "DefaultSwitchFailed" and event["type"] == "Warning":
+                match = re.search(r"@(\w+): .*\(attempt (\d+), retry in", event["message"])
+                assert match, event["message"]
+                found.append((match[1], int(match[2])))
+        return found
+
+    # Backoff 1s, 2s, 4s: a fourth attempt comes about 7s after the first, and no more
+    # than five attempts fit in the next 10s. A retry loop would make dozens.
+    wait_for(lambda: len(failures()) >= 4, 30, what="a fourth attempt at the new default")
+    time.sleep(3)
+    seen = failures()
+    assert len(seen) <= 5, f"{len(seen)} failed attempts: {seen}"
+    assert len({interface for interface, _ in seen}) == 1, seen  # one name, not net1, net2, ...
+    assert [attempt for _, attempt in seen] == list(range(1, len(seen) + 1)), seen
+    interface = seen[0][0]
+    record = agent.records(uid)[interface]
+    assert record["state"] == keys.FAILED and int(record["attempts"]) == len(seen)
+    assert set(agent.records(uid)) == {"eth0", interface}  # no second incoming default
+    assert default_route_ifnames(path) == ["eth0"]
+    report = agent_status(get_pod(kube, namespace, "web"))
+    assert report is not None and report.default_interface == "eth0"

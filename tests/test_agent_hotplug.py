@@ -33,8 +33,10 @@ from agentutil import (
     network_status,
     networks_for_test,
     next_subnet,
+    plugin_calls,
     pod_events,
     pod_manifest,
+    recording_plugin,
     route_get,
     running_agent,
     sh,
@@ -62,6 +64,12 @@ def agent_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def slow_plugin(agent_workdir: Path) -> Iterator[tuple[Path, Path, Path]]:
     with slow_plugin_dir(agent_workdir / "slow") as found:
         yield found
+
+
+@pytest.fixture(scope="module")
+def plugin_log(slow_plugin: tuple[Path, Path, Path]) -> Path:
+    """The call log of "recbridge", a bridge that records each ADD and DEL (in the agent's path)."""
+    return recording_plugin(slow_plugin[0])
 
 
 @pytest.fixture(scope="module")
@@ -203,12 +211,12 @@ def test_removing_a_network_deletes_its_interface_and_releases_its_ip(
 
 
 def test_swapping_the_network_behind_one_interface_name_detaches_before_attaching(
-    kube: Kube, namespace: str, nets: Networks
+    kube: Kube, namespace: str, nets: Networks, plugin_log: Path
 ) -> None:
     pod = create_running_pod(kube, namespace, "web")
     path = netns_of(pod)
-    nets.bridge("blue")
-    nets.bridge("green")
+    nets.bridge("blue", plugin_type="recbridge")
+    nets.bridge("green", plugin_type="recbridge")
     annotate(kube, namespace, "web", {NETWORKS: "blue@data0"})
     wait_settled(kube, namespace, "web", keys.CONVERGED)
     assert ips_in(nets, "blue", interfaces(path)["data0"].addresses)
@@ -226,6 +234,12 @@ def test_swapping_the_network_behind_one_interface_name_detaches_before_attachin
     report = agent_status(pod)
     assert report is not None
     assert attachment(report, "data0").network == f"{namespace}/green"
+    # Blue's DEL ran before green's ADD: the other order would fail on the taken name.
+    assert plugin_calls(plugin_log, pod["metadata"]["uid"]) == [
+        ("ADD", "data0", "blue"),
+        ("DEL", "data0", "blue"),
+        ("ADD", "data0", "green"),
+    ]
 
 
 def test_removing_an_unnamed_network_leaves_the_other_its_automatic_name(
