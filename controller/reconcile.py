@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from typing import Any
 
 from controller.audit import FAILED as AUDIT_FAILED
 from controller.audit import GONE, SETTLED, START, AuditLog
+from controller.metrics import ControllerMetrics
 from controller.overlay import WriteOverlay
 from controller.rollout import (
     PodPlan,
@@ -89,11 +91,13 @@ class Controller:
         *,
         is_leader: Callable[[], bool] = lambda: True,
         audit: AuditLog | None = None,
+        metrics: ControllerMetrics | None = None,
     ) -> None:
         self.kube = kube
         self.options = options or ControllerOptions()
         self._is_leader = is_leader
         self.audit = audit
+        self.metrics = metrics if metrics is not None else ControllerMetrics()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._idle = threading.Condition()
@@ -120,6 +124,8 @@ class Controller:
         self.nads = Informer(kube, nad_path(), on_event=self._nad_event, name="nads")
         self._informers = (self.profiles, self.namespaces, self.pods, self.nads)
         self.queue = WorkQueue(self.reconcile, workers=self.options.workers, name="rollout")
+        self.metrics.leader.set_function(lambda: 1.0 if self.active() else 0.0)
+        self.metrics.queue_depth.set_function(self.queue.pending)
         self._resync_thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -285,15 +291,21 @@ class Controller:
     def reconcile(self, name: str) -> float | None:
         with self._idle:
             self._busy += 1
+        began = time.perf_counter()
         try:
             return self._reconcile(name)
+        except Exception:
+            self.metrics.reconcile_errors.labels(name).inc()
+            raise
         finally:
+            self.metrics.reconcile_duration.observe(time.perf_counter() - began)
             with self._idle:
                 self._busy -= 1
                 self._idle.notify_all()
 
     def _reconcile(self, name: str) -> float | None:
         if not self.active():
+            self.metrics.forget(name)
             return None
         if not self.synced():
             return 0.5
@@ -309,6 +321,7 @@ class Controller:
             # Status counts the pods just started as in flight.
             final = plan_rollout(name, self.snapshot(), now, self.options.settings)
         self._write_status(name, plan, final, started)
+        self.metrics.observe_plan(final)
         if conflicts:
             return 0.5
         return self._next_timeout(final, now)
@@ -335,10 +348,12 @@ class Controller:
             outcome = self._patch_pod(plan.name, pod_plan)
             if outcome == "conflict":
                 conflicts += 1
+                self.metrics.patch_conflicts.labels(plan.name).inc()
                 continue
             if outcome != "patched":
                 continue
             started += 1
+            self.metrics.pods_started.labels(plan.name).inc()
             pod = pod_plan.pod
             new = pod.key not in in_flight
             in_flight.add(pod.key)

@@ -76,6 +76,8 @@ def local_procs(cluster: LocalCluster) -> list[Proc]:
                 "controller",
                 f"--kubeconfig={kc}",
                 "--identity=netshift-local",
+                f"--health-port={cluster.port('controller-health')}",
+                "--health-bind-address=127.0.0.1",
                 f"--audit-log={cluster.state_dir / 'logs' / 'rollout-audit.jsonl'}",
             ],
             healthy=lambda: _leads(cluster, "netshift-local"),

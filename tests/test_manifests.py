@@ -230,3 +230,34 @@ def test_no_service_account_may_do_more(
         if can_i(cluster, sa, c)
     ]
     assert not too_much, f"allowed beyond least privilege: {too_much}"
+
+
+@pytest.mark.parametrize("component", ["webhook", "controller"])
+def test_each_component_exposes_metrics_by_annotation_and_on_a_service_port(
+    installed: list[dict[str, Any]], component: str
+) -> None:
+    [deployment] = [
+        o
+        for o in installed
+        if o["kind"] == "Deployment"
+        and o["metadata"]["labels"].get("app.kubernetes.io/component") == component
+    ]
+    template = deployment["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    container = template["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["health"] == int(annotations["prometheus.io/port"])
+    assert container["readinessProbe"]["httpGet"]["port"] == "health"
+    labels = template["metadata"]["labels"]
+    services = [
+        o
+        for o in installed
+        if o["kind"] == "Service"
+        and o["spec"]["selector"].items() <= labels.items()
+        and any(p["name"] == "http-metrics" for p in o["spec"]["ports"])
+    ]
+    assert services, f"no Service with an http-metrics port selects the {component} pods"
+    [port] = [p for p in services[0]["spec"]["ports"] if p["name"] == "http-metrics"]
+    assert port["targetPort"] == "health"

@@ -1,4 +1,4 @@
-"""What admission decisions read: namespaces, NetworkProfiles and NADs, from watch-fed caches.
+"""What admission decisions read: namespaces, NetworkProfiles, NADs, the NAD policy; watch-fed.
 
 Admission never calls the apiserver: a live lookup per request is what made
 other injectors take seconds per pod under load. `webhook.informers.InformerCaches`
@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from netshift.annotations import NetworkRef
+from netshift.nadpolicy import OFF, NadPolicy, NadPolicyError
 from netshift.policy import Profile
 
 
@@ -28,6 +29,9 @@ class Caches(Protocol):
 
     def nad_exists(self, ref: NetworkRef) -> bool: ...
 
+    def nad_policy(self) -> NadPolicy:
+        """The cluster's NAD policy (OFF when there is none); NadPolicyError when unreadable."""
+
 
 class StaticCaches:
     """Caches filled by hand: unit tests, fuzzing, the benchmark."""
@@ -39,6 +43,7 @@ class StaticCaches:
         nads: Iterable[NetworkRef | str] = (),
         *,
         synced: bool = True,
+        nad_policy: NadPolicy | NadPolicyError = OFF,
     ) -> None:
         self.namespaces: dict[str, dict[str, str]] = {
             k: dict(v) for k, v in (namespaces or {}).items()
@@ -46,6 +51,7 @@ class StaticCaches:
         self.profile_list: list[Profile] = list(profiles)
         self.nads: set[NetworkRef] = {_as_ref(n) for n in nads}
         self.is_synced = synced
+        self.policy = nad_policy
 
     def synced(self) -> bool:
         return self.is_synced
@@ -58,6 +64,11 @@ class StaticCaches:
 
     def nad_exists(self, ref: NetworkRef) -> bool:
         return ref in self.nads
+
+    def nad_policy(self) -> NadPolicy:
+        if isinstance(self.policy, NadPolicyError):
+            raise self.policy
+        return self.policy
 
 
 def _as_ref(value: NetworkRef | str) -> NetworkRef:

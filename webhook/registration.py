@@ -15,6 +15,11 @@ Settings, and why:
   objectSelector (the code checks too); validation still applies to them.
 - sideEffects None (no writes per request, so dryRun is safe), a small timeout,
   reinvocationPolicy IfNeeded (the merge is idempotent).
+- NetworkAttachmentDefinition CREATE/UPDATE go to a webhook of their own
+  (/validate-nad) in the same ValidatingWebhookConfiguration: the agent runs
+  their CNI config as root, so malformed or forbidden configs are refused at the
+  door (webhook/validate_nad.py). Same namespace exclusions: the platform's own
+  namespaces are trusted.
 """
 
 from __future__ import annotations
@@ -33,6 +38,14 @@ DEFAULT_NAMESPACE = NETSHIFT_NAMESPACE
 DEFAULT_SERVICE = "netshift-webhook"
 MUTATE_WEBHOOK_NAME = "mutate.pods.netshift.io"
 VALIDATE_WEBHOOK_NAME = "validate.pods.netshift.io"
+VALIDATE_NAD_WEBHOOK_NAME = "validate.networkattachmentdefinitions.netshift.io"
+NAD_RULE: dict[str, Any] = {
+    "apiGroups": ["k8s.cni.cncf.io"],
+    "apiVersions": ["v1"],
+    "operations": ["CREATE", "UPDATE"],
+    "resources": ["network-attachment-definitions"],
+    "scope": "Namespaced",
+}
 
 
 @dataclass(frozen=True)
@@ -139,7 +152,13 @@ def webhook_configurations(
                 "clientConfig": client_config("/validate"),
                 "rules": [_pod_rule(["CREATE", "UPDATE"])],
                 **common,
-            }
+            },
+            {
+                "name": VALIDATE_NAD_WEBHOOK_NAME,
+                "clientConfig": client_config("/validate-nad"),
+                "rules": [dict(NAD_RULE)],
+                **common,
+            },
         ],
     }
     return mutating, validating

@@ -124,16 +124,24 @@ def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
-def check_plugin_name(value: Any, where: str) -> str:
-    """A plugin type must be a bare file name: it is looked up in the plugin dirs, never a path."""
+def plugin_name_problem(value: Any) -> str | None:
+    """What is wrong with a plugin "type" (None: a bare file name, as it must be)."""
     if not isinstance(value, str) or not value:
-        raise CniConfigError(f'{where}: "type" is missing or not a non-empty string')
+        return '"type" is missing or not a non-empty string; expected the name of a CNI plugin'
     if "/" in value or "\0" in value or value in (".", ".."):
-        raise CniConfigError(
-            f'{where}: "type" {value!r} is not a plain plugin file name; '
+        return (
+            f'"type" {value!r} is not a plain plugin file name; '
             "expected the name of an executable in the CNI plugin directories (no path)"
         )
-    return value
+    return None
+
+
+def check_plugin_name(value: Any, where: str) -> str:
+    """A plugin type must be a bare file name: it is looked up in the plugin dirs, never a path."""
+    problem = plugin_name_problem(value)
+    if problem is not None:
+        raise CniConfigError(f"{where}: {problem}")
+    return str(value)
 
 
 def _parse_disable_check(value: Any) -> bool:
