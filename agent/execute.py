@@ -16,12 +16,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from agent import netlink
+from agent.metrics import (
+    REASON_CNI,
+    REASON_NETNS,
+    REASON_OTHER,
+    REASON_TIMEOUT,
+    REASON_VERIFY,
+    AgentMetrics,
+)
 from agent.networks import NetworkConfigs, PodError
 from agent.observe import Observation, live_result
 from agent.outcomes import Attached, Detached, Outcome, Problem, Switched
 from agent.plan import Adopt, Attach, Detach, Plan, Switch, network_id, parse_network_id
 from netshift import annotations as ann
-from netshift.cni.config import CniError, RuntimeConf
+from netshift.cni.config import CniError, CniTimeoutError, RuntimeConf
 from netshift.cni.executor import CniExecutor
 from netshift.cni.nad import attachment_runtime, recorded_invocation
 from netshift.cni.results import result_gateways, result_ips
@@ -57,11 +65,13 @@ class Executor:
         cni: CniExecutor,
         configs: NetworkConfigs,
         netns_of: Callable[[str], str],
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.store = store
         self.cni = cni
         self.configs = configs
         self._netns_of = netns_of  # pod UID -> its netns now ("" when unknown)
+        self.metrics = metrics or AgentMetrics()
 
     def run(self, obs: Observation, plan: Plan) -> Done:
         pod = obs.pod
@@ -146,7 +156,7 @@ class Executor:
         if a.role == INCOMING_DEFAULT:
             # Attached without the route guard, runtime capabilities aside: it is meant to carry
             # the default; until the switch, the old default keeps the main table's route.
-            rec, error = self._plug(
+            rec, error, reason = self._plug(
                 obs,
                 rec,
                 None,
@@ -154,14 +164,14 @@ class Executor:
                 lambda: netlink.remove_default_routes_via(obs.netns, want.interface),
             )
         else:
-            rec, error = self._plug(
+            rec, error, reason = self._plug(
                 obs, rec, want.selection, a.retry_in, lambda: _fix_routes(obs.netns, want)
             )
             if error:
                 log.warning(
                     "pod %s: attach %s@%s failed: %s", pod.key, want.ref, want.interface, error
                 )
-        return Attached(a, rec, error)
+        return Attached(a, rec, error, reason)
 
     def _plug(
         self,
@@ -170,8 +180,12 @@ class Executor:
         sel: ann.NetworkSelection | None,
         retry_in: float,
         fix_routes: Callable[[], object],
-    ) -> tuple[AttachmentRecord, str]:
-        """ADD, fix routes, verify; on failure roll back and record it. Returns (record, error)."""
+    ) -> tuple[AttachmentRecord, str, str]:
+        """ADD, fix routes, verify; on failure roll back and record it.
+
+        Returns (record, error, failure reason); error and reason are "" when attached.
+        """
+        started = time.monotonic()
         try:
             conflist = self.configs.conflist(parse_network_id(rec.network))
             # Written before ADD: a crash from here on leaves a record to clean up, never a leak.
@@ -197,8 +211,12 @@ class Executor:
                     retry_at=time.time() + retry_in,
                 )
             )
-            return failed, str(err)
-        return self.store.put(replace(rec, state=ATTACHED, message="", retry_at=0.0)), ""
+            reason = failure_reason(err)
+            self.metrics.observe("attach", time.monotonic() - started, ok=False)
+            self.metrics.failed("attach", reason)
+            return failed, str(err), reason
+        self.metrics.observe("attach", time.monotonic() - started, ok=True)
+        return self.store.put(replace(rec, state=ATTACHED, message="", retry_at=0.0)), "", ""
 
     # -- detach ------------------------------------------------------------------------------
 
@@ -211,13 +229,17 @@ class Executor:
             self.store.delete(rec.pod_uid, rec.interface)
             return Detached(rec, attempt, retry_in, rolled_back=True)
         rec = self.store.put(replace(rec, state=DETACHING, attempts=attempt))
+        started = time.monotonic()
         try:
             self._delete(rec)
         except (CniError, PodError) as err:
+            self.metrics.observe("detach", time.monotonic() - started, ok=False)
+            self.metrics.failed("detach", failure_reason(err))
             rec = self.store.put(
                 replace(rec, message=f"detach failed: {err}", retry_at=time.time() + retry_in)
             )
             return Detached(rec, attempt, retry_in, error=str(err))
+        self.metrics.observe("detach", time.monotonic() - started, ok=True)
         self.store.delete(rec.pod_uid, rec.interface)
         return Detached(rec, attempt, retry_in)
 
@@ -274,6 +296,16 @@ class Executor:
 
     def switch_default(self, obs: Observation, sw: Switch) -> list[Outcome]:
         """Make-before-break: attach the new default, move the routes, then retire the old one."""
+        started = time.monotonic()
+        outcomes = self._switch_default(obs, sw)
+        ok = any(isinstance(o, Switched) for o in outcomes)
+        self.metrics.observe("switch", time.monotonic() - started, ok=ok)
+        if not ok:
+            failed = next((o for o in outcomes if isinstance(o, Attached) and o.error), None)
+            self.metrics.failed("switch", failed.reason if failed else REASON_OTHER)
+        return outcomes
+
+    def _switch_default(self, obs: Observation, sw: Switch) -> list[Outcome]:
         uid = obs.pod.uid
         outcomes: list[Outcome] = []
         if sw.attach is None:
@@ -381,3 +413,18 @@ def _fix_routes(netns: str, want: ann.Attachment) -> None:
             netlink.set_default_route_via(netns, want.interface, gw)
     else:
         netlink.remove_default_routes_via(netns, want.interface)
+
+
+def failure_reason(err: BaseException) -> str:
+    """The metrics' reason for a failed operation (a small fixed set)."""
+    if isinstance(err, CniTimeoutError):
+        return REASON_TIMEOUT
+    if isinstance(err, CniError):
+        return REASON_CNI
+    if isinstance(err, netlink.VerifyError):
+        return REASON_VERIFY
+    if isinstance(err, PodError):
+        return err.reason
+    if isinstance(err, netlink.NetnsNotFound):
+        return REASON_NETNS
+    return REASON_OTHER

@@ -91,6 +91,12 @@ class AgentMetrics:
             "Pods queued, being reconciled or waiting for a retry.",
             registry=r,
         )
+        self.nad_policy_enabled = Gauge(
+            "netshift_agent_nad_policy_enabled",
+            "1 while the cluster's NAD policy is enabled and held at attach time, 0 while it is "
+            "off, -1 while its ConfigMap is invalid (then namespaced NADs are not attached).",
+            registry=r,
+        )
         self.queue_retries = Counter(
             "netshift_agent_queue_retries",
             "Pod reconciles scheduled again after a failure or an unfinished plan.",

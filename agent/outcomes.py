@@ -16,6 +16,7 @@ class Attached:
     action: Attach
     record: AttachmentRecord
     error: str = ""  # why the ADD (or its verification) failed; "" when attached
+    reason: str = ""  # the failure's reason for the metrics (agent.metrics REASON_*)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.execute import Executor
+from agent.metrics import AgentMetrics
 from agent.netns import NetnsError, NetnsResolver
 from agent.networks import NetworkConfigs
 from agent.observe import as_current, observe
@@ -25,6 +26,7 @@ from agent.plan import Wish, next_requeue, plan_pod
 from agent.report import Report, build_report
 from netshift.cni.config import ConfList, load_conflist
 from netshift.cni.executor import CniExecutor
+from netshift.keys import NETSHIFT_NAMESPACE
 from netshift.kube import (
     ApiError,
     Informer,
@@ -34,6 +36,13 @@ from netshift.kube import (
     patch_annotations,
     pod_path,
     record_event,
+)
+from netshift.nadpolicy import (
+    OFF,
+    POLICY_CONFIGMAP,
+    NadPolicy,
+    NadPolicyError,
+    policy_from_configmap,
 )
 from netshift.pod import Pod
 from netshift.records import RecordStore
@@ -56,6 +65,8 @@ class AgentSettings:
     workers: int = 4
     resync_seconds: float = 60.0
     cni_timeout: float = 30.0
+    # (namespace, name) of the cluster's NAD policy ConfigMap; None: no policy.
+    nad_policy: tuple[str, str] | None = (NETSHIFT_NAMESPACE, POLICY_CONFIGMAP)
 
 
 class Agent:
@@ -86,22 +97,41 @@ class Agent:
             name="agent pods",
         )
         self.nads = Informer(kube, nad_path(), name="agent nads")
-        self.configs = NetworkConfigs(self.nads.get, cluster_net)
+        self.policy_objects: Informer | None = None
+        if settings.nad_policy is not None:
+            ns, name = settings.nad_policy
+            self.policy_objects = Informer(
+                kube,
+                f"/api/v1/namespaces/{ns}/configmaps",
+                params={"fieldSelector": f"metadata.name={name}"},
+                name="agent nad-policy",
+            )
+        self.configs = NetworkConfigs(self.nads.get, cluster_net, self._nad_policy)
+        self.metrics = AgentMetrics()
+        self.metrics.queue_depth.set_function(lambda: float(self.queue.pending()))
+        self.metrics.records_on_disk.set_function(self._records_on_disk)
+        self.metrics.nad_policy_enabled.set_function(self._nad_policy_state)
         self.executor = Executor(
             self.store,
             CniExecutor(list(settings.plugin_dirs), timeout=settings.cni_timeout),
             self.configs,
             self._netns_now,
+            self.metrics,
         )
         self.on_timing = on_timing
         self._stop = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------
 
+    @property
+    def informers(self) -> tuple[Informer, ...]:
+        policy = (self.policy_objects,) if self.policy_objects is not None else ()
+        return (self.nads, *policy, self.pods)
+
     def start(self) -> None:
-        self.nads.start()
-        self.pods.start()
-        for informer in (self.nads, self.pods):
+        for informer in self.informers:
+            informer.start()
+        for informer in self.informers:
             if not informer.wait_synced(60):
                 raise RuntimeError(f"informer {informer.name} did not sync in 60s")
         self.queue.start()
@@ -112,8 +142,26 @@ class Agent:
     def stop(self) -> None:
         self._stop.set()
         self.queue.stop()
-        self.pods.stop()
-        self.nads.stop()
+        for informer in self.informers:
+            informer.stop()
+
+    def synced(self) -> bool:
+        return all(informer.has_synced() for informer in self.informers)
+
+    def _nad_policy(self) -> NadPolicy:
+        if self.policy_objects is None:
+            return OFF
+        objects = self.policy_objects.items()
+        return policy_from_configmap(objects[0] if objects else None)
+
+    def _nad_policy_state(self) -> float:
+        try:
+            return 1.0 if self._nad_policy().enabled else 0.0
+        except NadPolicyError:
+            return -1.0
+
+    def _records_on_disk(self) -> float:
+        return float(sum(len(self.store.list_pod(uid)) for uid in self.store.pods()))
 
     def _resync_loop(self) -> None:
         while not self._stop.wait(self.s.resync_seconds):
@@ -191,6 +239,8 @@ class Agent:
             return wait
         started = time.monotonic()
         retry, report = self.converge(pod, netns)
+        if retry is not None:
+            self.metrics.queue_retries.inc()
         cni_seconds = time.monotonic() - started
         t_status = time.monotonic()
         self.publish(pod, report)

@@ -52,6 +52,8 @@ def local_procs(cluster: LocalCluster) -> list[Proc]:
                 "--netns-template=/var/run/netns/netshift-{uid}",
                 f"--ready-file={agent_dir / 'ready'}",
                 f"--timing-log={agent_dir / 'timings.jsonl'}",
+                "--health-bind-address=127.0.0.1",
+                f"--health-port={cluster.port('agent-health')}",
             ],
             healthy=lambda: _ready(cluster, "agent", agent_dir / "ready"),
         ),

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import pytest
 
 from agent import netlink
 from localcluster.cluster import LocalCluster
-from localcluster.procs import clean_env, log_tail
+from localcluster.procs import clean_env, free_port, log_tail
 from netshift import keys, podstatus
 from netshift.kube import ApiError, Kube, nad_path, pod_path, wait_for
 
@@ -93,6 +94,7 @@ class AgentProcess:
         self.log_path = workdir / "agent.log"
         self.extra_bin_dirs = extra_bin_dirs
         self.resync_seconds = resync_seconds
+        self.health_port = free_port()  # /healthz, /readyz, /metrics
         self.proc: subprocess.Popen[bytes] | None = None
 
     def argv(self) -> list[str]:
@@ -122,7 +124,16 @@ class AgentProcess:
             str(self.ready_file),
             "--timing-log",
             str(self.timing_log),
+            "--health-bind-address=127.0.0.1",
+            f"--health-port={self.health_port}",
         ]
+
+    def metrics(self) -> str:
+        """The agent's /metrics, as a scraper reads it."""
+        url = f"http://127.0.0.1:{self.health_port}/metrics"
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(url, timeout=5) as resp:
+            return str(resp.read().decode())
 
     @property
     def pid(self) -> int | None:

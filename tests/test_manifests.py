@@ -50,6 +50,7 @@ ALLOWED: dict[str, list[Check]] = {
         *[(v, NAD, None, ()) for v in ("get", "list", "watch")],
         ("create", "events", "some-app", ()),
         ("patch", "events", "some-app", ()),
+        *[(v, "configmaps/netshift-nad-policy", SYSTEM, ()) for v in ("get", "list", "watch")],
     ],
 }
 
@@ -81,6 +82,8 @@ DENIED: dict[str, list[Check]] = {
         ("create", LEASES, SYSTEM, ()),
         ("update", "pods", "some-app", ()),
         ("get", "secrets", SYSTEM, ()),
+        ("get", "configmaps/someone-else", SYSTEM, ()),
+        ("update", "configmaps/netshift-nad-policy", SYSTEM, ()),
     ],
 }
 
@@ -232,14 +235,14 @@ def test_no_service_account_may_do_more(
     assert not too_much, f"allowed beyond least privilege: {too_much}"
 
 
-@pytest.mark.parametrize("component", ["webhook", "controller"])
+@pytest.mark.parametrize("component", ["webhook", "controller", "agent"])
 def test_each_component_exposes_metrics_by_annotation_and_on_a_service_port(
     installed: list[dict[str, Any]], component: str
 ) -> None:
     [deployment] = [
         o
         for o in installed
-        if o["kind"] == "Deployment"
+        if o["kind"] in ("Deployment", "DaemonSet")
         and o["metadata"]["labels"].get("app.kubernetes.io/component") == component
     ]
     template = deployment["spec"]["template"]
