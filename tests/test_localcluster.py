@@ -20,7 +20,10 @@ from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
 
 
 def _pods(kube: Kube, namespace: str, selector: str) -> list[dict[str, Any]]:
-    return kube.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector)["items"]
+    pods: list[dict[str, Any]] = kube.get(
+        f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector
+    )["items"]
+    return pods
 
 
 def deployment(name: str, replicas: int) -> dict[str, Any]:
@@ -100,11 +103,11 @@ def test_deleting_a_deployment_garbage_collects_its_pods_and_netns(
     )
     wait_for(lambda: not _pods(kube, namespace, "app=gc"), 60, what="pods garbage-collected")
     for uid in uids:
-        wait_for(
-            lambda uid=uid: not Path(f"/var/run/netns/netshift-{uid}").exists(),
-            30,
-            what="netns removed",
-        )
+
+        def netns_gone(uid: str = uid) -> bool:
+            return not Path(f"/var/run/netns/netshift-{uid}").exists()
+
+        wait_for(netns_gone, 30, what="netns removed")
 
 
 def test_a_namespace_finishes_deleting(kube: Kube) -> None:
