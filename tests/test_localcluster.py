@@ -14,9 +14,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from localcluster.cluster import LocalCluster
 from localcluster.procs import clean_env, pid_alive
 from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
+
+pytestmark = pytest.mark.cluster
 
 
 def _pods(kube: Kube, namespace: str, selector: str) -> list[dict[str, Any]]:
