@@ -35,7 +35,7 @@ from controllerutil import (
 
 from controller.audit import AuditLog
 from controller.reconcile import Controller, ControllerOptions
-from controller.rollout import PodPlan, Settings
+from controller.rollout import Settings
 from netshift.keys import (
     DEFAULT_NETWORK_KEY,
     INJECT_LABEL,
@@ -47,7 +47,6 @@ from netshift.keys import (
     SWITCH_POLICY_KEY,
 )
 from netshift.kube import Kube, pod_path, wait_for
-from netshift.pod import Pod
 from netshift.podstatus import is_settled
 
 pytestmark = pytest.mark.cluster
@@ -428,18 +427,30 @@ def test_deleting_a_profile_takes_its_networks_back(
 # --- the patch itself ------------------------------------------------------------------------
 
 
-def test_a_pod_changed_since_it_was_read_is_not_overwritten(kube: Kube, namespace: str) -> None:
+def test_a_pod_changed_since_it_was_read_is_not_overwritten(
+    kube: Kube, namespace: str, controller: Controller, profiles: list[str], audit_path: Path
+) -> None:
     """The patch carries the resourceVersion it was planned from: a stale plan gets 409."""
+    label_namespace(kube, namespace, {"rollout": namespace})
+    create_nad(kube, namespace, "net-b")
     create_pods(kube, namespace, 1)
     wait_running(kube, namespace, 1)
-    obj = kube.get(pod_path(namespace, "p00"))
-    stale = Pod.from_object(obj)
+    key = f"{namespace}/p00"
+    wait_for(lambda: controller.pods.get(key), 30, what="the pod in the controller's cache")
+    controller.pods.stop()  # the controller's view of the pods lags from here on
     user_edit = f"{namespace}/mine"
     kube.patch_merge(
         pod_path(namespace, "p00"), {"metadata": {"annotations": {NETWORKS_KEY: user_edit}}}
     )
-    c = Controller(kube)  # not started: only its patching is used
-    outcome = c._patch_pod("any", PodPlan(stale, "Pending", {NETWORKS_KEY: f"{namespace}/theirs"}))
-    assert outcome == "conflict"
+    name = make_profile(kube, profiles, f"stale-{namespace}", labels={"rollout": namespace})
+    # The status is written after the patch was tried: the stale view plans the pod, not updated.
+    wait_for(
+        lambda: profile_status(kube, name).get("pods", {}).get("desired") == 1,
+        30,
+        what="the controller to plan the pod",
+    )
+    assert profile_status(kube, name)["pods"]["updated"] == 0
     after = kube.get(pod_path(namespace, "p00"))["metadata"]["annotations"]
-    assert after[NETWORKS_KEY] == user_edit and ROLLOUT_STARTED_KEY not in after
+    assert after[NETWORKS_KEY] == user_edit
+    assert DEFAULT_NETWORK_KEY not in after and ROLLOUT_STARTED_KEY not in after
+    assert not [r for r in read_audit(audit_path) if r["profile"] == name]
