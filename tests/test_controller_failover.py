@@ -23,17 +23,14 @@ from controllerutil import (
     annotations_of,
     audit_max_in_flight,
     condition,
-    create_nad,
-    create_pods,
     create_profile,
     delete_profile,
-    label_namespace,
     lease_holder,
     max_overlap,
     profile_status,
     read_audit,
+    rollout_setup,
     running_pods,
-    wait_running,
 )
 
 from localcluster.cluster import LocalCluster
@@ -185,14 +182,6 @@ def converged(annotations: dict[str, str]) -> bool:
     return settled and not failed and ROLLOUT_STARTED_KEY in annotations
 
 
-def rollout_setup(kube: Kube, namespace: str, n: int) -> list[str]:
-    label_namespace(kube, namespace, {"failover": namespace})
-    create_nad(kube, namespace, "net-b")
-    names = create_pods(kube, namespace, n)
-    wait_running(kube, namespace, n)
-    return names
-
-
 def starts_in(path: Path, profile: str) -> list[str]:
     return [r["pod"] for r in read_audit(path) if r["event"] == "start" and r["profile"] == profile]
 
@@ -230,7 +219,7 @@ def test_a_controller_killed_mid_rollout_is_succeeded_without_repeating_converge
     profiles: list[str],
     procs: list[ControllerProcess],
 ) -> None:
-    names = rollout_setup(kube, namespace, 15)
+    names = rollout_setup(kube, namespace, 15, label="failover")
     first = ControllerProcess(cluster, tmp_path, "first", namespace)
     procs.append(first)
     wait_for(lambda: lease_holder(kube, namespace) == "first", 30, what="first leads")
@@ -293,7 +282,7 @@ def test_only_the_leader_patches_and_a_standby_takes_over_when_it_dies(
     profiles: list[str],
     procs: list[ControllerProcess],
 ) -> None:
-    rollout_setup(kube, namespace, 6)
+    rollout_setup(kube, namespace, 6, label="failover")
     a = ControllerProcess(cluster, tmp_path, "a", namespace)
     procs.append(a)
     wait_for(lambda: lease_holder(kube, namespace) == "a", 30, what="a leads")

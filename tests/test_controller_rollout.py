@@ -30,6 +30,7 @@ from controllerutil import (
     patch_profile,
     profile_status,
     read_audit,
+    rollout_setup,
     wait_running,
 )
 
@@ -202,10 +203,7 @@ def test_a_live_rollout_keeps_at_most_max_concurrent_in_flight_and_completes(
 def test_status_is_written_only_when_it_changes(
     kube: Kube, namespace: str, controller: Controller, profiles: list[str]
 ) -> None:
-    label_namespace(kube, namespace, {"rollout": namespace})
-    create_nad(kube, namespace, "net-b")
-    create_pods(kube, namespace, 2)
-    wait_running(kube, namespace, 2)
+    rollout_setup(kube, namespace, 2)
     with agent(kube, namespace, delay=0.1):
         name = make_profile(kube, profiles, f"quiet-{namespace}", labels={"rollout": namespace})
         wait_condition(kube, name, "Complete", "True")
@@ -230,10 +228,7 @@ def test_status_is_written_only_when_it_changes(
 def test_pausing_stops_new_starts_and_resuming_carries_on(
     kube: Kube, namespace: str, controller: Controller, profiles: list[str]
 ) -> None:
-    label_namespace(kube, namespace, {"rollout": namespace})
-    create_nad(kube, namespace, "net-b")
-    names = create_pods(kube, namespace, 6)
-    wait_running(kube, namespace, 6)
+    names = rollout_setup(kube, namespace, 6)
     keys = {f"{namespace}/{n}" for n in names}
     with agent(kube, namespace, delay=0.1, hold=set(keys)) as stand_in:
         name = make_profile(
@@ -262,10 +257,7 @@ def test_pausing_stops_new_starts_and_resuming_carries_on(
 def test_failures_reaching_max_failures_halt_the_rollout(
     kube: Kube, namespace: str, controller: Controller, profiles: list[str]
 ) -> None:
-    label_namespace(kube, namespace, {"rollout": namespace})
-    create_nad(kube, namespace, "net-b")
-    names = create_pods(kube, namespace, 6)
-    wait_running(kube, namespace, 6)
+    names = rollout_setup(kube, namespace, 6)
     failing = {f"{namespace}/p00", f"{namespace}/p01"}
     with agent(kube, namespace, delay=0.2, fail=failing):
         name = make_profile(
@@ -303,9 +295,7 @@ def test_failures_reaching_max_failures_halt_the_rollout(
 def test_a_missing_network_holds_the_rollout_until_its_nad_exists(
     kube: Kube, namespace: str, controller: Controller, profiles: list[str]
 ) -> None:
-    label_namespace(kube, namespace, {"rollout": namespace})
-    create_pods(kube, namespace, 2)
-    wait_running(kube, namespace, 2)
+    rollout_setup(kube, namespace, 2, nads=())
     with agent(kube, namespace, delay=0.1):
         name = make_profile(
             kube,
@@ -350,11 +340,7 @@ def test_the_losing_profile_reports_a_conflict_naming_the_winner(
 def test_a_higher_priority_profile_takes_the_pods_over(
     kube: Kube, namespace: str, controller: Controller, profiles: list[str]
 ) -> None:
-    label_namespace(kube, namespace, {"rollout": namespace})
-    create_nad(kube, namespace, "net-b")
-    create_nad(kube, namespace, "net-c")
-    create_pods(kube, namespace, 3)
-    wait_running(kube, namespace, 3)
+    rollout_setup(kube, namespace, 3, nads=("net-b", "net-c"))
     with agent(kube, namespace, delay=0.1):
         first = make_profile(kube, profiles, f"first-{namespace}", labels={"rollout": namespace})
         wait_condition(kube, first, "Complete", "True")
@@ -376,10 +362,7 @@ def test_a_higher_priority_profile_takes_the_pods_over(
 def test_relabelling_the_namespace_hands_the_pods_back(
     kube: Kube, namespace: str, controller: Controller, profiles: list[str]
 ) -> None:
-    label_namespace(kube, namespace, {"rollout": namespace})
-    create_nad(kube, namespace, "net-b")
-    create_pods(kube, namespace, 3)
-    wait_running(kube, namespace, 3)
+    rollout_setup(kube, namespace, 3)
     with agent(kube, namespace, delay=0.1):
         name = make_profile(kube, profiles, f"relabel-{namespace}", labels={"rollout": namespace})
         wait_condition(kube, name, "Complete", "True")
@@ -401,10 +384,7 @@ def test_relabelling_the_namespace_hands_the_pods_back(
 def test_deleting_a_profile_takes_its_networks_back(
     kube: Kube, namespace: str, controller: Controller, profiles: list[str], audit_path: Path
 ) -> None:
-    label_namespace(kube, namespace, {"rollout": namespace})
-    create_nad(kube, namespace, "net-b")
-    create_pods(kube, namespace, 4)
-    wait_running(kube, namespace, 4)
+    rollout_setup(kube, namespace, 4)
     with agent(kube, namespace, delay=0.3):
         name = make_profile(kube, profiles, f"gone-{namespace}", labels={"rollout": namespace})
         wait_condition(kube, name, "Complete", "True")
@@ -431,10 +411,7 @@ def test_a_pod_changed_since_it_was_read_is_not_overwritten(
     kube: Kube, namespace: str, controller: Controller, profiles: list[str], audit_path: Path
 ) -> None:
     """The patch carries the resourceVersion it was planned from: a stale plan gets 409."""
-    label_namespace(kube, namespace, {"rollout": namespace})
-    create_nad(kube, namespace, "net-b")
-    create_pods(kube, namespace, 1)
-    wait_running(kube, namespace, 1)
+    rollout_setup(kube, namespace, 1)
     key = f"{namespace}/p00"
     wait_for(lambda: controller.pods.get(key), 30, what="the pod in the controller's cache")
     controller.pods.stop()  # the controller's view of the pods lags from here on
