@@ -117,8 +117,15 @@ element_fields = {
     "unknown": json_values,
 }
 json_elements = st.fixed_dictionaries({}, optional=element_fields) | json_values
+
+
+def comma_item(namespace: str, name: str, interface: str = "") -> str:
+    """`[namespace/]name[@interface]`, one item of the comma form (or a default-network ref)."""
+    return (f"{namespace}/" if namespace else "") + name + (f"@{interface}" if interface else "")
+
+
 comma_items = st.builds(
-    lambda ns, n, i: (f"{ns}/" if ns else "") + n + (f"@{i}" if i else ""),
+    comma_item,
     namespaces,
     names,
     st.sampled_from(["", "net1", "fast0", "eth 0", "a@b"]),
@@ -129,19 +136,25 @@ networks_values = (
     | json_values.map(json.dumps)
     | st.text(max_size=40)
 )
-default_values = st.builds(lambda ns, n: f"{ns}/{n}" if ns else n, namespaces, names) | st.text(
-    max_size=20
-)
+default_values = st.builds(comma_item, namespaces, names) | st.text(max_size=20)
 
-annotation_maps = st.none() | st.fixed_dictionaries(
-    {},
-    optional={
-        NETWORKS_KEY: networks_values,
-        DEFAULT_NETWORK_KEY: default_values,
-        INJECTED_KEY: st.text(max_size=30) | json_values.map(json.dumps),
-        "other/key~x": st.text(max_size=10),
-    },
-)
+
+def annotation_maps_with(
+    networks: st.SearchStrategy[str], defaults: st.SearchStrategy[str]
+) -> st.SearchStrategy[dict[str, str] | None]:
+    """A pod's annotations (or none): the two network keys from these, and noise."""
+    return st.none() | st.fixed_dictionaries(
+        {},
+        optional={
+            NETWORKS_KEY: networks,
+            DEFAULT_NETWORK_KEY: defaults,
+            INJECTED_KEY: st.text(max_size=30) | json_values.map(json.dumps),
+            "other/key~x": st.text(max_size=10),
+        },
+    )
+
+
+annotation_maps = annotation_maps_with(networks_values, default_values)
 
 
 @st.composite
@@ -193,9 +206,7 @@ good_comma_items = st.tuples(
     st.just("") | good_namespaces, good_names, st.just("") | good_interfaces
 )
 good_networks_values = st.lists(good_comma_items, max_size=3, unique_by=lambda t: t[2]).map(
-    lambda items: ", ".join(
-        (f"{ns}/" if ns else "") + n + (f"@{i}" if i else "") for ns, n, i in items
-    )
+    lambda items: ", ".join(comma_item(*item) for item in items)
 ) | st.lists(
     st.fixed_dictionaries(
         {"name": good_names},
@@ -210,18 +221,8 @@ good_networks_values = st.lists(good_comma_items, max_size=3, unique_by=lambda t
     max_size=3,
     unique_by=lambda e: str(e.get("interface")),
 ).map(json.dumps)
-good_default_values = st.builds(
-    lambda ns, n: f"{ns}/{n}" if ns else n, st.just("") | good_namespaces, good_names
-)
-good_annotation_maps = st.none() | st.fixed_dictionaries(
-    {},
-    optional={
-        NETWORKS_KEY: good_networks_values,
-        DEFAULT_NETWORK_KEY: good_default_values,
-        INJECTED_KEY: st.text(max_size=30) | json_values.map(json.dumps),
-        "other/key~x": st.text(max_size=10),
-    },
-)
+good_default_values = st.builds(comma_item, st.just("") | good_namespaces, good_names)
+good_annotation_maps = annotation_maps_with(good_networks_values, good_default_values)
 
 
 @st.composite
