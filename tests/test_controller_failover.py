@@ -182,6 +182,15 @@ def converged(annotations: dict[str, str]) -> bool:
     return settled and not failed and ROLLOUT_STARTED_KEY in annotations
 
 
+def wait_converged(kube: Kube, namespace: str, n: int) -> None:
+    """Until at least `n` pods of the namespace were started by a rollout and converged."""
+    wait_for(
+        lambda: sum(converged(a) for a in annotations_of(kube, namespace).values()) >= n,
+        60,
+        what=f"{n} pods converged",
+    )
+
+
 def starts_in(path: Path, profile: str) -> list[str]:
     return [r["pod"] for r in read_audit(path) if r["event"] == "start" and r["profile"] == profile]
 
@@ -228,11 +237,7 @@ def test_a_controller_killed_mid_rollout_is_succeeded_without_repeating_converge
     profiles.append(name)
     try:
         create_profile(kube, name, labels={"failover": namespace}, maxConcurrent=3)
-        wait_for(
-            lambda: sum(converged(a) for a in annotations_of(kube, namespace).values()) >= 5,
-            60,
-            what="5 pods converged",
-        )
+        wait_converged(kube, namespace, 5)
         first.signal(signal.SIGKILL)
         first.wait()
         # The last reports of pods started by the dead controller may still be under way.
@@ -294,11 +299,7 @@ def test_only_the_leader_patches_and_a_standby_takes_over_when_it_dies(
     profiles.append(name)
     try:
         create_profile(kube, name, labels={"failover": namespace}, maxConcurrent=1)
-        wait_for(
-            lambda: sum(converged(x) for x in annotations_of(kube, namespace).values()) >= 2,
-            60,
-            what="2 pods converged",
-        )
+        wait_converged(kube, namespace, 2)
         assert starts_in(a.audit, name) and not starts_in(b.audit, name)
         assert lease_holder(kube, namespace) == "a"
         a.signal(signal.SIGKILL)
