@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent import netlink
+from agent.netns import Sandbox
 from agent.plan import Current, EarlierSwitch, Seen, parse_network_id, selection_key
 from netshift import annotations as ann
 from netshift import keys
@@ -26,6 +27,7 @@ log = logging.getLogger("netshift.agent")
 class Observation:
     pod: Pod
     netns: str
+    sandbox_id: str  # CNI_CONTAINERID of what the agent attaches (the runtime's sandbox id)
     records: tuple[AttachmentRecord, ...]
     links: Mapping[str, netlink.IfaceState]
     default_routes: tuple[netlink.Route, ...]
@@ -40,10 +42,13 @@ class Observation:
             network_status=self.network_status,
             links=frozenset(self.links),
             switches=[earlier_switch(sw) for sw in self.switches],
+            sandbox=self.sandbox_id,
+            netns=self.netns,
         )
 
 
-def observe(pod: Pod, netns: str, store: RecordStore) -> Observation:
+def observe(pod: Pod, sandbox: Sandbox, store: RecordStore) -> Observation:
+    netns = sandbox.netns
     records = tuple(store.list_pod(pod.uid))
     links = {i.name: i for i in netlink.list_interfaces(netns)}
     entries = tuple(network_status(pod))
@@ -54,6 +59,7 @@ def observe(pod: Pod, netns: str, store: RecordStore) -> Observation:
     return Observation(
         pod=pod,
         netns=netns,
+        sandbox_id=sandbox.id,
         records=records,
         links=links,
         default_routes=tuple(netlink.default_routes(netns)) if unheld else (),
@@ -86,6 +92,9 @@ def as_current(r: AttachmentRecord) -> Current:
         retry_at=r.retry_at,
         message=r.message,
         drain_until=r.drain_until,
+        sandbox=r.container_id,
+        netns=r.netns,
+        adopted=r.adopted,
     )
 
 

@@ -7,6 +7,13 @@ what vanished, detach, attach, move the default network, drain an old default.
 Every decision is made here, retries included: which attempt an action is, how
 long to back off when it fails, and when to look at the pod again.
 Detaches come first so that a swap behind one interface name works.
+
+A recreated sandbox (a new sandbox id and netns for the same pod, e.g. after the
+runtime restarted it) is noticed on the records: what the agent held in the old
+sandbox is released (DEL with its recorded config and container id, in its old
+netns if that still exists), and the view is rebuilt from the new sandbox as at
+creation: what the runtime (Multus) attached there and network-status names is
+adopted, what only the agent had is plugged again.
 """
 
 from __future__ import annotations
@@ -89,6 +96,9 @@ class Current:
     retry_at: float = 0.0
     message: str = ""
     drain_until: float | None = None  # previous default to remove at this time
+    sandbox: str = ""  # the sandbox id it was attached in ("" unknown)
+    netns: str = ""  # the netns path it was attached in ("" unknown)
+    adopted: bool = False  # attached by someone else and taken over
 
     @property
     def failed(self) -> bool:
@@ -123,6 +133,19 @@ class Seen:
     network_status: Sequence[NetworkStatusEntry] = ()
     links: Collection[str] = ()
     switches: Sequence[EarlierSwitch] = ()
+    sandbox: str = ""  # the pod's sandbox now: its id ("" unknown) ...
+    netns: str = ""  # ... and its netns path
+
+
+def same_sandbox(sandbox: str, netns: str, now_sandbox: str, now_netns: str) -> bool:
+    """Whether an attachment made in (sandbox, netns) is in the sandbox (now_sandbox, now_netns).
+
+    Either the id or the path is enough: records written before sandbox ids were
+    known name the pod UID with the same path. Unknown on either side: the same.
+    """
+    if not now_sandbox or not (sandbox or netns):
+        return True
+    return sandbox == now_sandbox or (bool(netns) and netns == now_netns)
 
 
 # -- what the planner decides ------------------------------------------------------------
@@ -176,6 +199,10 @@ class Switch:
 @dataclass
 class Plan:
     problem: str = ""  # the wish cannot be read: nothing but bookkeeping is done
+    # Held in a sandbox that was replaced: DEL'd first (before anything takes their names).
+    release: list[Detach] = field(default_factory=list)
+    recreated: bool = False  # the sandbox was replaced: the pod's switch records are void
+    rebind: list[str] = field(default_factory=list)  # adopted records to take the sandbox's id
     adopt: list[Adopt] = field(default_factory=list)
     forget: list[str] = field(default_factory=list)  # stale network-status entries
     detach: list[Detach] = field(default_factory=list)
@@ -196,6 +223,7 @@ def plan_pod(wish: Wish, seen: Seen, now: float) -> Plan:
     """Plan one pod: bookkeeping of what is there, then the diff against the wish."""
     plan = Plan()
     current = _bookkeeping(plan, seen)
+    switches = () if plan.recreated else seen.switches
     try:
         selections = parse_networks(wish.annotations.get(keys.NETWORKS_KEY, ""))
         desired_default = _desired_default(wish)
@@ -206,7 +234,7 @@ def plan_pod(wish: Wish, seen: Seen, now: float) -> Plan:
         plan.attach.clear()
         return plan
     _plan_default(
-        plan, current, seen.switches, desired_default, parse_switch_policy(wish.annotations), now
+        plan, current, switches, desired_default, parse_switch_policy(wish.annotations), now
     )
     return plan
 
@@ -226,8 +254,17 @@ def _desired_default(wish: Wish) -> NetworkRef | None:
 
 
 def _bookkeeping(plan: Plan, seen: Seen) -> list[Current]:
-    """Adopt creation-time attachments, release vanished ones; what is there afterwards."""
-    held = {c.interface: c for c in seen.current}
+    """Release what a replaced sandbox held, adopt creation-time attachments, release
+    vanished ones; what is there afterwards."""
+    held: dict[str, Current] = {}
+    for c in seen.current:
+        if not same_sandbox(c.sandbox, c.netns, seen.sandbox, seen.netns):
+            plan.release.append(_detach(c, "recreated"))
+            plan.recreated = True
+            continue
+        if c.adopted and c.sandbox != seen.sandbox and seen.sandbox:
+            plan.rebind.append(c.interface)  # adopted under the pod UID by an older agent
+        held[c.interface] = c
     for entry in seen.network_status:
         if not entry.interface or entry.interface in held:
             continue

@@ -1,0 +1,208 @@
+"""The agent against a real CRI runtime: sandbox identity and a recreated sandbox.
+
+A private containerd (tests/criutil.py) makes real sandboxes with real netns (its
+CNI: bridge + host-local); the agent's own observe -> plan -> execute -> report run
+in-process with the CRI resolver over the runtime's socket. The Kubernetes side is a
+pod dict whose annotations take the report's patch: the cluster path (kubelet,
+Multus, apiserver) is covered by the real-node tests of issue 9's node work; here
+the point is CNI identity and the runtime's sandboxes, which need no API server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from criutil import Containerd, cluster_conflist, new_uid, private_containerd
+
+from agent import netlink
+from agent.execute import Executor
+from agent.netns import CriResolver, Sandbox
+from agent.networks import NetworkConfigs
+from agent.observe import observe
+from agent.plan import Wish, plan_pod
+from agent.report import build_report
+from netshift import annotations as ann
+from netshift import keys
+from netshift.cni.config import load_conflist
+from netshift.cni.executor import CniExecutor
+from netshift.kube import now_rfc3339
+from netshift.pod import Pod
+from netshift.records import RecordStore
+
+pytestmark = pytest.mark.node
+NS = "team-a"
+
+
+@pytest.fixture(scope="module")
+def containerd() -> Iterator[Containerd]:
+    with private_containerd() as c:
+        yield c
+
+
+class Node:
+    """One agent's worth of state, driven by hand: one call of `reconcile` is one reconcile."""
+
+    def __init__(self, c: Containerd, tmp: Path) -> None:
+        self.c = c
+        tag = secrets.token_hex(3)
+        self.blue_ipam = tmp / "ipam-blue"
+        self.blue_bridge = f"nsb{tag}"
+        self.blue = {
+            "cniVersion": "1.0.0",
+            "name": "blue",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": self.blue_bridge,
+                    "ipam": {
+                        "type": "host-local",
+                        "dataDir": str(self.blue_ipam),
+                        "ranges": [[{"subnet": f"10.248.{os.getpid() % 250}.0/24"}]],
+                    },
+                }
+            ],
+        }
+        nads = {f"{NS}/blue": {"spec": {"config": json.dumps(self.blue)}}}
+        self.resolver = CriResolver(c.endpoint)
+        self.store = RecordStore(str(tmp / "records"))
+        self.configs = NetworkConfigs(nads.get, load_conflist(json.dumps(cluster_conflist(c))))
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.executor = Executor(
+            self.store,
+            CniExecutor(["/usr/lib/cni"], timeout=30),
+            self.configs,
+            lambda uid: self.resolver.resolve(self.pods[uid]) if uid in self.pods else None,
+        )
+
+    def reconcile(self, uid: str) -> Sandbox:
+        obj = self.pods[uid]
+        pod = Pod.from_object(obj)
+        sandbox = self.resolver.resolve(obj)
+        assert sandbox is not None
+        obs = observe(pod, sandbox, self.store)
+        plan = plan_pod(
+            Wish(NS, pod.annotations, self.configs.cluster_net.name), obs.seen(), time.time()
+        )  # type: ignore[union-attr]
+        done = self.executor.run(obs, plan)
+        report = build_report(
+            pod.annotations,
+            obs.network_status,
+            done.records,
+            done.outcomes,
+            plan.forget,
+            now_rfc3339(),
+        )
+        for k, v in report.changes.items():  # the status patch, applied to the pod
+            annotations = obj["metadata"]["annotations"]
+            if v is None:
+                annotations.pop(k, None)
+            else:
+                annotations[k] = v
+        return sandbox
+
+    def reserved_blue(self) -> dict[str, str]:
+        store = self.blue_ipam / "blue"
+        if not store.is_dir():
+            return {}
+        return {
+            e.name: e.read_text().splitlines()[0].strip()
+            for e in store.iterdir()
+            if e.name[0].isdigit()
+        }
+
+    def status(self, uid: str) -> dict[str, list[str]]:
+        raw = self.pods[uid]["metadata"]["annotations"][keys.NETWORK_STATUS_KEY]
+        return {e.interface or "": list(e.ips) for e in ann.parse_network_status(raw)}
+
+
+@pytest.fixture
+def node(containerd: Containerd, tmp_path: Path) -> Iterator[Node]:
+    n = Node(containerd, tmp_path)
+    yield n
+    subprocess.run(["ip", "link", "del", n.blue_bridge], capture_output=True, check=False)
+
+
+def live_ips(netns: str) -> dict[str, list[str]]:
+    return {
+        i.name: [a.split("/")[0] for a in i.addresses]
+        for i in netlink.list_interfaces(netns)
+        if i.name != "lo"
+    }
+
+
+def make_pod(c: Containerd, node: Node, uid: str, sandbox: str) -> dict[str, Any]:
+    """The pod as it is after creation: the runtime's eth0 in network-status (as Multus writes)."""
+    eth0 = live_ips(c.netns(sandbox))["eth0"]
+    status = [{"name": c.network, "interface": "eth0", "ips": eth0, "default": True}]
+    obj = {
+        "metadata": {
+            "uid": uid,
+            "namespace": NS,
+            "name": "web-0",
+            "annotations": {
+                keys.NETWORKS_KEY: "blue@data0",
+                keys.NETWORK_STATUS_KEY: json.dumps(status),
+            },
+        },
+        "spec": {"nodeName": "n1"},
+        "status": {"phase": "Running"},
+    }
+    node.pods[uid] = obj
+    return obj
+
+
+def test_attachments_carry_the_sandbox_id_and_a_recreated_sandbox_is_rebuilt(
+    containerd: Containerd, node: Node
+) -> None:
+    c, uid = containerd, new_uid()
+    a = c.runp(uid, "web-0")
+    make_pod(c, node, uid, a)
+
+    sb = node.reconcile(uid)
+    assert sb.id == a
+    blue = node.reserved_blue()
+    assert list(blue.values()) == [a], "CNI_CONTAINERID is the sandbox id, as the runtime's"
+    eth0 = node.store.get(uid, "eth0")
+    assert eth0 is not None and eth0.adopted and eth0.container_id == a
+    old_blue_ip = next(iter(blue))
+    assert live_ips(sb.netns)["data0"] == [old_blue_ip]
+
+    # The sandbox is replaced (as the kubelet does after `crictl stopp`: attempt 1).
+    c.stopp(a)
+    c.rmp(a)
+    assert not os.path.exists(sb.netns)
+    b = c.runp(uid, "web-0", attempt=1)
+
+    new = node.reconcile(uid)  # one reconcile
+    assert new.id == b and new.netns != sb.netns
+    live = live_ips(new.netns)
+    blue = node.reserved_blue()
+    assert list(blue.values()) == [b], f"the old sandbox's address is released: {blue}"
+    assert live["data0"] == list(blue), "data0 is plugged again in the new sandbox"
+    assert node.status(uid) == {"eth0": live["eth0"], "data0": live["data0"]}
+    assert {r.interface: r.container_id for r in node.store.list_pod(uid)} == {
+        "eth0": b,
+        "data0": b,
+    }
+    meta = node.store.get_pod_meta(uid)
+    assert meta is not None and (meta.container_id, meta.netns) == (b, new.netns)
+
+    # Nothing more to do: a second reconcile changes nothing.
+    before = dict(node.pods[uid]["metadata"]["annotations"])
+    node.reconcile(uid)
+    assert node.pods[uid]["metadata"]["annotations"] == before and node.reserved_blue() == blue
+
+    # The pod goes: its hot-plugged address is released; the runtime releases eth0's.
+    assert node.executor.cleanup(uid)
+    assert node.reserved_blue() == {}
+    c.stopp(b)
+    c.rmp(b)
+    assert c.reserved() == {}
