@@ -206,3 +206,30 @@ def test_attachments_carry_the_sandbox_id_and_a_recreated_sandbox_is_rebuilt(
     c.stopp(b)
     c.rmp(b)
     assert c.reserved() == {}
+
+
+def test_removing_the_creation_time_default_releases_the_runtimes_reservation(
+    containerd: Containerd, node: Node
+) -> None:
+    """`oldDefault: Remove` DELs the adopted eth0 under the runtime's container id (the sandbox
+    id), so host-local finds the runtime's reservation and frees it at once."""
+    c, uid = containerd, new_uid()
+    a = c.runp(uid, "web-0")
+    obj = make_pod(c, node, uid, a)
+    eth0_ip = live_ips(c.netns(a))["eth0"][0]
+    assert c.reserved().get(eth0_ip) == a
+    annotations = obj["metadata"]["annotations"]
+    del annotations[keys.NETWORKS_KEY]
+    node.reconcile(uid)  # adopts eth0
+    annotations[keys.DEFAULT_NETWORK_KEY] = f"{NS}/blue"
+    annotations[keys.SWITCH_POLICY_KEY] = json.dumps({"oldDefault": "Remove", "drainSeconds": 0})
+    node.reconcile(uid)  # switch to net1
+    node.reconcile(uid)  # drain: DEL of eth0
+    live = live_ips(c.netns(a))
+    assert "eth0" not in live and "net1" in live
+    assert eth0_ip not in c.reserved(), f"eth0's address is released: {c.reserved()}"
+    assert node.status(uid) == {"net1": live["net1"]}
+    assert node.executor.cleanup(uid) and node.reserved_blue() == {}
+    c.stopp(a)  # the runtime's own DEL of eth0 (idempotent) succeeds after ours
+    c.rmp(a)
+    assert c.reserved() == {}
