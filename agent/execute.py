@@ -129,7 +129,7 @@ class Executor:
                 )
             if d.why == "drained":
                 self._remove_source_routes(obs, rec)
-            done.append(self.detach(rec, d.attempt, d.retry_in))
+            done.append(replace(self.detach(rec, d.attempt, d.retry_in), why=d.why))
         return done
 
     # -- attach ------------------------------------------------------------------------------

@@ -75,6 +75,7 @@ class Node:
         self.store = RecordStore(str(tmp / "records"))
         self.configs = NetworkConfigs(nads.get, load_conflist(json.dumps(cluster_conflist(c))))
         self.pods: dict[str, dict[str, Any]] = {}
+        self.events: list[tuple[str, str]] = []
         self.executor = Executor(
             self.store,
             CniExecutor(["/usr/lib/cni"], timeout=30),
@@ -100,6 +101,7 @@ class Node:
             plan.forget,
             now_rfc3339(),
         )
+        self.events = [(e.reason, e.message) for e in report.events]
         for k, v in report.changes.items():  # the status patch, applied to the pod
             annotations = obj["metadata"]["annotations"]
             if v is None:
@@ -182,6 +184,7 @@ def test_attachments_carry_the_sandbox_id_and_a_recreated_sandbox_is_rebuilt(
     b = c.runp(uid, "web-0", attempt=1)
 
     new = node.reconcile(uid)  # one reconcile
+    assert ("Detached", f"{NS}/blue from data0 of the replaced sandbox {a[:13]}") in node.events
     assert new.id == b and new.netns != sb.netns
     live = live_ips(new.netns)
     blue = node.reserved_blue()
