@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from agent import netlink
-from agent.netns import Sandbox
+from agent.netns import Sandbox, same_namespace
 from agent.networks import NetworkConfigs, PodError
 from agent.observe import Observation, live_result
 from agent.outcomes import Attached, Detached, Outcome, Problem, Switched
@@ -254,10 +254,11 @@ class Executor:
         # In the pod's sandbox now if the attachment was made there, else in its own (old)
         # sandbox's netns if that is still there: never in a new sandbox that reuses its name.
         now = self._sandbox_of(rec.pod_uid)
-        if now is not None and same_sandbox(rec.container_id, rec.netns, now.id, now.netns):
-            netns = now.netns
-        else:
-            netns = rec.netns
+        netns = rec.netns
+        if now is not None:
+            paths = {now.netns, rec.netns} if same_namespace(rec.netns, now.netns) else {now.netns}
+            if same_sandbox(rec.container_id, rec.netns, now.id, paths):
+                netns = now.netns
         netns = netns if netns and os.path.exists(netns) else ""
         invocation = recorded_invocation(rec, netns)
         if invocation is not None:

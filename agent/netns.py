@@ -35,6 +35,7 @@ __all__ = [
     "PathTemplateResolver",
     "Sandbox",
     "pod_identity",
+    "same_namespace",
 ]
 
 log = logging.getLogger("netshift.agent.netns")
@@ -67,6 +68,15 @@ class NetnsResolver(Protocol):
     def resolve(self, pod: Mapping[str, Any]) -> Sandbox | None:
         """The pod's current sandbox, or None if it has no network namespace of its own."""
         ...
+
+
+def same_namespace(a: str, b: str) -> bool:
+    """Whether two paths name the same network namespace (both must exist)."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def pod_identity(pod: Mapping[str, Any]) -> tuple[str, str, str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent import netlink
-from agent.netns import Sandbox
+from agent.netns import Sandbox, same_namespace
 from agent.plan import Current, EarlierSwitch, Seen, parse_network_id, selection_key
 from netshift import annotations as ann
 from netshift import keys
@@ -34,6 +34,7 @@ class Observation:
     network_status: tuple[ann.NetworkStatusEntry, ...]
     pod_meta: PodMeta | None
     switches: tuple[netlink.SwitchRecord, ...]
+    netns_aliases: frozenset[str] = frozenset()  # recorded paths of this same namespace
 
     def seen(self) -> Seen:
         """The planner's view of it."""
@@ -44,6 +45,7 @@ class Observation:
             switches=[earlier_switch(sw) for sw in self.switches],
             sandbox=self.sandbox_id,
             netns=self.netns,
+            netns_aliases=self.netns_aliases,
         )
 
 
@@ -56,6 +58,9 @@ def observe(pod: Pod, sandbox: Sandbox, store: RecordStore) -> Observation:
     # Default routes matter only for interfaces someone else attached (their gateways).
     unheld = any(e.interface and e.interface not in held for e in entries)
     meta = store.get_pod_meta(pod.uid)
+    aliases = frozenset(
+        r.netns for r in records if r.netns and r.netns != netns and same_namespace(r.netns, netns)
+    )
     return Observation(
         pod=pod,
         netns=netns,
@@ -68,6 +73,7 @@ def observe(pod: Pod, sandbox: Sandbox, store: RecordStore) -> Observation:
         switches=tuple(netlink.SwitchRecord.from_json(raw) for raw in meta.switches)
         if meta
         else (),
+        netns_aliases=aliases,
     )
 
 

@@ -135,17 +135,21 @@ class Seen:
     switches: Sequence[EarlierSwitch] = ()
     sandbox: str = ""  # the pod's sandbox now: its id ("" unknown) ...
     netns: str = ""  # ... and its netns path
+    # Recorded netns paths that name the same namespace as `netns` (another resolver's path
+    # for it, e.g. /proc/<pid>/ns/net for /var/run/netns/cni-...).
+    netns_aliases: Collection[str] = ()
 
 
-def same_sandbox(sandbox: str, netns: str, now_sandbox: str, now_netns: str) -> bool:
-    """Whether an attachment made in (sandbox, netns) is in the sandbox (now_sandbox, now_netns).
+def same_sandbox(sandbox: str, netns: str, now_sandbox: str, now_netns: Collection[str]) -> bool:
+    """Whether an attachment made in (sandbox, netns) is in the sandbox now (its id, the paths
+    of its namespace).
 
-    Either the id or the path is enough: records written before sandbox ids were
-    known name the pod UID with the same path. Unknown on either side: the same.
+    Either the id or the namespace is enough: records written before sandbox ids
+    were known name the pod UID with the same namespace. Unknown on either side: the same.
     """
     if not now_sandbox or not (sandbox or netns):
         return True
-    return sandbox == now_sandbox or (bool(netns) and netns == now_netns)
+    return sandbox == now_sandbox or (bool(netns) and netns in now_netns)
 
 
 # -- what the planner decides ------------------------------------------------------------
@@ -258,7 +262,7 @@ def _bookkeeping(plan: Plan, seen: Seen) -> list[Current]:
     vanished ones; what is there afterwards."""
     held: dict[str, Current] = {}
     for c in seen.current:
-        if not same_sandbox(c.sandbox, c.netns, seen.sandbox, seen.netns):
+        if not same_sandbox(c.sandbox, c.netns, seen.sandbox, {seen.netns, *seen.netns_aliases}):
             plan.release.append(_detach(c, "recreated"))
             plan.recreated = True
             continue

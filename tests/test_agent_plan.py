@@ -578,3 +578,12 @@ def test_an_unknown_sandbox_changes_nothing() -> None:
     held = [in_sandbox(ETH0, SB_A, NS_A)]
     p = plan_in("", NS_B, "", held, links=["eth0"])
     assert p.release == [] and not p.recreated
+
+
+def test_another_path_of_the_same_namespace_is_the_same_sandbox() -> None:
+    """Another resolver's path for the namespace (observe stats both): not a new sandbox."""
+    held = [in_sandbox(ETH0, "6f1c5b7e-2d3a-4c8b-9e0f-1a2b3c4d5e6f", "/proc/42/ns/net")]
+    seen = Seen(held, (), ["eth0"], sandbox=SB_B, netns=NS_B, netns_aliases=["/proc/42/ns/net"])
+    assert plan_pod(Wish(NS, {}, CLUSTER), seen, NOW).release == []
+    moved = Seen(held, (), ["eth0"], sandbox=SB_B, netns=NS_B)
+    assert [d.why for d in plan_pod(Wish(NS, {}, CLUSTER), moved, NOW).release] == ["recreated"]
