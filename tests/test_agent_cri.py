@@ -33,6 +33,7 @@ from netshift import annotations as ann
 from netshift import keys
 from netshift.cni.config import load_conflist
 from netshift.cni.executor import CniExecutor
+from netshift.cni.nad import attachment_runtime
 from netshift.kube import now_rfc3339
 from netshift.pod import Pod
 from netshift.records import RecordStore
@@ -236,3 +237,42 @@ def test_removing_the_creation_time_default_releases_the_runtimes_reservation(
     c.stopp(a)  # the runtime's own DEL of eth0 (idempotent) succeeds after ours
     c.rmp(a)
     assert c.reserved() == {}
+
+
+def test_what_multus_recreated_in_the_new_sandbox_is_adopted_not_plugged_again(
+    containerd: Containerd, node: Node
+) -> None:
+    """Multus attaches the pod's networks (data0 too) in the new sandbox and writes network-status;
+    the agent releases data0 of the old sandbox and adopts Multus's, under its sandbox id."""
+    c, uid = containerd, new_uid()
+    a = c.runp(uid, "web-0")
+    make_pod(c, node, uid, a)
+    node.reconcile(uid)
+    (old_ip,) = node.reserved_blue()
+    c.stopp(a)
+    c.rmp(a)
+    b = c.runp(uid, "web-0", attempt=1)
+    netns_b = c.netns(b)
+    # As Multus does at sandbox creation: ADD of the annotated network, then network-status.
+    cni = CniExecutor(["/usr/lib/cni"], timeout=30)
+    rt = attachment_runtime(
+        namespace=NS, name="web-0", uid=uid, netns=netns_b, ifname="data0", container_id=b
+    )
+    cni.add(load_conflist(json.dumps(node.blue)), rt)
+    live = live_ips(netns_b)
+    status = [
+        {"name": c.network, "interface": "eth0", "ips": live["eth0"], "default": True},
+        {"name": f"{NS}/blue", "interface": "data0", "ips": live["data0"]},
+    ]
+    node.pods[uid]["metadata"]["annotations"][keys.NETWORK_STATUS_KEY] = json.dumps(status)
+
+    node.reconcile(uid)
+    blue = node.reserved_blue()
+    assert old_ip not in blue and list(blue.values()) == [b], blue
+    assert live_ips(netns_b) == live, "nothing plugged again"
+    assert node.status(uid) == {"eth0": live["eth0"], "data0": live["data0"]}
+    data0 = node.store.get(uid, "data0")
+    assert data0 is not None and data0.adopted and data0.container_id == b
+    assert node.executor.cleanup(uid) and node.reserved_blue() == {}
+    c.stopp(b)
+    c.rmp(b)
