@@ -82,7 +82,8 @@ class Executor:
         if plan.recreated:
             meta = replace(meta, switches=[])  # their source routes went with the old netns
         if (meta.netns, meta.container_id) != (obs.netns, obs.sandbox_id) or obs.pod_meta is None:
-            meta = replace(meta, netns=obs.netns, container_id=obs.sandbox_id)
+            since = meta.sandbox_since if meta.container_id == obs.sandbox_id else time.time()
+            meta = replace(meta, netns=obs.netns, container_id=obs.sandbox_id, sandbox_since=since)
         if meta != obs.pod_meta:
             self.store.put_pod_meta(meta)
         for interface in plan.rebind:

@@ -46,6 +46,15 @@ class Observation:
             sandbox=self.sandbox_id,
             netns=self.netns,
             netns_aliases=self.netns_aliases,
+            addresses={
+                name: [a.split("/")[0] for a in state.addresses]
+                for name, state in self.links.items()
+            },
+            sandbox_since=(
+                self.pod_meta.sandbox_since
+                if self.pod_meta is not None and self.pod_meta.container_id == self.sandbox_id
+                else None
+            ),
         )
 
 

@@ -51,6 +51,11 @@ MAX_BACKOFF = 300.0
 SOURCE_TABLE_BASE = 1000  # policy-routing tables for old defaults: 1000, 1001, ...
 FAILED_RECHECK = 0.5  # a failed attachment whose retry is due is looked at this soon at least
 DRAIN_RECHECK = 0.1
+# A network-status entry whose addresses are not on its live interface is another sandbox's
+# (netshift's own, or the runtime's not yet rewritten): its writer gets this long to rewrite
+# it after a sandbox appeared; then the interface is adopted by its name alone.
+SETTLE_SECONDS = 10.0
+UNSETTLED_RECHECK = 1.0
 _AUTO_NAME = re.compile(r"net[0-9]+")
 
 
@@ -138,6 +143,10 @@ class Seen:
     # Recorded netns paths that name the same namespace as `netns` (another resolver's path
     # for it, e.g. /proc/<pid>/ns/net for /var/run/netns/cni-...).
     netns_aliases: Collection[str] = ()
+    # The live addresses (no prefix) of each interface; None: not known, entries are not checked.
+    addresses: Mapping[str, Collection[str]] | None = None
+    # When the agent first saw this sandbox; None: now (it is new); 0: long ago (unknown).
+    sandbox_since: float | None = 0.0
 
 
 def same_sandbox(sandbox: str, netns: str, now_sandbox: str, now_netns: Collection[str]) -> bool:
@@ -207,6 +216,9 @@ class Plan:
     release: list[Detach] = field(default_factory=list)
     recreated: bool = False  # the sandbox was replaced: the pod's switch records are void
     rebind: list[str] = field(default_factory=list)  # adopted records to take the sandbox's id
+    # Live interfaces whose network-status entry names other addresses: the view waits for the
+    # runtime's network-status (nothing is attached or switched meanwhile).
+    unsettled: list[str] = field(default_factory=list)
     adopt: list[Adopt] = field(default_factory=list)
     forget: list[str] = field(default_factory=list)  # stale network-status entries
     detach: list[Detach] = field(default_factory=list)
@@ -226,7 +238,10 @@ class Plan:
 def plan_pod(wish: Wish, seen: Seen, now: float) -> Plan:
     """Plan one pod: bookkeeping of what is there, then the diff against the wish."""
     plan = Plan()
-    current = _bookkeeping(plan, seen)
+    current = _bookkeeping(plan, seen, now)
+    if plan.unsettled:
+        plan.retry(UNSETTLED_RECHECK)
+        return plan
     switches = () if plan.recreated else seen.switches
     try:
         selections = parse_networks(wish.annotations.get(keys.NETWORKS_KEY, ""))
@@ -257,7 +272,7 @@ def _desired_default(wish: Wish) -> NetworkRef | None:
     return None
 
 
-def _bookkeeping(plan: Plan, seen: Seen) -> list[Current]:
+def _bookkeeping(plan: Plan, seen: Seen, now: float) -> list[Current]:
     """Release what a replaced sandbox held, adopt creation-time attachments, release
     vanished ones; what is there afterwards."""
     held: dict[str, Current] = {}
@@ -275,6 +290,9 @@ def _bookkeeping(plan: Plan, seen: Seen) -> list[Current]:
         if entry.interface not in seen.links:
             # Detached (maybe by an agent that crashed before it reported): a stale entry.
             plan.forget.append(entry.interface)
+            continue
+        if not _matches_live(entry, seen) and not _settled(seen, now):
+            plan.unsettled.append(entry.interface)
             continue
         # Multus names unnamed networks net1, net2, ...: those names stay automatic,
         # so the selection that asked for one keeps it (and is not re-plugged).
@@ -294,6 +312,19 @@ def _bookkeeping(plan: Plan, seen: Seen) -> list[Current]:
             plan.detach.append(_detach(c, "vanished"))
             del held[interface]
     return list(held.values())
+
+
+def _matches_live(entry: NetworkStatusEntry, seen: Seen) -> bool:
+    """The entry's addresses are on its interface (or one side does not say)."""
+    if seen.addresses is None or not entry.ips:
+        return True
+    live = seen.addresses.get(entry.interface or "")
+    return live is None or set(entry.ips) <= set(live)
+
+
+def _settled(seen: Seen, now: float) -> bool:
+    since = now if seen.sandbox_since is None else seen.sandbox_since
+    return now - since >= SETTLE_SECONDS
 
 
 def _detach(c: Current, why: str) -> Detach:

@@ -184,9 +184,18 @@ def test_attachments_carry_the_sandbox_id_and_a_recreated_sandbox_is_rebuilt(
     assert not os.path.exists(sb.netns)
     b = c.runp(uid, "web-0", attempt=1)
 
-    new = node.reconcile(uid)  # one reconcile
+    # The agent may see B before the runtime's network-status for it (its watch cache lags):
+    # it releases what A held at once, and waits for the runtime's entries before adopting.
+    new = node.reconcile(uid)
     assert ("Detached", f"{NS}/blue from data0 of the replaced sandbox {a[:13]}") in node.events
     assert new.id == b and new.netns != sb.netns
+    assert node.reserved_blue() == {} and node.store.list_pod(uid) == []
+    live = live_ips(new.netns)
+    assert "data0" not in live
+    # Multus's network-status for B arrives: one reconcile rebuilds the view.
+    multus = [{"name": c.network, "interface": "eth0", "ips": live["eth0"], "default": True}]
+    node.pods[uid]["metadata"]["annotations"][keys.NETWORK_STATUS_KEY] = json.dumps(multus)
+    node.reconcile(uid)
     live = live_ips(new.netns)
     blue = node.reserved_blue()
     assert list(blue.values()) == [b], f"the old sandbox's address is released: {blue}"

@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 
 from agent.plan import (
     MAX_BACKOFF,
+    SETTLE_SECONDS,
     SOURCE_TABLE_BASE,
+    UNSETTLED_RECHECK,
     Current,
     EarlierSwitch,
     Plan,
@@ -587,3 +589,30 @@ def test_another_path_of_the_same_namespace_is_the_same_sandbox() -> None:
     assert plan_pod(Wish(NS, {}, CLUSTER), seen, NOW).release == []
     moved = Seen(held, (), ["eth0"], sandbox=SB_B, netns=NS_B)
     assert [d.why for d in plan_pod(Wish(NS, {}, CLUSTER), moved, NOW).release] == ["recreated"]
+
+
+def test_entries_with_other_addresses_than_the_live_link_wait_for_the_runtime() -> None:
+    """Just after a sandbox appeared, network-status may still be the old sandbox's: what it
+    names is neither adopted nor plugged (a wanted data0 would clash with Multus's) until the
+    runtime's entries arrive, or until SETTLE_SECONDS passed."""
+    old = [in_sandbox(replace_adopted(ETH0), SB_A, NS_A)]
+    status = [entry(CLUSTER, "eth0", "10.0.0.9", default=True)]
+    live = {"eth0": ["10.0.0.7"], "data0": ["10.2.0.8"]}
+
+    def seen(since: float | None, addresses: dict[str, list[str]]) -> Seen:
+        return Seen(old, status, list(addresses), (), SB_B, NS_B, (), addresses, since)
+
+    wish = Wish(NS, {keys.NETWORKS_KEY: "blue@data0"}, CLUSTER)
+    p = plan_pod(wish, seen(None, live), NOW)
+    assert [d.why for d in p.release] == ["recreated"]  # released at once
+    assert p.unsettled == ["eth0"] and p.adopt == [] and p.attach == [] and p.forget == []
+    assert p.retry_in == UNSETTLED_RECHECK
+    # The runtime's entry arrived: adopted.
+    fresh = Seen(
+        [], [entry(CLUSTER, "eth0", "10.0.0.7", True)], list(live), (), SB_B, NS_B, (), live, NOW
+    )
+    p = plan_pod(wish, fresh, NOW)
+    assert [a.interface for a in p.adopt] == ["eth0"] and p.unsettled == []
+    # Nobody rewrote it: after SETTLE_SECONDS the interface is adopted by its name.
+    p = plan_pod(wish, seen(NOW - SETTLE_SECONDS, live), NOW)
+    assert [a.interface for a in p.adopt] == ["eth0"] and p.unsettled == []
