@@ -247,7 +247,14 @@ class CriClient:
         self.timeout = timeout
         self._channel = grpc.insecure_channel(
             self.endpoint,
-            options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
+            options=[
+                ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+                # A restarted runtime is back within a second: reconnect soon, not after
+                # gRPC's default backoff (1 s growing to 120 s).
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1000),
+            ],
         )
         self._list = self._channel.unary_unary(_SERVICE + "ListPodSandbox")
         self._status = self._channel.unary_unary(_SERVICE + "PodSandboxStatus")

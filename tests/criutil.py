@@ -80,6 +80,38 @@ class Containerd:
     ipam_dir: Path
     proc: subprocess.Popen[bytes] | None = None
     sandboxes: list[str] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    log: Any = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"containerd exited: {(self.dir / 'containerd.log').read_text()[-2000:]}"
+                )
+            if os.path.exists(self.socket):
+                with contextlib.suppress(RuntimeError):
+                    self.crictl("version", timeout=10)
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError("containerd did not answer in 30 s")
+            time.sleep(0.1)
+
+    def restart(self) -> None:
+        """Stop containerd (its shims and sandboxes keep running, as on a node) and start it."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        self.start()
 
     @property
     def endpoint(self) -> str:
@@ -223,26 +255,10 @@ def private_containerd() -> Iterator[Containerd]:
     env["PATH"] = f"{os.path.dirname(bins['containerd-shim-runc-v2'])}:{env.get('PATH', '')}"
     log = open(d / "containerd.log", "wb")  # noqa: SIM115 - closed in the finally below
     try:
-        c.proc = subprocess.Popen(
-            [bins["containerd"], "--config", str(d / "config.toml")],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            if c.proc.poll() is not None:
-                raise RuntimeError(
-                    f"containerd exited: {(d / 'containerd.log').read_text()[-2000:]}"
-                )
-            if os.path.exists(c.socket):
-                with contextlib.suppress(RuntimeError):
-                    c.crictl("version", timeout=10)
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("containerd did not answer in 30 s")
-            time.sleep(0.2)
+        c.argv = [bins["containerd"], "--config", str(d / "config.toml")]
+        c.env = env
+        c.log = log
+        c.start()
         subprocess.run(
             [bins["ctr"], "--address", c.socket, "-n", "k8s.io", "images", "import", tar],
             check=True,

@@ -262,6 +262,33 @@ def test_resolve_latency_crictl_vs_grpc(containerd: Containerd) -> None:
     containerd.rmp(sandbox)
 
 
+@pytest.mark.node
+def test_resolver_survives_a_runtime_restart(containerd: Containerd) -> None:
+    """While containerd is down the error says so; once it is back the channel reconnects at
+    once (not after gRPC's default backoff) and the sandbox is the same."""
+    uid = new_uid()
+    sandbox = containerd.runp(uid, "web-0")
+    resolver = CriResolver(containerd.endpoint)
+    assert resolver.resolve(pod(uid)) is not None
+    assert containerd.proc is not None
+    containerd.proc.terminate()
+    containerd.proc.wait(timeout=30)
+    with pytest.raises(NetnsError, match=r"cannot list the sandboxes.*UNAVAILABLE"):
+        resolver.resolve(pod(uid))
+    containerd.start()
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            found = resolver.resolve(pod(uid))
+            break
+        except NetnsError:
+            assert time.monotonic() < deadline, "no reconnect within 1 s of the runtime's return"
+            time.sleep(0.05)
+    assert found is not None and found.id == sandbox
+    containerd.stopp(sandbox)
+    containerd.rmp(sandbox)
+
+
 def test_client_refuses_tcp_endpoints() -> None:
     with pytest.raises(ValueError, match="unix"):
         CriClient("tcp://127.0.0.1:1234")
