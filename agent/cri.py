@@ -11,12 +11,11 @@ this module does not know are skipped, as protobuf requires.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import grpc
 
 __all__ = [
     "NAMESPACE_NODE",
@@ -245,7 +244,9 @@ class CriClient:
         if not self.endpoint.startswith("unix://"):
             raise ValueError(f"CRI endpoint {endpoint!r}: only unix:// sockets are supported")
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(
+        # grpcio is loaded only by an agent that speaks CRI (it costs ~10 MB of memory).
+        self._grpc: Any = importlib.import_module("grpc")
+        self._channel = self._grpc.insecure_channel(
             self.endpoint,
             options=[
                 ("grpc.max_receive_message_length", 16 * 1024 * 1024),
@@ -276,7 +277,7 @@ class CriClient:
     def _call(self, name: str, method: Any, request: bytes) -> bytes:
         try:
             response = method(request, timeout=self.timeout, wait_for_ready=False)
-        except grpc.RpcError as err:
+        except self._grpc.RpcError as err:
             code = err.code().name if hasattr(err, "code") else "UNKNOWN"
             details = err.details() if hasattr(err, "details") else str(err)
             raise CriError(
