@@ -547,6 +547,19 @@ class Agent:
         report.changed = True
         old = next((r for r in self.store.list_pod(uid) if r.role == DEFAULT), None)
         target = plan.switch_to
+        meta_rec = self.store.get_pod_meta(uid) or PodMeta(uid)
+        earlier = [netlink.SwitchRecord.from_json(raw) for raw in meta_rec.switches]
+        if old is not None:
+            # The same old interface keeps its table, so a switch redone after a crash is a no-op.
+            used = {sw.table for sw in earlier}
+            known = next((sw.table for sw in earlier if sw.old_ifname == old.interface), None)
+            free = set(range(SOURCE_TABLE_BASE, SOURCE_TABLE_BASE + len(used) + 1)) - used
+            table = known if known is not None else min(free)
+            old_addrs = result_ips(old.result or {}, old.interface) or _iface_addrs(
+                netns, old.interface
+            )
+            # Before the ADD: its plugin's default route wins the moment it is added.
+            netlink.keep_source_routes(netns, old.interface, old_addrs, table)
         if plan.switch_reuses:
             new = self.store.get(uid, plan.switch_interface)
             assert new is not None
@@ -561,8 +574,6 @@ class Agent:
             new = self._attach_default(pod, netns, want, report)
             if new.state != ATTACHED:
                 return
-        meta_rec = self.store.get_pod_meta(uid) or PodMeta(uid)
-        earlier = [netlink.SwitchRecord.from_json(raw) for raw in meta_rec.switches]
         # An interface adopted from the runtime, or a kept old default, may have no gateway
         # in its result: then the default route it had before is the one to restore.
         gateways = result_gateways(new.result or {}, new.interface) or _old_gateways(
@@ -574,16 +585,6 @@ class Agent:
                 "result has no gateway and it never carried the default route here"
             )
         if old is not None:
-            # The same old interface keeps its table, so a switch redone after a crash is a no-op.
-            used = {sw.table for sw in earlier}
-            table = next((sw.table for sw in earlier if sw.old_ifname == old.interface), None)
-            if table is None:
-                table = SOURCE_TABLE_BASE
-                while table in used:
-                    table += 1
-            old_addrs = result_ips(old.result or {}, old.interface) or _iface_addrs(
-                netns, old.interface
-            )
             switch = netlink.switch_default_route(
                 netns, new.interface, gateways, old.interface, old_addrs, table
             )
