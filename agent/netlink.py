@@ -26,9 +26,10 @@ import errno
 import ipaddress
 import os
 import socket
+import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -217,7 +218,7 @@ def _netns_path(netns: str) -> str:
     return netns if "/" in netns else os.path.join(NETNS_RUN_DIR, netns)
 
 
-def _socket_in_netns(path: str) -> socket.socket:
+def _socket_in_netns(path: str, protocol: int = socket.NETLINK_ROUTE) -> socket.socket:
     """A NETLINK_ROUTE socket that lives in the namespace at `path`.
 
     A socket stays in the namespace it was made in, so a throwaway thread enters
@@ -247,7 +248,7 @@ def _socket_in_netns(path: str) -> socket.socket:
                 socket.socket(
                     socket.AF_NETLINK,
                     socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
-                    socket.NETLINK_ROUTE,
+                    protocol,
                 )
             )
         except OSError as err:
@@ -891,29 +892,106 @@ def remove_source_routes(netns: str, record: SwitchRecord) -> None:
         wanted = set(record.rules)
         for family in _FAMILIES:
             found = [r for r in _rules(ipr, family) if r in wanted or r.table == record.table]
-            _retire_stranded(ipr, family, found)
+            _retire_stranded(ipr, netns, family, found)
             for rule in found:
                 _delete_rule(ipr, rule)
             for msg in _dump(ipr, family, record.table):
                 _delete_route(ipr, msg)
 
 
-def _retire_stranded(ipr: Any, family: int, rules: Sequence[SourceRule]) -> None:
-    """Delete each rule's address from an interface that no main default goes out of."""
+def _retire_stranded(ipr: Any, netns: str, family: int, rules: Sequence[SourceRule]) -> None:
+    """Retire the rules' addresses that no main default goes out of, while the rules hold.
+
+    First the sockets still bound to them are destroyed (their resets still leave
+    through the old interface): IPv6 keeps sending from an address that is gone, so
+    without this a socket that outlived the drain would follow the main default out
+    of another interface. Then the addresses still on an interface are deleted.
+    """
     sources = {str(ipaddress.ip_interface(r.src).ip) for r in rules}
     defaults = [m for m in _dump(ipr, family, MAIN_TABLE) if _is_default(m)]
     if not sources or not defaults:
         return  # without a main default, a packet the rule no longer routes goes nowhere
-    for msg in ipr.get_addr(family=family):
-        address = str(ipaddress.ip_interface(_addr_text(msg)).ip)
-        index = int(msg["index"])
-        if address not in sources or any(_via(m, index) for m in defaults):
+    present = [
+        (msg, str(ipaddress.ip_interface(_addr_text(msg)).ip))
+        for msg in ipr.get_addr(family=family)
+    ]
+    kept = {a for msg, a in present if any(_via(m, int(msg["index"])) for m in defaults)}
+    retired = sources - kept
+    if not retired:
+        return
+    _destroy_sockets(netns, family, retired)
+    for msg, address in present:
+        if address not in retired:
             continue
         try:
-            ipr.addr("del", index=index, address=address, prefixlen=int(msg["prefixlen"]))
+            ipr.addr(
+                "del", index=int(msg["index"]), address=address, prefixlen=int(msg["prefixlen"])
+            )
         except NetlinkError as err:
             if err.code not in (*_GONE, errno.EADDRNOTAVAIL):
                 raise
+
+
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_SOCK_DESTROY = 21
+_NLM_F_REQUEST = 0x1
+_NLM_F_ACK = 0x4
+_NLM_F_DUMP = 0x300
+_NLMSG_ERROR = 2
+_NLMSG_DONE = 3
+_ALL_STATES = 0xFFFFFFFF
+_SOCKID = struct.Struct("!HH16s16s")  # sport, dport, src, dst (network order); then if, cookie
+
+
+def _diag_request(kind: int, flags: int, family: int, proto: int, sockid: bytes) -> bytes:
+    body = struct.pack("=BBBBI", family, proto, 0, 0, _ALL_STATES) + sockid
+    return struct.pack("=IHHII", 16 + len(body), kind, flags, 0, 0) + body
+
+
+def _diag_messages(sock: socket.socket) -> Iterator[tuple[int, bytes]]:
+    """(type, payload) of the replies to one request, up to DONE or the ACK."""
+    while True:
+        data = sock.recv(65536)
+        offset = 0
+        while offset + 16 <= len(data):
+            length, kind = struct.unpack_from("=IH", data, offset)
+            if length < 16:
+                return
+            yield kind, data[offset + 16 : offset + length]
+            if kind in (_NLMSG_DONE, _NLMSG_ERROR):
+                return
+            offset += (length + 3) & ~3
+
+
+def _destroy_sockets(netns: str, family: int, addresses: Collection[str]) -> int:
+    """SOCK_DESTROY every TCP and UDP socket in the namespace bound to one of `addresses`."""
+    packed = {socket.inet_pton(family, a) for a in addresses}
+    width = 4 if family == socket.AF_INET else 16
+    killed = 0
+    sock = _socket_in_netns(_netns_path(netns), _NETLINK_SOCK_DIAG)
+    try:
+        for proto in (socket.IPPROTO_TCP, socket.IPPROTO_UDP):
+            sock.send(
+                _diag_request(
+                    _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP, family, proto, bytes(48)
+                )
+            )
+            found = [
+                payload[4:52]
+                for kind, payload in _diag_messages(sock)
+                if kind == _SOCK_DIAG_BY_FAMILY and payload[8 : 8 + width] in packed
+            ]
+            for sockid in found:
+                sock.send(
+                    _diag_request(_SOCK_DESTROY, _NLM_F_REQUEST | _NLM_F_ACK, family, proto, sockid)
+                )
+                for kind, payload in _diag_messages(sock):
+                    if kind == _NLMSG_ERROR and struct.unpack_from("=i", payload)[0] == 0:
+                        killed += 1
+    finally:
+        sock.close()
+    return killed
 
 
 def delete_link(netns: str, ifname: str) -> bool:
