@@ -970,6 +970,7 @@ def _destroy_sockets(netns: str, family: int, addresses: Collection[str]) -> int
     width = 4 if family == socket.AF_INET else 16
     killed = 0
     sock = _socket_in_netns(_netns_path(netns), _NETLINK_SOCK_DIAG)
+    sock.settimeout(5.0)  # the kernel answers at once; never let a lost reply hang a worker
     try:
         for proto in (socket.IPPROTO_TCP, socket.IPPROTO_UDP):
             sock.send(

@@ -335,7 +335,16 @@ class Stream:
                 self.echoed += 1
                 self._stop.wait(self.interval)
         except OSError as err:
-            self.error = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+            what = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+            self.error = f"{what} after {self.echoed} echoes ({self.retransmits()} retransmits)"
+
+    def retransmits(self) -> int:
+        """TCP segments the client retransmitted (tcpi_total_retrans); -1 if unknown."""
+        try:
+            info = self._cli.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        except OSError:
+            return -1
+        return int.from_bytes(info[100:104], sys.byteorder) if len(info) >= 104 else -1
 
     @property
     def alive(self) -> bool:

@@ -139,11 +139,15 @@ class Agent:
         pod.default = new
 
     def retire(self, pod: Pod, ifname: str) -> None:
-        """`Remove` after the drain: DEL the old default, then drop its source routing."""
-        self.cni("DEL", pod, ifname, pod.nets.pop(ifname))
+        """`Remove` after the drain, in reconcile's order: source routing, then the DEL.
+
+        remove_source_routes retires the old addresses (sockets, then addresses) while
+        their rules still hold, so nothing from them can follow the main default out.
+        """
         record = pod.switches.pop(ifname, None)
         if record is not None:
             netlink.remove_source_routes(pod.path, record)
+        self.cni("DEL", pod, ifname, pod.nets.pop(ifname))
 
 
 @dataclass
