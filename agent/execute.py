@@ -350,6 +350,11 @@ class Executor:
     def _switch_default(self, obs: Observation, sw: Switch) -> list[Outcome]:
         uid = obs.pod.uid
         outcomes: list[Outcome] = []
+        old = self.store.get(uid, sw.old.interface) if sw.old is not None else None
+        if old is not None:
+            # Before the ADD: the plugin's own default route wins the moment it is added, so
+            # the old addresses must already be pinned to the old interface by then.
+            netlink.keep_source_routes(obs.netns, old.interface, _old_addresses(obs, old), sw.table)
         if sw.attach is None:
             new = self.store.get(uid, sw.interface)
             assert new is not None
@@ -368,7 +373,6 @@ class Executor:
                 )
             )
             return outcomes
-        old = self.store.get(uid, sw.old.interface) if sw.old is not None else None
         if old is not None:
             self._move_default_route(obs, sw, new, old, gateways)
         else:
@@ -402,10 +406,8 @@ class Executor:
         uid = obs.pod.uid
         meta = self.store.get_pod_meta(uid) or PodMeta(uid)
         earlier = [netlink.SwitchRecord.from_json(raw) for raw in meta.switches]
-        live = obs.links.get(old.interface)
-        old_addrs = result_ips(old.result or {}, old.interface) or (live.addresses if live else [])
         switch = netlink.switch_default_route(
-            obs.netns, new.interface, gateways, old.interface, old_addrs, sw.table
+            obs.netns, new.interface, gateways, old.interface, _old_addresses(obs, old), sw.table
         )
         # Source routing kept for the new default while it was an old one is obsolete now.
         for e in earlier:
@@ -456,6 +458,12 @@ def _fix_routes(netns: str, want: ann.Attachment) -> None:
             netlink.set_default_route_via(netns, want.interface, gw)
     else:
         netlink.remove_default_routes_via(netns, want.interface)
+
+
+def _old_addresses(obs: Observation, old: AttachmentRecord) -> list[str]:
+    """The old default's addresses: from its CNI result, else (adopted) off the live link."""
+    live = obs.links.get(old.interface)
+    return result_ips(old.result or {}, old.interface) or (live.addresses if live else [])
 
 
 def failure_reason(err: BaseException) -> str:
