@@ -13,7 +13,6 @@ Either way a changed certificate is loaded without a restart.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import time
@@ -186,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         f"http port {server.health_port}" if health_sock else "the https port",
     )
     try:
-        asyncio.run(server.serve(handle_signals=True))
+        server.run(handle_signals=True)
     finally:
         watcher.stop()
         caches.stop()

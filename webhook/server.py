@@ -102,6 +102,11 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """The event loop the webhook serves on."""
+    return asyncio.new_event_loop()
+
+
 class _Server(uvicorn.Server):
     """A uvicorn server that leaves signal handling to `WebhookServer`."""
 
@@ -219,11 +224,16 @@ class WebhookServer:
             timeout
         )
 
+    def run(self, *, handle_signals: bool = False) -> None:
+        """Serve on a new event loop in this thread until stopped."""
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(self.serve(handle_signals=handle_signals))
+
     # -- running in a background thread (tests, benchmarks, `netshift up`) ----
 
     def start_in_thread(self, timeout: float = 10.0) -> None:
         def main() -> None:
-            asyncio.run(self.serve())
+            self.run()
 
         self._thread = threading.Thread(target=main, name="webhook-server", daemon=True)
         self._thread.start()
@@ -245,3 +255,86 @@ def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
+
+
+# -- worker processes -------------------------------------------------------------------
+
+WORKERS_ENV = "NETSHIFT_WEBHOOK_WORKERS"
+
+
+def default_workers() -> int:
+    """$NETSHIFT_WEBHOOK_WORKERS, else one worker per CPU up to 2 (see docs/webhook.md)."""
+    text = os.environ.get(WORKERS_ENV, "")
+    if text.strip():
+        return max(1, int(text))
+    return max(1, min(2, len(os.sched_getaffinity(0))))
+
+
+def _die_with_parent() -> None:
+    """Best effort (Linux): a worker gets SIGTERM when its supervisor dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def run_workers(workers: int, target: Callable[[int], int]) -> int:
+    """Run `target(index)` in `workers` forked processes sharing the listening sockets.
+
+    One worker: `target(0)` runs in this process. More: this process only forks
+    (before any thread is started: the caller binds sockets and nothing else),
+    forwards SIGTERM/SIGINT to the workers and waits. Each worker builds its own
+    caches, TLS context and certificate watcher, exactly as a single-process
+    webhook does, so a rotated keypair is picked up by every worker; the kernel
+    spreads connections over the workers accepting on the shared socket. When a
+    worker exits on its own, the others are stopped and the exit code is
+    non-zero, so that the kubelet restarts the container as a whole.
+    """
+    if workers <= 1:
+        return target(0)
+    children: dict[int, int] = {}
+    for index in range(workers):
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                _die_with_parent()
+                code = target(index)
+            except BaseException:
+                log.exception("webhook worker %d failed", index)
+            finally:
+                os._exit(code)
+        children[pid] = index
+    stopping = False
+
+    def forward(sig: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, sig)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    log.info("webhook serving with %d worker processes: %s", workers, sorted(children))
+    result = 0
+    try:
+        while children:
+            pid, status = os.wait()
+            if pid not in children:
+                continue
+            index = children.pop(pid)
+            code = os.waitstatus_to_exitcode(status)
+            if not stopping:
+                log.error("webhook worker %d (pid %d) exited with %d; stopping", index, pid, code)
+                forward(signal.SIGTERM, None)
+                result = result or 1
+            elif code not in (0, -signal.SIGTERM, -signal.SIGINT):
+                result = result or 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return result
