@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything netshift needs on a fresh Debian machine, as root; each step is skipped when done.
-#   system packages  containernetworking-plugins (real CNI plugins), iproute2, iputils-ping
+#   system packages  containernetworking-plugins (real CNI plugins), iproute2, iputils-ping,
+#                    wrk (the load generator of bench/admission.py)
 #   Python           .venv with netshift and its test tools (pip, from PyPI)
 #   Kubernetes       etcd, kube-apiserver, -controller-manager, -scheduler, kubectl
 #                    built from the Go module proxy once, cached in ~/.cache/netshift
@@ -13,7 +14,7 @@ if [[ $(id -u) != 0 ]]; then
 fi
 
 need=()
-for pkg in containernetworking-plugins iproute2 iputils-ping; do
+for pkg in containernetworking-plugins iproute2 iputils-ping wrk; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if (( ${#need[@]} )); then
