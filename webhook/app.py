@@ -20,12 +20,10 @@ to catch up before the logic decides.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -34,10 +32,10 @@ from webhook.admission import (
     AdmissionRequest,
     Decision,
     MalformedReview,
-    parse_review,
     review_response,
 )
 from webhook.caches import Caches
+from webhook.fastpath import dumps, loads, parse_request
 from webhook.metrics import CONTENT_TYPE, WebhookMetrics
 from webhook.mutate import mutate_pod
 from webhook.validate import ValidationOptions, validate_pod
@@ -45,6 +43,7 @@ from webhook.validate import ValidationOptions, validate_pod
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
+JSON = "application/json"
 
 
 class _HttpError(Exception):
@@ -93,11 +92,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def _decode_review(body: bytes) -> AdmissionRequest:
     if not body:
         raise MalformedReview("empty request body; expected an AdmissionReview")
-    try:
-        data: Any = json.loads(body)
-    except (ValueError, RecursionError) as err:
-        raise MalformedReview(f"request body is not JSON: {err}") from None
-    return parse_review(data).request
+    return parse_request(loads(body))
 
 
 class Admission:
@@ -148,9 +143,8 @@ class Admission:
                     415, f"Content-Type must be application/json, got {content_type or 'none'!r}"
                 )
             try:
-                body = await asyncio.wait_for(
-                    _read_body(http, self.s.max_body_bytes), self.s.body_timeout
-                )
+                async with asyncio.timeout(self.s.body_timeout):
+                    body = await _read_body(http, self.s.max_body_bytes)
             except TimeoutError:
                 raise _HttpError(408, "request body not received in time") from None
             request = _decode_review(body)
@@ -185,7 +179,7 @@ class Admission:
                     request.name,
                     decision.message,
                 )
-            return JSONResponse(review_response(request.uid, decision))
+            return Response(dumps(review_response(request.uid, decision)), media_type=JSON)
         except _HttpError as err:
             return _error(err.status, err.message)
         except MalformedReview as err:
