@@ -98,8 +98,8 @@ def parse_request(data: Any) -> AdmissionRequest:
             ):
                 return AdmissionRequest.model_construct(
                     uid=uid,
-                    kind=GroupVersionKind.model_construct(**kind),
-                    resource=GroupVersionResource.model_construct(**resource),
+                    kind=GroupVersionKind.model_construct(None, **kind),
+                    resource=GroupVersionResource.model_construct(None, **resource),
                     sub_resource=req.get("subResource"),
                     name=req.get("name"),
                     namespace=req.get("namespace"),
