@@ -103,3 +103,45 @@ def test_memo_apply_equals_apply_profile_and_is_not_shared() -> None:
     other = _profile("blue", "infra/other", "a")
     assert memo.apply({}, "ns", other) == apply_profile({}, "ns", other)
     assert resolve({"tier": "a"}, [profile]).winner is profile
+
+
+def test_a_request_head_incomplete_past_the_cap_is_refused() -> None:
+    import socket
+
+    from fastapi import FastAPI
+
+    from webhook.server import MAX_HEADER_BYTES, _config, _Server, bind
+
+    app = FastAPI()
+
+    @app.get("/x")
+    async def x() -> dict[str, bool]:
+        return {"ok": True}
+
+    sock = bind("127.0.0.1", 0)
+    server = _Server(_config(app, None))
+    import asyncio
+    import threading
+
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])))
+    thread.start()
+    try:
+        while not server.started:
+            threading.Event().wait(0.02)
+        port = sock.getsockname()[1]
+
+        def ask(extra: bytes, end: bytes = b"Connection: close\r\n\r\n") -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                c.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n" + extra + end)
+                data = b""
+                while chunk := c.recv(65536):
+                    data += chunk
+                return data
+
+        assert ask(b"X-Small: 1\r\n").startswith(b"HTTP/1.1 200")
+        # A head that is still incomplete past the cap (the rest never comes).
+        huge = b"X-Big: " + b"a" * (MAX_HEADER_BYTES + 1)
+        assert ask(huge, end=b"").startswith(b"HTTP/1.1 400")
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -9,8 +9,10 @@ connections already open keep theirs and their in-flight requests complete.
 The reload runs on the event loop thread, the thread that creates the
 connections, so it never races a handshake.
 
-HTTP/1.1 only (the h11 protocol and ALPN "http/1.1"): the apiserver speaks it
-and HTTP/2's rapid-reset class of attacks (CVE-2023-39325) stays out.
+HTTP/1.1 only (httptools, or h11 without it; ALPN "http/1.1"): the apiserver
+speaks it and HTTP/2's rapid-reset class of attacks (CVE-2023-39325) stays out.
+Event loop: uvloop when installed. Request heads are capped at MAX_HEADER_BYTES
+with either HTTP implementation.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from webhook.certs import ServingMaterial, check_pair, describe
 from webhook.metrics import WebhookMetrics
 
 log = logging.getLogger(__name__)
 
-# Request heads larger than this are refused by h11 before the app sees them.
+# Request heads larger than this are refused (400) before the app sees them.
 MAX_HEADER_BYTES = 64 * 1024
 
 
@@ -103,8 +106,52 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    """The event loop the webhook serves on."""
+    """The event loop the webhook serves on: uvloop when installed ($NETSHIFT_WEBHOOK_LOOP)."""
+    if os.environ.get("NETSHIFT_WEBHOOK_LOOP", "uvloop") == "uvloop":
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            return uvloop.new_event_loop()
     return asyncio.new_event_loop()
+
+
+class HeadCappedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol (llhttp, C) with the request-head cap h11 has.
+
+    llhttp buffers a header of any size; here a request whose head is still not
+    complete after MAX_HEADER_BYTES bytes (plus at most one read) gets a 400 and
+    the connection closes, as h11 answers an oversized head.
+    """
+
+    _head_bytes = 0
+    _in_head = True
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if (
+            self._in_head
+            and self._head_bytes > MAX_HEADER_BYTES
+            and not self.transport.is_closing()
+        ):
+            self.send_400_response("Request head too large.")
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True
+
+
+def _http_protocol() -> type[asyncio.Protocol] | str:
+    """httptools (measured: p50 0.43 vs 0.61 ms with h11, bench/admission.py); h11 on request."""
+    if os.environ.get("NETSHIFT_WEBHOOK_HTTP", "httptools") == "h11":
+        return "h11"
+    return HeadCappedHttpTools
 
 
 class _Server(uvicorn.Server):
@@ -117,7 +164,7 @@ class _Server(uvicorn.Server):
 
 def _config(app: Any, tls: ReloadableTLS | None, **overrides: Any) -> uvicorn.Config:
     settings: dict[str, Any] = {
-        "http": "h11",
+        "http": _http_protocol(),
         "loop": "asyncio",
         "lifespan": "off",
         "log_config": None,
