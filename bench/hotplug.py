@@ -19,9 +19,9 @@ each timed from just before the PATCH until this script's own watch on the
 pods sees `network-status` with (or without) net1. Every added interface is
 also checked in the pod's namespace (up, with its address).
 
-The floor, in the same run just before: the bridge plugin's own ADD (with
-host-local), exec'd directly into a fresh network namespace per pod, as
-many times as pods are plugged; the table after the phases sets netshift's
+The floor, in the same run, one just before each one-at-a-time add: the
+bridge plugin's own ADD (with host-local), exec'd directly into a fresh
+network namespace (bench/cnifloor.py); the table after the phases sets netshift's
 one-at-a-time add (annotation PATCH -> network-status seen) beside it, with
 the ratios and a verdict against the goals (p50 <= 2.5x, p99 <= 5x).
 
@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnifloor import floor_adds  # bench/cnifloor.py
+from cnifloor import Floor  # bench/cnifloor.py
 
 from agent import netlink
 from localcluster.cluster import LocalCluster
@@ -254,13 +254,26 @@ def run_op(kube: Kube, watch: StatusWatch, op: Op) -> None:
 
 
 def run_phase(
-    kube: Kube, watch: StatusWatch, pods: dict[str, str], mode: str, concurrency: int
+    kube: Kube,
+    watch: StatusWatch,
+    pods: dict[str, str],
+    mode: str,
+    concurrency: int,
+    floor: Floor | None = None,
+    floor_seconds: list[float] | None = None,
 ) -> list[Op]:
+    """The adds then the removes; with `floor`, one floor ADD just before each add."""
     ops: list[Op] = []
     for kind in ("add", "remove"):
         batch = [Op(name, uid, kind, mode) for name, uid in sorted(pods.items())]
+
+        def one(op: Op) -> None:
+            if floor is not None and floor_seconds is not None and op.kind == "add":
+                floor_seconds.append(floor.add_one())
+            run_op(kube, watch, op)
+
         with ThreadPoolExecutor(concurrency) as pool:
-            list(pool.map(lambda op: run_op(kube, watch, op), batch))
+            list(pool.map(one, batch))
         ops += batch
     return ops
 
@@ -384,9 +397,13 @@ def main() -> int:
         watch.start()
         chosen = dict(sorted(pods.items())[:plugs])
 
-        floor = floor_adds(plugs, state / "ipam-floor", FLOOR_BRIDGE, FLOOR_SUBNET, IFNAME)
-        print(f"floor: {len(floor)} bridge ADDs run directly", flush=True)
-        ops = run_phase(kube, watch, chosen, "sequential", 1)
+        # The floor interleaved with the one-at-a-time adds: both see the same background.
+        floor: list[float] = []
+        floor_cni = Floor(state / "ipam-floor", FLOOR_BRIDGE, FLOOR_SUBNET, IFNAME)
+        try:
+            ops = run_phase(kube, watch, chosen, "sequential", 1, floor_cni, floor)
+        finally:
+            floor_cni.close()
         print(f"sequential: {len(ops)} operations done", flush=True)
         ops += run_phase(kube, watch, chosen, "concurrent", args.concurrency)
         print(f"concurrent ({args.concurrency} in flight): done", flush=True)
