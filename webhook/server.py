@@ -169,6 +169,8 @@ def _config(app: Any, tls: ReloadableTLS | None, **overrides: Any) -> uvicorn.Co
         "lifespan": "off",
         "log_config": None,
         "access_log": False,
+        # The apiserver calls the webhook directly: no proxy headers to trust or parse.
+        "proxy_headers": False,
         "server_header": False,
         "date_header": False,
         "timeout_keep_alive": 30,
