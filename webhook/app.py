@@ -35,7 +35,7 @@ from webhook.admission import (
     review_response,
 )
 from webhook.caches import Caches
-from webhook.fastpath import dumps, loads, parse_request
+from webhook.fastpath import JSON, dumps, loads, parse_request
 from webhook.metrics import CONTENT_TYPE, WebhookMetrics
 from webhook.mutate import mutate_pod
 from webhook.validate import ValidationOptions, validate_pod
@@ -43,7 +43,6 @@ from webhook.validate import ValidationOptions, validate_pod
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
-JSON = "application/json"
 
 
 class _HttpError(Exception):

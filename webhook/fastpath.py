@@ -39,6 +39,8 @@ from webhook.admission import (
     parse_review,
 )
 
+JSON = "application/json"
+
 
 def loads(body: bytes) -> Any:
     """Decode a JSON body; MalformedReview when it is not JSON."""
