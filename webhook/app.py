@@ -212,13 +212,16 @@ def create_app(settings: WebhookSettings) -> FastAPI:
     app = _bare_app()
     admission = Admission(settings)
 
-    @app.post("/mutate")
+    # Plain Starlette routes: the handlers take the request as it is, so FastAPI's
+    # dependency solving per request is skipped (webhook/fastpath.py).
     async def mutate(request: Request) -> Response:
         return await admission.handle("mutate", request)
 
-    @app.post("/validate")
     async def validate(request: Request) -> Response:
         return await admission.handle("validate", request)
+
+    app.add_route("/mutate", mutate, methods=["POST"], include_in_schema=False)
+    app.add_route("/validate", validate, methods=["POST"], include_in_schema=False)
 
     _add_health_routes(app, admission)
     return app
