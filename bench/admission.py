@@ -1,38 +1,35 @@
-"""Admission benchmark: the webhook over real HTTPS, at rising concurrency and rate.
+"""Admission benchmark: netshift's /mutate beside its floors, one load generator for all.
 
-    .venv/bin/python bench/admission.py [--endpoint mutate|validate] [--step-seconds 6]
+    .venv/bin/python bench/admission.py [--rounds 3] [--seconds 5] [--workers N]
 
-What runs: the webhook as a subprocess of this script (one process, as one
-replica of the Deployment is), serving TLS on 127.0.0.1 with a fresh CA, its
-caches pre-filled in memory (60 namespaces, 12 NetworkProfiles, 180 NADs)
-instead of watching an apiserver — the request path is the same, only the
-cache feed differs, and admission never calls the apiserver anyway.
+Servers, each a subprocess serving TLS on 127.0.0.1 with one fresh CA:
+- netshift: the real app and server (`webhook.server.run_workers`, as
+  `netshift webhook` runs it, `--workers` processes), its caches pre-filled in
+  memory (60 namespaces, 12 NetworkProfiles, 180 NADs) instead of watching an
+  apiserver: the request path is the same, only the cache feed differs, and
+  admission never calls the apiserver anyway;
+- floor: a bare FastAPI + uvicorn TLS app (uvicorn's defaults, access log off,
+  one process) that parses the review and allows it — nothing can be faster
+  on this stack;
+- go: if `go` is on PATH, a minimal net/http TLS handler (stdlib only, built
+  into a temporary directory) that decodes the review and returns a patch.
 
-The client is asyncio over raw TLS sockets with HTTP/1.1 keep-alive, one
-connection per concurrent client, posting AdmissionReviews shaped like the
-apiserver's (pods from ReplicaSets, ~5 KiB, a fifth with their own networks
-annotation). Two kinds of steps:
-- closed loop: N clients each send the next request when the last answered,
-  for N = 1, 4, 16, 64 — the highest throughput is saturation;
-- open loop: requests are started on a fixed schedule (50, 100, 200 and
-  400/s) over a pool of 32 connections, whatever the answers do.
-It prints one row per step: achieved requests/s, p50/p99/max latency from
-sending a request to reading its answer (what the apiserver waits), and for
-open-loop steps how late the client started requests (p99): when that grows,
-requests queued behind busy connections, i.e. the webhook fell behind or this
-machine was busy with something else.
-Everything stays on loopback; a run takes about a minute.
+The load is wrk (HTTPS, keep-alive, a Lua script posting the same ~3.6 KB
+AdmissionReview of a pod CREATE in a namespace a profile selects) at 1 and 8
+connections; wrk is C and stays far from the bottleneck. Rounds interleave the
+servers, so that each round compares them under the same background load; the
+ratios are taken per round and their median is reported. On a shared machine
+only those same-run ratios mean anything.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
 import os
-import random
+import shutil
 import signal
+import socket
 import ssl
 import statistics
 import subprocess
@@ -40,15 +37,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from fastapi import Request  # module level: the floor's handler annotation resolves here
 
 from localcluster.samples import deployment_pod, pod_review
 from netshift import pki
-from netshift.keys import NETWORKS_KEY
 from netshift.policy import Profile, profile_from_object
 
 NAMESPACES = [f"team-{i:02d}" for i in range(60)]
+CONNECTIONS = (1, 8)
+# Goals (docs: DESIGN.md "Figures we hold ourselves to", issue 11).
+GOAL_P99_1 = 1.3  # netshift p99 / floor p99 at 1 connection, at most
+GOAL_RPS_8 = 0.8  # netshift req/s / floor req/s at 8 connections, at least
 
 
 def tier(index: int) -> str:
@@ -81,251 +83,367 @@ def fixture_profiles() -> list[Profile]:
     ]
 
 
-def serve(args: argparse.Namespace) -> int:
-    """The webhook side: file-mode TLS, static caches, uvicorn on loopback."""
+def review_body() -> bytes:
+    """One pod CREATE from a ReplicaSet into team-03 (selected by profile-3)."""
+    review = pod_review(deployment_pod("web"), namespace=NAMESPACES[3], uid="bench-0001")
+    return json.dumps(review, separators=(",", ":")).encode()
+
+
+# --- the servers (each runs as `bench/admission.py --serve KIND`) ---------------------------
+
+
+def serve_netshift(args: argparse.Namespace) -> int:
     from webhook.app import WebhookSettings, create_app
     from webhook.caches import StaticCaches
-    from webhook.certs import FileCertSource
-    from webhook.server import ReloadableTLS, WebhookServer, bind
+    from webhook.certs import CertWatcher, FileCertSource
+    from webhook.server import ReloadableTLS, WebhookServer, bind, run_workers
 
     namespaces = {
         ns: {"netshift.io/tier": tier(i), "env": "prod", "kubernetes.io/metadata.name": ns}
         for i, ns in enumerate(NAMESPACES)
     }
     nads = [f"infra/default-{t}" for t in range(12)] + ["infra/storage"]
-    nads += [
-        f"{ns}/app-{t}"
-        for ns in NAMESPACES
-        for t in range(12)
-        if tier(NAMESPACES.index(ns)) == f"tier-{t}"
-    ]
+    nads += [f"{ns}/app-{tier(i)[5:]}" for i, ns in enumerate(NAMESPACES)]
     nads += [f"{ns}/own-net" for ns in NAMESPACES]
-    caches = StaticCaches(namespaces, fixture_profiles(), nads)
-    tls = ReloadableTLS()
-    tls.load(FileCertSource(args.cert_dir / "tls.crt", args.cert_dir / "tls.key").read())
+    source = FileCertSource(args.cert_dir / "tls.crt", args.cert_dir / "tls.key")
     sock = bind("127.0.0.1", 0)
-    server = WebhookServer(create_app(WebhookSettings(caches=caches)), tls, sock)
-    print(f"READY {server.port}", flush=True)
-    asyncio.run(server.serve(handle_signals=True))
+    print(f"READY {sock.getsockname()[1]}", flush=True)
+
+    def worker(_index: int) -> int:
+        # What `netshift webhook` does in each worker, with static caches.
+        caches = StaticCaches(namespaces, fixture_profiles(), nads)
+        tls = ReloadableTLS()
+        tls.load(source.read())
+        server = WebhookServer(create_app(WebhookSettings(caches=caches)), tls, sock)
+        watcher = CertWatcher(source.read, server.reload, 30.0)
+        watcher.start()
+        try:
+            server.run(handle_signals=True)
+        finally:
+            watcher.stop()
+        return 0
+
+    return run_workers(args.workers, worker)
+
+
+def serve_floor(args: argparse.Namespace) -> int:
+    import uvicorn
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, Response
+
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.post("/mutate")
+    async def mutate(request: Request) -> Response:
+        review = json.loads(await request.body())
+        return JSONResponse(
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "response": {"uid": review["request"]["uid"], "allowed": True},
+            }
+        )
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        app,
+        ssl_certfile=str(args.cert_dir / "tls.crt"),
+        ssl_keyfile=str(args.cert_dir / "tls.key"),
+        access_log=False,
+        log_level="warning",
+    )
+    print(f"READY {sock.getsockname()[1]}", flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
-def review_bodies(endpoint: str, count: int = 240) -> list[bytes]:
-    rng = random.Random(7)
-    bodies = []
-    for i in range(count):
-        ns = NAMESPACES[i % len(NAMESPACES)]
-        own = {NETWORKS_KEY: "own-net@extra0"} if rng.random() < 0.2 else None
-        pod = deployment_pod(f"app{i % 17}", annotations=own)
-        if endpoint == "mutate":
-            review = pod_review(pod, namespace=ns)
-        else:
-            new = deployment_pod(f"app{i % 17}", annotations={NETWORKS_KEY: "own-net@extra0"})
-            review = pod_review(new, old=pod, namespace=ns, operation="UPDATE", name=f"app-{i}")
-        bodies.append(json.dumps(review, separators=(",", ":")).encode())
-    return bodies
+GO_MAIN = r"""package main
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"crypto/tls"
+	"log"
+	"net"
+	"net/http"
+	"os"
+)
+
+type review struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Request    *struct {
+		UID    string          `json:"uid"`
+		Object json.RawMessage `json:"object"`
+	} `json:"request"`
+}
+
+func main() {
+	patch := base64.StdEncoding.EncodeToString([]byte(
+		`[{"op":"add","path":"/metadata/annotations","value":{"k8s.v1.cni.cncf.io/networks":"infra/storage@stor0"}}]`))
+	http.HandleFunc("/mutate", func(w http.ResponseWriter, r *http.Request) {
+		var rv review
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&rv); err != nil || rv.Request == nil {
+			http.Error(w, "not an AdmissionReview", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{
+			"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+			"response": map[string]any{"uid": rv.Request.UID, "allowed": true,
+				"patchType": "JSONPatch", "patch": patch},
+		})
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	fmt.Printf("READY %d\n", ln.Addr().(*net.TCPAddr).Port)
+	srv := &http.Server{TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		ErrorLog: log.New(io.Discard, "", 0)}
+	panic(srv.ServeTLS(ln, os.Args[1], os.Args[2]))
+}
+"""
 
 
-class Connection:
-    """One keep-alive HTTPS connection speaking just enough HTTP/1.1."""
+def build_go(tmp: Path) -> Path | None:
+    go = shutil.which("go")
+    if go is None:
+        return None
+    src = tmp / "gofloor"
+    src.mkdir()
+    (src / "go.mod").write_text("module gofloor\n\ngo 1.22\n")
+    (src / "main.go").write_text(GO_MAIN)
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local", "CGO_ENABLED": "0"}
+    out = src / "gofloor"
+    result = subprocess.run(
+        [go, "build", "-o", str(out), "."], cwd=src, env=env, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        print(f"go floor not built: {result.stderr.strip()}", file=sys.stderr)
+        return None
+    return out
 
-    def __init__(self, port: int, ctx: ssl.SSLContext, path: str) -> None:
-        self.port = port
-        self.ctx = ctx
-        self.path = path
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
 
-    async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(
-            "127.0.0.1", self.port, ssl=self.ctx, server_hostname="127.0.0.1"
-        )
-
-    async def post(self, body: bytes) -> bool:
-        assert self.reader is not None and self.writer is not None
-        head = (
-            f"POST {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        self.writer.write(head + body)
-        status_line = await self.reader.readline()
-        length = 0
-        while True:
-            line = await self.reader.readline()
-            if line in (b"\r\n", b""):
-                break
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        payload = await self.reader.readexactly(length)
-        return status_line.split()[1:2] == [b"200"] and b'"allowed":true' in payload
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            with contextlib.suppress(ConnectionError, ssl.SSLError):
-                await self.writer.wait_closed()
+# --- driving --------------------------------------------------------------------------------
 
 
 @dataclass
-class Step:
-    label: str
-    clients: int
-    rate: float | None
-    seconds: float
-    latencies: list[float] = field(default_factory=list)
-    lags: list[float] = field(default_factory=list)  # open loop: send time - scheduled time
-    errors: int = 0
-    elapsed: float = 0.0
+class Server:
+    name: str
+    proc: subprocess.Popen[str]
+    port: int
 
-    def row(self) -> str:
-        lat = sorted(self.latencies)
-        done = len(lat)
-        p50 = statistics.median(lat) * 1000 if lat else float("nan")
-        p99 = lat[min(done - 1, int(done * 0.99))] * 1000 if lat else float("nan")
-        worst = lat[-1] * 1000 if lat else float("nan")
-        target = f"{self.rate:.0f}/s" if self.rate else "-"
-        lags = sorted(self.lags)
-        late = f"{lags[int(len(lags) * 0.99)] * 1000:.2f}" if lags else "-"
-        return (
-            f"{self.label:<12} {self.clients:>7} {target:>8} {done / self.elapsed:>9.0f} "
-            f"{p50:>8.2f} {p99:>8.2f} {worst:>8.2f} {late:>9} {self.errors:>6}"
+
+def start(name: str, argv: list[str]) -> Server:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("READY "):
+        proc.kill()
+        raise RuntimeError(f"{name} did not start")
+    return Server(name, proc, int(line.split()[1]))
+
+
+def wait_serving(server: Server, ctx: ssl.SSLContext, body: bytes, timeout: float = 20.0) -> str:
+    """Post one review until it is answered; return the answer (checked by the caller)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+            ):
+                tls.sendall(
+                    b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                    b"Content-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                data = b""
+                while chunk := tls.recv(65536):
+                    data += chunk
+            return data.decode(errors="replace")
+        except OSError:
+            if time.monotonic() > deadline or server.proc.poll() is not None:
+                raise
+            time.sleep(0.2)
+
+
+LUA = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[{body}]==]
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d %d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), e.connect + e.read + e.write + e.timeout,
+    e.status))
+end
+"""
+
+
+@dataclass
+class Run:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def wrk(port: int, script: Path, conns: int, seconds: float) -> Run:
+    argv = [
+        "wrk",
+        f"-t{min(conns, 2)}",
+        f"-c{conns}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+        f"https://127.0.0.1:{port}/mutate",
+    ]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("RESULT "))
+    requests, duration_us, p50, p99, errors, status = (int(x) for x in line.split()[1:])
+    return Run(requests / (duration_us / 1e6), p50 / 1000, p99 / 1000, errors + status)
+
+
+def med(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def spread(values: Sequence[float], fmt: str) -> str:
+    return f"{format(med(values), fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
+def report(
+    names: list[str], runs: dict[tuple[str, int], list[Run]], args: argparse.Namespace
+) -> list[str]:
+    lines = [
+        f"admission /mutate over HTTPS, wrk keep-alive, {args.rounds} rounds x {args.seconds:g}s, "
+        f"{os.cpu_count()} CPUs; netshift with {args.workers} worker(s)",
+        "median (min-max) over rounds:",
+        f"{'server':<10} {'conns':>5} {'req/s':>22} {'p50 ms':>20} {'p99 ms':>20} {'errors':>7}",
+    ]
+    for conns in CONNECTIONS:
+        for name in names:
+            rs = runs[(name, conns)]
+            lines.append(
+                f"{name:<10} {conns:>5} {spread([r.rps for r in rs], '.0f'):>22} "
+                f"{spread([r.p50_ms for r in rs], '.2f'):>20} "
+                f"{spread([r.p99_ms for r in rs], '.2f'):>20} {sum(r.errors for r in rs):>7}"
+            )
+
+    def ratio(other: str, conns: int, field: str) -> float:
+        pairs = zip(runs[("netshift", conns)], runs[(other, conns)], strict=True)
+        return med([getattr(a, field) / getattr(b, field) for a, b in pairs])
+
+    lines.append("same-round ratios netshift/other (median over rounds):")
+    for other in names[1:]:
+        lines.append(
+            f"  vs {other:<6} 1 conn p50 {ratio(other, 1, 'p50_ms'):.2f}x  "
+            f"p99 {ratio(other, 1, 'p99_ms'):.2f}x   8 conns req/s "
+            f"{ratio(other, 8, 'rps'):.2f}x  p99 {ratio(other, 8, 'p99_ms'):.2f}x"
         )
+    p99 = ratio("floor", 1, "p99_ms")
+    rps = ratio("floor", 8, "rps")
+    ok = p99 <= GOAL_P99_1 and rps >= GOAL_RPS_8
+    lines.append(
+        f"verdict: {'MET' if ok else 'NOT MET'} - p99 at 1 conn {p99:.2f}x floor "
+        f"(goal <= {GOAL_P99_1}x), req/s at 8 conns {rps:.2f}x floor (goal >= {GOAL_RPS_8}x)"
+    )
+    lines.append("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    return lines
 
 
-HEADER = (
-    f"{'step':<12} {'clients':>7} {'target':>8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-    f"{'max ms':>8} {'late p99':>9} {'errors':>6}"
-)
+def start_servers(
+    me: list[str], tmp: Path, args: argparse.Namespace, ctx: ssl.SSLContext, body: bytes
+) -> list[Server]:
+    """netshift, the bare FastAPI floor and (with Go) the Go floor, each checked to answer."""
+    servers = [
+        start("netshift", [*me, "--serve", "netshift", "--workers", str(args.workers)]),
+        start("floor", [*me, "--serve", "floor"]),
+    ]
+    go = None if args.no_go else build_go(tmp)
+    if go is not None:
+        servers.append(start("go", [str(go), str(tmp / "tls.crt"), str(tmp / "tls.key")]))
+    for server in servers:
+        answer = wait_serving(server, ctx, body)
+        if '"allowed":true' not in answer.replace(" ", ""):
+            raise RuntimeError(f"{server.name} did not allow the review:\n{answer}")
+        if server.name != "floor" and '"patch"' not in answer:
+            raise RuntimeError(f"{server.name} returned no patch:\n{answer}")
+    return servers
 
 
-async def open_pool(n: int, port: int, ctx: ssl.SSLContext, path: str) -> list[Connection]:
-    pool = [Connection(port, ctx, path) for _ in range(n)]
-    await asyncio.gather(*(c.open() for c in pool))
-    return pool
-
-
-async def closed_loop(
-    step: Step, port: int, ctx: ssl.SSLContext, path: str, bodies: Sequence[bytes]
-) -> None:
-    pool = await open_pool(step.clients, port, ctx, path)
-    start = time.perf_counter()
-    deadline = start + step.seconds
-
-    async def client(conn: Connection, offset: int) -> None:
-        i = offset
-        while time.perf_counter() < deadline:
-            t0 = time.perf_counter()
-            ok = await conn.post(bodies[i % len(bodies)])
-            step.latencies.append(time.perf_counter() - t0)
-            step.errors += not ok
-            i += step.clients
-
-    await asyncio.gather(*(client(c, k) for k, c in enumerate(pool)))
-    step.elapsed = time.perf_counter() - start
-    await asyncio.gather(*(c.close() for c in pool))
-
-
-async def open_loop(
-    step: Step, port: int, ctx: ssl.SSLContext, path: str, bodies: Sequence[bytes]
-) -> None:
-    assert step.rate is not None
-    pool = await open_pool(step.clients, port, ctx, path)
-    queue: asyncio.Queue[tuple[float, int] | None] = asyncio.Queue()
-    total = int(step.rate * step.seconds)
-    start = time.perf_counter() + 0.05
-
-    async def schedule() -> None:
-        for i in range(total):
-            due = start + i / step.rate  # type: ignore[operator]
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            queue.put_nowait((due, i))
-        for _ in pool:
-            queue.put_nowait(None)
-
-    async def worker(conn: Connection) -> None:
-        while (item := await queue.get()) is not None:
-            due, i = item
-            sent = time.perf_counter()
-            ok = await conn.post(bodies[i % len(bodies)])
-            step.latencies.append(time.perf_counter() - sent)
-            step.lags.append(sent - due)
-            step.errors += not ok
-
-    await asyncio.gather(schedule(), *(worker(c) for c in pool))
-    step.elapsed = time.perf_counter() - start
-    await asyncio.gather(*(c.close() for c in pool))
-
-
-async def drive(port: int, ctx: ssl.SSLContext, args: argparse.Namespace) -> list[Step]:
-    path = f"/{args.endpoint}"
-    bodies = review_bodies(args.endpoint)
-    # Warm-up: imports, first TLS handshakes, caches of the profile parser.
-    await closed_loop(Step("warmup", 4, None, 1.0), port, ctx, path, bodies)
-    steps = [Step(f"closed c={n}", n, None, args.step_seconds) for n in (1, 4, 16, 64)]
-    steps += [Step(f"open {r}/s", 32, float(r), args.step_seconds) for r in (50, 100, 200, 400)]
-    print(HEADER)
-    for step in steps:
-        if step.rate is None:
-            await closed_loop(step, port, ctx, path, bodies)
-        else:
-            await open_loop(step, port, ctx, path, bodies)
-        print(step.row(), flush=True)
-    return steps
+def measure(
+    servers: list[Server], script: Path, args: argparse.Namespace
+) -> dict[tuple[str, int], list[Run]]:
+    """wrk against every server, interleaved round by round so that load spreads evenly."""
+    for server in servers:  # warm-up: imports, handshakes, caches
+        wrk(server.port, script, 8, 1.0)
+    runs: dict[tuple[str, int], list[Run]] = {(s.name, c): [] for s in servers for c in CONNECTIONS}
+    for round_ in range(args.rounds):
+        for conns in CONNECTIONS:
+            for server in servers:
+                runs[(server.name, conns)].append(wrk(server.port, script, conns, args.seconds))
+        print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    return runs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from webhook.server import default_workers
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--endpoint", choices=["mutate", "validate"], default="mutate")
-    parser.add_argument("--step-seconds", type=float, default=6.0)
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per wrk run")
+    parser.add_argument(
+        "--workers", type=int, default=default_workers(), help="netshift worker processes"
+    )
+    parser.add_argument("--no-go", action="store_true", help="skip the Go floor")
+    parser.add_argument("--serve", choices=["netshift", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("--cert-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve:
-        return serve(args)
+    if args.serve == "netshift":
+        return serve_netshift(args)
+    if args.serve == "floor":
+        return serve_floor(args)
+    if shutil.which("wrk") is None:
+        print("bench/admission.py needs wrk (apt-get install wrk)", file=sys.stderr)
+        return 2
 
-    with tempfile.TemporaryDirectory(prefix="netshift-bench-") as tmp:
-        cert_dir = Path(tmp)
+    body = review_body()
+    servers: list[Server] = []
+    with tempfile.TemporaryDirectory(prefix="netshift-bench-") as tmp_name:
+        tmp = Path(tmp_name)
         ca = pki.make_ca("bench-ca")
         pair = pki.issue(ca, "webhook", ip_addresses=["127.0.0.1"], server=True)
-        (cert_dir / "tls.crt").write_bytes(pair.cert_pem)
-        (cert_dir / "tls.key").write_bytes(pair.key_pem)
-        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", "--cert-dir", str(cert_dir)],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
+        (tmp / "tls.crt").write_bytes(pair.cert_pem)
+        (tmp / "tls.key").write_bytes(pair.key_pem)
+        script = tmp / "post.lua"
+        script.write_text(LUA.replace("{body}", body.decode()))
+        me = [sys.executable, __file__, "--cert-dir", str(tmp)]
+        ctx = ssl.create_default_context(cadata=ca.cert_pem.decode())
         try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if not line.startswith("READY "):
-                print("webhook did not start", file=sys.stderr)
-                return 1
-            port = int(line.split()[1])
-            ctx = ssl.create_default_context(cadata=ca.cert_pem.decode())
+            servers += start_servers(me, tmp, args, ctx, body)
+            print(f"review {len(body)} bytes; servers: {', '.join(s.name for s in servers)}")
             print(
-                f"netshift webhook /{args.endpoint} over HTTPS on 127.0.0.1:{port}, "
-                f"{os.cpu_count()} CPUs, {args.step_seconds:.0f}s per step"
-            )
-            asyncio.run(drive(port, ctx, args))
-            # Other work on the machine shows up as latency spikes; say how busy it was.
-            print(
-                "load average (1, 5, 15 min) at the end: {:.2f} {:.2f} {:.2f}".format(
-                    *os.getloadavg()
-                )
+                "\n".join(report([s.name for s in servers], measure(servers, script, args), args))
             )
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            for server in servers:
+                server.proc.send_signal(signal.SIGTERM)
+            for server in servers:
+                try:
+                    server.proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    server.proc.kill()
     return 0
 
 

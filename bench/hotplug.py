@@ -19,6 +19,12 @@ each timed from just before the PATCH until this script's own watch on the
 pods sees `network-status` with (or without) net1. Every added interface is
 also checked in the pod's namespace (up, with its address).
 
+The floor, in the same run, one just before each one-at-a-time add: the
+bridge plugin's own ADD (with host-local), exec'd directly into a fresh
+network namespace (bench/cnifloor.py); the table after the phases sets netshift's
+one-at-a-time add (annotation PATCH -> network-status seen) beside it, with
+the ratios and a verdict against the goals (p50 <= 2.5x, p99 <= 5x).
+
 What it prints, per mode and operation, p50 and p99 in milliseconds of:
 - watch delivery  agent's seen_at - t_patch (the agent got the pod event),
 - queue           from seen_at until the reconcile started its work,
@@ -53,6 +59,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cnifloor import Floor  # bench/cnifloor.py
 
 from agent import netlink
 from localcluster.cluster import LocalCluster
@@ -246,13 +254,26 @@ def run_op(kube: Kube, watch: StatusWatch, op: Op) -> None:
 
 
 def run_phase(
-    kube: Kube, watch: StatusWatch, pods: dict[str, str], mode: str, concurrency: int
+    kube: Kube,
+    watch: StatusWatch,
+    pods: dict[str, str],
+    mode: str,
+    concurrency: int,
+    floor: Floor | None = None,
+    floor_seconds: list[float] | None = None,
 ) -> list[Op]:
+    """The adds then the removes; with `floor`, one floor ADD just before each add."""
     ops: list[Op] = []
     for kind in ("add", "remove"):
         batch = [Op(name, uid, kind, mode) for name, uid in sorted(pods.items())]
+
+        def one(op: Op) -> None:
+            if floor is not None and floor_seconds is not None and op.kind == "add":
+                floor_seconds.append(floor.add_one())
+            run_op(kube, watch, op)
+
         with ThreadPoolExecutor(concurrency) as pool:
-            list(pool.map(lambda op: run_op(kube, watch, op), batch))
+            list(pool.map(one, batch))
         ops += batch
     return ops
 
@@ -317,6 +338,33 @@ def report(ops: Iterable[Op], concurrency: int) -> str:
     return "\n".join(lines)
 
 
+# --- the floor: the plugin's own ADD, run directly ---------------------------------------
+
+FLOOR_BRIDGE, FLOOR_SUBNET = "nsbhpf", "10.247.2.0/24"
+# Goals: netshift's sequential add end-to-end over the plugin's ADD (issue 11).
+GOAL_P50, GOAL_P99 = 2.5, 5.0
+
+
+def floor_report(ops: list[Op], floor: list[float]) -> list[str]:
+    seq = [
+        ((op.t_seen or 0.0) - op.t_patch) * 1000
+        for op in ops
+        if op.mode == "sequential" and op.kind == "add"
+    ]
+    base = [s * 1000 for s in floor]
+    n50, n99, f50, f99 = pct(seq, 50), pct(seq, 99), pct(base, 50), pct(base, 99)
+    r50, r99 = n50 / f50, n99 / f99
+    ok = r50 <= GOAL_P50 and r99 <= GOAL_P99
+    return [
+        f"{'one pod at a time, ms':34}{'p50':>9}{'p99':>9}",
+        f"{'floor: bridge ADD run directly':34}{f50:>9.1f}{f99:>9.1f}   ({len(base)} ADDs)",
+        f"{'netshift: annotate -> status seen':34}{n50:>9.1f}{n99:>9.1f}   ({len(seq)} adds)",
+        f"{'ratio netshift/floor':34}{r50:>8.2f}x{r99:>8.2f}x",
+        f"verdict: {'MET' if ok else 'NOT MET'} - p50 {r50:.2f}x (goal <= {GOAL_P50}x), "
+        f"p99 {r99:.2f}x (goal <= {GOAL_P99}x); shared machine: only same-run ratios count",
+    ]
+
+
 # --- main ----------------------------------------------------------------------------------
 
 
@@ -349,7 +397,13 @@ def main() -> int:
         watch.start()
         chosen = dict(sorted(pods.items())[:plugs])
 
-        ops = run_phase(kube, watch, chosen, "sequential", 1)
+        # The floor interleaved with the one-at-a-time adds: both see the same background.
+        floor: list[float] = []
+        floor_cni = Floor(state / "ipam-floor", FLOOR_BRIDGE, FLOOR_SUBNET, IFNAME)
+        try:
+            ops = run_phase(kube, watch, chosen, "sequential", 1, floor_cni, floor)
+        finally:
+            floor_cni.close()
         print(f"sequential: {len(ops)} operations done", flush=True)
         ops += run_phase(kube, watch, chosen, "concurrent", args.concurrency)
         print(f"concurrent ({args.concurrency} in flight): done", flush=True)
@@ -363,6 +417,8 @@ def main() -> int:
             f"bridge + host-local, agent with 4 workers"
         )
         print(report(ops, args.concurrency))
+        print()
+        print("\n".join(floor_report(ops, floor)))
 
         # Tear down while the agent runs, so that it releases what it plugged.
         kube.delete(f"/api/v1/namespaces/{NAMESPACE}")
@@ -388,6 +444,7 @@ def main() -> int:
                 agent.kill()
         cluster.down(say=lambda _line: None)
         subprocess.run(["ip", "link", "del", NET_BRIDGE], capture_output=True)
+        subprocess.run(["ip", "link", "del", FLOOR_BRIDGE], capture_output=True)
         subprocess.run(["ip", "link", "del", CLUSTER_BRIDGE], capture_output=True)
         if not args.keep_state:
             shutil.rmtree(state, ignore_errors=True)

@@ -3,6 +3,7 @@
 #   system packages  containernetworking-plugins (real CNI plugins), iproute2, iputils-ping;
 #                    for the real node: runc, iptables, conntrack; for its images: gcc and
 #                    libc6-dev (static pause), busybox-static, debootstrap
+#                    wrk (the load generator of bench/admission.py)
 #   Python           .venv with netshift and its test tools (pip, from PyPI)
 #   Kubernetes       etcd, kube-apiserver, -controller-manager, -scheduler, kubectl
 #                    built from the Go module proxy once, cached in ~/.cache/netshift
@@ -18,7 +19,7 @@ fi
 
 need=()
 for pkg in containernetworking-plugins iproute2 iputils-ping \
-           runc iptables conntrack gcc libc6-dev busybox-static debootstrap; do
+           runc iptables conntrack gcc libc6-dev busybox-static debootstrap wrk; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if (( ${#need[@]} )); then

@@ -20,12 +20,10 @@ to catch up before the logic decides.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -35,10 +33,10 @@ from webhook.admission import (
     AdmissionRequest,
     Decision,
     MalformedReview,
-    parse_review,
     review_response,
 )
 from webhook.caches import Caches
+from webhook.fastpath import JSON, dumps, loads, parse_request
 from webhook.metrics import WebhookMetrics
 from webhook.mutate import mutate_pod
 from webhook.validate import ValidationOptions, validate_pod
@@ -96,11 +94,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def _decode_review(body: bytes) -> AdmissionRequest:
     if not body:
         raise MalformedReview("empty request body; expected an AdmissionReview")
-    try:
-        data: Any = json.loads(body)
-    except (ValueError, RecursionError) as err:
-        raise MalformedReview(f"request body is not JSON: {err}") from None
-    return parse_review(data).request
+    return parse_request(loads(body))
 
 
 class Admission:
@@ -153,9 +147,8 @@ class Admission:
                     415, f"Content-Type must be application/json, got {content_type or 'none'!r}"
                 )
             try:
-                body = await asyncio.wait_for(
-                    _read_body(http, self.s.max_body_bytes), self.s.body_timeout
-                )
+                async with asyncio.timeout(self.s.body_timeout):
+                    body = await _read_body(http, self.s.max_body_bytes)
             except TimeoutError:
                 raise _HttpError(408, "request body not received in time") from None
             request = _decode_review(body)
@@ -194,7 +187,7 @@ class Admission:
                     request.name,
                     decision.message,
                 )
-            return JSONResponse(review_response(request.uid, decision))
+            return Response(dumps(review_response(request.uid, decision)), media_type=JSON)
         except _HttpError as err:
             return _error(err.status, err.message)
         except MalformedReview as err:
@@ -228,17 +221,20 @@ def create_app(settings: WebhookSettings) -> FastAPI:
     app = _bare_app()
     admission = Admission(settings)
 
-    @app.post("/mutate")
+    # Plain Starlette routes: the handlers take the request as it is, so FastAPI's
+    # dependency solving per request is skipped (webhook/fastpath.py).
     async def mutate(request: Request) -> Response:
         return await admission.handle("mutate", request)
 
-    @app.post("/validate")
     async def validate(request: Request) -> Response:
         return await admission.handle("validate", request)
 
-    @app.post(f"/{NAD_ENDPOINT}")
     async def validate_nads(request: Request) -> Response:
         return await admission.handle(NAD_ENDPOINT, request)
+
+    app.add_route("/mutate", mutate, methods=["POST"], include_in_schema=False)
+    app.add_route("/validate", validate, methods=["POST"], include_in_schema=False)
+    app.add_route(f"/{NAD_ENDPOINT}", validate_nads, methods=["POST"], include_in_schema=False)
 
     _add_health_routes(app, admission)
     return app

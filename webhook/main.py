@@ -13,9 +13,9 @@ Either way a changed certificate is loaded without a restart.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 
@@ -34,7 +34,7 @@ from webhook.certs import (
 from webhook.informers import InformerCaches
 from webhook.metrics import WebhookMetrics
 from webhook.registration import DEFAULT_CONFIG_NAME, DEFAULT_NAMESPACE, DEFAULT_SERVICE
-from webhook.server import ReloadableTLS, WebhookServer, bind
+from webhook.server import ReloadableTLS, WebhookServer, bind, default_workers, run_workers
 from webhook.validate import DEFAULT_GLOBAL_NAMESPACES, ValidationOptions
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="on SIGTERM, report not-ready but keep serving this many seconds (in-cluster: 5)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="worker processes sharing the HTTPS port, each with its own caches and TLS "
+        "watcher (default: $NETSHIFT_WEBHOOK_WORKERS, else CPUs up to 2)",
+    )
     lim = p.add_argument_group("limits")
     lim.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES)
     lim.add_argument(
@@ -155,6 +162,16 @@ def _first_material(source: Callable[[], ServingMaterial], what: str) -> Serving
 
 
 def run(args: argparse.Namespace) -> int:
+    # Sockets first, in this process: workers inherit them (see server.run_workers).
+    sock = bind(args.bind_address, args.port)
+    health_sock = bind(args.bind_address, args.health_port) if args.health_port else None
+    return run_workers(args.workers, lambda index: _serve(args, sock, health_sock, index))
+
+
+def _serve(
+    args: argparse.Namespace, sock: socket.socket, health_sock: socket.socket | None, index: int
+) -> int:
+    """One worker: its own client, TLS context, certificate watcher and caches."""
     kube = Kube.from_kubeconfig(args.kubeconfig)
     metrics = WebhookMetrics()
     tls = ReloadableTLS(metrics)
@@ -179,27 +196,31 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         cache_wait=args.cache_wait,
     )
-    health_sock = bind(args.bind_address, args.health_port) if args.health_port else None
+    # The plain health port is served by worker 0 alone, so that /metrics is one
+    # process's series (its share of the admissions) rather than a different
+    # worker's on every scrape.
+    health = health_sock if index == 0 else None
     server = WebhookServer(
         create_app(settings),
         tls,
-        bind(args.bind_address, args.port),
-        health_app=create_health_app(settings) if health_sock else None,
-        health_sock=health_sock,
+        sock,
+        health_app=create_health_app(settings) if health else None,
+        health_sock=health,
         shutdown_delay=args.shutdown_delay,
     )
     settings.stopping = server.stopping.is_set
     watcher = CertWatcher(source, server.reload, args.tls_check_interval)
     watcher.start()
     log.info(
-        "webhook serving https on %s:%d (TLS from %s), health on %s",
+        "webhook worker %d serving https on %s:%d (TLS from %s), health on %s",
+        index,
         args.bind_address,
         server.port,
         what,
-        f"http port {server.health_port}" if health_sock else "the https port",
+        f"http port {server.health_port}" if health else "the https port",
     )
     try:
-        asyncio.run(server.serve(handle_signals=True))
+        server.run(handle_signals=True)
     finally:
         watcher.stop()
         caches.stop()

@@ -13,7 +13,7 @@ Pure over the request and the caches. Decisions:
   here with the AnnotationError text when a profile has to be merged into it
   (the merge needs to parse it); without a profile the validating webhook
   gives the same denial.
-- The merge itself is policy.apply_profile, idempotent: a reinvocation
+- The merge itself is policy.apply_profile (memoized: webhook.fastpath), idempotent: a reinvocation
   (reinvocationPolicy IfNeeded) yields an empty patch. dryRun requests are
   answered the same way; nothing here has side effects.
 - The audit annotation `profile` names the profile applied (and
@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from netshift.annotations import AnnotationError
 from netshift.keys import INJECT_LABEL, OPT_OUT_VALUE
-from netshift.policy import ProfileError, apply_profile, resolve
+from netshift.policy import ProfileError
 from webhook.admission import AdmissionRequest, Decision, MalformedReview, PodView
 from webhook.caches import Caches
+from webhook.fastpath import POLICY
 from webhook.jsonpatch import annotation_patch
 
 
@@ -62,7 +63,7 @@ def mutate_pod(request: AdmissionRequest, caches: Caches) -> Decision:
     labels = caches.namespace_labels(namespace)
     if labels is None:
         return namespace_unknown(namespace)
-    resolution = resolve(labels, caches.profiles())
+    resolution = POLICY.resolve(namespace, labels, caches.profiles())
     profile = resolution.winner
     if profile is None:
         return Decision.allow()
@@ -70,7 +71,7 @@ def mutate_pod(request: AdmissionRequest, caches: Caches) -> Decision:
     if resolution.losers:
         audit["conflicting-profiles"] = ",".join(p.name for p in resolution.losers)
     try:
-        changes = apply_profile(pod.annotations or {}, namespace, profile)
+        changes = POLICY.apply(pod.annotations or {}, namespace, profile)
     except AnnotationError as err:
         return Decision.deny(str(err), audit=audit)
     except ProfileError as err:

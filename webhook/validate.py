@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 
 from netshift.annotations import AnnotationError, NetworkRef, parse_default_network, parse_networks
 from netshift.keys import DEFAULT_NETWORK_KEY, INJECT_LABEL, NETWORKS_KEY, OPT_OUT_VALUE
-from netshift.policy import Profile, enforced_violations, resolve
+from netshift.policy import Profile, enforced_violations
 from webhook.admission import AdmissionRequest, Decision, MalformedReview, PodView
 from webhook.caches import Caches
+from webhook.fastpath import POLICY
 from webhook.mutate import is_pod_request, namespace_unknown, request_namespace
 
 DESIRED_KEYS = (NETWORKS_KEY, DEFAULT_NETWORK_KEY)
@@ -127,7 +128,7 @@ def validate_pod(
     labels = caches.namespace_labels(namespace)
     if labels is None:
         return namespace_unknown(namespace)
-    resolution = resolve(labels, caches.profiles())
+    resolution = POLICY.resolve(namespace, labels, caches.profiles())
     profile = resolution.winner
     audit = {"profile": profile.name} if profile is not None else {}
 
