@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from localcluster.cluster import LocalCluster, add_network_arguments
-from localcluster.probe import ClientNetns, Ping, TcpStream
+from localcluster.probe import ClientNetns, Ping, Stream
 from netshift import podstatus
 from netshift.kube import ApiError, Kube, has_default_service_account, nad_path, wait_for
 
@@ -203,7 +203,9 @@ def run(args: argparse.Namespace) -> int:
     client.create()
     say(f"== probes from namespace {CLIENT}: ping every 10 ms and a TCP stream to each pod IP")
     pings = {uid: Ping(CLIENT, v.ip) for uid, v in before.items()}
-    streams = {uid: TcpStream(f"netshift-{uid}", CLIENT, v.ip) for uid, v in before.items()}
+    streams = {
+        uid: Stream(f"netshift-{uid}", CLIENT, v.ip, timeout=2.0) for uid, v in before.items()
+    }
     time.sleep(1.0)
 
     say(f"== switching the profile to {NS}/{NEW[0]}")

@@ -23,7 +23,7 @@ from agentutil import AgentProcess, bridge_config, create_nad, ipam_ips, next_su
 from controllerutil import ControllerProcess, max_overlap, read_audit
 
 from localcluster.cluster import LocalCluster
-from localcluster.probe import ClientNetns, Ping, TcpStream
+from localcluster.probe import ClientNetns, Ping, Stream
 from netshift import keys, podstatus, policy
 from netshift.kube import Kube, patch_annotations, pod_path, wait_for
 
@@ -172,7 +172,7 @@ def test_a_profile_change_moves_20_running_pods_without_losing_a_probe(
         nets.client.create()
         pings = {uid: Ping(nets.client.name, p["status"]["podIP"]) for uid, p in before.items()}
         streams = {
-            uid: TcpStream(f"netshift-{uid}", nets.client.name, p["status"]["podIP"])
+            uid: Stream(f"netshift-{uid}", nets.client.name, p["status"]["podIP"], timeout=2.0)
             for uid, p in list(before.items())[:3]
         }
 
