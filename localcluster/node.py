@@ -41,8 +41,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -74,7 +72,11 @@ DEFAULT_IMAGES = {
     "PAUSE_IMAGE": "netshift.local/pause:3.10",
     "BUSYBOX_IMAGE": "netshift.local/busybox:1.35",
     "NETSHIFT_IMAGE": "netshift.local/netshift:dev",
+    "MULTUS_IMAGE": "netshift.local/multus:v4.2.3",
 }
+IMAGES = tuple(DEFAULT_IMAGES)
+# Where scripts/build-images.sh puts the Multus binaries in its image.
+MULTUS_BIN = "/usr/src/multus-cni/bin"
 MODES = ("real", "sim")
 
 
@@ -130,12 +132,12 @@ def missing_prerequisites() -> list[str]:
             host_tool(name)
         except binaries.MissingBinary as err:
             missing.append(str(err))
-    for key in ("PAUSE_IMAGE", "BUSYBOX_IMAGE", "NETSHIFT_IMAGE"):
-        tar = image_tar(key)
-        if not tar.is_file():
-            missing.append(f"{tar} missing; run scripts/build-images.sh")
-    if shutil.which("busybox") is None and not Path("/bin/busybox").exists():
-        missing.append("busybox not found (Multus's init container); install busybox-static")
+    for key in IMAGES:
+        if image_tar(key) is None:
+            missing.append(
+                f"no image archive for {image_name(key)} in {images_dir()}; "
+                "run scripts/build-images.sh"
+            )
     return missing
 
 
@@ -148,20 +150,12 @@ def images_dir() -> Path:
     return binaries.cache_dir() / "images"
 
 
-def image_tar(key: str) -> Path:
-    """The OCI archive scripts/build-images.sh writes for one image: named after the image."""
-    ref = image_name(key)
-    name = ref.rsplit("/", 1)[-1].replace(":", "-")
-    return images_dir() / f"{name}.tar"
-
-
-def oci_tool() -> Path:
-    """images/oci.py: packs a root filesystem into an OCI archive (scripts/build-images.sh)."""
-    return Path(os.environ.get("NETSHIFT_OCI_TOOL", str(binaries.REPO / "images" / "oci.py")))
-
-
-def multus_image() -> str:
-    return f"netshift.local/multus:{binaries.pinned_versions().get('MULTUS_VERSION', 'dev')}"
+def image_tar(key: str) -> Path | None:
+    """The newest OCI archive scripts/build-images.sh wrote for one image
+    (``<name>-<key over its inputs>.tar``, e.g. netshift-0123456789abcdef.tar)."""
+    short = image_name(key).rsplit("/", 1)[-1].split(":", 1)[0]
+    found = [p for p in images_dir().glob(f"{short}-*.tar") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 # -- the node ---------------------------------------------------------------------
@@ -325,6 +319,7 @@ class RealNode:
             "version = 3",
             f"root = {_toml(d / 'root')}",
             f"state = {_toml(d / 'state')}",
+            "imports = []",  # nothing from /etc/containerd
             "",
             "[grpc]",
             f"  address = {_toml(self.socket)}",
@@ -333,6 +328,8 @@ class RealNode:
             "",
             "[plugins.'io.containerd.internal.v1.opt']",
             f"  path = {_toml(d / 'opt')}",
+            "[plugins.'io.containerd.image-verifier.v1.bindir']",
+            f"  bin_dir = {_toml(d / 'image-verifier')}",
             # NRI would open a socket under /var/run/nri for the whole machine.
             "[plugins.'io.containerd.nri.v1.nri']",
             "  disable = true",
@@ -577,6 +574,13 @@ class RealNode:
         missing = missing_prerequisites()
         if missing:
             raise NodeError("the real node cannot start:\n  " + "\n  ".join(missing))
+        others = [pid for pid in kubelet_pids() if pid != self.cluster.pid("kubelet")]
+        if others:
+            # Two kubelets would share (and clean up) the same kubepods cgroups.
+            raise NodeError(
+                f"another kubelet runs on this machine (pid {others[0]}); one real node at a "
+                "time: `netshift down` it, or use --node sim"
+            )
         self.prepare()
         self._host_network()
         c = self.cluster
@@ -654,9 +658,7 @@ class RealNode:
 
     def import_images(self, say: Callable[[str], None] = print) -> None:
         """Import the OCI archives into containerd's k8s.io namespace (only changed ones)."""
-        self.ensure_multus_image()
-        tars = [image_tar(k) for k in ("PAUSE_IMAGE", "BUSYBOX_IMAGE", "NETSHIFT_IMAGE")]
-        tars.append(self._multus_tar())
+        tars = [image_tar(k) for k in IMAGES]
         stamp_file = self.root / "images.json"
         try:
             stamps: dict[str, list[float]] = json.loads(stamp_file.read_text())
@@ -664,6 +666,8 @@ class RealNode:
             stamps = {}
         present = set(self.ctr("images", "ls", "-q").stdout.split())
         for tar in tars:
+            if tar is None:
+                raise NodeError("an image archive is missing; run scripts/build-images.sh")
             st = tar.stat()
             stamp = [st.st_size, st.st_mtime]
             if stamps.get(str(tar)) == stamp and present:
@@ -673,44 +677,6 @@ class RealNode:
             stamps[str(tar)] = stamp
             say(f"image {tar.name}: imported in {time.monotonic() - started:.1f}s")
         stamp_file.write_text(json.dumps(stamps))
-
-    def _multus_tar(self) -> Path:
-        return images_dir() / f"multus-{multus_image().rsplit(':', 1)[-1]}.tar"
-
-    def ensure_multus_image(self) -> None:
-        """An image with the pinned multus-daemon and multus-shim, and busybox to install
-        the shim (built with images/oci.py, like every other local image)."""
-        tar = self._multus_tar()
-        sources = [Path(find_node_binary("multus-daemon")), Path(find_node_binary("multus-shim"))]
-        if tar.exists() and all(tar.stat().st_mtime >= s.stat().st_mtime for s in sources):
-            return
-        busybox = Path(shutil.which("busybox") or "/bin/busybox")
-        tar.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=tar.parent) as tmp:
-            rootfs = Path(tmp) / "rootfs"
-            for rel, src in (
-                ("usr/bin/multus-daemon", sources[0]),
-                ("usr/bin/multus-shim", sources[1]),
-                ("bin/busybox", busybox),
-            ):
-                (rootfs / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, rootfs / rel)
-            for applet in ("sh", "cp", "mv"):
-                (rootfs / "bin" / applet).symlink_to("busybox")
-            for d in ("etc", "tmp", "run", "proc", "sys", "dev"):
-                (rootfs / d).mkdir(exist_ok=True)
-            self._run(
-                [
-                    sys.executable,
-                    str(oci_tool()),
-                    str(rootfs),
-                    str(tar),
-                    f"--name={multus_image()}",
-                    '--entrypoint=["/usr/bin/multus-daemon"]',
-                ],
-                check=True,
-                timeout=300,
-            )
 
     # -- Multus and netshift -------------------------------------------------------
 
@@ -784,12 +750,12 @@ class RealNode:
                             "initContainers": [
                                 {
                                     "name": "install-shim",
-                                    "image": multus_image(),
+                                    "image": image_name("MULTUS_IMAGE"),
                                     "imagePullPolicy": "Never",
                                     "command": [
                                         "/bin/sh",
                                         "-c",
-                                        f"cp /usr/bin/multus-shim {shim_tmp} && "
+                                        f"cp {MULTUS_BIN}/multus-shim {shim_tmp} && "
                                         f"mv {shim_tmp} {self.cni_bin}/multus-shim",
                                     ],
                                     "securityContext": {"privileged": True},
@@ -801,10 +767,10 @@ class RealNode:
                             "containers": [
                                 {
                                     "name": "multus",
-                                    "image": multus_image(),
+                                    "image": image_name("MULTUS_IMAGE"),
                                     "imagePullPolicy": "Never",
                                     "command": [
-                                        "/usr/bin/multus-daemon",
+                                        f"{MULTUS_BIN}/multus-daemon",
                                         "-config=/etc/multus/daemon-config.json",
                                     ],
                                     "env": [
@@ -900,11 +866,6 @@ class RealNode:
                                 "env": self._host_apiserver_env(),
                                 "volumeMounts": [
                                     {"name": "node-root", "mountPath": str(self.root)},
-                                    {
-                                        "name": "crictl",
-                                        "mountPath": "/usr/local/bin/crictl",
-                                        "readOnly": True,
-                                    },
                                 ],
                             }
                         ],
@@ -919,10 +880,6 @@ class RealNode:
                             {
                                 "name": "node-root",
                                 "hostPath": {"path": str(self.root), "type": "Directory"},
-                            },
-                            {
-                                "name": "crictl",
-                                "hostPath": {"path": find_node_binary("crictl"), "type": "File"},
                             },
                         ],
                     }
@@ -1205,6 +1162,21 @@ class RealNode:
         for i, pid in enumerate(self._shim_pids()):
             out[f"shim-{i}"] = _rss_kib(pid)
         return out
+
+
+def kubelet_pids() -> list[int]:
+    """Every running kubelet on this machine (ours or anyone's)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0]
+        except OSError:
+            continue
+        if os.path.basename(argv0) == b"kubelet":
+            pids.append(int(entry.name))
+    return pids
 
 
 def _rss_kib(pid: int) -> int:

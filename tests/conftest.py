@@ -85,3 +85,7 @@ def namespace(kube: Kube) -> Iterator[str]:
     yield name
     with contextlib.suppress(ApiError):
         kube.delete(f"/api/v1/namespaces/{name}")
+
+
+# The real-node cluster (kubelet + containerd + Multus, netshift as pods): its fixtures.
+from realnodeutil import real_cluster, real_kube, real_namespace, real_node  # noqa: E402, F401
