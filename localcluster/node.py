@@ -240,6 +240,12 @@ class RealNode:
         return self.cluster.node
 
     @property
+    def node_ip(self) -> str:
+        """The Node's InternalIP: the bridge's gateway address, a local address of this
+        machine in the project's own subnet (the kubelet refuses a loopback node IP)."""
+        return self.gateway
+
+    @property
     def endpoint(self) -> str:
         return f"unix://{self.socket}"
 
@@ -286,7 +292,11 @@ class RealNode:
                 ca, f"system:node:{self.name}", organizations=["system:nodes"], client=True
             ),
             "kubelet-serving": lambda: pki.issue(
-                ca, self.name, dns_names=[self.name], ip_addresses=["127.0.0.1"], server=True
+                ca,
+                self.name,
+                dns_names=[self.name],
+                ip_addresses=[self.gateway, "127.0.0.1"],
+                server=True,
             ),
             # Bound to system:node-proxier by the apiserver's default policy.
             "kube-proxy": lambda: pki.issue(ca, "system:kube-proxy", client=True),
@@ -369,7 +379,8 @@ class RealNode:
         return {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
-            "address": "127.0.0.1",
+            # The node's address (see node_ip): the apiserver dials it for exec and logs.
+            "address": self.node_ip,
             "port": self.cluster.port("kubelet"),
             "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1",
@@ -425,8 +436,8 @@ class RealNode:
                 "syncPeriod": "30s",
                 "minSyncPeriod": "0s",
             },
-            # NodePorts on loopback only (and then unreachable: localhostNodePorts is off).
-            "nodePortAddresses": ["127.0.0.1/32"],
+            # NodePorts on the node's own address on the bridge only.
+            "nodePortAddresses": [f"{self.node_ip}/32"],
             # 0: leave the machine's conntrack sysctls as they are.
             "conntrack": {
                 "maxPerCore": 0,
@@ -506,7 +517,7 @@ class RealNode:
                 f"--root-dir={self.kubelet_dir / 'root'}",
                 f"--cert-dir={self.kubelet_dir / 'pki'}",
                 f"--hostname-override={self.name}",
-                "--node-ip=127.0.0.1",
+                f"--node-ip={self.node_ip}",
                 "--v=1",
             ],
             env=env,
@@ -625,6 +636,10 @@ class RealNode:
         bridge = self.cluster.bridge
         if subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0:
             subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+        prefix = ipaddress.ip_network(self.cluster.pod_subnet).prefixlen
+        subprocess.run(
+            ["ip", "addr", "replace", f"{self.gateway}/{prefix}", "dev", bridge], check=True
+        )
         subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
         Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet").write_text("1\n")
         rule = self._dnat_rule()
