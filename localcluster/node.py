@@ -472,8 +472,9 @@ class RealNode:
     def multus_daemon_config(self) -> dict[str, Any]:
         run = str(self.multus_dir / "run")
         return {
-            # Delegates run chrooted into the host's root: host paths throughout.
-            "chrootDir": "/hostroot",
+            # Delegates run in Multus's container (no chrootDir: this machine's root mount
+            # is private, so the host's root cannot be mounted HostToContainer); every
+            # path they use is mounted at the same path (see multus_manifest).
             "cniVersion": "1.0.0",
             "logLevel": "verbose",
             "logToStderr": True,
@@ -642,6 +643,7 @@ class RealNode:
         )
         subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
         Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet").write_text("1\n")
+        _shared_netns_dir()
         rule = self._dnat_rule()
         iptables = host_tool("iptables")
         if subprocess.run([iptables, "-t", "nat", "-C", *rule], capture_output=True).returncode:
@@ -698,8 +700,12 @@ class RealNode:
     def multus_manifest(self) -> list[dict[str, Any]]:
         ns = "kube-system"
         labels = {"app.kubernetes.io/name": "multus"}
+        # Host paths mounted at the same path: the node's files, the CNI plugins (Debian's,
+        # linked against the image's glibc), the default host-local store of NADs.
         same = [
             ("node-root", str(self.root), "DirectoryOrCreate"),
+            ("cni-plugins", "/usr/lib/cni", "Directory"),
+            ("cni-state", "/var/lib/cni", "DirectoryOrCreate"),
         ]
         shim_tmp = f"{self.cni_bin}/.multus-shim.new"
         return [
@@ -802,11 +808,6 @@ class RealNode:
                                     "volumeMounts": [
                                         *({"name": n, "mountPath": p} for n, p, _ in same),
                                         {
-                                            "name": "hostroot",
-                                            "mountPath": "/hostroot",
-                                            "mountPropagation": "HostToContainer",
-                                        },
-                                        {
                                             "name": "netns",
                                             "mountPath": "/run/netns",
                                             "mountPropagation": "HostToContainer",
@@ -824,7 +825,6 @@ class RealNode:
                                     {"name": n, "hostPath": {"path": p, "type": t}}
                                     for n, p, t in same
                                 ),
-                                {"name": "hostroot", "hostPath": {"path": "/"}},
                                 {
                                     "name": "netns",
                                     "hostPath": {"path": "/run/netns", "type": "DirectoryOrCreate"},
@@ -1179,6 +1179,24 @@ class RealNode:
         return out
 
 
+def _shared_netns_dir() -> None:
+    """Make /run/netns a shared mount, as `ip netns add` does: pod netns files that
+    containerd makes later then reach the agent's and Multus's containers
+    (mountPropagation: HostToContainer needs a shared mount)."""
+    netns = Path("/run/netns")
+    netns.mkdir(parents=True, exist_ok=True)
+    if any(m == str(netns) for m in _mount_targets()):
+        return
+    subprocess.run(["mount", "--bind", str(netns), str(netns)], check=True)
+    subprocess.run(["mount", "--make-shared", str(netns)], check=True)
+
+
+def _mount_targets() -> Iterator[str]:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            yield line.split()[4].replace("\\040", " ")
+
+
 def kubelet_pids() -> list[int]:
     """Every running kubelet on this machine (ours or anyone's)."""
     pids = []
@@ -1206,11 +1224,7 @@ def _rss_kib(pid: int) -> int:
 
 def _mounts_under(top: Path) -> Iterator[str]:
     prefix = str(top).rstrip("/") + "/"
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            target = line.split()[4].replace("\\040", " ")
-            if target.startswith(prefix):
-                yield target
+    return (t for t in _mount_targets() if t.startswith(prefix))
 
 
 def _toml(value: object) -> str:
