@@ -272,9 +272,10 @@ class RealNode:
         ):
             d.mkdir(parents=True, exist_ok=True)
         self._node_pki()
-        (self.containerd_dir / "config.toml").write_text(self.containerd_config())
-        (self.kubelet_dir / "config.yaml").write_text(yaml.safe_dump(self.kubelet_config()))
-        (self.proxy_dir / "config.yaml").write_text(yaml.safe_dump(self.kube_proxy_config()))
+        # Only when changed: kube-proxy exits when its config file is written.
+        _write_if_changed(self.containerd_dir / "config.toml", self.containerd_config())
+        _write_if_changed(self.kubelet_dir / "config.yaml", yaml.safe_dump(self.kubelet_config()))
+        _write_if_changed(self.proxy_dir / "config.yaml", yaml.safe_dump(self.kube_proxy_config()))
         _write_if_changed(self.cluster_conflist, json.dumps(self.cluster_network(), indent=2))
 
     def _node_pki(self) -> None:
@@ -1031,6 +1032,7 @@ class RealNode:
                 == 0
             ):
                 pass
+            _remove_kubelet_chains(iptables)
         gone = subprocess.run(["ip", "link", "del", c.bridge], capture_output=True)
         if gone.returncode == 0:
             say(f"node network: removed bridge {c.bridge}")
@@ -1177,6 +1179,26 @@ class RealNode:
         for i, pid in enumerate(self._shim_pids()):
             out[f"shim-{i}"] = _rss_kib(pid)
         return out
+
+
+# The chains the kubelet makes (kube-proxy --cleanup removes kube-proxy's).
+KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY")
+
+
+def _remove_kubelet_chains(iptables: str) -> None:
+    for table in ("filter", "nat", "mangle"):
+        listing = subprocess.run([iptables, "-t", table, "-S"], capture_output=True, text=True)
+        for line in listing.stdout.splitlines():
+            words = line.split()
+            if (
+                words[:1] == ["-A"]
+                and words[1] not in KUBELET_CHAINS
+                and any(f"-j {chain}" in line for chain in KUBELET_CHAINS)
+            ):
+                subprocess.run([iptables, "-t", table, "-D", *words[1:]], capture_output=True)
+        for chain in KUBELET_CHAINS:
+            subprocess.run([iptables, "-t", table, "-F", chain], capture_output=True)
+            subprocess.run([iptables, "-t", table, "-X", chain], capture_output=True)
 
 
 def _shared_netns_dir() -> None:
