@@ -1033,6 +1033,8 @@ class RealNode:
             ):
                 pass
             _remove_kubelet_chains(iptables)
+            with contextlib.suppress(binaries.MissingBinary):
+                _remove_kubelet_chains(host_tool("ip6tables"))
         gone = subprocess.run(["ip", "link", "del", c.bridge], capture_output=True)
         if gone.returncode == 0:
             say(f"node network: removed bridge {c.bridge}")
@@ -1182,7 +1184,7 @@ class RealNode:
 
 
 # The chains the kubelet makes (kube-proxy --cleanup removes kube-proxy's).
-KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY")
+KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")
 
 
 def _remove_kubelet_chains(iptables: str) -> None:
