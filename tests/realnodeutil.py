@@ -28,7 +28,7 @@ from netshift import binaries
 from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
 from netshift.localcluster import LocalCluster
 
-REAL_POD_SUBNET = f"10.247.{os.getpid() % 250}.0/24"
+REAL_POD_SUBNET = f"10.248.{os.getpid() % 250}.0/24"  # bench/hotplug.py uses 10.247.0.0/24
 REAL_BRIDGE = f"nsr{os.getpid() % 100000}"
 NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
 
