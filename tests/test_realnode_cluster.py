@@ -13,6 +13,8 @@ import pytest
 from realnodeutil import busybox_pod, create_running, exec_in, ipv4_of, network_status
 
 from localcluster import node as realnode
+from localcluster.node import RealNode
+from netshift.binaries import pinned_versions
 from netshift.kube import Kube, wait_for
 from netshift.localcluster import LocalCluster
 
@@ -25,11 +27,10 @@ def test_the_node_is_ready_on_containerd_2(real_cluster: LocalCluster, real_kube
     assert ready and ready[0]["status"] == "True", ready
     info = node["status"]["nodeInfo"]
     assert info["containerRuntimeVersion"].startswith("containerd://2."), info
-    from netshift.binaries import pinned_versions
-
     assert info["kubeletVersion"] == pinned_versions()["KUBE_VERSION"], info
     addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
-    assert addresses.get("InternalIP") == "127.0.0.1", addresses
+    # The bridge's gateway: a local address in the node's own subnet (no loopback node IP).
+    assert addresses.get("InternalIP") == RealNode(real_cluster).node_ip, addresses
 
 
 def test_netshift_and_multus_run_as_pods_from_local_images(real_kube: Kube) -> None:
