@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from realnodeutil import (
@@ -21,11 +22,12 @@ from realnodeutil import (
     create_running,
     eventually,
     ipv4_of,
+    network_status,
     store_addresses,
 )
 
 from localcluster.node import RealNode
-from netshift.kube import ApiError, Kube, nad_path
+from netshift.kube import ApiError, Kube, nad_path, wait_for
 from netshift.localcluster import LocalCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
@@ -41,7 +43,7 @@ class SideNetwork:
 
 
 @pytest.fixture
-def test_network(
+def side_network(
     real_node: RealNode, real_kube: Kube, real_namespace: str
 ) -> Iterator[SideNetwork]:
     suffix = secrets.token_hex(3)
@@ -87,17 +89,17 @@ def _annotate(cluster: LocalCluster, namespace: str, pod: str, value: str | None
 
 
 def test_annotate_plugs_an_interface_and_removal_releases_its_address(
-    real_cluster: LocalCluster, real_kube: Kube, real_namespace: str, test_network: SideNetwork
+    real_cluster: LocalCluster, real_kube: Kube, real_namespace: str, side_network: SideNetwork
 ) -> None:
     create_running(real_kube, real_namespace, busybox_pod("hot"))
-    _annotate(real_cluster, real_namespace, "hot", f"{test_network.name}@net1")
+    _annotate(real_cluster, real_namespace, "hot", f"{side_network.name}@net1")
     eventually(
         lambda: bool(ipv4_of(real_cluster, real_namespace, "hot", "net1")),
         60,
         "net1 with an address in the pod",
     )
     (address,) = ipv4_of(real_cluster, real_namespace, "hot", "net1")
-    assert store_addresses(test_network.store) == {address}
+    assert store_addresses(side_network.store) == {address}
 
     _annotate(real_cluster, real_namespace, "hot", None)
     eventually(
@@ -106,7 +108,7 @@ def test_annotate_plugs_an_interface_and_removal_releases_its_address(
         "net1 gone from the pod",
     )
     eventually(
-        lambda: not store_addresses(test_network.store), 30, "the address back in host-local"
+        lambda: not store_addresses(side_network.store), 30, "the address back in host-local"
     )
     # eth0 (Multus's) is untouched.
     assert ipv4_of(real_cluster, real_namespace, "hot", "eth0")
@@ -117,11 +119,11 @@ def test_deleting_a_pod_with_a_hot_plugged_network_leaks_no_address(
     real_node: RealNode,
     real_kube: Kube,
     real_namespace: str,
-    test_network: SideNetwork,
+    side_network: SideNetwork,
 ) -> None:
     pod = create_running(real_kube, real_namespace, busybox_pod("doomed"))
     eth0 = pod["status"]["podIP"]
-    _annotate(real_cluster, real_namespace, "doomed", f"{test_network.name}@net1")
+    _annotate(real_cluster, real_namespace, "doomed", f"{side_network.name}@net1")
     eventually(
         lambda: bool(ipv4_of(real_cluster, real_namespace, "doomed", "net1")),
         60,
@@ -145,7 +147,62 @@ def test_deleting_a_pod_with_a_hot_plugged_network_leaks_no_address(
         f"{eth0} released by the cluster network",
     )
     eventually(
-        lambda: not store_addresses(test_network.store),
+        lambda: not store_addresses(side_network.store),
         60,
         "the hot-plugged address released",
     )
+
+
+def test_the_webhook_pods_inject_a_profile_and_multus_attaches_it_at_creation(
+    real_cluster: LocalCluster,
+    real_kube: Kube,
+    real_namespace: str,
+    side_network: SideNetwork,
+) -> None:
+    """The apiserver calls the webhook replicas through their Service; Multus then wires the
+    injected network when it creates the sandbox; deleting the pod gives the address back."""
+    name = f"p-{real_namespace}"
+    real_kube.create(
+        "/apis/netshift.io/v1alpha1/networkprofiles",
+        {
+            "apiVersion": "netshift.io/v1alpha1",
+            "kind": "NetworkProfile",
+            "metadata": {"name": name},
+            "spec": {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": real_namespace}
+                },
+                "priority": 1000,
+                "networks": [{"name": side_network.name, "interface": "net1"}],
+            },
+        },
+    )
+    try:
+        # The webhook's caches follow the profile through its watch.
+        def injected() -> Any:
+            pod = real_kube.create(
+                f"/api/v1/namespaces/{real_namespace}/pods", busybox_pod("injected")
+            )
+            if NETWORKS in pod["metadata"].get("annotations", {}):
+                return pod
+            real_cluster.kubectl("-n", real_namespace, "delete", "pod", "injected", "--wait=true")
+            return None
+
+        pod = wait_for(injected, 30, what="a pod created with the profile's network")
+        assert side_network.name in pod["metadata"]["annotations"][NETWORKS]
+        running = wait_for(
+            lambda: _running(real_kube, real_namespace, "injected"), 60, what="pod Running"
+        )
+        (address,) = ipv4_of(real_cluster, real_namespace, "injected", "net1")
+        assert store_addresses(side_network.store) == {address}
+        status = network_status(running)
+        assert any(e.get("interface") == "net1" and e.get("ips") == [address] for e in status)
+        real_kube.delete(f"/api/v1/namespaces/{real_namespace}/pods/injected")
+        eventually(lambda: not store_addresses(side_network.store), 60, "net1's address released")
+    finally:
+        real_kube.delete(f"/apis/netshift.io/v1alpha1/networkprofiles/{name}")
+
+
+def _running(kube: Kube, namespace: str, name: str) -> Any:
+    pod = kube.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+    return pod if pod.get("status", {}).get("phase") == "Running" else None
