@@ -601,7 +601,7 @@ class RealNode:
         containerd, kubelet, proxy = procs
         say(c.start(containerd))
         c.wait_healthy(containerd, timeout=60)
-        self.import_images(say)
+        replaced = self.import_images(say)
         for proc in (kubelet, proxy):
             say(c.start(proc))
         for proc in (kubelet, proxy):
@@ -614,7 +614,21 @@ class RealNode:
         )
         self._wait(self.node_ready, deadline, f"Node {self.name} Ready")
         say(f"node {self.name}: Ready ({self.runtime_version()})")
+        if "MULTUS_IMAGE" in replaced:
+            self.cluster.kubectl("-n", "kube-system", "rollout", "restart", "daemonset/multus")
         self.apply_netshift()
+        if "NETSHIFT_IMAGE" in replaced:
+            # A rebuilt image under the same name: running pods keep the old one until restarted.
+            say("netshift: new image, restarting its pods")
+            self.cluster.kubectl(
+                "-n",
+                "netshift-system",
+                "rollout",
+                "restart",
+                "daemonset/netshift-agent",
+                "deployment/netshift-webhook",
+                "deployment/netshift-controller",
+            )
         self._wait_rollouts(deadline)
         say("netshift: webhook, controller and agent pods ready")
 
@@ -674,27 +688,34 @@ class RealNode:
 
     # -- images ------------------------------------------------------------------------
 
-    def import_images(self, say: Callable[[str], None] = print) -> None:
-        """Import the OCI archives into containerd's k8s.io namespace (only changed ones)."""
-        tars = [image_tar(k) for k in IMAGES]
+    def import_images(self, say: Callable[[str], None] = print) -> list[str]:
+        """Import the OCI archives into containerd's k8s.io namespace (only new or changed
+        ones); return the keys of images that replaced an older import of the same name."""
         stamp_file = self.root / "images.json"
         try:
-            stamps: dict[str, list[float]] = json.loads(stamp_file.read_text())
+            stamps: dict[str, list[Any]] = json.loads(stamp_file.read_text())
         except (OSError, ValueError):
             stamps = {}
         present = set(self.ctr("images", "ls", "-q").stdout.split())
-        for tar in tars:
+        replaced = []
+        for key in IMAGES:
+            tar = image_tar(key)
             if tar is None:
-                raise NodeError("an image archive is missing; run scripts/build-images.sh")
+                raise NodeError(
+                    f"no image archive for {image_name(key)}; run scripts/build-images.sh"
+                )
             st = tar.stat()
-            stamp = [st.st_size, st.st_mtime]
-            if stamps.get(str(tar)) == stamp and present:
+            stamp = [str(tar), st.st_size, st.st_mtime]
+            if stamps.get(key) == stamp and image_name(key) in present:
                 continue
             started = time.monotonic()
             self.ctr("images", "import", "--snapshotter=overlayfs", str(tar), timeout=300)
-            stamps[str(tar)] = stamp
+            if key in stamps:
+                replaced.append(key)
+            stamps[key] = stamp
+            stamp_file.write_text(json.dumps(stamps))
             say(f"image {tar.name}: imported in {time.monotonic() - started:.1f}s")
-        stamp_file.write_text(json.dumps(stamps))
+        return replaced
 
     # -- Multus and netshift -------------------------------------------------------
 
