@@ -11,8 +11,9 @@ meets a developer's `netshift up` or the tests. Binaries and images must be buil
 It prints: the cold `up` (nothing running), the warm `up` (everything running: what a
 second `netshift up` costs), the resident memory of each process of the running system
 (the plane, the node's daemons, every containerd shim and every container process,
-named by pod), and the time from creating a busybox pod to Ready, one at a time and
---pods at once. Then `netshift down` (unless --keep) and the state dir is removed.
+named by pod), the time from creating a busybox pod to Ready, one at a time and --pods at
+once, and hot-plug latency (annotation PATCH → network-status with net1 and its address;
+and back) over those pods, one at a time. Then `netshift down` (unless --keep) and the state dir is removed.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from localcluster import node as realnode
+from netshift.kube import nad_path, patch_annotations, pod_path
 from netshift.localcluster import LocalCluster
 
 
@@ -117,13 +120,73 @@ def pod_ready_seconds(cluster: LocalCluster, names: list[str]) -> list[float]:
             ):
                 ready[name] = time.monotonic() - started
         time.sleep(0.05)
-    cluster.kubectl("delete", "pod", "--wait=true", *names)
     return [ready.get(n, float("nan")) for n in names]
+
+
+NETWORKS = "k8s.v1.cni.cncf.io/networks"
+STATUS = "k8s.v1.cni.cncf.io/network-status"
+
+
+def has_net1(pod: dict[str, Any]) -> bool:
+    entries = json.loads(pod["metadata"].get("annotations", {}).get(STATUS, "[]"))
+    return any(e.get("interface") == "net1" and e.get("ips") for e in entries)
+
+
+def hotplug_ms(cluster: LocalCluster, pods: list[str], rounds: int) -> dict[str, list[float]]:
+    """PATCH of the networks annotation → network-status shows net1 with its address (plug)
+    or without net1 (unplug), one pod at a time, polled every 10 ms."""
+    kube = cluster.kube()
+    config = {
+        "cniVersion": "1.0.0",
+        "name": "bench",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "nsbrn1",
+                "ipMasq": False,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": "10.246.251.0/24"}]],
+                    "dataDir": str(realnode.RealNode(cluster).root / "cni" / "bench"),
+                },
+            }
+        ],
+    }
+    kube.create(
+        nad_path("default"),
+        {
+            "apiVersion": "k8s.cni.cncf.io/v1",
+            "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": "bench"},
+            "spec": {"config": json.dumps(config)},
+        },
+    )
+    out: dict[str, list[float]] = {"plug": [], "unplug": []}
+    for _ in range(rounds):
+        for name in pods:
+            for op, value in (("plug", "bench@net1"), ("unplug", None)):
+                path = pod_path("default", name)
+                started = time.monotonic()
+                patch_annotations(kube, path, {NETWORKS: value})
+                want = op == "plug"
+                while has_net1(kube.get(path)) != want:
+                    if time.monotonic() - started > 30:
+                        raise SystemExit(f"{op} of {name} took more than 30 s")
+                    time.sleep(0.01)
+                out[op].append((time.monotonic() - started) * 1000)
+    subprocess.run(["ip", "link", "del", "nsbrn1"], capture_output=True)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pods", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="hot-plug rounds over the pods")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="netshift-bench-real-"))
@@ -133,7 +196,9 @@ def main() -> int:
         warm = netshift("up", *net)
         cluster = LocalCluster(state)
         one = pod_ready_seconds(cluster, ["bench-one"])[0]
-        many = pod_ready_seconds(cluster, [f"bench-{i}" for i in range(args.pods)])
+        names = [f"bench-{i}" for i in range(args.pods)]
+        many = pod_ready_seconds(cluster, names)
+        plug = hotplug_ms(cluster, names, args.rounds)
         pods = cluster.kube().get("/api/v1/pods")["items"]
         uid_names = {
             p["metadata"]["uid"]: f"{p['metadata']['namespace']}/{p['metadata']['name']}"
@@ -148,6 +213,11 @@ def main() -> int:
             f"{args.pods} pods at once → all Ready:       {max(many):6.2f} s "
             f"(median {statistics.median(many):.2f} s)"
         )
+        for op, values in plug.items():
+            print(
+                f"hot-{op} (PATCH → network-status), n={len(values)}: "
+                f"p50 {pct(values, 0.5):.0f} ms, p99 {pct(values, 0.99):.0f} ms"
+            )
         print("\nresident memory (RSS) of the running system:")
         for name, kib in rows:
             print(f"  {name:60} {kib / 1024:7.1f} MiB")
