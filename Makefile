@@ -16,6 +16,7 @@ lint:
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy --strict
+	.venv/bin/lint-imports
 
 up: setup
 	.venv/bin/netshift up

@@ -19,7 +19,10 @@ from agent.netns import (
     PathTemplateResolver,
 )
 from agent.reconcile import Agent, AgentSettings
+from netshift.keys import NETSHIFT_NAMESPACE
 from netshift.kube import Kube
+from netshift.metrics import HealthServer
+from netshift.nadpolicy import POLICY_CONFIGMAP
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +46,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cgroup-root", default="/sys/fs/cgroup")
     parser.add_argument("--cri-socket", default=None, help="ask the CRI runtime (needs crictl)")
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=0,
+        help="plain-HTTP port for /healthz /readyz /metrics (0: none; the manifests use 9402)",
+    )
+    parser.add_argument("--health-bind-address", default="0.0.0.0")
+    parser.add_argument(
+        "--nad-policy-configmap",
+        default=f"{NETSHIFT_NAMESPACE}/{POLICY_CONFIGMAP}",
+        help='the cluster\'s NAD policy ConfigMap as "namespace/name" ("" for none)',
+    )
     parser.add_argument("--resync-seconds", type=float, default=60.0)
     parser.add_argument("--ready-file", default=None, help="written once the agent is ready")
     parser.add_argument(
@@ -84,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
             cluster_network_conf=args.cluster_network_conf,
             workers=args.workers,
             resync_seconds=args.resync_seconds,
+            nad_policy=_namespaced(args.nad_policy_configmap),
         ),
         build_resolver(args),
         on_timing=on_timing if args.timing_log else None,
@@ -98,9 +114,25 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    health: HealthServer | None = None
+    if args.health_port:
+        health = HealthServer(
+            agent.metrics.registry, args.health_bind_address, args.health_port, ready=agent.synced
+        ).start()
     agent.start()
     if args.ready_file:
         Path(args.ready_file).write_text(str(os.getpid()))
     stop.wait()
     agent.stop()
+    if health is not None:
+        health.stop()
     return 0
+
+
+def _namespaced(value: str) -> tuple[str, str] | None:
+    if not value:
+        return None
+    namespace, sep, name = value.partition("/")
+    if not sep or not namespace or not name:
+        raise SystemExit(f"netshift agent: expected namespace/name, got {value!r}")
+    return namespace, name

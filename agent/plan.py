@@ -1,32 +1,50 @@
-"""Decide what to do for one pod: desired networks vs what is attached (pure, no I/O).
+"""Decide what to do for one pod: desired networks vs what is there (pure, no I/O).
 
-The reconciler feeds in the pod's wish (its annotations, parsed) and what is
-there (the agent's attachment records, plus entries of `network-status` that
-others — Multus, the node simulator — attached at sandbox creation) and gets a
-plan: what to detach, what to attach, whether to move the default network.
+The reconciler observes the pod (its annotations), the agent's attachment
+records, the pod's `network-status` and the links in its netns, and gets a
+`Plan` of typed actions back: adopt what others attached at creation, release
+what vanished, detach, attach, move the default network, drain an old default.
+Every decision is made here, retries included: which attempt an action is, how
+long to back off when it fails, and when to look at the pod again.
 Detaches come first so that a swap behind one interface name works.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
-from netshift.annotations import Attachment, NetworkRef, NetworkSelection, desired_attachments
+from netshift import keys
+from netshift.annotations import (
+    AnnotationError,
+    Attachment,
+    NetworkRef,
+    NetworkSelection,
+    NetworkStatusEntry,
+    desired_attachments,
+    parse_default_network,
+    parse_networks,
+)
+from netshift.keys import (
+    ATTACHED,
+    ATTACHING,
+    DEFAULT,
+    DETACHING,
+    FAILED,
+    INCOMING_DEFAULT,
+    PREVIOUS_DEFAULT,
+    SECONDARY,
+)
+from netshift.podstatus import SwitchPolicy, parse_switch_policy
 
-# Roles of an attachment on a pod.
-SECONDARY = "secondary"  # asked for by the networks annotation
-DEFAULT = "default"  # carries the pod's default route
-PREVIOUS_DEFAULT = "previous-default"  # the default before a live switch (Keep / drain)
-INCOMING_DEFAULT = "incoming-default"  # attached for a switch whose routes have not moved yet
-
-# States (shared with the records and the per-pod status).
-ATTACHING: Final = "Attaching"
-ATTACHED: Final = "Attached"
-DETACHING: Final = "Detaching"
-FAILED: Final = "Failed"
+MAX_BACKOFF = 300.0
+SOURCE_TABLE_BASE = 1000  # policy-routing tables for old defaults: 1000, 1001, ...
+FAILED_RECHECK = 0.5  # a failed attachment whose retry is due is looked at this soon at least
+DRAIN_RECHECK = 0.1
+_AUTO_NAME = re.compile(r"net[0-9]+")
 
 
 def network_id(ref: NetworkRef) -> str:
@@ -48,9 +66,17 @@ def selection_key(selection: Mapping[str, Any] | NetworkSelection) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
+def backoff(attempt: int) -> float:
+    """Seconds to wait after failed attempt number `attempt`: 1, 2, 4, ... at most MAX_BACKOFF."""
+    return float(min(2 ** max(attempt - 1, 0), MAX_BACKOFF))
+
+
+# -- what the planner is given -----------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Current:
-    """One attachment that exists (or failed, or was cut short) on the pod."""
+    """One attachment the agent holds on the pod (attached, failed, or cut short)."""
 
     ref: NetworkRef
     interface: str
@@ -59,41 +85,199 @@ class Current:
     auto_named: bool = False
     # "" when unknown (attached by someone else): then only the network is compared.
     key: str = ""
+    attempts: int = 0
     retry_at: float = 0.0
+    message: str = ""
     drain_until: float | None = None  # previous default to remove at this time
+
+    @property
+    def failed(self) -> bool:
+        """An ADD that failed, or a DEL that failed (the attachment is still half there)."""
+        return self.state == FAILED or (self.state == DETACHING and bool(self.message))
+
+
+@dataclass(frozen=True)
+class EarlierSwitch:
+    """A default-route switch whose source routing is still in the pod."""
+
+    old_ifname: str
+    table: int
+    gateways: tuple[str, ...] = ()  # of the default routes `old_ifname` had then
+
+
+@dataclass(frozen=True)
+class Wish:
+    """What the pod asks for: its annotations, read in its namespace."""
+
+    namespace: str
+    annotations: Mapping[str, str]
+    # The cluster's own network, the default when the pod names none; None: unknown here.
+    cluster_network: str | None = None
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What is there: the agent's records, the pod's network-status, the links in its netns."""
+
+    current: Sequence[Current]
+    network_status: Sequence[NetworkStatusEntry] = ()
+    links: Collection[str] = ()
+    switches: Sequence[EarlierSwitch] = ()
+
+
+# -- what the planner decides ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Adopt:
+    """Record an interface that another writer (Multus, the runtime) attached at creation."""
+
+    network: str
+    interface: str
+    default: bool
+    auto_named: bool
+
+
+@dataclass(frozen=True)
+class Detach:
+    """CNI DEL with the recorded config, for `why`: unwanted, replaced, vanished or drained."""
+
+    current: Current
+    why: str
+    attempt: int
+    retry_in: float  # backoff if this DEL fails
+
+
+@dataclass(frozen=True)
+class Attach:
+    """CNI ADD. An incoming default is attached without the route guard's default route."""
+
+    want: Attachment
+    role: str
+    attempt: int
+    retry_in: float  # backoff if this ADD fails
+
+
+@dataclass(frozen=True)
+class Switch:
+    """Move the default route to `interface`, make-before-break."""
+
+    target: NetworkRef
+    interface: str
+    attach: Attach | None  # None: the target is already attached (a kept old default)
+    old: Current | None  # the default now, kept (Keep) or drained (Remove) afterwards
+    table: int  # the source-routing table for the old default's addresses
+    # Used when the target's CNI result names no gateway: the default it had before.
+    fallback_gateways: tuple[str, ...]
+    policy: SwitchPolicy
+    drain_until: float | None  # when the old default is to be removed (Remove)
 
 
 @dataclass
 class Plan:
-    detach: list[Current] = field(default_factory=list)
-    attach: list[Attachment] = field(default_factory=list)
+    problem: str = ""  # the wish cannot be read: nothing but bookkeeping is done
+    adopt: list[Adopt] = field(default_factory=list)
+    forget: list[str] = field(default_factory=list)  # stale network-status entries
+    detach: list[Detach] = field(default_factory=list)
+    attach: list[Attach] = field(default_factory=list)
+    switch: Switch | None = None
+    drain: list[Detach] = field(default_factory=list)  # previous defaults to remove now
     waiting: list[Current] = field(default_factory=list)  # failed, backing off
-    # Default network move: the network, and the interface it gets (existing or new).
-    switch_to: NetworkRef | None = None
-    switch_interface: str | None = None
-    switch_reuses: bool = False  # the target is a previous default still attached
-    drained: list[Current] = field(default_factory=list)  # previous defaults to remove now
     retry_in: float | None = None
 
     def retry(self, seconds: float) -> None:
         self.retry_in = seconds if self.retry_in is None else min(self.retry_in, seconds)
 
 
-def plan_pod(
-    selections: Sequence[NetworkSelection],
-    pod_namespace: str,
-    current: Sequence[Current],
-    desired_default: NetworkRef | None,
-    now: float,
-) -> Plan:
-    """Plan one pod. `desired_default` None means: leave the default network as it is."""
+# -- planning -------------------------------------------------------------------------------
+
+
+def plan_pod(wish: Wish, seen: Seen, now: float) -> Plan:
+    """Plan one pod: bookkeeping of what is there, then the diff against the wish."""
     plan = Plan()
+    current = _bookkeeping(plan, seen)
+    try:
+        selections = parse_networks(wish.annotations.get(keys.NETWORKS_KEY, ""))
+        desired_default = _desired_default(wish)
+        _plan_secondaries(plan, selections, wish.namespace, current, now)
+    except AnnotationError as err:
+        plan.problem = str(err)
+        del plan.detach[len(_vanished(plan)) :]
+        plan.attach.clear()
+        return plan
+    _plan_default(
+        plan, current, seen.switches, desired_default, parse_switch_policy(wish.annotations), now
+    )
+    return plan
+
+
+def _vanished(plan: Plan) -> list[Detach]:
+    return [d for d in plan.detach if d.why == "vanished"]
+
+
+def _desired_default(wish: Wish) -> NetworkRef | None:
+    """The default network wanted; None means: leave the default network as it is."""
+    value = wish.annotations.get(keys.DEFAULT_NETWORK_KEY)
+    if value:
+        return parse_default_network(value, wish.namespace)
+    if wish.cluster_network is not None:
+        return NetworkRef("", wish.cluster_network)
+    return None
+
+
+def _bookkeeping(plan: Plan, seen: Seen) -> list[Current]:
+    """Adopt creation-time attachments, release vanished ones; what is there afterwards."""
+    held = {c.interface: c for c in seen.current}
+    for entry in seen.network_status:
+        if not entry.interface or entry.interface in held:
+            continue
+        if entry.interface not in seen.links:
+            # Detached (maybe by an agent that crashed before it reported): a stale entry.
+            plan.forget.append(entry.interface)
+            continue
+        # Multus names unnamed networks net1, net2, ...: those names stay automatic,
+        # so the selection that asked for one keeps it (and is not re-plugged).
+        auto = not entry.default and _AUTO_NAME.fullmatch(entry.interface) is not None
+        plan.adopt.append(Adopt(entry.name, entry.interface, entry.default, auto))
+        held[entry.interface] = Current(
+            ref=parse_network_id(entry.name),
+            interface=entry.interface,
+            state=ATTACHED,
+            role=DEFAULT if entry.default else SECONDARY,
+            auto_named=auto,
+        )
+    for interface, c in list(held.items()):
+        if c.state == ATTACHED and interface not in seen.links:
+            # Gone behind the agent's back (e.g. `ip link del`): release its address and
+            # forget it, so that it is attached again below if still wanted.
+            plan.detach.append(_detach(c, "vanished"))
+            del held[interface]
+    return list(held.values())
+
+
+def _detach(c: Current, why: str) -> Detach:
+    attempt = c.attempts + 1 if c.state == DETACHING else 1
+    return Detach(c, why, attempt, backoff(attempt))
+
+
+def _attach(want: Attachment, role: str, before: Current | None) -> Attach:
+    """A failed attachment behind the same name counts on; anything else starts at 1."""
+    attempt = before.attempts + 1 if before is not None and before.state == FAILED else 1
+    return Attach(want, role, attempt, backoff(attempt))
+
+
+def _plan_secondaries(
+    plan: Plan,
+    selections: Sequence[NetworkSelection],
+    namespace: str,
+    current: Sequence[Current],
+    now: float,
+) -> None:
     secondaries = [c for c in current if c.role == SECONDARY]
-    others = [c for c in current if c.role != SECONDARY]
-    reserved = {"eth0", "lo"} | {c.interface for c in others}
+    reserved = {"eth0", "lo"} | {c.interface for c in current if c.role != SECONDARY}
     wanted = desired_attachments(
         selections,
-        pod_namespace,
+        namespace,
         [(c.ref, c.interface, c.auto_named) for c in secondaries],
         reserved=reserved,
     )
@@ -101,59 +285,142 @@ def plan_pod(
     for want in wanted:
         have = by_interface.pop(want.interface, None)
         if have is None:
-            plan.attach.append(want)
+            plan.attach.append(_attach(want, SECONDARY, None))
             continue
         same = have.ref == want.ref and (not have.key or have.key == selection_key(want.selection))
         if not same or have.state in (ATTACHING, DETACHING):
             # Another network (or other ips/mac) behind the same name: detach first, then attach.
-            plan.detach.append(have)
-            plan.attach.append(want)
+            plan.detach.append(_detach(have, "replaced"))
+            plan.attach.append(_attach(want, SECONDARY, have))
         elif have.state == FAILED:
             if now >= have.retry_at:
-                plan.attach.append(want)
+                plan.attach.append(_attach(want, SECONDARY, have))
             else:
                 plan.waiting.append(have)
                 plan.retry(have.retry_at - now)
-    plan.detach.extend(by_interface.values())  # attached but no longer wanted
-
-    _plan_default(plan, current, desired_default, wanted, reserved, now)
-    return plan
+    plan.detach.extend(_detach(c, "unwanted") for c in by_interface.values())
 
 
 def _plan_default(
     plan: Plan,
     current: Sequence[Current],
+    switches: Sequence[EarlierSwitch],
     desired: NetworkRef | None,
-    wanted: Sequence[Attachment],
-    reserved: set[str],
+    policy: SwitchPolicy,
     now: float,
 ) -> None:
     default = next((c for c in current if c.role == DEFAULT), None)
-    previous = [c for c in current if c.role == PREVIOUS_DEFAULT]
     incoming = [c for c in current if c.role == INCOMING_DEFAULT]
+    target: Current | None = None
     if desired is not None and (default is None or default.ref != desired):
-        plan.switch_to = desired
-        # An interface of the target network that is already up is reused: after a
-        # crash mid-switch, or when switching back to a kept previous default.
-        back = next(
-            (c for c in incoming + previous if c.ref == desired and c.state == ATTACHED), None
-        )
-        if back is not None:
-            plan.switch_interface, plan.switch_reuses = back.interface, True
-        else:
-            taken = reserved | {w.interface for w in wanted} | {c.interface for c in current}
-            n = 1
-            while f"net{n}" in taken:
-                n += 1
-            plan.switch_interface = f"net{n}"
+        target = _switch_target(plan, current, desired, default, switches, policy, now)
     for c in incoming:
-        if c.interface != plan.switch_interface:
-            plan.detach.append(c)  # left over from a switch that is no longer wanted
-    for c in previous:
-        if plan.switch_reuses and c.interface == plan.switch_interface:
+        if target is None or c.interface != target.interface:
+            plan.detach.append(_detach(c, "unwanted"))  # left over from a switch not wanted now
+    for c in current:
+        if c.role != PREVIOUS_DEFAULT or (target is not None and c.interface == target.interface):
             continue
         if c.drain_until is not None:
             if now >= c.drain_until:
-                plan.drained.append(c)
+                plan.drain.append(_detach(c, "drained"))
             else:
                 plan.retry(c.drain_until - now)
+
+
+def _switch_target(
+    plan: Plan,
+    current: Sequence[Current],
+    desired: NetworkRef,
+    default: Current | None,
+    switches: Sequence[EarlierSwitch],
+    policy: SwitchPolicy,
+    now: float,
+) -> Current:
+    """Plan the switch to `desired` (or its wait); returns the interface it uses."""
+    candidates = [c for c in current if c.role in (INCOMING_DEFAULT, PREVIOUS_DEFAULT)]
+    # An interface of the target network that is already up is reused: after a crash
+    # mid-switch, or when switching back to a kept previous default.
+    up = next((c for c in candidates if c.ref == desired and c.state == ATTACHED), None)
+    # A failed incoming default keeps its name, so its attempts count on and it backs off.
+    failed = next(
+        (
+            c
+            for c in candidates
+            if c.ref == desired and c.state == FAILED and c.role == INCOMING_DEFAULT
+        ),
+        None,
+    )
+    target = up or failed
+    if failed is not None and up is None and now < failed.retry_at:
+        plan.waiting.append(failed)
+        plan.retry(failed.retry_at - now)
+        return failed
+    if target is None:
+        target = Current(desired, _free_name(plan, current), ATTACHING, INCOMING_DEFAULT)
+    attach = None
+    if up is None:
+        sel = NetworkSelection(
+            name=desired.name, namespace=desired.namespace or None, interface=target.interface
+        )
+        attach = _attach(Attachment(desired, target.interface, sel, True), INCOMING_DEFAULT, failed)
+    plan.switch = Switch(
+        target=desired,
+        interface=target.interface,
+        attach=attach,
+        old=default,
+        table=_source_table(switches, default),
+        fallback_gateways=_old_gateways(switches, target.interface),
+        policy=policy,
+        drain_until=now + policy.drain_seconds if policy.old_default == "Remove" else None,
+    )
+    return target
+
+
+def _free_name(plan: Plan, current: Sequence[Current]) -> str:
+    taken = (
+        {"eth0", "lo"} | {a.want.interface for a in plan.attach} | {c.interface for c in current}
+    )
+    n = 1
+    while f"net{n}" in taken:
+        n += 1
+    return f"net{n}"
+
+
+def _source_table(switches: Sequence[EarlierSwitch], old: Current | None) -> int:
+    """The same old interface keeps its table, so a switch redone after a crash is a no-op."""
+    if old is not None:
+        for sw in switches:
+            if sw.old_ifname == old.interface:
+                return sw.table
+    used = {sw.table for sw in switches}
+    table = SOURCE_TABLE_BASE
+    while table in used:
+        table += 1
+    return table
+
+
+def _old_gateways(switches: Sequence[EarlierSwitch], ifname: str) -> tuple[str, ...]:
+    """An adopted interface or a kept old default may have no gateway in its CNI result:
+    then the default route it had before (one per family) is the one to restore."""
+    found: dict[bool, str] = {}
+    for sw in switches:
+        if sw.old_ifname == ifname:
+            for gw in sw.gateways:
+                found.setdefault(":" in gw, gw)
+    return tuple(found.values())
+
+
+def next_requeue(plan: Plan, after: Sequence[Current], now: float) -> float | None:
+    """When to look at the pod again, from the plan and the attachments after carrying it out."""
+    if plan.problem:
+        return None
+    retry = plan.retry_in
+    for c in after:
+        delay = None
+        if c.failed:
+            delay = max(c.retry_at - now, FAILED_RECHECK)
+        elif c.role == PREVIOUS_DEFAULT and c.drain_until is not None:
+            delay = max(c.drain_until - now, DRAIN_RECHECK)
+        if delay is not None:
+            retry = delay if retry is None else min(retry, delay)
+    return retry

@@ -43,10 +43,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from localcluster.samples import deployment_pod, pod_review
 from netshift import pki
-from netshift.annotations import NETWORKS_KEY
+from netshift.keys import NETWORKS_KEY
 from netshift.policy import Profile, profile_from_object
-from webhook.samples import deployment_pod, pod_review
 
 NAMESPACES = [f"team-{i:02d}" for i in range(60)]
 

@@ -2,7 +2,7 @@
 
     sudo .venv/bin/python bench/hotplug.py [--pods 100] [--plugs K] [--concurrency 10]
 
-What runs: its own local cluster (netshift.localcluster.LocalCluster: real
+What runs: its own local cluster (localcluster.cluster.LocalCluster: real
 etcd, kube-apiserver, controller-manager, scheduler) in a temporary state
 directory, with pod subnet 10.247.0.0/24 on bridge nsbhp0 so that it never
 meets `netshift up` or the tests; the node simulator (the stand-in for kubelet
@@ -55,9 +55,10 @@ from pathlib import Path
 from typing import Any
 
 from agent import netlink
-from netshift.annotations import NETWORK_STATUS_KEY, NETWORKS_KEY
+from localcluster.cluster import LocalCluster
+from localcluster.procs import clean_env, log_tail
+from netshift.keys import NETWORK_STATUS_KEY, NETWORKS_KEY
 from netshift.kube import ApiError, Informer, Kube, nad_path, pod_path, wait_for
-from netshift.localcluster import LocalCluster, clean_env, log_tail
 
 NAMESPACE = "bench-hotplug"
 POD_SUBNET, CLUSTER_BRIDGE = "10.247.0.0/24", "nsbhp0"
@@ -127,7 +128,7 @@ def start_agent(cluster: LocalCluster, work: Path) -> subprocess.Popen[bytes]:
     argv = [
         sys.executable,
         "-m",
-        "netshift.cli",
+        "cli.main",
         "agent",
         f"--kubeconfig={cluster.kubeconfig}",
         f"--node={cluster.node}",

@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from localcluster import node as realnode
+from localcluster.cluster import LocalCluster
 from netshift.kube import nad_path, patch_annotations, pod_path
-from netshift.localcluster import LocalCluster
 
 
 def netshift(*args: str) -> float:
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "netshift.cli", *args], check=True)
+    subprocess.run([sys.executable, "-P", "-m", "cli.main", *args], check=True)
     return time.monotonic() - started
 
 

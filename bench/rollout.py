@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from localcluster.cluster import LocalCluster
+from localcluster.demo import bridge_nad
+from localcluster.probe import ClientNetns, Ping
 from netshift import podstatus
-from netshift.demo import bridge_nad
 from netshift.kube import Kube, has_default_service_account, nad_path, wait_for
-from netshift.localcluster import LocalCluster
-from netshift.probe import ClientNetns, Ping
 
 OLD = ("old-cni", "nsbench-old", "10.253.0.0/22", "10.253.3.250/22")
 NEW = ("new-cni", "nsbench-new", "10.253.4.0/22", "10.253.7.250/22")

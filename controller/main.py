@@ -2,7 +2,8 @@
 
 Every replica keeps its caches warm; only the holder of the Lease writes. On
 SIGTERM/SIGINT the controller stops patching first and then gives the Lease
-up, so a standby takes over at once.
+up, so a standby takes over at once. `--health-port` serves /healthz, /readyz
+(caches synced; a warm standby is ready too) and /metrics (controller/metrics.py).
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ import threading
 from types import FrameType
 
 from controller.audit import AuditLog
-from controller.leader import LeaderElector
+from controller.metrics import ControllerMetrics
 from controller.reconcile import Controller, ControllerOptions
-from controller.rollout import SYSTEM_NAMESPACES, Settings
+from controller.rollout import Settings
+from netshift.keys import SYSTEM_NAMESPACES
 from netshift.kube import Kube
+from netshift.leader import LeaderElector
+from netshift.metrics import HealthServer
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,13 @@ def default_identity() -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = parser
     p.add_argument("--kubeconfig", help="kubeconfig path (default: $KUBECONFIG, then in-cluster)")
+    p.add_argument(
+        "--health-port",
+        type=int,
+        default=0,
+        help="plain-HTTP port for /healthz /readyz /metrics (0: none; the manifests use 8081)",
+    )
+    p.add_argument("--health-bind-address", default="0.0.0.0", help="address of the health port")
     p.add_argument("--workers", type=int, default=4, help="profiles reconciled in parallel")
     p.add_argument(
         "--resync-seconds",
@@ -103,7 +114,14 @@ def run(args: argparse.Namespace) -> int:
     def leading() -> bool:
         return elector is None or elector.is_leader()
 
-    controller = Controller(kube, options, is_leader=leading, audit=audit)
+    metrics = ControllerMetrics()
+    controller = Controller(kube, options, is_leader=leading, audit=audit, metrics=metrics)
+    health: HealthServer | None = None
+    if args.health_port:
+        health = HealthServer(
+            metrics.registry, args.health_bind_address, args.health_port, ready=controller.synced
+        ).start()
+        log.info("controller health and metrics on http port %d", health.port)
     if args.leader_elect:
         elector = LeaderElector(
             kube,
@@ -146,4 +164,6 @@ def run(args: argparse.Namespace) -> int:
         elector.stop(release=True)
     if audit is not None:
         audit.close()
+    if health is not None:
+        health.stop()
     return 0

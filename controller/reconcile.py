@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,11 +25,9 @@ from typing import Any
 
 from controller.audit import FAILED as AUDIT_FAILED
 from controller.audit import GONE, SETTLED, START, AuditLog
+from controller.metrics import ControllerMetrics
 from controller.overlay import WriteOverlay
 from controller.rollout import (
-    ROLLOUT_PROFILE_KEY,
-    SYSTEM_NAMESPACES,
-    PodInfo,
     PodPlan,
     RolloutPlan,
     Settings,
@@ -37,6 +36,14 @@ from controller.rollout import (
     start_patch,
 )
 from controller.status import build_status, failed_pods, transition_events
+from netshift.keys import (
+    PROFILE_GROUP,
+    PROFILE_KIND,
+    PROFILE_PLURAL,
+    PROFILE_VERSION,
+    ROLLOUT_PROFILE_KEY,
+    SYSTEM_NAMESPACES,
+)
 from netshift.kube import (
     ApiError,
     Informer,
@@ -47,17 +54,9 @@ from netshift.kube import (
     pod_path,
     record_event,
 )
+from netshift.pod import Pod
 from netshift.podstatus import desired_hash, is_settled
-from netshift.policy import (
-    PROFILE_GROUP,
-    PROFILE_KIND,
-    PROFILE_PLURAL,
-    PROFILE_VERSION,
-    Profile,
-    ProfileError,
-    profile_from_object,
-    resolve,
-)
+from netshift.policy import Profile, ProfileError, profile_from_object, resolve
 from netshift.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -92,11 +91,13 @@ class Controller:
         *,
         is_leader: Callable[[], bool] = lambda: True,
         audit: AuditLog | None = None,
+        metrics: ControllerMetrics | None = None,
     ) -> None:
         self.kube = kube
         self.options = options or ControllerOptions()
         self._is_leader = is_leader
         self.audit = audit
+        self.metrics = metrics if metrics is not None else ControllerMetrics()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._idle = threading.Condition()
@@ -123,6 +124,8 @@ class Controller:
         self.nads = Informer(kube, nad_path(), on_event=self._nad_event, name="nads")
         self._informers = (self.profiles, self.namespaces, self.pods, self.nads)
         self.queue = WorkQueue(self.reconcile, workers=self.options.workers, name="rollout")
+        self.metrics.leader.set_function(lambda: 1.0 if self.active() else 0.0)
+        self.metrics.queue_depth.set_function(self.queue.pending)
         self._resync_thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -202,7 +205,7 @@ class Controller:
 
     def _pod_event(self, kind: str, obj: JSON) -> None:
         self._pod_writes.observe(kind, obj)
-        pod = PodInfo.from_object(obj)
+        pod = Pod.from_object(obj)
         refs = frozenset(pod.rollout_refs())
         with self._lock:
             in_ns = self._refs_by_ns.setdefault(pod.namespace, {})
@@ -264,7 +267,7 @@ class Controller:
             str(meta.get("name")): {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
             for meta in (ns.get("metadata") or {} for ns in self.namespaces.items())
         }
-        pods = [PodInfo.from_object(o) for o in self._pod_writes.merge(self.pods.items())]
+        pods = [Pod.from_object(o) for o in self._pod_writes.merge(self.pods.items())]
         nads: Collection[str] | None = None
         if self.options.check_networks:
             nads = {object_key(o) for o in self.nads.items()}
@@ -288,15 +291,21 @@ class Controller:
     def reconcile(self, name: str) -> float | None:
         with self._idle:
             self._busy += 1
+        began = time.perf_counter()
         try:
             return self._reconcile(name)
+        except Exception:
+            self.metrics.reconcile_errors.labels(name).inc()
+            raise
         finally:
+            self.metrics.reconcile_duration.observe(time.perf_counter() - began)
             with self._idle:
                 self._busy -= 1
                 self._idle.notify_all()
 
     def _reconcile(self, name: str) -> float | None:
         if not self.active():
+            self.metrics.forget(name)
             return None
         if not self.synced():
             return 0.5
@@ -312,6 +321,7 @@ class Controller:
             # Status counts the pods just started as in flight.
             final = plan_rollout(name, self.snapshot(), now, self.options.settings)
         self._write_status(name, plan, final, started)
+        self.metrics.observe_plan(final)
         if conflicts:
             return 0.5
         return self._next_timeout(final, now)
@@ -338,10 +348,12 @@ class Controller:
             outcome = self._patch_pod(plan.name, pod_plan)
             if outcome == "conflict":
                 conflicts += 1
+                self.metrics.patch_conflicts.labels(plan.name).inc()
                 continue
             if outcome != "patched":
                 continue
             started += 1
+            self.metrics.pods_started.labels(plan.name).inc()
             pod = pod_plan.pod
             new = pod.key not in in_flight
             in_flight.add(pod.key)

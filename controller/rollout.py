@@ -19,24 +19,20 @@ import contextlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
-from netshift.annotations import DEFAULT_NETWORK_KEY, AnnotationError, parse_ref
-from netshift.podstatus import (
+from netshift.annotations import AnnotationError, parse_ref
+from netshift.keys import (
+    DEFAULT_NETWORK_KEY,
+    PROFILE_KEY,
+    ROLLOUT_PROFILE_KEY,
+    ROLLOUT_STARTED_KEY,
     SWITCH_POLICY_KEY,
-    SwitchPolicy,
-    format_switch_policy,
-    is_settled,
-    parse_status,
+    SYSTEM_NAMESPACES,
 )
-from netshift.policy import INJECT_LABEL, PROFILE_KEY, Profile, apply_profile, resolve
-
-# Written by the controller on every pod it patches, in the same patch as the networks.
-ROLLOUT_STARTED_KEY: Final = "netshift.io/rollout-started"  # RFC 3339 time of the patch
-ROLLOUT_PROFILE_KEY: Final = "netshift.io/rollout-profile"  # the rollout that patched it
-OPT_OUT_VALUE: Final = "disabled"
-# The same namespaces the webhook's configuration leaves alone.
-SYSTEM_NAMESPACES: Final = ("kube-system", "netshift-system")
+from netshift.pod import Pod
+from netshift.podstatus import SwitchPolicy, format_switch_policy, is_settled, parse_status
+from netshift.policy import Profile, apply_profile, resolve
 
 # What a pod is within one rollout.
 PENDING: Final = "Pending"  # its annotations differ from what the rollout wants: needs a patch
@@ -54,73 +50,12 @@ BLOCKED_FAILURES: Final = "FailureThresholdReached"
 
 
 @dataclass(frozen=True)
-class PodInfo:
-    """The parts of a Pod object that planning reads."""
-
-    namespace: str
-    name: str
-    uid: str = ""
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    labels: Mapping[str, str] = field(default_factory=dict)
-    phase: str = "Running"
-    terminating: bool = False
-    host_network: bool = False
-    resource_version: str = ""
-
-    @classmethod
-    def from_object(cls, obj: Mapping[str, Any]) -> PodInfo:
-        meta = obj.get("metadata") or {}
-        return cls(
-            namespace=str(meta.get("namespace", "")),
-            name=str(meta.get("name", "")),
-            uid=str(meta.get("uid", "")),
-            annotations={str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
-            labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
-            phase=str((obj.get("status") or {}).get("phase", "")),
-            terminating=bool(meta.get("deletionTimestamp")),
-            host_network=bool((obj.get("spec") or {}).get("hostNetwork", False)),
-            resource_version=str(meta.get("resourceVersion", "")),
-        )
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-    @property
-    def eligible(self) -> bool:
-        """Running, staying, on the pod network and not opted out: a pod a rollout may touch."""
-        return (
-            self.phase == "Running"
-            and not self.terminating
-            and not self.host_network
-            and self.labels.get(INJECT_LABEL) != OPT_OUT_VALUE
-        )
-
-    def started_at(self) -> datetime | None:
-        raw = self.annotations.get(ROLLOUT_STARTED_KEY)
-        if not raw:
-            return None
-        try:
-            return datetime.fromisoformat(raw)
-        except ValueError:
-            return None
-
-    def rollout_refs(self) -> set[str]:
-        """Names of the rollouts this pod matters to, from its own annotations."""
-        return {
-            self.annotations[k]
-            for k in (PROFILE_KEY, ROLLOUT_PROFILE_KEY)
-            if self.annotations.get(k)
-        }
-
-
-@dataclass(frozen=True)
 class Snapshot:
     """The cluster as the caches show it."""
 
     profiles: Sequence[Profile]
     namespaces: Mapping[str, Mapping[str, str]]  # name -> labels
-    pods: Sequence[PodInfo]
+    pods: Sequence[Pod]
     nads: Collection[str] | None = None  # "ns/name" of every NAD; None: do not check
     invalid_profiles: Mapping[str, str] = field(default_factory=dict)  # name -> why unreadable
     excluded_namespaces: Collection[str] = SYSTEM_NAMESPACES
@@ -143,7 +78,7 @@ class Settings:
 
 @dataclass(frozen=True)
 class PodPlan:
-    pod: PodInfo
+    pod: Pod
     state: str
     changes: Mapping[str, str | None] = field(default_factory=dict)  # set when PENDING
     in_flight: bool = False  # patched by this rollout and not settled (a PENDING pod may be too)
@@ -182,7 +117,7 @@ class RolloutPlan:
     conflicts: tuple[Conflict, ...]
     targets: tuple[PodPlan, ...]  # running pods of the governed namespaces
     leaving: tuple[PodPlan, ...]  # pods whose injection this rollout takes back
-    in_flight: tuple[PodInfo, ...]
+    in_flight: tuple[Pod, ...]
     starts: tuple[PodPlan, ...]  # to patch now, in this order
     blocked: str | None  # why no pod may start (None: not blocked)
     max_concurrent: int
@@ -194,7 +129,7 @@ def switch_policy_of(profile: Profile) -> str:
     return format_switch_policy(SwitchPolicy(rollout.old_default, float(rollout.drain_seconds)))
 
 
-def desired_changes(pod: PodInfo, profile: Profile | None) -> dict[str, str | None]:
+def desired_changes(pod: Pod, profile: Profile | None) -> dict[str, str | None]:
     """What brings the pod to `profile` (None: hand it back); {} when it is there.
 
     The switch policy goes with every patch that changes something, because the
@@ -215,9 +150,7 @@ def start_patch(plan: PodPlan, rollout: str, started: str) -> dict[str, str | No
     return {**plan.changes, ROLLOUT_STARTED_KEY: started, ROLLOUT_PROFILE_KEY: rollout}
 
 
-def required_networks(
-    pod: PodInfo, profile: Profile, changes: Mapping[str, str | None]
-) -> list[str]:
+def required_networks(pod: Pod, profile: Profile, changes: Mapping[str, str | None]) -> list[str]:
     """The NADs ("ns/name") the profile's part of the changes refers to."""
     refs = [str(sel.ref(pod.namespace)) for sel in profile.networks]
     default = changes.get(DEFAULT_NETWORK_KEY)
@@ -228,12 +161,12 @@ def required_networks(
     return refs
 
 
-def _agent_message(pod: PodInfo) -> str:
+def _agent_message(pod: Pod) -> str:
     status = parse_status(pod.annotations)
     return status.message if status is not None and status.message else ""
 
 
-def _in_flight(pod: PodInfo, rollout: str, now: datetime, settings: Settings) -> tuple[bool, bool]:
+def _in_flight(pod: Pod, rollout: str, now: datetime, settings: Settings) -> tuple[bool, bool]:
     """(in flight, timed out): patched by this rollout and the agent not done with it."""
     started = pod.started_at()
     if pod.annotations.get(ROLLOUT_PROFILE_KEY) != rollout or started is None:
@@ -247,7 +180,7 @@ def _in_flight(pod: PodInfo, rollout: str, now: datetime, settings: Settings) ->
 
 
 def _classify(
-    pod: PodInfo,
+    pod: Pod,
     rollout: str,
     profile: Profile | None,
     now: datetime,
@@ -309,7 +242,7 @@ def plan_rollout(
     governed = set(namespaces)
     targets: list[PodPlan] = []
     leaving: list[PodPlan] = []
-    in_flight: list[PodInfo] = []
+    in_flight: list[Pod] = []
     for pod in sorted(snapshot.pods, key=lambda p: (p.namespace, p.name)):
         if not pod.eligible or pod.namespace not in winners:
             continue

@@ -18,10 +18,10 @@ from controller.rollout import (
     BLOCKED_IGNORE,
     BLOCKED_INVALID,
     BLOCKED_PAUSED,
-    FAILED,
     INVALID,
     RolloutPlan,
 )
+from netshift.keys import FAILED
 
 PROGRESSING: Final = "Progressing"
 COMPLETE: Final = "Complete"

@@ -1,0 +1,1 @@
+"""The local development cluster: real control plane, node, demo, probes and sample data."""

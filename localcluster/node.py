@@ -48,10 +48,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from netshift import binaries, pki
+from localcluster import binaries
+from netshift import pki
 
 if TYPE_CHECKING:
-    from netshift.localcluster import LocalCluster, Proc
+    from localcluster.cluster import LocalCluster
+    from localcluster.procs import Proc
 
 CLUSTER_NETWORK = "netshift-cluster"
 CLUSTER_CONFLIST = "10-netshift-cluster.conflist"
@@ -207,6 +209,15 @@ def ensure_apiserver_ip(pki_dir: Path, ip: str) -> None:
     _write_pair(pki_dir, "apiserver", pair)
 
 
+def _base_args(manifest: str, container: str) -> list[str]:
+    """The args of one container in manifests/ (what an overlay's patch must keep)."""
+    doc = yaml.safe_load((binaries.REPO / "manifests" / manifest).read_text())
+    for c in doc["spec"]["template"]["spec"]["containers"]:
+        if c["name"] == container:
+            return [str(a) for a in c.get("args", [])]
+    return []
+
+
 def _write_pair(directory: Path, stem: str, pair: pki.KeyPair) -> None:
     for suffix, data in ((".key", pair.key_pem), (".crt", pair.cert_pem)):
         tmp = directory / f".{stem}{suffix}.tmp"
@@ -279,7 +290,7 @@ class RealNode:
         _write_if_changed(self.cluster_conflist, json.dumps(self.cluster_network(), indent=2))
 
     def _node_pki(self) -> None:
-        from netshift.localcluster import write_kubeconfig
+        from localcluster.procs import write_kubeconfig
 
         c = self.cluster
         ca = pki.KeyPair.from_pem(
@@ -495,7 +506,7 @@ class RealNode:
     # -- processes -----------------------------------------------------------------
 
     def procs(self) -> list[Proc]:
-        from netshift.localcluster import Proc, http_ok
+        from localcluster.procs import Proc, http_ok
 
         bindir = str(node_bin_dir())
         # containerd finds containerd-shim-runc-v2 on PATH; kube-proxy wants iptables, conntrack.
@@ -567,7 +578,7 @@ class RealNode:
     def _run(
         argv: Sequence[str], *, check: bool, timeout: float
     ) -> subprocess.CompletedProcess[str]:
-        from netshift.localcluster import clean_env
+        from localcluster.procs import clean_env
 
         try:
             done = subprocess.run(
@@ -633,16 +644,14 @@ class RealNode:
         say("netshift: webhook, controller and agent pods ready")
 
     def _wait(self, check: Callable[[], bool], deadline: float, what: str) -> None:
-        from netshift.localcluster import ClusterError
-
         while not check():
             crashed = [
                 n for n in ("containerd", "kubelet", "kube-proxy") if not self.cluster.running(n)
             ]
             if crashed:
-                raise ClusterError(f"{', '.join(crashed)} exited while waiting for {what}")
+                raise NodeError(f"{', '.join(crashed)} exited while waiting for {what}")
             if time.monotonic() > deadline:
-                raise ClusterError(f"timed out waiting for {what}")
+                raise NodeError(f"timed out waiting for {what}")
             time.sleep(0.2)
 
     def _host_network(self) -> None:
@@ -895,7 +904,10 @@ class RealNode:
                         "containers": [
                             {
                                 "name": "agent",
+                                # Strategic merge replaces a list of strings: keep the base's.
                                 "args": [
+                                    *_base_args("agent/daemonset.yaml", "agent"),
+                                    f"--health-bind-address={self.node_ip}",
                                     f"--cri-socket={self.endpoint}",
                                     f"--cluster-network-conf={self.cluster_conflist}",
                                     "--records-dir=/var/lib/netshift/records",
@@ -960,8 +972,6 @@ class RealNode:
         self.cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(overlay))
 
     def _wait_rollouts(self, deadline: float) -> None:
-        from netshift.localcluster import ClusterError
-
         for obj in (
             "daemonset/netshift-agent",
             "deployment/netshift-webhook",
@@ -979,9 +989,7 @@ class RealNode:
                 timeout=left + 10,
             )
             if done.returncode != 0:
-                raise ClusterError(
-                    f"{obj} not ready: {done.stderr.strip()}\n" + self._pods_report()
-                )
+                raise NodeError(f"{obj} not ready: {done.stderr.strip()}\n" + self._pods_report())
 
     def _pods_report(self) -> str:
         done = self.cluster.kubectl("get", "pods", "-A", "-o", "wide", check=False)
@@ -1014,7 +1022,7 @@ class RealNode:
 
     def down(self, say: Callable[[str], None] = print) -> None:
         """Stop the node and release what its pods held (IPAM addresses, netns, mounts)."""
-        from netshift.localcluster import pid_alive
+        from localcluster.procs import pid_alive
 
         c = self.cluster
         # No restarts from here on: the kubelet goes first.
@@ -1063,7 +1071,7 @@ class RealNode:
     def _stop(self, name: str, say: Callable[[str], None], timeout: float = 20) -> None:
         import signal
 
-        from netshift.localcluster import pid_alive
+        from localcluster.procs import pid_alive
 
         c = self.cluster
         pid = c.pid(name)
@@ -1134,7 +1142,7 @@ class RealNode:
         return out
 
     def _release_agent_records(self, say: Callable[[str], None]) -> None:
-        from netshift.localcluster import clean_env, main_python
+        from localcluster.procs import clean_env, main_python
 
         records = self.agent_dir / "records"
         if not records.exists() or not any(records.iterdir()):

@@ -19,9 +19,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-NETWORKS_KEY: Final = "k8s.v1.cni.cncf.io/networks"
-DEFAULT_NETWORK_KEY: Final = "v1.multus-cni.io/default-network"
-NETWORK_STATUS_KEY: Final = "k8s.v1.cni.cncf.io/network-status"
+from netshift.keys import DEFAULT_NETWORK_KEY, NETWORK_STATUS_KEY, NETWORKS_KEY
 
 # Hostile or runaway values are refused before any real work is done on them.
 MAX_NETWORKS_BYTES: Final = 64 * 1024

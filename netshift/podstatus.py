@@ -14,18 +14,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from netshift.annotations import DEFAULT_NETWORK_KEY, NETWORKS_KEY
-
-STATUS_KEY = "netshift.io/status"
-# How the agent treats the old default network after a live switch:
-# {"oldDefault": "Keep" | "Remove", "drainSeconds": N}. Set by the controller from
-# the NetworkProfile's rollout, or by hand; absent means Keep.
-SWITCH_POLICY_KEY = "netshift.io/default-switch"
-
-# Attachment states, as the DESIGN names them.
-PENDING, ATTACHED, DETACHING, FAILED = "Pending", "Attached", "Detaching", "Failed"
-# Pod-level phases of the report.
-CONVERGED, PROGRESSING, DEGRADED = "Converged", "Progressing", "Degraded"
+from netshift.keys import (
+    CONVERGED,
+    DEFAULT_NETWORK_KEY,
+    DEGRADED,
+    NETWORKS_KEY,
+    STATUS_KEY,
+    SWITCH_POLICY_KEY,
+)
 
 
 def desired_hash(annotations: Mapping[str, str]) -> str:

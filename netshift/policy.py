@@ -14,9 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeVar
 
 from netshift.annotations import (
-    DEFAULT_NETWORK_KEY,
     DNS_SUBDOMAIN_RE,
-    NETWORKS_KEY,
     AnnotationError,
     NetworkSelection,
     describe_value,
@@ -26,14 +24,15 @@ from netshift.annotations import (
     parse_networks,
     parse_ref,
 )
-
-PROFILE_GROUP: Final = "netshift.io"
-PROFILE_VERSION: Final = "v1alpha1"
-PROFILE_PLURAL: Final = "networkprofiles"
-PROFILE_KIND: Final = "NetworkProfile"
-INJECT_LABEL: Final = "netshift.io/inject"
-INJECTED_KEY: Final = "netshift.io/injected"
-PROFILE_KEY: Final = "netshift.io/profile"
+from netshift.keys import (
+    DEFAULT_NETWORK_KEY,
+    INJECTED_KEY,
+    NETWORKS_KEY,
+    PROFILE_GROUP,
+    PROFILE_KEY,
+    PROFILE_KIND,
+    PROFILE_VERSION,
+)
 
 MODE_DEFAULT: Final = "Default"
 MODE_ENFORCE: Final = "Enforce"

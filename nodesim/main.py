@@ -42,8 +42,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     if args.release_all:
-        sim.release_all()
-        return 0
+        return 1 if sim.release_all() else 0
 
     def stop(_sig: int, _frame: FrameType | None) -> None:
         sim.stop()

@@ -12,8 +12,9 @@ pod's *network*, with real CNI plugins in real network namespaces:
 - attaches the networks the pod's `k8s.v1.cni.cncf.io/networks` annotation asks
   for at creation, writes the initial `network-status`, sets the pod Running
   with its podIP,
-- on deletion DELs what *it* attached (from its own records), removes the
-  namespace and finally removes the pod object, as kubelet does.
+- on deletion DELs what *it* attached (from its records, kept in the
+  agent's record format: `netshift.records`), removes the namespace and
+  finally removes the pod object, as kubelet does.
 
 It also keeps the Node object Ready (status heartbeat + Lease). The agent never
 talks to it: it finds the namespaces through its generic path-template
@@ -30,13 +31,18 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agent import cni
-from agent.reconcile import capability_args
 from netshift import annotations as ann
+from netshift import keys
+from netshift.cni.config import CniError, ConfList, load_conflist
+from netshift.cni.executor import CniExecutor
+from netshift.cni.nad import attachment_runtime, nad_conflist, recorded_invocation
+from netshift.cni.results import result_ips
+from netshift.cni.status import network_status_entry
+from netshift.keys import ATTACHED, ATTACHING, DEFAULT, FAILED, SECONDARY
 from netshift.kube import (
     ApiError,
     Informer,
@@ -47,13 +53,16 @@ from netshift.kube import (
     pod_path,
     record_event,
 )
+from netshift.records import AttachmentRecord, PodMeta, RecordStore
 from netshift.workqueue import WorkQueue
+from nodesim import legacy
 
 log = logging.getLogger("netshift.nodesim")
 
 NETNS_DIR = Path("/var/run/netns")
 CLUSTER_NETWORK = "netshift-cluster"
 COMPONENT = "netshift-nodesim"
+CLEANUP_RETRY = 10.0  # a sandbox whose DEL failed is torn down again after this long
 
 
 def netns_name(uid: str) -> str:
@@ -97,8 +106,9 @@ class NodeSimulator:
     def __init__(self, kube: Kube, settings: Settings) -> None:
         self.kube = kube
         self.s = settings
-        self.pods_dir = settings.state_dir / "pods"
-        self.pods_dir.mkdir(parents=True, exist_ok=True)
+        # <state dir>/pods/<uid>/: pod.meta (the sandbox) and one record per attachment.
+        self.store = RecordStore(settings.state_dir / "pods")
+        legacy.adopt_old_records(self.store.root, self.store)
         self.conf_path = settings.state_dir / "net.d" / f"00-{CLUSTER_NETWORK}.conflist"
         self.conf_path.parent.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(
@@ -109,8 +119,8 @@ class NodeSimulator:
                 indent=2,
             )
         )
-        self.cluster_net = cni.load_conflist(self.conf_path.read_text())
-        self.cni = cni.CniExecutor(list(settings.plugin_dirs))
+        self.cluster_net = load_conflist(self.conf_path.read_text())
+        self.cni = CniExecutor(list(settings.plugin_dirs))
         self.queue = WorkQueue(self.reconcile, workers=settings.workers, name="nodesim")
         self.pods = Informer(
             kube,
@@ -136,7 +146,7 @@ class NodeSimulator:
         if not self.pods.wait_synced(60):
             raise RuntimeError("pod informer did not sync in 60s")
         # Sandboxes whose pod vanished while we were down: tear them down now.
-        for uid in self._recorded_uids():
+        for uid in self.store.pods():
             self.queue.add(uid)
         ready.write_text(str(os.getpid()))
         log.info("node simulator ready on node %s (cluster network %s)", self.s.node, self.s.subnet)
@@ -147,10 +157,12 @@ class NodeSimulator:
         self.queue.stop()
         self.pods.stop()
 
-    def release_all(self) -> None:
-        """Tear down every sandbox on record (CNI DEL, netns removed) without the apiserver."""
-        for uid in self._recorded_uids():
-            self.teardown(uid, None, self._load(uid))
+    def release_all(self) -> int:
+        """Tear down every sandbox on record (CNI DEL, netns removed) without the apiserver.
+
+        Returns how many attachments could not be released.
+        """
+        return sum(self.teardown(uid, None) for uid in self.store.pods())
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.s.heartbeat_seconds):
@@ -222,27 +234,6 @@ class NodeSimulator:
                 },
             )
 
-    # -- records of what the simulator itself attached ---------------------------
-
-    def _record_path(self, uid: str) -> Path:
-        return self.pods_dir / f"{uid}.json"
-
-    def _load(self, uid: str) -> dict[str, Any] | None:
-        try:
-            data: dict[str, Any] = json.loads(self._record_path(uid).read_text())
-            return data
-        except (OSError, ValueError):
-            return None
-
-    def _save(self, uid: str, record: Mapping[str, Any]) -> None:
-        path = self._record_path(uid)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)
-
-    def _recorded_uids(self) -> list[str]:
-        return [p.stem for p in self.pods_dir.glob("*.json")]
-
     # -- reconcile -------------------------------------------------------------
 
     def _on_pod(self, kind: str, pod: dict[str, Any]) -> None:
@@ -258,72 +249,107 @@ class NodeSimulator:
         with self._index_lock:
             return self._pods_by_uid.get(uid)
 
+    def _has_sandbox(self, uid: str) -> bool:
+        return self.store.get_pod_meta(uid) is not None or bool(self.store.list_pod(uid))
+
     def reconcile(self, uid: str) -> float | None:
         pod = self._pod_by_uid(uid)
-        record = self._load(uid)
         if pod is None or pod["metadata"].get("deletionTimestamp"):
-            if record is not None or pod is not None:
-                self.teardown(uid, pod, record)
+            if (pod is not None or self._has_sandbox(uid)) and self.teardown(uid, pod):
+                return CLEANUP_RETRY  # a DEL failed: its record stays, try again
             return None
-        if record is None:
+        eth0 = self.store.get(uid, "eth0")
+        if eth0 is None or eth0.state != ATTACHED:
             # A new sandbox (also for a pod that outlived a `netshift down`): new pod IP.
+            # One made only in part before a crash goes first, as a runtime would redo it.
+            if self._has_sandbox(uid) and self.teardown(uid, None):
+                return CLEANUP_RETRY
             self.set_running(pod, self.create_sandbox(pod))
         elif pod.get("status", {}).get("phase") != "Running":
-            self.set_running(pod, record)
+            self.set_running(pod, eth0)
         return None
 
-    def _runtime(self, pod: Mapping[str, Any], netns: str, ifname: str) -> cni.RuntimeConf:
+    def _nad_conflist(self, ref: ann.NetworkRef) -> ConfList:
+        try:
+            nad: dict[str, Any] | None = self.kube.get(nad_path(ref.namespace, ref.name))
+        except ApiError as err:
+            if err.status != 404:
+                raise
+            nad = None
+        return nad_conflist(nad, ref)
+
+    def _add(
+        self,
+        pod: Mapping[str, Any],
+        network: str,
+        ifname: str,
+        conflist: ConfList,
+        selection: ann.NetworkSelection | None = None,
+    ) -> AttachmentRecord:
         meta = pod["metadata"]
-        return cni.RuntimeConf(
-            container_id=meta["uid"],
+        uid = meta["uid"]
+        netns = str(NETNS_DIR / netns_name(uid))
+        default = selection is None
+        # Written before ADD: a crash from here on leaves a record to DEL, never a leak.
+        rec = self.store.put(
+            AttachmentRecord(
+                pod_uid=uid,
+                pod_namespace=meta["namespace"],
+                pod_name=meta["name"],
+                network=network,
+                interface=ifname,
+                state=ATTACHING,
+                conflist=conflist.to_dict(),
+                container_id=uid,
+                netns=netns,
+                selection=selection.to_json() if selection else {},
+                is_default=default,
+                role=DEFAULT if default else SECONDARY,
+            )
+        )
+        runtime = attachment_runtime(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=uid,
             netns=netns,
             ifname=ifname,
-            args=cni.k8s_cni_args(meta["namespace"], meta["name"], meta["uid"], meta["uid"]),
+            selection=selection,
         )
+        try:
+            result = self.cni.add(conflist, runtime)
+        except CniError as err:
+            if err.rollback_error is None:
+                self.store.delete(uid, ifname)  # rolled back: nothing left to undo
+            else:
+                self.store.put(replace(rec, state=FAILED, message=str(err)))
+            raise
+        return self.store.put(replace(rec, state=ATTACHED, result=result))
 
-    def _nad_conflist(self, ref: ann.NetworkRef) -> cni.ConfList:
-        nad = self.kube.get(nad_path(ref.namespace, ref.name))
-        return cni.load_conflist(nad.get("spec", {}).get("config", ""), fallback_name=ref.name)
-
-    def create_sandbox(self, pod: Mapping[str, Any]) -> dict[str, Any]:
+    def create_sandbox(self, pod: Mapping[str, Any]) -> AttachmentRecord:
+        """Make the pod's netns and attach its networks; returns the record of eth0."""
         meta = pod["metadata"]
         uid, ns = meta["uid"], meta["namespace"]
         annotations: Mapping[str, str] = meta.get("annotations") or {}
         name = netns_name(uid)
         netns = str(NETNS_DIR / name)
+        # Before the namespace exists, so a crash from here on is still torn down.
+        self.store.put_pod_meta(
+            PodMeta(pod_uid=uid, pod_namespace=ns, pod_name=meta["name"], netns=netns)
+        )
         if not Path(netns).exists():
             subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        record: dict[str, Any] = {
-            "namespace": ns,
-            "name": meta["name"],
-            "netns": netns,
-            "attachments": [],
-        }
-        self._save(uid, record)  # before any ADD, so a crash here is still torn down
 
-        default_name = CLUSTER_NETWORK
-        conflist = self.cluster_net
-        if ann.DEFAULT_NETWORK_KEY in annotations:
-            ref = ann.parse_default_network(annotations[ann.DEFAULT_NETWORK_KEY], ns)
-            default_name = str(ref)
-            conflist = self._nad_conflist(ref)
-        result = self.cni.add(conflist, self._runtime(pod, netns, "eth0"))
-        record["attachments"].append(
-            {
-                "network": default_name,
-                "interface": "eth0",
-                "conflist": conflist.to_dict(),
-                "result": result,
-                "default": True,
-            }
-        )
-        self._save(uid, record)
+        network, conflist = CLUSTER_NETWORK, self.cluster_net
+        if keys.DEFAULT_NETWORK_KEY in annotations:
+            ref = ann.parse_default_network(annotations[keys.DEFAULT_NETWORK_KEY], ns)
+            network, conflist = str(ref), self._nad_conflist(ref)
+        eth0 = self._add(pod, network, "eth0", conflist)
 
         failures: list[str] = []
-        if annotations.get(ann.NETWORKS_KEY):
+        if annotations.get(keys.NETWORKS_KEY):
             try:
-                selections = ann.parse_networks(annotations[ann.NETWORKS_KEY])
+                selections = ann.parse_networks(annotations[keys.NETWORKS_KEY])
                 wanted = ann.desired_attachments(selections, ns, current=())
             except ann.AnnotationError as err:
                 failures.append(str(err))
@@ -331,60 +357,31 @@ class NodeSimulator:
             for att in wanted:
                 try:
                     net = self._nad_conflist(att.ref)
-                    rt = self._runtime(pod, netns, att.interface)
-                    rt = cni.RuntimeConf(
-                        container_id=rt.container_id,
-                        netns=rt.netns,
-                        ifname=rt.ifname,
-                        args=rt.args,
-                        capability_args=capability_args(att.selection),
-                        cni_args=att.selection.cni_args_dict() or None,
-                    )
-                    res = self.cni.add(net, rt)
-                except (cni.CniError, ApiError, ValueError) as err:
+                    self._add(pod, str(att.ref), att.interface, net, att.selection)
+                except (CniError, ApiError, ValueError) as err:
                     failures.append(f"{att.ref}@{att.interface}: {err}")
-                    continue
-                record["attachments"].append(
-                    {
-                        "network": str(att.ref),
-                        "interface": att.interface,
-                        "conflist": net.to_dict(),
-                        "result": res,
-                        "default": False,
-                    }
-                )
-                self._save(uid, record)
         for failure in failures:
             # Multus would fail the sandbox; the simulator keeps the pod and says why.
             record_event(self.kube, pod, "NetworkSetupFailed", failure, "Warning", COMPONENT)
-        self._write_network_status(pod, record)
-        return record
+        self._write_network_status(pod)
+        return eth0
 
-    def _write_network_status(self, pod: Mapping[str, Any], record: Mapping[str, Any]) -> None:
-        entries = []
-        for att in record["attachments"]:
-            res = att["result"] or {}
-            entries.append(
-                ann.NetworkStatusEntry(
-                    name=att["network"],
-                    interface=att["interface"],
-                    ips=[ip.split("/")[0] for ip in cni.result_ips(res, att["interface"])],
-                    mac=cni.result_mac(res, att["interface"]),
-                    default=bool(att["default"]),
-                    dns=cni.result_dns(res) or {},
-                )
-            )
+    def _write_network_status(self, pod: Mapping[str, Any]) -> None:
         meta = pod["metadata"]
+        attached = [r for r in self.store.list_pod(meta["uid"]) if r.state == ATTACHED]
+        entries = [
+            network_status_entry(r.network, r.interface, r.result, r.is_default)
+            for r in sorted(attached, key=lambda r: (not r.is_default, r.created_at))
+        ]
         patch_annotations(
             self.kube,
             pod_path(meta["namespace"], meta["name"]),
-            {ann.NETWORK_STATUS_KEY: ann.format_network_status(entries)},
+            {keys.NETWORK_STATUS_KEY: ann.format_network_status(entries)},
         )
 
-    def set_running(self, pod: Mapping[str, Any], record: Mapping[str, Any]) -> None:
+    def set_running(self, pod: Mapping[str, Any], eth0: AttachmentRecord) -> None:
         meta = pod["metadata"]
-        eth0 = next(a for a in record["attachments"] if a["interface"] == "eth0")
-        ips = [ip.split("/")[0] for ip in cni.result_ips(eth0["result"] or {}, "eth0")]
+        ips = [ip.split("/")[0] for ip in result_ips(eth0.result or {}, "eth0")]
         now = now_rfc3339()
         containers = pod.get("spec", {}).get("containers", [])
         status = {
@@ -420,26 +417,29 @@ class NodeSimulator:
             if err.status != 404:
                 raise
 
-    def teardown(
-        self, uid: str, pod: Mapping[str, Any] | None, record: Mapping[str, Any] | None
-    ) -> None:
-        netns = str(NETNS_DIR / netns_name(uid))
-        if record is not None:
-            for att in reversed(record["attachments"]):
-                conflist = cni.load_conflist(att["conflist"])
-                rt = cni.RuntimeConf(
-                    container_id=uid,
-                    netns=netns if Path(netns).exists() else "",
-                    ifname=att["interface"],
-                    args=cni.k8s_cni_args(record["namespace"], record["name"], uid, uid),
-                )
-                try:
-                    self.cni.delete(conflist, rt, att["result"])
-                except cni.CniError as err:
-                    log.warning("DEL %s of pod %s failed: %s", att["interface"], uid, err)
-        if Path(netns).exists():
-            subprocess.run(["ip", "netns", "del", netns_name(uid)], capture_output=True)
-        self._record_path(uid).unlink(missing_ok=True)
+    def teardown(self, uid: str, pod: Mapping[str, Any] | None) -> int:
+        """DEL every recorded attachment with its recorded config, remove the netns and the pod.
+
+        Returns how many attachments are left: their DEL failed, their records stay.
+        """
+        name = netns_name(uid)
+        netns = str(NETNS_DIR / name)
+        live = netns if Path(netns).exists() else ""
+        left = 0
+        # The reverse of the order of ADD: secondaries, newest first, then eth0.
+        for rec in sorted(self.store.list_pod(uid), key=lambda r: (r.is_default, -r.created_at)):
+            invocation = recorded_invocation(rec, live)
+            try:
+                if invocation is not None:
+                    self.cni.delete(*invocation, rec.result)
+            except CniError as err:
+                log.warning("DEL %s of pod %s failed: %s", rec.interface, uid, err)
+                left += 1
+                continue
+            self.store.delete(uid, rec.interface)
+        if live:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        self.store.delete_pod(uid)  # refused while a record is left
         if pod is not None:
             meta = pod["metadata"]
             with contextlib.suppress(ApiError):
@@ -449,3 +449,4 @@ class NodeSimulator:
                     {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}},
                 )
         log.info("pod %s torn down", uid)
+        return left

@@ -21,8 +21,11 @@ for b in "${want[@]}"; do [[ -x "$bindir/$b" ]] || complete=0; done
 if [[ $complete == 1 ]]; then echo "$bindir"; exit 0; fi
 
 export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod
-mkdir -p "$bindir"
+mkdir -p "$bindir" "$cache/build"
 log() { echo "build-kube: $*" >&2; }
+# One build at a time per Kubernetes version (several work trees share this cache);
+# build-node.sh takes the same lock to add the kubelet to the wrapper module.
+exec 9>"$cache/build/kube-$KUBE_VERSION.lock"; flock 9
 
 if [[ ! -x "$bindir/etcd" ]]; then
   log "building etcd $ETCD_VERSION"

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Everything netshift needs on a fresh Debian machine, as root; each step is skipped when done.
-#   system packages  containernetworking-plugins (real CNI plugins), iproute2, iputils-ping
+#   system packages  containernetworking-plugins (real CNI plugins), iproute2, iputils-ping;
+#                    for the real node: runc, iptables, conntrack; for its images: gcc and
+#                    libc6-dev (static pause), busybox-static, debootstrap
 #   Python           .venv with netshift and its test tools (pip, from PyPI)
 #   Kubernetes       etcd, kube-apiserver, -controller-manager, -scheduler, kubectl
 #                    built from the Go module proxy once, cached in ~/.cache/netshift
+#   real node        containerd, ctr, crictl, kubelet, kube-proxy, Multus (scripts/build-node.sh)
+#   images           pause, busybox, netshift, multus OCI tars (scripts/build-images.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +17,8 @@ if [[ $(id -u) != 0 ]]; then
 fi
 
 need=()
-for pkg in containernetworking-plugins iproute2 iputils-ping; do
+for pkg in containernetworking-plugins iproute2 iputils-ping \
+           runc iptables conntrack gcc libc6-dev busybox-static debootstrap; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if (( ${#need[@]} )); then
@@ -41,4 +46,12 @@ start=$(date +%s)
 bindir=$(scripts/build-kube.sh)
 took=$(( $(date +%s) - start ))
 (( took > 5 )) && echo "setup: Kubernetes binaries built in ${took}s into $bindir" >&2
+start=$(date +%s)
+nodedir=$(scripts/build-node.sh)
+took=$(( $(date +%s) - start ))
+(( took > 5 )) && echo "setup: node binaries built in ${took}s into $nodedir" >&2
+start=$(date +%s)
+PYTHON=$PWD/.venv/bin/python scripts/build-images.sh >/dev/null
+took=$(( $(date +%s) - start ))
+(( took > 5 )) && echo "setup: images built in ${took}s into ${NETSHIFT_CACHE:-$HOME/.cache/netshift}/images" >&2
 exit 0

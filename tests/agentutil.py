@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,18 +31,18 @@ from typing import Any
 import pytest
 
 from agent import netlink
-from netshift import annotations as ann
-from netshift import podstatus
+from localcluster.cluster import LocalCluster
+from localcluster.procs import clean_env, free_port, log_tail
+from netshift import keys, podstatus
 from netshift.kube import ApiError, Kube, nad_path, pod_path, wait_for
-from netshift.localcluster import LocalCluster, clean_env, log_tail
 
 CNI_DIR = "/usr/lib/cni"
 NETNS_TEMPLATE = "/var/run/netns/netshift-{uid}"
-NETWORKS = ann.NETWORKS_KEY
-DEFAULT_NETWORK = ann.DEFAULT_NETWORK_KEY
-NETWORK_STATUS = ann.NETWORK_STATUS_KEY
-STATUS = podstatus.STATUS_KEY
-SWITCH_POLICY = podstatus.SWITCH_POLICY_KEY
+NETWORKS = keys.NETWORKS_KEY
+DEFAULT_NETWORK = keys.DEFAULT_NETWORK_KEY
+NETWORK_STATUS = keys.NETWORK_STATUS_KEY
+STATUS = keys.STATUS_KEY
+SWITCH_POLICY = keys.SWITCH_POLICY_KEY
 
 # Subnets handed out to test networks: 10.250.<n>.0/24, from a random start so that
 # leftovers of an interrupted run do not share a subnet with this one.
@@ -93,6 +94,7 @@ class AgentProcess:
         self.log_path = workdir / "agent.log"
         self.extra_bin_dirs = extra_bin_dirs
         self.resync_seconds = resync_seconds
+        self.health_port = free_port()  # /healthz, /readyz, /metrics
         self.proc: subprocess.Popen[bytes] | None = None
 
     def argv(self) -> list[str]:
@@ -102,7 +104,7 @@ class AgentProcess:
         return [
             sys.executable,
             "-m",
-            "netshift.cli",
+            "cli.main",
             "--log-format=text",
             "agent",
             "--kubeconfig",
@@ -122,7 +124,16 @@ class AgentProcess:
             str(self.ready_file),
             "--timing-log",
             str(self.timing_log),
+            "--health-bind-address=127.0.0.1",
+            f"--health-port={self.health_port}",
         ]
+
+    def metrics(self) -> str:
+        """The agent's /metrics, as a scraper reads it."""
+        url = f"http://127.0.0.1:{self.health_port}/metrics"
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(url, timeout=5) as resp:
+            return str(resp.read().decode())
 
     @property
     def pid(self) -> int | None:
@@ -529,6 +540,39 @@ def slow_plugin_dir(base: Path, name: str = "slowbridge") -> Iterator[tuple[Path
     )
     script.chmod(0o755)
     yield plugin_dir, flag, marker
+
+
+def recording_plugin(plugin_dir: Path, name: str = "recbridge") -> Path:
+    """Put `name` into `plugin_dir`: the real bridge plugin, logging each call first.
+
+    Each call appends "<command> <container id> <ifname> <network>" to the
+    returned log, so a test can read the order in which the agent ran ADD and DEL.
+    """
+    plugin_dir.mkdir(parents=True, exist_ok=True)
+    log = plugin_dir / f"{name}.calls"
+    log.touch()
+    script = plugin_dir / name
+    script.write_text(
+        "#!/bin/sh\n"
+        "# Test plugin: the real bridge, recording every call.\n"
+        "conf=$(cat)\n"
+        'net=$(printf \'%s\' "$conf" | grep -o \'"name": *"[^"]*"\' | head -n 1 '
+        "| sed 's/.*: *\"//; s/\"$//')\n"
+        f'echo "$CNI_COMMAND $CNI_CONTAINERID $CNI_IFNAME $net" >> {log}\n'
+        f"printf '%s' \"$conf\" | exec {CNI_DIR}/bridge\n"
+    )
+    script.chmod(0o755)
+    return log
+
+
+def plugin_calls(log: Path, container_id: str) -> list[tuple[str, str, str]]:
+    """(command, ifname, network) of each call a `recording_plugin` saw for one pod, in order."""
+    calls = []
+    for line in log.read_text().splitlines():
+        command, cid, ifname, network = [*line.split(" ", 3), "", "", ""][:4]
+        if cid == container_id:
+            calls.append((command, ifname, network))
+    return calls
 
 
 # --- per-test networks ---------------------------------------------------------------------

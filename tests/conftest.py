@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from netshift import binaries
+from localcluster import binaries
+from localcluster.cluster import LocalCluster
 from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
-from netshift.localcluster import LocalCluster
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # The test cluster's pod network, apart from a developer's own `netshift up` (10.244.0.0/24)

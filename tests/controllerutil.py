@@ -22,25 +22,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controller.rollout import (
-    ROLLOUT_STARTED_KEY,
-    PodInfo,
-    RolloutPlan,
-    Settings,
-    Snapshot,
-    plan_rollout,
-    start_patch,
-)
+from controller.rollout import RolloutPlan, Settings, Snapshot, plan_rollout, start_patch
+from localcluster.cluster import LocalCluster
+from localcluster.procs import main_python
+from netshift.keys import CONVERGED, DEGRADED, ROLLOUT_STARTED_KEY, STATUS_KEY
 from netshift.kube import ApiError, Informer, Kube, nad_path, now_rfc3339, pod_path, wait_for
-from netshift.localcluster import LocalCluster, main_python
-from netshift.podstatus import (
-    CONVERGED,
-    DEGRADED,
-    STATUS_KEY,
-    PodNetStatus,
-    desired_hash,
-    parse_status,
-)
+from netshift.pod import Pod
+from netshift.podstatus import PodNetStatus, desired_hash, parse_status
 from netshift.policy import Profile, profile_from_object
 
 # --- pure builders --------------------------------------------------------------
@@ -71,15 +59,13 @@ def profile(
     )
 
 
-def pod(
-    namespace: str, name: str, annotations: Mapping[str, str] | None = None, **kw: Any
-) -> PodInfo:
-    return PodInfo(
+def pod(namespace: str, name: str, annotations: Mapping[str, str] | None = None, **kw: Any) -> Pod:
+    return Pod(
         namespace, name, uid=f"uid-{namespace}-{name}", annotations=dict(annotations or {}), **kw
     )
 
 
-def patched(p: PodInfo, patch: Mapping[str, str | None]) -> PodInfo:
+def patched(p: Pod, patch: Mapping[str, str | None]) -> Pod:
     annotations = dict(p.annotations)
     for key, value in patch.items():
         if value is None:
@@ -89,7 +75,7 @@ def patched(p: PodInfo, patch: Mapping[str, str | None]) -> PodInfo:
     return replace(p, annotations=annotations)
 
 
-def reported(p: PodInfo, phase: str = CONVERGED, message: str = "") -> PodInfo:
+def reported(p: Pod, phase: str = CONVERGED, message: str = "") -> Pod:
     """The agent's report on the pod's current wish, as the agent would write it."""
     status = PodNetStatus(observed=desired_hash(p.annotations), phase=phase, message=message)
     return patched(p, {STATUS_KEY: status.to_json()})
@@ -97,7 +83,7 @@ def reported(p: PodInfo, phase: str = CONVERGED, message: str = "") -> PodInfo:
 
 def snapshot(
     profiles: list[Profile],
-    pods: list[PodInfo],
+    pods: list[Pod],
     namespaces: Mapping[str, Mapping[str, str]] | None = None,
     **kw: Any,
 ) -> Snapshot:
@@ -109,11 +95,11 @@ def plan(name: str, snap: Snapshot, now: datetime = NOW, **kw: Any) -> RolloutPl
     return plan_rollout(name, snap, now, Settings(**kw) if kw else None)
 
 
-def pods(n: int, namespace: str = "ns1") -> list[PodInfo]:
+def pods(n: int, namespace: str = "ns1") -> list[Pod]:
     return [pod(namespace, f"p{i:02d}") for i in range(n)]
 
 
-def start(p: PodInfo, rollout_plan: RolloutPlan, stamp: str = STAMP) -> PodInfo:
+def start(p: Pod, rollout_plan: RolloutPlan, stamp: str = STAMP) -> Pod:
     pp = next(s for s in rollout_plan.starts if s.pod.key == p.key)
     return patched(p, start_patch(pp, rollout_plan.name, stamp))
 

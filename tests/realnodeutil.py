@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
+from localcluster import binaries
 from localcluster import node as realnode
-from netshift import binaries
+from localcluster.cluster import LocalCluster
 from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
-from netshift.localcluster import LocalCluster
 
 REAL_POD_SUBNET = f"10.248.{os.getpid() % 250}.0/24"  # bench/hotplug.py uses 10.247.0.0/24
 REAL_BRIDGE = f"nsr{os.getpid() % 100000}"

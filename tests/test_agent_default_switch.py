@@ -9,7 +9,9 @@ kept or, after the drain, removed.
 from __future__ import annotations
 
 import json
+import re
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +26,7 @@ from agentutil import (
     annotate,
     create_running_pod,
     default_route_ifnames,
+    get_pod,
     interfaces,
     ipam_ips,
     netns_of,
@@ -39,9 +42,9 @@ from agentutil import (
     wait_settled,
 )
 
-from netshift import podstatus
+from localcluster.cluster import LocalCluster
+from netshift import keys
 from netshift.kube import Kube, wait_for
-from netshift.localcluster import LocalCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
@@ -124,7 +127,7 @@ def test_switching_the_default_network_moves_the_default_route_and_keeps_old_con
         assert client.getsockname()[0] == old_ip
 
         annotate(kube, namespace, "web", {DEFAULT_NETWORK: f"{namespace}/fast"})  # Keep
-        pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+        pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
 
         # The connection opened from the old address is still alive.
         round_trip(client, conn, b"after the switch")
@@ -147,7 +150,7 @@ def test_switching_the_default_network_moves_the_default_route_and_keeps_old_con
     assert [i for i, e in status.items() if e.get("default")] == ["net1"]
 
     report = agent_status(pod)
-    assert report is not None and report.phase == podstatus.CONVERGED
+    assert report is not None and report.phase == keys.CONVERGED
     assert report.default_network == f"{namespace}/fast"
     assert report.default_interface == "net1"
     assert report.switched_at
@@ -160,7 +163,7 @@ def test_switching_the_default_network_moves_the_default_route_and_keeps_old_con
     # The new network's address answers too (from a netns on the same bridge).
     other = create_running_pod(kube, namespace, "other")
     annotate(kube, namespace, "other", {"k8s.v1.cni.cncf.io/networks": "fast@data0"})
-    wait_settled(kube, namespace, "other", podstatus.CONVERGED)
+    wait_settled(kube, namespace, "other", keys.CONVERGED)
     assert ping(netns_of(other), new_ip[0])
 
 
@@ -181,7 +184,7 @@ def test_switching_with_remove_retires_the_old_default_after_the_drain_and_relea
             DEFAULT_NETWORK: f"{namespace}/fast",
         },
     )
-    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
     assert default_route_ifnames(path) == ["net1"]
 
     wait_for(lambda: "eth0" not in interfaces(path), 20, what="eth0 removed after the drain")
@@ -196,7 +199,7 @@ def test_switching_with_remove_retires_the_old_default_after_the_drain_and_relea
         return set(network_status(pod)) == {"net1"}
 
     wait_for(reported, 10, what="network-status without eth0")
-    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
     assert set(interfaces(path)) == {"net1"}
     assert default_route_ifnames(path) == ["net1"]
     assert network_status(pod)["net1"].get("default") is True
@@ -216,11 +219,11 @@ def test_switching_back_to_the_cluster_network_reuses_the_kept_eth0(
     eth0 = interfaces(path)["eth0"]
     nets.bridge("fast", is_gateway=True)
     annotate(kube, namespace, "web", {DEFAULT_NETWORK: f"{namespace}/fast"})
-    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
     assert default_route_ifnames(path) == ["net1"]
 
     annotate(kube, namespace, "web", {DEFAULT_NETWORK: None})
-    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
     assert default_route_ifnames(path) == ["eth0"]
     assert interfaces(path)["eth0"].index == eth0.index  # the same link, never re-plugged
     status = network_status(pod)
@@ -255,9 +258,45 @@ def test_a_new_default_without_a_gateway_degrades_and_the_old_default_stays(
         },
     )
     annotate(kube, namespace, "web", {DEFAULT_NETWORK: f"{namespace}/nogw"})
-    pod = wait_settled(kube, namespace, "web", podstatus.DEGRADED)
+    pod = wait_settled(kube, namespace, "web", keys.DEGRADED)
     report = agent_status(pod)
     assert report is not None and "no gateway" in report.message
     assert report.default_interface == "eth0"
     assert default_route_ifnames(path) == ["eth0"]
     assert [i for i, e in network_status(pod).items() if e.get("default")] == ["eth0"]
+
+
+def test_a_new_default_whose_add_always_fails_keeps_its_name_and_backs_off(
+    kube: Kube, namespace: str, nets: Networks, agent: AgentProcess
+) -> None:
+    pod = create_running_pod(kube, namespace, "web")
+    uid, path = pod["metadata"]["uid"], netns_of(pod)
+    nets.raw("broken", {"cniVersion": "1.0.0", "name": "broken", "type": "no-such-plugin-here"})
+    annotate(kube, namespace, "web", {DEFAULT_NETWORK: f"{namespace}/broken"})
+    wait_settled(kube, namespace, "web", keys.DEGRADED)
+
+    def failures() -> list[tuple[str, int]]:
+        """(interface, attempt) of each DefaultSwitchFailed Warning, oldest first."""
+        found = []
+        for event in pod_events(kube, namespace, "web"):
+            if event["reason"] == "DefaultSwitchFailed" and event["type"] == "Warning":
+                match = re.search(r"@(\w+): .*\(attempt (\d+), retry in", event["message"])
+                assert match, event["message"]
+                found.append((match[1], int(match[2])))
+        return found
+
+    # Backoff 1s, 2s, 4s: a fourth attempt comes about 7s after the first, and no more
+    # than five attempts fit in the next 10s. A retry loop would make dozens.
+    wait_for(lambda: len(failures()) >= 4, 30, what="a fourth attempt at the new default")
+    time.sleep(3)
+    seen = failures()
+    assert len(seen) <= 5, f"{len(seen)} failed attempts: {seen}"
+    assert len({interface for interface, _ in seen}) == 1, seen  # one name, not net1, net2, ...
+    assert [attempt for _, attempt in seen] == list(range(1, len(seen) + 1)), seen
+    interface = seen[0][0]
+    record = agent.records(uid)[interface]
+    assert record["state"] == keys.FAILED and int(record["attempts"]) == len(seen)
+    assert set(agent.records(uid)) == {"eth0", interface}  # no second incoming default
+    assert default_route_ifnames(path) == ["eth0"]
+    report = agent_status(get_pod(kube, namespace, "web"))
+    assert report is not None and report.default_interface == "eth0"

@@ -33,8 +33,10 @@ from agentutil import (
     network_status,
     networks_for_test,
     next_subnet,
+    plugin_calls,
     pod_events,
     pod_manifest,
+    recording_plugin,
     route_get,
     running_agent,
     sh,
@@ -45,10 +47,10 @@ from agentutil import (
 )
 
 from agent import netlink
+from localcluster.cluster import LocalCluster
 from netshift import annotations as ann
-from netshift import podstatus
+from netshift import keys
 from netshift.kube import Kube, nad_path, pod_path, wait_for
-from netshift.localcluster import LocalCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
@@ -62,6 +64,12 @@ def agent_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def slow_plugin(agent_workdir: Path) -> Iterator[tuple[Path, Path, Path]]:
     with slow_plugin_dir(agent_workdir / "slow") as found:
         yield found
+
+
+@pytest.fixture(scope="module")
+def plugin_log(slow_plugin: tuple[Path, Path, Path]) -> Path:
+    """The call log of "recbridge", a bridge that records each ADD and DEL (in the agent's path)."""
+    return recording_plugin(slow_plugin[0])
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +110,7 @@ def test_annotating_a_running_pod_adds_bridge_and_macvlan_interfaces_without_mov
     nets.macvlan("mv")
 
     annotate(kube, namespace, "web", {NETWORKS: "blue, mv@macv0"})
-    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
 
     ifs = interfaces(path)
     assert set(ifs) == {"eth0", "net1", "macv0"}
@@ -131,9 +139,9 @@ def test_annotating_a_running_pod_adds_bridge_and_macvlan_interfaces_without_mov
     assert [e for e in status.values() if e.get("default")] == [status["eth0"]]
 
     report = agent_status(pod)
-    assert report is not None and report.phase == podstatus.CONVERGED
-    assert attachment(report, "net1").state == podstatus.ATTACHED
-    assert attachment(report, "macv0").state == podstatus.ATTACHED
+    assert report is not None and report.phase == keys.CONVERGED
+    assert attachment(report, "net1").state == keys.ATTACHED
+    assert attachment(report, "macv0").state == keys.ATTACHED
     assert attachment(report, "net1").network == f"{namespace}/blue"
     reasons = [e["reason"] for e in pod_events(kube, namespace, "web")]
     assert reasons.count("Attached") >= 2
@@ -152,7 +160,7 @@ def test_networks_asked_for_at_creation_are_adopted_without_being_replugged(
 
     # Any edit wakes the agent up; the creation-time interfaces stay as they are.
     annotate(kube, namespace, "web", {"example.com/touch": "1"})
-    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
     after = interfaces(path)
     assert set(after) == {"eth0", "net1", "data0"}
     assert after["net1"].index == before["net1"].index
@@ -160,7 +168,7 @@ def test_networks_asked_for_at_creation_are_adopted_without_being_replugged(
 
     # ... and can be removed like any other.
     annotate(kube, namespace, "web", {NETWORKS: "green@data0"})
-    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
     assert set(interfaces(path)) == {"eth0", "data0"}
     assert nets.ips("blue") == set()
     assert set(network_status(pod)) == {"eth0", "data0"}
@@ -177,12 +185,12 @@ def test_removing_a_network_deletes_its_interface_and_releases_its_ip(
     nets.bridge("blue", default_route=True)
     nets.macvlan("mv")
     annotate(kube, namespace, "web", {NETWORKS: "blue, mv@macv0"})
-    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
     net1 = interfaces(path)["net1"]
     assert len(nets.ips("mv")) == 1
 
     annotate(kube, namespace, "web", {NETWORKS: "blue"})
-    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
 
     ifs = interfaces(path)
     assert "macv0" not in ifs
@@ -195,7 +203,7 @@ def test_removing_a_network_deletes_its_interface_and_releases_its_ip(
 
     # Removing the last one empties the store too; the default route never moved.
     annotate(kube, namespace, "web", {NETWORKS: None})
-    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
     assert set(interfaces(path)) == {"eth0"}
     assert nets.ips("blue") == set()
     assert default_route_ifnames(path) == ["eth0"]
@@ -203,18 +211,18 @@ def test_removing_a_network_deletes_its_interface_and_releases_its_ip(
 
 
 def test_swapping_the_network_behind_one_interface_name_detaches_before_attaching(
-    kube: Kube, namespace: str, nets: Networks
+    kube: Kube, namespace: str, nets: Networks, plugin_log: Path
 ) -> None:
     pod = create_running_pod(kube, namespace, "web")
     path = netns_of(pod)
-    nets.bridge("blue")
-    nets.bridge("green")
+    nets.bridge("blue", plugin_type="recbridge")
+    nets.bridge("green", plugin_type="recbridge")
     annotate(kube, namespace, "web", {NETWORKS: "blue@data0"})
-    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
     assert ips_in(nets, "blue", interfaces(path)["data0"].addresses)
 
     annotate(kube, namespace, "web", {NETWORKS: "green@data0"})
-    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
 
     data0 = interfaces(path)["data0"]
     green_ip = ips_in(nets, "green", data0.addresses)
@@ -226,6 +234,12 @@ def test_swapping_the_network_behind_one_interface_name_detaches_before_attachin
     report = agent_status(pod)
     assert report is not None
     assert attachment(report, "data0").network == f"{namespace}/green"
+    # Blue's DEL ran before green's ADD: the other order would fail on the taken name.
+    assert plugin_calls(plugin_log, pod["metadata"]["uid"]) == [
+        ("ADD", "data0", "blue"),
+        ("DEL", "data0", "blue"),
+        ("ADD", "data0", "green"),
+    ]
 
 
 def test_removing_an_unnamed_network_leaves_the_other_its_automatic_name(
@@ -236,13 +250,13 @@ def test_removing_an_unnamed_network_leaves_the_other_its_automatic_name(
     nets.bridge("red")
     nets.bridge("blue")
     annotate(kube, namespace, "web", {NETWORKS: "red, blue"})
-    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
     before = interfaces(path)
     assert ips_in(nets, "red", before["net1"].addresses)
     assert ips_in(nets, "blue", before["net2"].addresses)
 
     annotate(kube, namespace, "web", {NETWORKS: "blue"})
-    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
     after = interfaces(path)
     assert set(after) == {"eth0", "net2"}
     assert after["net2"].index == before["net2"].index  # not re-plugged
@@ -252,7 +266,7 @@ def test_removing_an_unnamed_network_leaves_the_other_its_automatic_name(
 
     # A network added later takes the lowest free name; blue keeps net2.
     annotate(kube, namespace, "web", {NETWORKS: "blue, red"})
-    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
     again = interfaces(path)
     assert set(again) == {"eth0", "net1", "net2"}
     assert again["net2"].index == before["net2"].index
@@ -284,21 +298,21 @@ def test_a_bad_nad_fails_only_its_attachment_with_the_reason_and_is_retried_with
     uid, path = pod["metadata"]["uid"], netns_of(pod)
     nets.bridge("blue")
     annotate(kube, namespace, "web", {NETWORKS: "blue@data0"})
-    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
     before = interfaces(path)
     nets.raw("bad", BROKEN_CONFIGS[kind])
 
     annotate(kube, namespace, "web", {NETWORKS: "blue@data0, bad@bad0"})
     first_try = time.monotonic()
-    pod = wait_settled(kube, namespace, "web", podstatus.DEGRADED)
+    pod = wait_settled(kube, namespace, "web", keys.DEGRADED)
 
     report = agent_status(pod)
     assert report is not None
     failed = attachment(report, "bad0")
-    assert failed.state == podstatus.FAILED
+    assert failed.state == keys.FAILED
     assert EXPECTED_REASON[kind] in failed.message, failed.message
     assert EXPECTED_REASON[kind] in report.message
-    assert attachment(report, "data0").state == podstatus.ATTACHED
+    assert attachment(report, "data0").state == keys.ATTACHED
     warnings = [
         e
         for e in pod_events(kube, namespace, "web")
@@ -334,7 +348,7 @@ def test_a_bad_nad_fails_only_its_attachment_with_the_reason_and_is_retried_with
 
     # Fixing the wish clears the failure.
     annotate(kube, namespace, "web", {NETWORKS: "blue@data0"})
-    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
     report = agent_status(pod)
     assert report is not None and {a.interface for a in report.attachments} == {"eth0", "data0"}
     assert interfaces(path)["data0"].index == before["data0"].index
@@ -347,14 +361,14 @@ def test_a_malformed_annotation_written_past_the_webhook_degrades_and_changes_no
     path = netns_of(pod)
     nets.bridge("blue")
     annotate(kube, namespace, "web", {NETWORKS: "blue@data0"})
-    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
     before = interfaces(path)
 
     bad = '[{"name": "blue", "interface": "data0"}, {"name": "Not_A_Name"}]'
     with pytest.raises(ann.AnnotationError) as parse_error:
         ann.parse_networks(bad)
     annotate(kube, namespace, "web", {NETWORKS: bad})
-    pod = wait_settled(kube, namespace, "web", podstatus.DEGRADED)
+    pod = wait_settled(kube, namespace, "web", keys.DEGRADED)
 
     report = agent_status(pod)
     assert report is not None and report.message == str(parse_error.value)
@@ -370,7 +384,7 @@ def test_a_malformed_annotation_written_past_the_webhook_degrades_and_changes_no
     )
 
     annotate(kube, namespace, "web", {NETWORKS: "blue@data0"})
-    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
     assert interfaces(path)["data0"].index == before["data0"].index
 
 
@@ -402,7 +416,7 @@ def test_agent_killed_in_the_middle_of_an_attach_converges_after_restart_without
         flag.unlink(missing_ok=True)
 
     agent.start()
-    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
 
     ifs = interfaces(path)
     assert set(ifs) == {"eth0", "data0"}  # no second interface
@@ -425,7 +439,7 @@ def test_edits_made_while_the_agent_is_down_are_applied_when_it_starts(
     nets.bridge("blue")
     nets.bridge("green")
     annotate(kube, namespace, "web", {NETWORKS: "blue@data0"})
-    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
 
     agent.stop()
     annotate(kube, namespace, "web", {NETWORKS: "green@data1"})
@@ -433,7 +447,7 @@ def test_edits_made_while_the_agent_is_down_are_applied_when_it_starts(
     assert set(interfaces(path)) == {"eth0", "data0"}  # nobody acted on it
     agent.start()
 
-    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
     ifs = interfaces(path)
     assert set(ifs) == {"eth0", "data1"}
     assert ips_in(nets, "green", ifs["data1"].addresses)
@@ -448,7 +462,7 @@ def test_pods_deleted_while_the_agent_is_down_are_released_when_it_starts(
     uid = pod["metadata"]["uid"]
     nets.bridge("blue")
     annotate(kube, namespace, "web", {NETWORKS: "blue@data0"})
-    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
     assert len(nets.ips("blue")) == 1
 
     agent.stop()
@@ -467,7 +481,7 @@ def test_deleting_a_pod_releases_every_hot_plugged_address_and_its_records(
     nets.bridge("blue", default_route=True)
     nets.macvlan("mv")
     annotate(kube, namespace, "web", {NETWORKS: "blue, mv@macv0"})
-    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
     assert len(nets.ips("blue")) == 1 and len(nets.ips("mv")) == 1
     assert agent.record_files(uid)
 
@@ -485,17 +499,17 @@ def test_the_agent_patches_its_reports_and_keeps_what_others_wrote(
     kube: Kube, namespace: str, nets: Networks
 ) -> None:
     pod = create_running_pod(kube, namespace, "web")
-    entries = json.loads(pod["metadata"]["annotations"][ann.NETWORK_STATUS_KEY])
+    entries = json.loads(pod["metadata"]["annotations"][keys.NETWORK_STATUS_KEY])
     entries[0]["device-info"] = {"type": "veth", "version": "1.1.0"}  # a field only others write
     annotate(
         kube,
         namespace,
         "web",
-        {ann.NETWORK_STATUS_KEY: json.dumps(entries), "example.com/keep": "me"},
+        {keys.NETWORK_STATUS_KEY: json.dumps(entries), "example.com/keep": "me"},
     )
     nets.bridge("blue")
     annotate(kube, namespace, "web", {NETWORKS: "blue@data0"})
-    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
     assert pod["metadata"]["annotations"]["example.com/keep"] == "me"
     status = network_status(pod)
     assert status["eth0"]["device-info"] == {"type": "veth", "version": "1.1.0"}
@@ -515,12 +529,12 @@ def test_changing_the_ips_behind_one_interface_replugs_it_with_the_new_address(
         return json.dumps([{"name": "blue", "interface": "data0", "ips": [f"{base}.{host}/24"]}])
 
     annotate(kube, namespace, "web", {NETWORKS: wish(50)})
-    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
     assert f"{base}.50/24" in interfaces(path)["data0"].addresses
     assert nets.ips("blue") == {f"{base}.50"}
 
     annotate(kube, namespace, "web", {NETWORKS: wish(60)})
-    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
     assert ips_in(nets, "blue", interfaces(path)["data0"].addresses) == [f"{base}.60"]
     assert nets.ips("blue") == {f"{base}.60"}
     assert network_status(pod)["data0"]["ips"] == [f"{base}.60"]
@@ -534,7 +548,7 @@ def test_a_network_is_detached_with_its_recorded_config_after_its_nad_changed_or
     nets.bridge("blue")
     nets.bridge("green")
     annotate(kube, namespace, "web", {NETWORKS: "blue@data0, green@data1"})
-    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
     assert len(nets.ips("blue")) == 1 and len(nets.ips("green")) == 1
 
     # blue's NAD now points at another IPAM store; green's is gone.
@@ -546,7 +560,7 @@ def test_a_network_is_detached_with_its_recorded_config_after_its_nad_changed_or
     kube.delete(nad_path(namespace, "green"))
 
     annotate(kube, namespace, "web", {NETWORKS: None})
-    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
     assert set(interfaces(path)) == {"eth0"}
     assert nets.ips("blue") == set()  # released from the store the ADD used
     assert nets.ips("green") == set()
@@ -562,7 +576,7 @@ def test_a_restarted_agent_leaves_what_it_attached_alone(
     nets.macvlan("mv")
     nets.bridge("green")
     annotate(kube, namespace, "web", {NETWORKS: "blue, mv@macv0"})
-    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
     before = interfaces(path)
 
     def attached_events() -> int:
@@ -574,7 +588,7 @@ def test_a_restarted_agent_leaves_what_it_attached_alone(
     # The restarted agent plans against its records: one more network is one more ADD,
     # and what was there stays (same links, same addresses).
     annotate(kube, namespace, "web", {NETWORKS: "blue, mv@macv0, green@data0"})
-    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
     after = interfaces(path)
     assert set(after) == {"eth0", "net1", "macv0", "data0"}
     for name in ("eth0", "net1", "macv0"):
@@ -610,7 +624,7 @@ def test_a_dual_stack_network_gets_both_addresses_and_takes_no_default_route(
         },
     )
     annotate(kube, namespace, "web", {NETWORKS: "ds@data0"})
-    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
 
     addresses = interfaces(path)["data0"].addresses
     v4 = [a for a in addresses if ":" not in a]
@@ -622,7 +636,7 @@ def test_a_dual_stack_network_gets_both_addresses_and_takes_no_default_route(
     assert ipam_ips(data_dir, "ds") == {v4[0].split("/")[0], v6[0].split("/")[0]}
 
     annotate(kube, namespace, "web", {NETWORKS: None})
-    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
     assert ipam_ips(data_dir, "ds") == set()
 
 
@@ -634,24 +648,24 @@ def test_a_detach_that_fails_degrades_the_pod_and_is_retried_until_it_works(
     nets.macvlan("mv")
     master = nets.links.names[-1]
     annotate(kube, namespace, "web", {NETWORKS: "mv@macv0"})
-    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
     assert "macv0" in interfaces(path) and len(nets.ips("mv")) == 1
 
     # The master goes (the kernel takes the macvlan with it): macvlan's DEL now fails
     # before it releases the address.
     sh("ip", "link", "del", master)
     annotate(kube, namespace, "web", {NETWORKS: None})
-    pod = wait_settled(kube, namespace, "web", podstatus.DEGRADED)
+    pod = wait_settled(kube, namespace, "web", keys.DEGRADED)
     report = agent_status(pod)
     assert report is not None
-    assert attachment(report, "macv0").state == podstatus.DETACHING
+    assert attachment(report, "macv0").state == keys.DETACHING
     assert "detach failed" in report.message and "macv0" in report.message
     assert "DetachFailed" in [e["reason"] for e in pod_events(kube, namespace, "web")]
     assert len(nets.ips("mv")) == 1  # not released, and not forgotten either
 
     # Once the master is back, a retry succeeds and the address goes back to the pool.
     sh("ip", "link", "add", master, "type", "veth", "peer", "name", master[:-2] + "pp")
-    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED, timeout=30)
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED, timeout=30)
     assert nets.ips("mv") == set()
     assert set(network_status(pod)) == {"eth0"}
     report = agent_status(pod)
@@ -667,21 +681,21 @@ def test_a_swap_whose_old_network_cannot_be_detached_waits_and_leaks_nothing(
     master = nets.links.names[-1]
     nets.bridge("green")
     annotate(kube, namespace, "web", {NETWORKS: "mv@data0"})
-    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
     (mv_ip,) = nets.ips("mv")
 
     sh("ip", "link", "del", master)  # macvlan's DEL fails from now on
     annotate(kube, namespace, "web", {NETWORKS: "green@data0"})
-    pod = wait_settled(kube, namespace, "web", podstatus.DEGRADED)
+    pod = wait_settled(kube, namespace, "web", keys.DEGRADED)
     report = agent_status(pod)
     assert report is not None
     assert attachment(report, "data0").network == f"{namespace}/mv"
-    assert attachment(report, "data0").state == podstatus.DETACHING
+    assert attachment(report, "data0").state == keys.DETACHING
     assert nets.ips("green") == set()  # not attached over the old one
     assert nets.ips("mv") == {mv_ip}  # still held, so it can still be released
 
     sh("ip", "link", "add", master, "type", "veth", "peer", "name", master[:-2] + "pp")
-    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED, timeout=30)
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED, timeout=30)
     assert nets.ips("mv") == set()
     green = ips_in(nets, "green", interfaces(path)["data0"].addresses)
     assert len(green) == 1 and nets.ips("green") == set(green)
@@ -695,14 +709,14 @@ def test_an_interface_deleted_behind_the_agents_back_is_plugged_again_without_a_
     path = netns_of(pod)
     nets.bridge("blue")
     annotate(kube, namespace, "web", {NETWORKS: "blue@data0"})
-    wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
     assert len(nets.ips("blue")) == 1
 
     sh("ip", "-n", Path(path).name, "link", "del", "data0")
     # Any event for the pod (or the periodic resync) makes the agent look again.
     annotate(kube, namespace, "web", {"example.com/touched": "1"})
     wait_for(lambda: "data0" in interfaces(path), 30, what="data0 plugged again")
-    pod = wait_settled(kube, namespace, "web", podstatus.CONVERGED)
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
     (again,) = nets.ips("blue")  # one reservation: the lost interface's address was released
     assert [a.split("/")[0] for a in v4_addresses(interfaces(path)["data0"])] == [again]
     assert "data0" in network_status(pod)
@@ -729,7 +743,7 @@ def test_an_edit_made_before_the_pod_runs_is_applied_once_it_runs(
     finally:
         os.kill(sim, signal.SIGCONT)
     pod = wait_running(kube, namespace, "early")
-    pod = wait_settled(kube, namespace, "early", podstatus.CONVERGED)
+    pod = wait_settled(kube, namespace, "early", keys.CONVERGED)
     assert "data0" in interfaces(netns_of(pod))
     assert "data0" in network_status(pod)
     assert len(nets.ips("blue")) == 1

@@ -12,10 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from netshift.annotations import (
-    DEFAULT_NETWORK_KEY,
     MAX_NETWORKS_ELEMENTS,
-    NETWORK_STATUS_KEY,
-    NETWORKS_KEY,
     AnnotationError,
     Attachment,
     Bandwidth,
@@ -31,6 +28,7 @@ from netshift.annotations import (
     parse_networks,
     parse_ref,
 )
+from netshift.keys import DEFAULT_NETWORK_KEY, NETWORK_STATUS_KEY, NETWORKS_KEY
 
 # --- spec examples -------------------------------------------------------------------
 

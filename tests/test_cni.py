@@ -33,16 +33,17 @@ from nodeutil import (
     unique,
 )
 
-from agent.cni import (
-    CallTiming,
+from netshift.cni.config import (
     CniConfigError,
     CniError,
-    CniExecutor,
     CniTimeoutError,
     ConfList,
     RuntimeConf,
     k8s_cni_args,
     load_conflist,
+)
+from netshift.cni.executor import CallTiming, CniExecutor
+from netshift.cni.results import (
     result_dns,
     result_gateways,
     result_ips,

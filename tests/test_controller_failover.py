@@ -1,6 +1,6 @@
 """One active controller through a Lease; a killed or stopped controller is succeeded cleanly.
 
-Controllers run as child processes (`python -m netshift.cli controller`) against the
+Controllers run as child processes (`python -m cli.main controller`) against the
 test cluster, with a short lease (4 s) so that takeovers after a crash are quick.
 There is no agent in the test cluster yet, so `StandInAgent` plays its part: it
 writes the netshift.io/status report the agent would write once the controller
@@ -36,10 +36,10 @@ from controllerutil import (
     wait_running,
 )
 
-from controller.leader import LeaderElector, lease_path
-from controller.rollout import ROLLOUT_STARTED_KEY
+from localcluster.cluster import LocalCluster
+from netshift.keys import ROLLOUT_STARTED_KEY
 from netshift.kube import Kube, now_rfc3339, wait_for
-from netshift.localcluster import LocalCluster
+from netshift.leader import LeaderElector, lease_path
 from netshift.podstatus import is_settled
 
 pytestmark = pytest.mark.cluster

@@ -26,22 +26,31 @@ from controller.rollout import (
     BLOCKED_IGNORE,
     BLOCKED_INVALID,
     BLOCKED_PAUSED,
-    CONVERGED,
-    FAILED,
     IN_FLIGHT,
     INVALID,
-    PENDING,
-    ROLLOUT_PROFILE_KEY,
-    ROLLOUT_STARTED_KEY,
     WAITING,
-    PodInfo,
     RolloutPlan,
     start_patch,
 )
-from netshift.annotations import DEFAULT_NETWORK_KEY, NETWORKS_KEY
+from netshift.keys import (
+    CONVERGED,
+    DEFAULT_NETWORK_KEY,
+    DEGRADED,
+    FAILED,
+    INJECT_LABEL,
+    INJECTED_KEY,
+    NETWORKS_KEY,
+    PENDING,
+    PROFILE_KEY,
+    ROLLOUT_PROFILE_KEY,
+    ROLLOUT_STARTED_KEY,
+    STATUS_KEY,
+    SWITCH_POLICY_KEY,
+)
+from netshift.pod import Pod
 from netshift.podstatus import CONVERGED as AGENT_CONVERGED
-from netshift.podstatus import DEGRADED, STATUS_KEY, SWITCH_POLICY_KEY, parse_switch_policy
-from netshift.policy import INJECT_LABEL, INJECTED_KEY, PROFILE_KEY, Profile
+from netshift.podstatus import parse_switch_policy
+from netshift.policy import Profile
 
 # --- starting pods -------------------------------------------------------------
 
@@ -232,7 +241,7 @@ def test_a_losing_profile_names_the_winner_in_its_conflicts() -> None:
 # --- namespaces changing hands ---------------------------------------------------
 
 
-def converged_under(prof: Profile, p: PodInfo) -> PodInfo:
+def converged_under(prof: Profile, p: Pod) -> Pod:
     return reported(start(p, plan(prof.name, snapshot([prof], [p]))))
 
 

@@ -35,17 +35,20 @@ from controllerutil import (
 
 from controller.audit import AuditLog
 from controller.reconcile import Controller, ControllerOptions
-from controller.rollout import (
+from controller.rollout import PodPlan, Settings
+from netshift.keys import (
+    DEFAULT_NETWORK_KEY,
+    INJECT_LABEL,
+    INJECTED_KEY,
+    NETWORKS_KEY,
+    PROFILE_KEY,
     ROLLOUT_PROFILE_KEY,
     ROLLOUT_STARTED_KEY,
-    PodInfo,
-    PodPlan,
-    Settings,
+    SWITCH_POLICY_KEY,
 )
-from netshift.annotations import DEFAULT_NETWORK_KEY, NETWORKS_KEY
 from netshift.kube import Kube, pod_path, wait_for
-from netshift.podstatus import SWITCH_POLICY_KEY, is_settled
-from netshift.policy import INJECT_LABEL, INJECTED_KEY, PROFILE_KEY
+from netshift.pod import Pod
+from netshift.podstatus import is_settled
 
 pytestmark = pytest.mark.cluster
 
@@ -430,7 +433,7 @@ def test_a_pod_changed_since_it_was_read_is_not_overwritten(kube: Kube, namespac
     create_pods(kube, namespace, 1)
     wait_running(kube, namespace, 1)
     obj = kube.get(pod_path(namespace, "p00"))
-    stale = PodInfo.from_object(obj)
+    stale = Pod.from_object(obj)
     user_edit = f"{namespace}/mine"
     kube.patch_merge(
         pod_path(namespace, "p00"), {"metadata": {"annotations": {NETWORKS_KEY: user_edit}}}

@@ -28,7 +28,7 @@ from controller.status import (
     condition_of,
     transition_events,
 )
-from netshift.podstatus import DEGRADED
+from netshift.keys import DEGRADED
 
 T0 = "2025-06-01T12:00:00.000000Z"
 T1 = "2025-06-01T12:05:00.000000Z"

@@ -14,12 +14,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from netshift.localcluster import LocalCluster, clean_env
+from localcluster.cluster import LocalCluster
+from localcluster.procs import clean_env
 
 
 def test_the_demo_switches_every_pod_without_restart_or_loss(cluster: LocalCluster) -> None:
     state = Path(tempfile.mkdtemp(prefix="netshift-demo-"))
-    cmd = [sys.executable, "-m", "netshift.cli", "--log-format=text", "demo"]
+    cmd = [sys.executable, "-m", "cli.main", "--log-format=text", "demo"]
     net = ["--pod-subnet", f"10.246.{os.getpid() % 250}.0/24", "--bridge", f"nsd{os.getpid()}"[:15]]
     try:
         done = subprocess.run(

@@ -22,10 +22,10 @@ import pytest
 from agentutil import AgentProcess, bridge_config, create_nad, ipam_ips, next_subnet, unique
 from controllerutil import ControllerProcess, max_overlap, read_audit
 
-from netshift import podstatus, policy
+from localcluster.cluster import LocalCluster
+from localcluster.probe import ClientNetns, Ping, TcpStream
+from netshift import keys, podstatus, policy
 from netshift.kube import Kube, patch_annotations, pod_path, wait_for
-from netshift.localcluster import LocalCluster
-from netshift.probe import ClientNetns, Ping, TcpStream
 
 PROFILES = "/apis/netshift.io/v1alpha1/networkprofiles"
 
@@ -114,7 +114,7 @@ def on_default(kube: Kube, namespace: str, network: str, n: int) -> list[dict[st
         for p in items
         if (st := podstatus.parse_status(p["metadata"].get("annotations") or {}))
         and st.default_network == network
-        and st.phase == podstatus.CONVERGED
+        and st.phase == keys.CONVERGED
     ]
     return items if len(done) == n == len(items) else None
 

@@ -14,8 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from localcluster.cluster import LocalCluster
+from localcluster.procs import clean_env, pid_alive
 from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
-from netshift.localcluster import LocalCluster, clean_env, pid_alive
 
 
 def _pods(kube: Kube, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -39,7 +40,7 @@ def deployment(name: str, replicas: int) -> dict[str, Any]:
 
 
 def test_kubectl_reports_the_pinned_server_version(cluster: LocalCluster) -> None:
-    from netshift.binaries import pinned_versions
+    from localcluster.binaries import pinned_versions
 
     out = json.loads(cluster.kubectl("version", "-o", "json").stdout)
     assert out["serverVersion"]["gitVersion"] == pinned_versions()["KUBE_VERSION"]
@@ -248,7 +249,7 @@ def _addresses(store: Path) -> list[str]:
 def test_netshift_kubectl_runs_the_pinned_kubectl_against_the_local_cluster(
     cluster: LocalCluster,
 ) -> None:
-    from netshift.binaries import pinned_versions
+    from localcluster.binaries import pinned_versions
 
     env = clean_env()
     env.pop("KUBECONFIG", None)
@@ -256,7 +257,7 @@ def test_netshift_kubectl_runs_the_pinned_kubectl_against_the_local_cluster(
         [
             sys.executable,
             "-m",
-            "netshift.cli",
+            "cli.main",
             "kubectl",
             f"--state-dir={cluster.state_dir}",
             "version",

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from netshift.localcluster import LocalCluster
+from localcluster.cluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
 
@@ -50,6 +50,7 @@ ALLOWED: dict[str, list[Check]] = {
         *[(v, NAD, None, ()) for v in ("get", "list", "watch")],
         ("create", "events", "some-app", ()),
         ("patch", "events", "some-app", ()),
+        *[(v, "configmaps/netshift-nad-policy", SYSTEM, ()) for v in ("get", "list", "watch")],
     ],
 }
 
@@ -81,6 +82,8 @@ DENIED: dict[str, list[Check]] = {
         ("create", LEASES, SYSTEM, ()),
         ("update", "pods", "some-app", ()),
         ("get", "secrets", SYSTEM, ()),
+        ("get", "configmaps/someone-else", SYSTEM, ()),
+        ("update", "configmaps/netshift-nad-policy", SYSTEM, ()),
     ],
 }
 
@@ -230,3 +233,34 @@ def test_no_service_account_may_do_more(
         if can_i(cluster, sa, c)
     ]
     assert not too_much, f"allowed beyond least privilege: {too_much}"
+
+
+@pytest.mark.parametrize("component", ["webhook", "controller", "agent"])
+def test_each_component_exposes_metrics_by_annotation_and_on_a_service_port(
+    installed: list[dict[str, Any]], component: str
+) -> None:
+    [deployment] = [
+        o
+        for o in installed
+        if o["kind"] in ("Deployment", "DaemonSet")
+        and o["metadata"]["labels"].get("app.kubernetes.io/component") == component
+    ]
+    template = deployment["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    container = template["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["health"] == int(annotations["prometheus.io/port"])
+    assert container["readinessProbe"]["httpGet"]["port"] == "health"
+    labels = template["metadata"]["labels"]
+    services = [
+        o
+        for o in installed
+        if o["kind"] == "Service"
+        and o["spec"]["selector"].items() <= labels.items()
+        and any(p["name"] == "http-metrics" for p in o["spec"]["ports"])
+    ]
+    assert services, f"no Service with an http-metrics port selects the {component} pods"
+    [port] = [p for p in services[0]["spec"]["ports"] if p["name"] == "http-metrics"]
+    assert port["targetPort"] == "health"

@@ -12,17 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from netshift.annotations import (
-    DEFAULT_NETWORK_KEY,
-    NETWORKS_KEY,
-    AnnotationError,
-    NetworkSelection,
-    format_networks,
-    parse_networks,
-)
+from netshift.annotations import AnnotationError, NetworkSelection, format_networks, parse_networks
+from netshift.keys import DEFAULT_NETWORK_KEY, INJECTED_KEY, NETWORKS_KEY, PROFILE_KEY
 from netshift.policy import (
-    INJECTED_KEY,
-    PROFILE_KEY,
     LabelSelector,
     Profile,
     ProfileError,

@@ -13,10 +13,10 @@ import pytest
 from realnodeutil import busybox_pod, create_running, exec_in, ipv4_of, network_status
 
 from localcluster import node as realnode
+from localcluster.binaries import pinned_versions
+from localcluster.cluster import LocalCluster
 from localcluster.node import RealNode
-from netshift.binaries import pinned_versions
 from netshift.kube import Kube, wait_for
-from netshift.localcluster import LocalCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 

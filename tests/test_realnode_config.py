@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from localcluster import binaries
 from localcluster import node as realnode
+from localcluster.cluster import LocalCluster
 from localcluster.node import RealNode
-from netshift import binaries
-from netshift.localcluster import LocalCluster
 
 
 @pytest.fixture
@@ -124,5 +124,8 @@ def test_the_overlay_runs_netshift_from_the_local_image(node: RealNode) -> None:
         assert (env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"]) == (host, port)
     agent = workloads["netshift-agent"]["containers"][0]
     assert f"--cri-socket={node.endpoint}" in agent["args"]
+    base = yaml.safe_load((binaries.REPO / "manifests" / "agent" / "daemonset.yaml").read_text())
+    base_args = base["spec"]["template"]["spec"]["containers"][0].get("args", [])
+    assert agent["args"][: len(base_args)] == base_args  # the base's flags are kept
     volumes = {v["name"]: v for v in workloads["netshift-agent"]["volumes"]}
     assert volumes["state"]["hostPath"]["path"] == str(node.agent_dir)

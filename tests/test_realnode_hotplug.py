@@ -26,9 +26,9 @@ from realnodeutil import (
     store_addresses,
 )
 
+from localcluster.cluster import LocalCluster
 from localcluster.node import RealNode
 from netshift.kube import ApiError, Kube, nad_path, wait_for
-from netshift.localcluster import LocalCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 NETWORKS = "k8s.v1.cni.cncf.io/networks"

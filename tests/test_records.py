@@ -1,4 +1,4 @@
-"""agent/records.py: the crash-safe attachment record store, on a real filesystem."""
+"""netshift/records.py: the crash-safe attachment record store, on a real filesystem."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import records
-from agent.records import AttachmentRecord, CorruptRecord, PodMeta, RecordStore
+from netshift import records
+from netshift.records import AttachmentRecord, CorruptRecord, PodMeta, RecordStore
 
 UID = "0b6f4a0e-5d3c-4f7e-9a51-2c1d6e8f9a10"
 OTHER_UID = "7c2e9b14-1f0a-4c53-8d6e-3b4a5c6d7e8f"
@@ -209,7 +209,7 @@ def test_damaged_files_never_hide_the_good_records(
     store.put(record(OTHER_UID, "net1"))
     truncated, stale = write_damage(store)
 
-    with caplog.at_level(logging.ERROR, logger="agent.records"):
+    with caplog.at_level(logging.ERROR, logger="netshift.records"):
         listed = [(r.pod_uid, r.interface) for r in store.list_all()]
         store.list_all()
 
@@ -303,7 +303,7 @@ def test_a_writer_killed_at_a_random_moment_leaves_only_whole_records(tmp_path: 
         f"""
         import sys
         from dataclasses import replace
-        from agent.records import AttachmentRecord, RecordStore
+        from netshift.records import AttachmentRecord, RecordStore
         store = RecordStore({str(root)!r})
         base = AttachmentRecord(pod_uid="p", pod_namespace="ns", pod_name="n",
                                 network="ns/blue", interface="net1",

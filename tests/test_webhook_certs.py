@@ -18,6 +18,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 
+from localcluster.samples import deployment_pod, pod_review
 from netshift import pki
 from webhook.app import WebhookSettings, create_app
 from webhook.caches import StaticCaches
@@ -31,7 +32,6 @@ from webhook.certs import (
     service_dns_names,
     split_hosts,
 )
-from webhook.samples import deployment_pod, pod_review
 from webhook.server import ReloadableTLS, WebhookServer, bind
 
 DNS = service_dns_names("netshift-webhook", "netshift-system")

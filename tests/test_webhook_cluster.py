@@ -23,26 +23,29 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from netshift.annotations import DEFAULT_NETWORK_KEY, NETWORKS_KEY, parse_networks
+from localcluster.cluster import LocalCluster
+from localcluster.procs import clean_env, free_port, main_python
+from localcluster.samples import deployment_pod, pod_review
+from netshift.annotations import parse_networks
+from netshift.keys import DEFAULT_NETWORK_KEY, NETWORKS_KEY, PROFILE_KEY
 from netshift.kube import ApiError, Kube, nad_path, wait_for
-from netshift.localcluster import LocalCluster, clean_env, free_port, main_python
-from netshift.policy import PROFILE_KEY
-from webhook.app import WebhookSettings, create_app
-from webhook.caches import PROFILES_PATH, InformerCaches
+from netshift.nadpolicy import POLICY_CONFIGMAP
+from webhook.app import WebhookSettings, create_app, create_health_app
 from webhook.certs import (
     MUTATING_PATH,
     VALIDATING_PATH,
     KubeSecretStore,
     SecretCertManager,
 )
+from webhook.informers import PROFILES_PATH, InformerCaches
 from webhook.metrics import WebhookMetrics
 from webhook.registration import (
     apply_webhook_configurations,
     delete_webhook_configurations,
     webhook_configurations,
 )
-from webhook.samples import deployment_pod, pod_review
 from webhook.server import ReloadableTLS, WebhookServer, bind
 
 pytestmark = pytest.mark.cluster
@@ -60,6 +63,16 @@ class Webhook:
     secret_namespace: str
     material_ca: bytes
 
+    def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """GET /metrics from the plain-HTTP health port, as Prometheus would: sample -> value."""
+        with httpx.Client(trust_env=False) as http:
+            text = http.get(f"http://127.0.0.1:{self.server.health_port}/metrics").text
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
 
 @pytest.fixture(scope="module")
 def webhook(cluster: LocalCluster, kube: Kube) -> Iterator[Webhook]:
@@ -67,7 +80,8 @@ def webhook(cluster: LocalCluster, kube: Kube) -> Iterator[Webhook]:
     config_name = f"netshift-test-{token}"
     secret_ns = f"netshift-wh-{token}"
     kube.create("/api/v1/namespaces", {"metadata": {"name": secret_ns}})
-    caches = InformerCaches(kube)
+    # The NAD policy of this webhook lives in its own namespace: turning it on stays here.
+    caches = InformerCaches(kube, nad_policy=(secret_ns, POLICY_CONFIGMAP))
     caches.start()
     metrics = WebhookMetrics()
     tls = ReloadableTLS(metrics)
@@ -95,7 +109,13 @@ def webhook(cluster: LocalCluster, kube: Kube) -> Iterator[Webhook]:
         tls.load(material)
         assert caches.wait_synced(30), "informer caches did not sync"
         settings = WebhookSettings(caches=caches, metrics=metrics, tls_ready=lambda: tls.loaded)
-        server = WebhookServer(create_app(settings), tls, sock)
+        server = WebhookServer(
+            create_app(settings),
+            tls,
+            sock,
+            health_app=create_health_app(settings),
+            health_sock=bind("127.0.0.1", 0),
+        )
         server.start_in_thread()
         yield Webhook(token, config_name, caches, server, metrics, secret_ns, material.ca_bundle)
     finally:
@@ -310,9 +330,32 @@ def test_status_writes_that_leave_network_annotations_alone_pass(space: Space, k
 
 
 def test_the_webhook_counted_what_the_apiserver_sent(space: Space, webhook: Webhook) -> None:
-    before = webhook.metrics.requests.value("mutate", "allowed")
+    before = webhook.metrics.requests_value("mutate", "allowed")
     space.create_pod("p11")
-    assert webhook.metrics.requests.value("mutate", "allowed") == before + 1
+    assert webhook.metrics.requests_value("mutate", "allowed") == before + 1
+
+
+def requests(endpoint: str, outcome: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return ("netshift_webhook_requests_total", (("endpoint", endpoint), ("outcome", outcome)))
+
+
+def test_scraped_metrics_count_each_admission_the_apiserver_sent(
+    space: Space, webhook: Webhook
+) -> None:
+    before = webhook.scrape()
+    space.create_pod("p12")
+    after = webhook.scrape()
+    for endpoint in ("mutate", "validate"):
+        key = requests(endpoint, "allowed")
+        assert after[key] == before.get(key, 0.0) + 1, endpoint
+    count = (
+        "netshift_webhook_request_duration_seconds_count",
+        (("endpoint", "mutate"), ("outcome", "allowed")),
+    )
+    assert after[count] == before.get(count, 0.0) + 1
+    assert after[("netshift_webhook_cache_synced", ())] == 1.0
+    assert after[("netshift_webhook_certificate_expiry_timestamp_seconds", ())] > 0
+    assert after[("netshift_webhook_certificate_reloads_total", (("result", "success"),))] >= 1
 
 
 def test_pods_a_replicaset_creates_get_their_networks(space: Space, kube: Kube) -> None:
@@ -381,7 +424,8 @@ def test_netshift_webhook_command_manages_its_secret_and_drains_on_sigterm(
             assert answer["response"]["uid"] == "cli" and answer["response"]["allowed"]
             metrics = http.get(f"http://127.0.0.1:{health}/metrics").text
             assert (
-                'netshift_webhook_requests_total{endpoint="mutate",outcome="allowed"} 1' in metrics
+                'netshift_webhook_requests_total{endpoint="mutate",outcome="allowed"} 1.0'
+                in metrics
             )
             # SIGTERM: not ready any more, but admission is still answered while draining.
             proc.send_signal(signal.SIGTERM)
@@ -412,3 +456,84 @@ def test_managed_tls_fills_a_precreated_secret_and_keeps_its_metadata(
     assert SecretCertManager(store, dns_names=["svc.ns.svc"]).reconcile() == material
     after = kube.get(f"/api/v1/namespaces/{namespace}/secrets/tls")
     assert after["metadata"]["resourceVersion"] == version  # nothing rewritten
+
+
+# --- NetworkAttachmentDefinitions ----------------------------------------------------
+
+
+def nad_manifest(name: str, config: dict[str, Any] | str) -> str:
+    text = config if isinstance(config, str) else json.dumps(config)
+    return json.dumps(
+        {
+            "apiVersion": "k8s.cni.cncf.io/v1",
+            "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": name},
+            "spec": {"config": text},
+        }
+    )
+
+
+def host_local(name: str, **ipam: Any) -> dict[str, Any]:
+    return {
+        "cniVersion": "1.0.0",
+        "name": name,
+        "type": "bridge",
+        "bridge": f"br-{name}"[:15],
+        "ipam": {"type": "host-local", "subnet": "10.251.0.0/24", **ipam},
+    }
+
+
+def apply_nad(space: Space, name: str, config: dict[str, Any] | str) -> Any:
+    return space.kubectl("apply", "-f", "-", input=nad_manifest(name, config), check=False)
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "says"),
+    [
+        ('{"cniVersion": "1.0.0", "type": "bridge"', "spec.config", "is not valid JSON"),
+        (
+            {"cniVersion": "1.0.0", "name": "x", "type": "../../usr/bin/evil"},
+            "spec.config.type",
+            "is not a plain plugin file name",
+        ),
+        (
+            {"cniVersion": "1.0.0", "name": "x", "plugins": [{"type": "bridge"}, {}]},
+            "spec.config.plugins[1].type",
+            '"type" is missing',
+        ),
+        ({"cniVersion": "1.0.0", "name": "x", "plugins": []}, "spec.config.plugins", "non-empty"),
+    ],
+)
+def test_kubectl_apply_of_a_malformed_nad_is_denied_naming_the_field(
+    space: Space, config: dict[str, Any] | str, field: str, says: str
+) -> None:
+    result = apply_nad(space, "bad", config)
+    assert result.returncode != 0
+    assert "denied the request" in result.stderr
+    assert f"NetworkAttachmentDefinition {space.name}/bad: {field}: " in result.stderr
+    assert says in result.stderr
+
+
+def test_with_the_nad_policy_on_a_data_dir_outside_its_prefixes_is_denied(
+    space: Space, kube: Kube, webhook: Webhook
+) -> None:
+    # Created before the policy: it stays, and edits that leave its config alone pass.
+    assert apply_nad(space, "old", host_local("old", dataDir="/etc")).returncode == 0
+    configmaps = f"/api/v1/namespaces/{webhook.secret_namespace}/configmaps"
+    policy = "enabled: true\nipamDataDirPrefixes: [/var/lib/cni/networks]\n"
+    kube.create(
+        configmaps, {"metadata": {"name": POLICY_CONFIGMAP}, "data": {"policy.yaml": policy}}
+    )
+    try:
+        wait_for(lambda: webhook.caches.nad_policy().enabled, 10, what="the policy in the cache")
+        result = apply_nad(space, "etc", host_local("etc", dataDir="/etc"))
+        assert result.returncode != 0
+        assert f"{space.name}/etc: spec.config.ipam.dataDir: '/etc' is outside" in result.stderr
+        assert '"/var/lib/cni/networks"' in result.stderr
+        ok = host_local("ok", dataDir="/var/lib/cni/networks/ok")
+        assert apply_nad(space, "ok", ok).returncode == 0
+        space.kubectl("label", "network-attachment-definitions", "old", "team=a")
+    finally:
+        kube.delete(f"{configmaps}/{POLICY_CONFIGMAP}")
+    wait_for(lambda: not webhook.caches.nad_policy().enabled, 10, what="the policy off again")
+    assert apply_nad(space, "etc", host_local("etc", dataDir="/etc")).returncode == 0

@@ -13,12 +13,12 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netshift.annotations import DEFAULT_NETWORK_KEY, NETWORKS_KEY
-from netshift.policy import INJECTED_KEY, profile_from_object
+from localcluster.samples import deployment_pod, pod_review
+from netshift.keys import DEFAULT_NETWORK_KEY, INJECTED_KEY, NETWORKS_KEY
+from netshift.policy import profile_from_object
 from webhook.app import WebhookSettings, create_app
 from webhook.caches import StaticCaches
 from webhook.jsonpatch import apply_patch
-from webhook.samples import deployment_pod, pod_review
 from webhook.validate import ValidationOptions
 
 PROFILES = [

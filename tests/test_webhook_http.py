@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from localcluster.samples import deployment_pod, pod_review
 from netshift.policy import Profile, profile_from_object
 from webhook.app import WebhookSettings, create_app, create_health_app
 from webhook.caches import StaticCaches
-from webhook.samples import deployment_pod, pod_review
 
 NS = "team-a"
 
@@ -184,15 +184,15 @@ def test_metrics_count_requests_by_endpoint_and_outcome(client: TestClient) -> N
     r = client.get("/metrics")
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = r.text
-    assert 'netshift_webhook_requests_total{endpoint="mutate",outcome="patched"} 1' in text
-    assert 'netshift_webhook_requests_total{endpoint="validate",outcome="allowed"} 1' in text
-    assert 'netshift_webhook_requests_total{endpoint="validate",outcome="bad_request"} 1' in text
+    assert 'netshift_webhook_requests_total{endpoint="mutate",outcome="patched"} 1.0' in text
+    assert 'netshift_webhook_requests_total{endpoint="validate",outcome="allowed"} 1.0' in text
+    assert 'netshift_webhook_requests_total{endpoint="validate",outcome="bad_request"} 1.0' in text
     assert (
-        'netshift_webhook_request_duration_seconds_bucket{endpoint="mutate",outcome="patched",le="+Inf"} 1'
+        'netshift_webhook_request_duration_seconds_bucket{endpoint="mutate",le="+Inf",outcome="patched"} 1.0'
         in text
     )
     assert "# TYPE netshift_webhook_request_duration_seconds histogram" in text
-    assert "netshift_webhook_cache_synced 1" in text
+    assert "netshift_webhook_cache_synced 1.0" in text
 
 
 def test_get_on_an_admission_endpoint_is_405(client: TestClient) -> None:

@@ -9,14 +9,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from netshift.annotations import DEFAULT_NETWORK_KEY, NETWORKS_KEY, parse_networks
-from netshift.policy import INJECTED_KEY, PROFILE_KEY, Profile, profile_from_object
+from localcluster.samples import deployment_pod, pod_review
+from netshift.annotations import parse_networks
+from netshift.keys import DEFAULT_NETWORK_KEY, INJECTED_KEY, NETWORKS_KEY, PROFILE_KEY
+from netshift.policy import Profile, profile_from_object
 from webhook.admission import AdmissionRequest, parse_review
 from webhook.app import WebhookSettings, create_app
 from webhook.caches import StaticCaches
 from webhook.jsonpatch import annotation_patch, apply_patch, escape_pointer_token
 from webhook.mutate import mutate_pod
-from webhook.samples import deployment_pod, pod_review
 
 NS = "team-a"
 

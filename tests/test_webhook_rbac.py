@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from netshift.localcluster import LocalCluster
+from localcluster.cluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
 
@@ -23,6 +23,8 @@ ALLOWED = [
     ("watch", "network-attachment-definitions.k8s.cni.cncf.io", "*"),
     ("get", "secrets/netshift-webhook-tls", "netshift-system"),
     ("update", "secrets/netshift-webhook-tls", "netshift-system"),
+    ("get", "configmaps/netshift-nad-policy", "netshift-system"),
+    ("watch", "configmaps/netshift-nad-policy", "netshift-system"),
     ("get", "mutatingwebhookconfigurations.admissionregistration.k8s.io/netshift", None),
     ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io/netshift", None),
     ("patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/netshift", None),
@@ -34,6 +36,9 @@ DENIED = [
     ("get", "secrets/netshift-webhook-tls", "default"),
     ("delete", "secrets/netshift-webhook-tls", "netshift-system"),
     ("get", "pods", "default"),
+    ("list", "configmaps", "netshift-system"),
+    ("update", "configmaps/netshift-nad-policy", "netshift-system"),
+    ("get", "configmaps/netshift-nad-policy", "default"),
     ("patch", "pods", "default"),
     ("create", "events", "default"),
     ("update", "namespaces", None),

@@ -44,9 +44,27 @@ def test_url_registration_carries_the_ca_bundle_and_paths() -> None:
     assert m["reinvocationPolicy"] == "IfNeeded"
 
 
-def test_extra_namespace_labels_narrow_both_webhooks() -> None:
+def test_nad_creates_and_updates_go_to_their_own_validating_webhook() -> None:
+    _, validating = webhook_configurations(ca_bundle=b"PEM", url="https://127.0.0.1:8443")
+    nad = validating["webhooks"][1]
+    assert nad["name"] == "validate.networkattachmentdefinitions.netshift.io"
+    assert nad["clientConfig"]["url"] == "https://127.0.0.1:8443/validate-nad"
+    assert nad["rules"] == [
+        {
+            "apiGroups": ["k8s.cni.cncf.io"],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": ["network-attachment-definitions"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert nad["failurePolicy"] == "Fail" and nad["sideEffects"] == "None"
+
+
+def test_extra_namespace_labels_narrow_every_webhook() -> None:
     for obj in webhook_configurations(ca_bundle=b"", url="https://h", namespace_labels={"a": "b"}):
-        assert obj["webhooks"][0]["namespaceSelector"]["matchLabels"] == {"a": "b"}
+        for hook in obj["webhooks"]:
+            assert hook["namespaceSelector"]["matchLabels"] == {"a": "b"}
 
 
 def test_exactly_one_way_to_reach_the_webhook() -> None:

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from netshift.annotations import DEFAULT_NETWORK_KEY, NETWORKS_KEY
+from localcluster.samples import deployment_pod, pod_review
+from netshift.keys import DEFAULT_NETWORK_KEY, NETWORKS_KEY
 from netshift.policy import Profile, apply_profile, profile_from_object
 from webhook.admission import Decision, MalformedReview, parse_review
 from webhook.caches import StaticCaches
-from webhook.samples import deployment_pod, pod_review
 from webhook.validate import ValidationOptions, validate_pod
 
 NS = "team-a"

@@ -1,4 +1,4 @@
-"""The webhook's HTTP surface: /mutate, /validate, /healthz, /readyz, /metrics.
+"""The webhook's HTTP surface: /mutate, /validate, /validate-nad, /healthz, /readyz, /metrics.
 
 Hardening, in the order a request meets it:
 - a body over `max_body_bytes` (1 MiB) → 413, checked on Content-Length and
@@ -30,6 +30,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from netshift.metrics import CONTENT_TYPE
 from webhook.admission import (
     AdmissionRequest,
     Decision,
@@ -38,13 +39,15 @@ from webhook.admission import (
     review_response,
 )
 from webhook.caches import Caches
-from webhook.metrics import CONTENT_TYPE, WebhookMetrics
+from webhook.metrics import WebhookMetrics
 from webhook.mutate import mutate_pod
 from webhook.validate import ValidationOptions, validate_pod
+from webhook.validate_nad import validate_nad
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
+NAD_ENDPOINT = "validate-nad"
 
 
 class _HttpError(Exception):
@@ -136,6 +139,8 @@ class Admission:
             )
         if endpoint == "mutate":
             return mutate_pod(request, self.s.caches)
+        if endpoint == NAD_ENDPOINT:
+            return validate_nad(request, self.s.caches)
         return validate_pod(request, self.s.caches, self.s.options)
 
     async def handle(self, endpoint: str, http: Request) -> Response:
@@ -154,7 +159,11 @@ class Admission:
             except TimeoutError:
                 raise _HttpError(408, "request body not received in time") from None
             request = _decode_review(body)
-            if request.namespace and self.s.caches.namespace_labels(request.namespace) is None:
+            if (
+                endpoint != NAD_ENDPOINT
+                and request.namespace
+                and self.s.caches.namespace_labels(request.namespace) is None
+            ):
                 await self._wait_for_cache(request)
             try:
                 decision = self._decide(endpoint, request)
@@ -226,6 +235,10 @@ def create_app(settings: WebhookSettings) -> FastAPI:
     @app.post("/validate")
     async def validate(request: Request) -> Response:
         return await admission.handle("validate", request)
+
+    @app.post(f"/{NAD_ENDPOINT}")
+    async def validate_nads(request: Request) -> Response:
+        return await admission.handle(NAD_ENDPOINT, request)
 
     _add_health_routes(app, admission)
     return app

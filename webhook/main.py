@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 
 from netshift.kube import Kube
+from netshift.nadpolicy import POLICY_CONFIGMAP
 from webhook.app import MAX_BODY_BYTES, WebhookSettings, create_app, create_health_app
-from webhook.caches import InformerCaches
 from webhook.certs import (
     CertWatcher,
     FileCertSource,
@@ -31,6 +31,7 @@ from webhook.certs import (
     service_dns_names,
     split_hosts,
 )
+from webhook.informers import InformerCaches
 from webhook.metrics import WebhookMetrics
 from webhook.registration import DEFAULT_CONFIG_NAME, DEFAULT_NAMESPACE, DEFAULT_SERVICE
 from webhook.server import ReloadableTLS, WebhookServer, bind
@@ -93,6 +94,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="deny references to NADs of other namespaces (except global ones and profile networks)",
     )
     pol.add_argument(
+        "--nad-policy-configmap",
+        default=POLICY_CONFIGMAP,
+        help="ConfigMap (in --nad-policy-namespace) holding the NAD policy; absent: policy off "
+        '("": never read one)',
+    )
+    pol.add_argument("--nad-policy-namespace", default=namespace)
+    pol.add_argument(
         "--global-namespaces",
         default=",".join(DEFAULT_GLOBAL_NAMESPACES),
         help="namespaces whose NADs any pod may use under --namespace-isolation",
@@ -153,7 +161,12 @@ def run(args: argparse.Namespace) -> int:
     source, what = tls_source(args, kube)
     tls.load(_first_material(source, what))
 
-    caches = InformerCaches(kube)
+    nad_policy = (
+        (args.nad_policy_namespace, args.nad_policy_configmap)
+        if args.nad_policy_configmap
+        else None
+    )
+    caches = InformerCaches(kube, nad_policy=nad_policy)
     caches.start()
     settings = WebhookSettings(
         caches=caches,

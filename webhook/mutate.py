@@ -23,12 +23,11 @@ Pure over the request and the caches. Decisions:
 from __future__ import annotations
 
 from netshift.annotations import AnnotationError
-from netshift.policy import INJECT_LABEL, ProfileError, apply_profile, resolve
+from netshift.keys import INJECT_LABEL, OPT_OUT_VALUE
+from netshift.policy import ProfileError, apply_profile, resolve
 from webhook.admission import AdmissionRequest, Decision, MalformedReview, PodView
 from webhook.caches import Caches
 from webhook.jsonpatch import annotation_patch
-
-OPT_OUT_VALUE = "disabled"
 
 
 def namespace_unknown(namespace: str) -> Decision:

@@ -15,6 +15,11 @@ Settings, and why:
   objectSelector (the code checks too); validation still applies to them.
 - sideEffects None (no writes per request, so dryRun is safe), a small timeout,
   reinvocationPolicy IfNeeded (the merge is idempotent).
+- NetworkAttachmentDefinition CREATE/UPDATE go to a webhook of their own
+  (/validate-nad) in the same ValidatingWebhookConfiguration: the agent runs
+  their CNI config as root, so malformed or forbidden configs are refused at the
+  door (webhook/validate_nad.py). Same namespace exclusions: the platform's own
+  namespaces are trusted.
 """
 
 from __future__ import annotations
@@ -24,16 +29,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from netshift.keys import INJECT_LABEL, NETSHIFT_NAMESPACE, OPT_OUT_VALUE, SYSTEM_NAMESPACES
 from netshift.kube import ApiError, Kube
-from netshift.policy import INJECT_LABEL
 from webhook.certs import MUTATING_PATH, VALIDATING_PATH
 
 DEFAULT_CONFIG_NAME = "netshift"
-DEFAULT_NAMESPACE = "netshift-system"
+DEFAULT_NAMESPACE = NETSHIFT_NAMESPACE
 DEFAULT_SERVICE = "netshift-webhook"
 MUTATE_WEBHOOK_NAME = "mutate.pods.netshift.io"
 VALIDATE_WEBHOOK_NAME = "validate.pods.netshift.io"
-SYSTEM_NAMESPACES = ("kube-system", DEFAULT_NAMESPACE)
+VALIDATE_NAD_WEBHOOK_NAME = "validate.networkattachmentdefinitions.netshift.io"
+NAD_RULE: dict[str, Any] = {
+    "apiGroups": ["k8s.cni.cncf.io"],
+    "apiVersions": ["v1"],
+    "operations": ["CREATE", "UPDATE"],
+    "resources": ["network-attachment-definitions"],
+    "scope": "Namespaced",
+}
 
 
 @dataclass(frozen=True)
@@ -122,7 +134,7 @@ def webhook_configurations(
                 "rules": [_pod_rule(["CREATE"])],
                 "objectSelector": {
                     "matchExpressions": [
-                        {"key": INJECT_LABEL, "operator": "NotIn", "values": ["disabled"]}
+                        {"key": INJECT_LABEL, "operator": "NotIn", "values": [OPT_OUT_VALUE]}
                     ]
                 },
                 "reinvocationPolicy": "IfNeeded",
@@ -140,7 +152,13 @@ def webhook_configurations(
                 "clientConfig": client_config("/validate"),
                 "rules": [_pod_rule(["CREATE", "UPDATE"])],
                 **common,
-            }
+            },
+            {
+                "name": VALIDATE_NAD_WEBHOOK_NAME,
+                "clientConfig": client_config("/validate-nad"),
+                "rules": [dict(NAD_RULE)],
+                **common,
+            },
         ],
     }
     return mutating, validating

@@ -78,12 +78,12 @@ class ReloadableTLS:
                 self.context.load_cert_chain(cert_path, key_path)
         except (ValueError, ssl.SSLError, OSError) as err:
             if self.metrics is not None:
-                self.metrics.cert_reloads.inc("failure")
+                self.metrics.cert_reloads.labels("failure").inc()
             raise ValueError(f"serving certificate not loaded: {err}") from err
         self.serial = cert.serial_number
         self.fingerprint = fingerprint
         if self.metrics is not None:
-            self.metrics.cert_reloads.inc("success")
+            self.metrics.cert_reloads.labels("success").inc()
             self.metrics.cert_not_after.set(cert.not_valid_after_utc.timestamp())
         log.info("serving certificate loaded: %s", describe(cert))
         return True

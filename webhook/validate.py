@@ -28,18 +28,12 @@ import contextlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from netshift.annotations import (
-    DEFAULT_NETWORK_KEY,
-    NETWORKS_KEY,
-    AnnotationError,
-    NetworkRef,
-    parse_default_network,
-    parse_networks,
-)
-from netshift.policy import INJECT_LABEL, Profile, enforced_violations, resolve
+from netshift.annotations import AnnotationError, NetworkRef, parse_default_network, parse_networks
+from netshift.keys import DEFAULT_NETWORK_KEY, INJECT_LABEL, NETWORKS_KEY, OPT_OUT_VALUE
+from netshift.policy import Profile, enforced_violations, resolve
 from webhook.admission import AdmissionRequest, Decision, MalformedReview, PodView
 from webhook.caches import Caches
-from webhook.mutate import OPT_OUT_VALUE, is_pod_request, namespace_unknown, request_namespace
+from webhook.mutate import is_pod_request, namespace_unknown, request_namespace
 
 DESIRED_KEYS = (NETWORKS_KEY, DEFAULT_NETWORK_KEY)
 DEFAULT_GLOBAL_NAMESPACES = ("default", "kube-system")

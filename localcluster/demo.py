@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from localcluster.cluster import LocalCluster, add_network_arguments
+from localcluster.probe import ClientNetns, Ping, TcpStream
 from netshift import podstatus
-from netshift.cli import add_network_arguments
 from netshift.kube import ApiError, Kube, has_default_service_account, nad_path, wait_for
-from netshift.localcluster import LocalCluster
-from netshift.probe import ClientNetns, Ping, TcpStream
 
 NS = "netshift-demo"
 PROFILE = "netshift-demo"

@@ -5,8 +5,8 @@ a network's bridge, from which pings and a long-lived TCP stream reach pods.
 Everything stays inside namespaces this code creates and the bridges netshift's
 test networks use; nothing is routed anywhere else.
 
-`python -m netshift.probe server PORT` runs an echo server (started inside a
-pod's netns); `python -m netshift.probe client HOST PORT` sends a numbered
+`python -m localcluster.probe server PORT` runs an echo server (started inside a
+pod's netns); `python -m localcluster.probe client HOST PORT` sends a numbered
 message every 10 ms, checks each echo, and on SIGTERM prints one JSON line:
 {"sent", "echoed", "alive", "error"}.
 """
@@ -106,7 +106,17 @@ class TcpStream:
     def __init__(self, server_netns: str, client_netns: str, host: str, port: int = 7777) -> None:
         py = sys.executable
         self.server = subprocess.Popen(
-            ["ip", "netns", "exec", server_netns, py, "-m", "netshift.probe", "server", str(port)],
+            [
+                "ip",
+                "netns",
+                "exec",
+                server_netns,
+                py,
+                "-m",
+                "localcluster.probe",
+                "server",
+                str(port),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -121,7 +131,7 @@ class TcpStream:
                     client_netns,
                     py,
                     "-m",
-                    "netshift.probe",
+                    "localcluster.probe",
                     "client",
                     host,
                     str(port),

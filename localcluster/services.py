@@ -6,16 +6,18 @@ locally there is no container runtime, so they run as plain processes.
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from localcluster.procs import Proc, http_ok, main_python
+from webhook.registration import apply_webhook_configurations, webhook_configurations
+
 if TYPE_CHECKING:
-    from netshift.localcluster import LocalCluster, Proc
+    from localcluster.cluster import LocalCluster
 
 
 def local_procs(cluster: LocalCluster) -> list[Proc]:
-    from netshift.localcluster import Proc, http_ok, main_python
-
     py = list(main_python())
     kc = str(cluster.kubeconfig)
     sim_dir = cluster.state_dir / "node"
@@ -50,6 +52,8 @@ def local_procs(cluster: LocalCluster) -> list[Proc]:
                 "--netns-template=/var/run/netns/netshift-{uid}",
                 f"--ready-file={agent_dir / 'ready'}",
                 f"--timing-log={agent_dir / 'timings.jsonl'}",
+                "--health-bind-address=127.0.0.1",
+                f"--health-port={cluster.port('agent-health')}",
             ],
             healthy=lambda: _ready(cluster, "agent", agent_dir / "ready"),
         ),
@@ -74,6 +78,8 @@ def local_procs(cluster: LocalCluster) -> list[Proc]:
                 "controller",
                 f"--kubeconfig={kc}",
                 "--identity=netshift-local",
+                f"--health-port={cluster.port('controller-health')}",
+                "--health-bind-address=127.0.0.1",
                 f"--audit-log={cluster.state_dir / 'logs' / 'rollout-audit.jsonl'}",
             ],
             healthy=lambda: _leads(cluster, "netshift-local"),
@@ -91,10 +97,6 @@ def _ready(cluster: LocalCluster, name: str, ready_file: Path) -> bool:
 
 def register_webhook(cluster: LocalCluster, port: int) -> None:
     """Point the apiserver at the local webhook by URL, trusting the CA the webhook made."""
-    import base64
-
-    from webhook.registration import apply_webhook_configurations, webhook_configurations
-
     kube = cluster.kube()
     secret = kube.get("/api/v1/namespaces/netshift-system/secrets/netshift-webhook-tls")
     ca = base64.b64decode(secret["data"]["ca.crt"])

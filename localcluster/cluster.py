@@ -1,6 +1,6 @@
 """The local cluster: a real etcd, kube-apiserver, controller-manager and scheduler on loopback.
 
-`netshift up` starts it (plus netshift's own processes, see `netshift.services`)
+`netshift up` starts it (plus netshift's own processes, see `localcluster.services`)
 as detached processes whose pids, ports and logs live in a state directory, so
 that a second `up` finds and reuses a running plane and `down` stops exactly
 what was started. A process that died is reported with the tail of its log.
@@ -8,22 +8,32 @@ what was started. A process that died is reported with the tail of its log.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from netshift import binaries, pki
+from localcluster import binaries, services
+from localcluster.procs import (
+    Proc,
+    clean_env,
+    free_port,
+    http_ok,
+    indent,
+    log_tail,
+    pid_alive,
+    write_kubeconfig,
+)
+from netshift import pki
 from netshift.kube import ApiError, Kube
+from netshift.records import RecordStore
 
 MANIFESTS = binaries.REPO / "manifests"
 SERVICE_CIDR = "10.0.0.0/24"
@@ -33,80 +43,16 @@ class ClusterError(RuntimeError):
     pass
 
 
-@dataclass
-class Proc:
-    """One long-running process of the plane."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    healthy: Callable[[], bool] | None = None
-    # Run once the process is healthy (e.g. register the webhook with the apiserver).
-    after_healthy: Callable[[], None] | None = None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for children: no proxy variables, so loopback stays loopback."""
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env.update(extra or {})
-    return env
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie has exited; it only waits for its parent to reap it.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def write_kubeconfig(
-    path: Path, server: str, ca_file: Path, cert: Path, key: Path, user: str
-) -> None:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "netshift",
-                "cluster": {"server": server, "certificate-authority": str(ca_file)},
-            }
-        ],
-        "users": [
-            {"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}
-        ],
-        "contexts": [{"name": "netshift", "context": {"cluster": "netshift", "user": user}}],
-        "current-context": "netshift",
-    }
-    path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
-    path.chmod(0o600)
-
-
 def node_name() -> str:
     raw = socket.gethostname().split(".")[0].lower()
     cleaned = "".join(c if c.isalnum() or c == "-" else "-" for c in raw).strip("-")
     return cleaned or "netshift-node"
+
+
+def add_network_arguments(parser: argparse.ArgumentParser) -> None:
+    """The node's pod network, chosen when a state dir is first used (then kept in it)."""
+    parser.add_argument("--pod-subnet", default=None, help="default 10.244.0.0/24")
+    parser.add_argument("--bridge", default=None, help="default nsbr0")
 
 
 class LocalCluster:
@@ -316,9 +262,7 @@ class LocalCluster:
         return [etcd, apiserver, kcm, scheduler]
 
     def netshift_procs(self) -> list[Proc]:
-        """netshift's own processes on the local cluster (see netshift.services)."""
-        from netshift import services
-
+        """netshift's own processes on the local cluster (see localcluster.services)."""
         return services.local_procs(self)
 
     def _pidfile(self, name: str) -> Path:
@@ -346,7 +290,7 @@ class LocalCluster:
                 return f"{proc.name}: already running (pid {pid})"
             note = (
                 f"{proc.name}: had died since it was started (pid {pid}); last log lines:\n"
-                + _indent(log_tail(log_path))
+                + indent(log_tail(log_path))
                 + "\n"
             )
         with open(log_path, "ab") as logf:
@@ -369,14 +313,14 @@ class LocalCluster:
             if pid is None or not pid_alive(pid):
                 raise ClusterError(
                     f"{proc.name} exited during start-up; last log lines:\n"
-                    + _indent(log_tail(self.log_dir / f"{proc.name}.log"))
+                    + indent(log_tail(self.log_dir / f"{proc.name}.log"))
                 )
             if proc.healthy is None or proc.healthy():
                 return
             if time.monotonic() > deadline:
                 raise ClusterError(
                     f"{proc.name} not healthy after {timeout:.0f}s; last log lines:\n"
-                    + _indent(log_tail(self.log_dir / f"{proc.name}.log"))
+                    + indent(log_tail(self.log_dir / f"{proc.name}.log"))
                 )
             time.sleep(0.1)
 
@@ -522,8 +466,8 @@ class LocalCluster:
     def _remove_node_network(self, say: Callable[[str], None]) -> None:
         """Release what the node's pods hold: the agent's attachments (their IPAM addresses
         included), then the node simulator's sandboxes, then the cluster bridge."""
-        pods_dir = self.state_dir / "node" / "pods"
-        sandboxes = len(list(pods_dir.glob("*.json"))) if pods_dir.exists() else 0
+        pods_dir = self.state_dir / "node" / "pods"  # the node simulator's records
+        sandboxes = len(RecordStore(pods_dir).pods()) if pods_dir.exists() else 0
         procs = {p.name: p for p in self.netshift_procs()}
         # The agent first: its DELs need the namespaces the simulator then removes.
         for name, records in (("agent", "agent/records"), ("nodesim", "node/pods")):
@@ -539,34 +483,8 @@ class LocalCluster:
                 )
                 if done.returncode != 0:
                     say(
-                        f"{proc.name}: could not release everything:\n{_indent(done.stderr[-2000:])}"
+                        f"{proc.name}: could not release everything:\n{indent(done.stderr[-2000:])}"
                     )
         gone = subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
         if sandboxes or gone.returncode == 0:
             say(f"node network: released {sandboxes} pod sandbox(es) and bridge {self.bridge}")
-
-
-def http_ok(url: str) -> bool:
-    import ssl
-
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    try:
-        handler = urllib.request.ProxyHandler({})
-        opener = urllib.request.build_opener(handler, urllib.request.HTTPSHandler(context=ctx))
-        with opener.open(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except Exception:
-        return False
-
-
-def _indent(text: str) -> str:
-    return "\n".join("    " + line for line in text.splitlines())
-
-
-def main_python() -> Sequence[str]:
-    """The command that runs netshift's own CLI in child processes."""
-    # -P: never put the working directory on sys.path; a state dir holding a folder
-    # named like a package (agent/, webhook/) must not shadow netshift's own.
-    return [sys.executable, "-P", "-m", "netshift.cli"]

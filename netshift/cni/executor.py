@@ -1,10 +1,8 @@
 """Run CNI plugin binaries the way libcni does.
 
-A NetworkAttachmentDefinition's ``spec.config`` (a single plugin conf or a
-conflist) is normalized to a :class:`ConfList`, checked before anything runs
-(plugin types are plain file names found in the configured plugin dirs, the
-requested capabilities are declared, every plugin speaks the list's
-cniVersion) and then executed plugin by plugin: ADD in order with
+A :class:`~netshift.cni.config.ConfList` is checked against the node (plugin
+types found in the configured plugin dirs, the requested capabilities
+declared) and then executed plugin by plugin: ADD in order with
 ``prevResult`` chained, CHECK in order against the ADD result, DEL in reverse
 order, best effort, so that IPAM is always released.
 
@@ -19,242 +17,37 @@ import copy
 import json
 import logging
 import os
-import re
 import signal
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = [
-    "SUPPORTED_VERSIONS",
-    "CallTiming",
-    "CniConfigError",
-    "CniError",
-    "CniExecutor",
-    "CniTimeoutError",
-    "ConfList",
-    "RuntimeConf",
-    "find_plugin",
-    "k8s_cni_args",
-    "load_conflist",
-    "result_dns",
-    "result_gateways",
-    "result_interfaces",
-    "result_ips",
-    "result_mac",
-    "result_mtu",
-    "result_routes",
-]
+from netshift.cni.config import (
+    ERR_DECODE,
+    ERR_INCOMPATIBLE_VERSION,
+    STDERR_TAIL,
+    SUPPORTED_VERSIONS,
+    CniConfigError,
+    CniError,
+    CniTimeoutError,
+    ConfList,
+    RuntimeConf,
+    check_plugin_name,
+    check_runtime,
+    cni_args_env,
+    version_key,
+)
 
-log = logging.getLogger("netshift.agent.cni")
-
-SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
-
-# Well-known CNI error codes used for errors the executor raises itself.
-ERR_INCOMPATIBLE_VERSION = 1
-ERR_INVALID_ENV = 4
-ERR_DECODE = 6
-ERR_INVALID_CONFIG = 7
-
-# Network names and container ids end up in file names (host-local's store,
-# the result cache), hence the same strict grammar libcni applies.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_ARG_KEY_RE = re.compile(r"^[A-Za-z0-9_]+$")
-_STDERR_TAIL = 2000
-
-
-class CniError(Exception):
-    """A CNI operation failed.
-
-    ``code`` is the CNI error code the plugin reported (``None`` when the
-    plugin gave no error object: timeout, crash, garbage on stdout).
-    """
-
-    def __init__(
-        self,
-        code: int | None,
-        msg: str,
-        details: str = "",
-        plugin: str | None = None,
-        command: str | None = None,
-        stderr: str = "",
-    ) -> None:
-        super().__init__(msg)
-        self.code = code
-        self.msg = msg
-        self.details = details
-        self.plugin = plugin
-        self.command = command
-        self.stderr = stderr
-        # Set on an ADD error when the rollback DEL failed too.
-        self.rollback_error: CniError | None = None
-        # Set on a DEL error: every failure after the first one.
-        self.other_errors: list[CniError] = []
-
-    def __str__(self) -> str:
-        text = self.msg
-        if self.details:
-            text = f"{text}: {self.details}"
-        if self.plugin is not None and self.command is not None:
-            code = f" (code {self.code})" if self.code is not None else ""
-            text = f"CNI plugin {self.plugin} {self.command} failed{code}: {text}"
-        elif self.code is not None:
-            text = f"CNI error (code {self.code}): {text}"
-        if self.stderr and self.code is None:
-            text = f"{text}; stderr: {self.stderr}"
-        return text
-
-
-class CniConfigError(CniError):
-    """The configuration or the runtime parameters were refused before anything ran."""
-
-    def __init__(self, msg: str, code: int = ERR_INVALID_CONFIG) -> None:
-        super().__init__(code, msg)
-
-    def __str__(self) -> str:
-        return self.msg
-
-
-class CniTimeoutError(CniError):
-    """A plugin did not finish in time and was killed."""
-
-
-# --------------------------------------------------------------------------- config
-
-
-@dataclass(frozen=True)
-class ConfList:
-    """A network configuration list: what libcni runs, whatever form the NAD used."""
-
-    name: str
-    cni_version: str
-    plugins: tuple[dict[str, Any], ...]
-    disable_check: bool = False
-
-    @property
-    def types(self) -> tuple[str, ...]:
-        return tuple(str(p["type"]) for p in self.plugins)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "cniVersion": self.cni_version,
-            "name": self.name,
-            "disableCheck": self.disable_check,
-            "plugins": copy.deepcopy(list(self.plugins)),
-        }
-
-    def to_json(self) -> str:
-        """Stable text of the list; :func:`load_conflist` reads it back unchanged."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-
-
-def _version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split("."))
-
-
-def _check_plugin_name(value: Any, where: str) -> str:
-    """A plugin type must be a bare file name: it is looked up in the plugin dirs, never a path."""
-    if not isinstance(value, str) or not value:
-        raise CniConfigError(f'{where}: "type" is missing or not a non-empty string')
-    if "/" in value or "\0" in value or value in (".", ".."):
-        raise CniConfigError(
-            f'{where}: "type" {value!r} is not a plain plugin file name; '
-            "expected the name of an executable in the CNI plugin directories (no path)"
-        )
-    return value
-
-
-def _parse_disable_check(value: Any) -> bool:
-    # The spec writes it as a string, most configs as a boolean; libcni takes both.
-    if value is None:
-        return False
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise CniConfigError(f'"disableCheck" must be true or false, got {value!r}')
-
-
-def load_conflist(
-    config: str | bytes | Mapping[str, Any], fallback_name: str | None = None
-) -> ConfList:
-    """Parse a CNI conf or conflist (text or decoded JSON) into a :class:`ConfList`.
-
-    ``fallback_name`` (the NAD name) is used when the config has no ``name``.
-    Only the syntax is checked here; :meth:`CniExecutor.validate` checks the
-    plugins against the node.
-    """
-    if isinstance(config, Mapping):
-        obj: Any = copy.deepcopy(dict(config))
-    else:
-        try:
-            obj = json.loads(config)
-        except ValueError as err:
-            raise CniConfigError(f"CNI config is not valid JSON: {err}") from None
-    if not isinstance(obj, dict):
-        raise CniConfigError(f"CNI config must be a JSON object, got {type(obj).__name__}")
-
-    name = obj.get("name") or fallback_name
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise CniConfigError(
-            f"CNI network name {name!r} is missing or invalid; expected a letter or digit "
-            'followed by letters, digits, "_", "." or "-"'
-        )
-
-    version = obj.get("cniVersion")
-    if version is None:
-        raise CniConfigError(
-            f'CNI network {name}: "cniVersion" is missing; expected one of '
-            + ", ".join(SUPPORTED_VERSIONS)
-        )
-    if version not in SUPPORTED_VERSIONS:
-        raise CniConfigError(
-            f'CNI network {name}: "cniVersion" {version!r} is not supported; expected one of '
-            + ", ".join(SUPPORTED_VERSIONS),
-            code=ERR_INCOMPATIBLE_VERSION,
-        )
-
-    if "plugins" in obj:
-        raw_plugins = obj["plugins"]
-        if not isinstance(raw_plugins, list) or not raw_plugins:
-            raise CniConfigError(f'CNI network {name}: "plugins" must be a non-empty list')
-        disable_check = _parse_disable_check(obj.get("disableCheck"))
-    else:
-        raw_plugins = [obj]
-        disable_check = False
-
-    plugins: list[dict[str, Any]] = []
-    for index, plugin in enumerate(raw_plugins):
-        where = f"CNI network {name}: plugin {index}"
-        if not isinstance(plugin, dict):
-            raise CniConfigError(f"{where} must be a JSON object")
-        _check_plugin_name(plugin.get("type"), where)
-        ipam = plugin.get("ipam")
-        if ipam is not None:
-            if not isinstance(ipam, dict):
-                raise CniConfigError(f'{where}: "ipam" must be a JSON object')
-            if ipam:  # an empty ipam object means "no IPAM"
-                _check_plugin_name(ipam.get("type"), f"{where} ipam")
-        caps = plugin.get("capabilities")
-        if caps is not None and not isinstance(caps, dict):
-            raise CniConfigError(f'{where}: "capabilities" must be a JSON object')
-        args = plugin.get("args")
-        if args is not None and not isinstance(args, dict):
-            raise CniConfigError(f'{where}: "args" must be a JSON object')
-        plugins.append(plugin)
-
-    return ConfList(
-        name=name, cni_version=version, plugins=tuple(plugins), disable_check=disable_check
-    )
+log = logging.getLogger("netshift.cni")
 
 
 def find_plugin(plugin_type: str, plugin_dirs: Sequence[str]) -> str:
     """The path of the executable ``plugin_type`` in the first dir that has it."""
-    _check_plugin_name(plugin_type, "CNI plugin")
+    check_plugin_name(plugin_type, "CNI plugin")
     for directory in plugin_dirs:
         path = os.path.join(directory, plugin_type)
         if os.path.isfile(path) and os.access(path, os.X_OK):
@@ -263,71 +56,6 @@ def find_plugin(plugin_type: str, plugin_dirs: Sequence[str]) -> str:
         f"CNI plugin {plugin_type!r} not found: no executable of that name in "
         + ", ".join(plugin_dirs or ["(no plugin directories configured)"])
     )
-
-
-# --------------------------------------------------------------------------- runtime
-
-
-@dataclass(frozen=True)
-class RuntimeConf:
-    """The per-attachment parameters of an invocation (libcni's RuntimeConf)."""
-
-    container_id: str
-    netns: str
-    ifname: str
-    args: Sequence[tuple[str, str]] = ()
-    capability_args: Mapping[str, Any] = field(default_factory=dict)
-    cni_args: Mapping[str, Any] | None = None
-
-
-def k8s_cni_args(
-    namespace: str, name: str, infra_container_id: str, uid: str
-) -> list[tuple[str, str]]:
-    """The CNI_ARGS pairs a Kubernetes runtime passes for a pod."""
-    return [
-        ("K8S_POD_NAMESPACE", namespace),
-        ("K8S_POD_NAME", name),
-        ("K8S_POD_INFRA_CONTAINER_ID", infra_container_id),
-        ("K8S_POD_UID", uid),
-    ]
-
-
-def _cni_args_env(pairs: Sequence[tuple[str, str]]) -> str:
-    items = [(str(k), str(v)) for k, v in pairs]
-    for key, value in items:
-        if not _ARG_KEY_RE.match(key) or ";" in value or "\0" in value:
-            raise CniConfigError(
-                f"CNI_ARGS pair {key}={value!r} is invalid; keys are letters, digits and "
-                '"_", values may not contain ";"',
-                code=ERR_INVALID_ENV,
-            )
-    if not any(key == "IgnoreUnknown" for key, _ in items):
-        items.insert(0, ("IgnoreUnknown", "1"))
-    return ";".join(f"{key}={value}" for key, value in items)
-
-
-def _check_runtime(rt: RuntimeConf, need_netns: bool) -> None:
-    if not _NAME_RE.match(rt.container_id):
-        raise CniConfigError(
-            f"container id {rt.container_id!r} is invalid; expected letters, digits, "
-            '"_", "." or "-", starting with a letter or digit',
-            code=ERR_INVALID_ENV,
-        )
-    name = rt.ifname
-    if (
-        not name
-        or len(name.encode()) > 15
-        or name in (".", "..")
-        or any(c in name for c in "/:\0")
-        or any(c.isspace() for c in name)
-    ):
-        raise CniConfigError(
-            f"interface name {name!r} is invalid; expected 1-15 bytes without "
-            '"/", ":" or whitespace',
-            code=ERR_INVALID_ENV,
-        )
-    if need_netns and not rt.netns:
-        raise CniConfigError("a network namespace path is required", code=ERR_INVALID_ENV)
 
 
 # --------------------------------------------------------------------------- executor
@@ -388,7 +116,7 @@ class CniExecutor:
         ADD leaves neither interfaces nor IPAM allocations behind.
         """
         self._timings.calls = []
-        _check_runtime(rt, need_netns=True)
+        check_runtime(rt, need_netns=True)
         self._validate(conflist, rt)
         paths = [find_plugin(t, self.plugin_dirs) for t in conflist.types]
         prev: dict[str, Any] | None = None
@@ -422,8 +150,8 @@ class CniExecutor:
         :class:`CniError` when a plugin reports a problem.
         """
         self._timings.calls = []
-        _check_runtime(rt, need_netns=True)
-        if _version_key(conflist.cni_version) < (0, 4, 0) or conflist.disable_check:
+        check_runtime(rt, need_netns=True)
+        if version_key(conflist.cni_version) < (0, 4, 0) or conflist.disable_check:
             return False
         self._validate(conflist, rt)
         result = dict(prev_result) if prev_result is not None else self.cached_result(conflist, rt)
@@ -545,9 +273,9 @@ class CniExecutor:
     ) -> None:
         if reset:
             self._timings.calls = []
-        _check_runtime(rt, need_netns=False)
+        check_runtime(rt, need_netns=False)
         prev: dict[str, Any] | None = None
-        if _version_key(conflist.cni_version) >= (0, 4, 0):
+        if version_key(conflist.cni_version) >= (0, 4, 0):
             prev = dict(prev_result) if prev_result is not None else None
             if prev is None:
                 try:
@@ -579,7 +307,7 @@ class CniExecutor:
             env["CNI_CONTAINERID"] = rt.container_id
             env["CNI_NETNS"] = netns
             env["CNI_IFNAME"] = rt.ifname
-            env["CNI_ARGS"] = _cni_args_env(rt.args)
+            env["CNI_ARGS"] = cni_args_env(rt.args)
         return env
 
     def _run(
@@ -744,7 +472,7 @@ def _tail(data: bytes | None) -> str:
     if not data:
         return ""
     text = data.decode("utf-8", errors="replace").strip()
-    return text[-_STDERR_TAIL:]
+    return text[-STDERR_TAIL:]
 
 
 def _failure(
@@ -779,86 +507,3 @@ def _failure(
         command=command,
         stderr=stderr,
     )
-
-
-# --------------------------------------------------------------------------- results
-#
-# Results of 0.3.x, 0.4.0 and 1.x share one shape: interfaces[{name, mac,
-# sandbox, mtu?}], ips[{address, gateway?, interface?}] (0.3.x/0.4.0 add a
-# "version"), routes[{dst, gw?}], dns{}. The readers below tolerate missing
-# or malformed parts and return what is usable.
-
-
-def result_interfaces(result: Mapping[str, Any]) -> list[dict[str, Any]]:
-    interfaces = result.get("interfaces")
-    if not isinstance(interfaces, list):
-        return []
-    return [i if isinstance(i, dict) else {} for i in interfaces]
-
-
-def _sandbox_interface_index(result: Mapping[str, Any], ifname: str) -> int | None:
-    interfaces = result_interfaces(result)
-    for index, iface in enumerate(interfaces):
-        if iface.get("name") == ifname and iface.get("sandbox"):
-            return index
-    # Some plugins leave "sandbox" out; a name match is the next best thing.
-    for index, iface in enumerate(interfaces):
-        if iface.get("name") == ifname:
-            return index
-    return None
-
-
-def _ip_entries(result: Mapping[str, Any], ifname: str | None) -> list[dict[str, Any]]:
-    ips = result.get("ips")
-    if not isinstance(ips, list):
-        return []
-    wanted = None if ifname is None else _sandbox_interface_index(result, ifname)
-    out: list[dict[str, Any]] = []
-    for entry in ips:
-        if not isinstance(entry, dict) or not isinstance(entry.get("address"), str):
-            continue
-        index = entry.get("interface")
-        # wanted is a valid index into interfaces (or None, matching nothing).
-        if ifname is None or index is None or (wanted is not None and index == wanted):
-            out.append(entry)
-    return out
-
-
-def result_ips(result: Mapping[str, Any], ifname: str | None = None) -> list[str]:
-    """CIDRs of the ips on the sandbox interface ``ifname`` (ips without an index count too)."""
-    return [str(e["address"]) for e in _ip_entries(result, ifname)]
-
-
-def result_gateways(result: Mapping[str, Any], ifname: str | None = None) -> list[str]:
-    return [
-        str(e["gateway"]) for e in _ip_entries(result, ifname) if isinstance(e.get("gateway"), str)
-    ]
-
-
-def result_mac(result: Mapping[str, Any], ifname: str) -> str | None:
-    index = _sandbox_interface_index(result, ifname)
-    if index is None:
-        return None
-    mac = result_interfaces(result)[index].get("mac")
-    return mac if isinstance(mac, str) and mac else None
-
-
-def result_mtu(result: Mapping[str, Any], ifname: str) -> int | None:
-    index = _sandbox_interface_index(result, ifname)
-    if index is None:
-        return None
-    mtu = result_interfaces(result)[index].get("mtu")
-    return mtu if isinstance(mtu, int) and mtu > 0 else None
-
-
-def result_routes(result: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Routes as given ({"dst", "gw"?, and 1.1's optional extras}); entries without dst dropped."""
-    routes = result.get("routes")
-    if not isinstance(routes, list):
-        return []
-    return [dict(r) for r in routes if isinstance(r, dict) and isinstance(r.get("dst"), str)]
-
-
-def result_dns(result: Mapping[str, Any]) -> dict[str, Any]:
-    dns = result.get("dns")
-    return dict(dns) if isinstance(dns, dict) else {}

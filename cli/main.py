@@ -15,9 +15,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from cli import plan, rollout
+from cli.connect import DEFAULT_STATE_DIR
+from localcluster.cluster import add_network_arguments
 from netshift import logs
-
-DEFAULT_STATE_DIR = "./.netshift"
 
 # subcommand -> (module with add_arguments(parser) and run(args) -> int, help)
 COMPONENTS: dict[str, tuple[str, str]] = {
@@ -25,13 +26,13 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "agent": ("agent.main", "run the node agent (hot-plug networks into running pods)"),
     "controller": ("controller.main", "run the rollout controller"),
     "nodesim": ("nodesim.main", "run the node simulator (stand-in for kubelet + runtime + Multus)"),
-    "demo": ("netshift.demo", "switch a namespace's default network live and show the pods"),
+    "demo": ("localcluster.demo", "switch a namespace's default network live and show the pods"),
 }
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    from localcluster.cluster import ClusterError, LocalCluster
     from localcluster.node import NodeError, stored_mode
-    from netshift.localcluster import ClusterError, LocalCluster
 
     started = time.monotonic()
     try:
@@ -50,14 +51,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    from netshift.localcluster import LocalCluster
+    from localcluster.cluster import LocalCluster
 
     LocalCluster(args.state_dir).down()
     return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from netshift.localcluster import LocalCluster
+    from localcluster.cluster import LocalCluster
 
     cluster = LocalCluster(args.state_dir)
     rows = cluster.status()
@@ -73,7 +74,7 @@ def _kubectl(argv: list[str]) -> int:
     """`netshift kubectl ARGS`: the pinned kubectl, on the local cluster unless $KUBECONFIG says otherwise."""
     import os
 
-    from netshift import binaries
+    from localcluster import binaries
 
     state_dir = DEFAULT_STATE_DIR
     if argv[:1] and argv[0].startswith("--state-dir="):
@@ -82,12 +83,6 @@ def _kubectl(argv: list[str]) -> int:
     if not os.environ.get("KUBECONFIG"):
         cmd.append(f"--kubeconfig={os.path.join(state_dir, 'kubeconfig')}")
     os.execv(cmd[0], cmd + argv)
-
-
-def add_network_arguments(parser: argparse.ArgumentParser) -> None:
-    """The node's pod network, chosen when a state dir is first used (then kept in it)."""
-    parser.add_argument("--pod-subnet", default=None, help="default 10.244.0.0/24")
-    parser.add_argument("--bridge", default=None, help="default nsbr0")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the processes of the local cluster")
     status.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     status.set_defaults(func=_cmd_status)
+
+    plan.add_parser(sub)
+    rollout.add_parser(sub)
 
     for name, (module, help_text) in COMPONENTS.items():
         # No help of its own: `netshift agent --help` reaches the component's parser.

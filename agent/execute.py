@@ -1,0 +1,430 @@
+"""Carry out a pod's plan with CNI and netlink, keeping the records crash-safe; return outcomes.
+
+Crash-safety of the records: a record is written (Attaching) before ADD, DEL
+always runs with the config the ADD used, a record is deleted only once its DEL
+succeeded, and a failed DEL keeps it (Detaching, retried). Decisions are the
+planner's: this module does what the plan says and reports how it went.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from agent import netlink
+from agent.metrics import (
+    REASON_CNI,
+    REASON_NETNS,
+    REASON_OTHER,
+    REASON_TIMEOUT,
+    REASON_VERIFY,
+    AgentMetrics,
+)
+from agent.networks import NetworkConfigs, PodError
+from agent.observe import Observation, live_result
+from agent.outcomes import Attached, Detached, Outcome, Problem, Switched
+from agent.plan import Adopt, Attach, Detach, Plan, Switch, network_id, parse_network_id
+from netshift import annotations as ann
+from netshift.cni.config import CniError, CniTimeoutError, RuntimeConf
+from netshift.cni.executor import CniExecutor
+from netshift.cni.nad import attachment_runtime, recorded_invocation
+from netshift.cni.results import result_gateways, result_ips
+from netshift.keys import (
+    ATTACHED,
+    ATTACHING,
+    DEFAULT,
+    DETACHING,
+    FAILED,
+    INCOMING_DEFAULT,
+    PREVIOUS_DEFAULT,
+    SECONDARY,
+)
+from netshift.kube import now_rfc3339
+from netshift.records import AttachmentRecord, PodMeta, RecordStore
+
+log = logging.getLogger("netshift.agent")
+
+
+@dataclass(frozen=True)
+class Done:
+    outcomes: tuple[Outcome, ...]
+    records: tuple[AttachmentRecord, ...]  # the pod's records afterwards
+
+
+# -- the executor ----------------------------------------------------------------------------
+
+
+class Executor:
+    def __init__(
+        self,
+        store: RecordStore,
+        cni: CniExecutor,
+        configs: NetworkConfigs,
+        netns_of: Callable[[str], str],
+        metrics: AgentMetrics | None = None,
+    ) -> None:
+        self.store = store
+        self.cni = cni
+        self.configs = configs
+        self._netns_of = netns_of  # pod UID -> its netns now ("" when unknown)
+        self.metrics = metrics or AgentMetrics()
+
+    def run(self, obs: Observation, plan: Plan) -> Done:
+        pod = obs.pod
+        self.store.put_pod_meta(
+            obs.pod_meta
+            or PodMeta(pod.uid, pod.namespace, pod.name, netns=obs.netns, container_id=pod.uid)
+        )
+        for adopt in plan.adopt:
+            self.adopt(obs, adopt)
+        detached = self._detach_all(obs, plan.detach)
+        stuck = {o.record.interface for o in detached if o.error}
+        outcomes: list[Outcome] = list(detached)
+        for a in plan.attach:
+            if a.want.interface in stuck:
+                # Its old attachment is still there (its DEL failed): an ADD would replace the
+                # record that is the only way to release it. The retry comes back here.
+                continue
+            outcomes.append(self.attach(obs, a))
+        if plan.problem:
+            outcomes.append(Problem(plan.problem))
+        elif plan.switch is not None:
+            outcomes += self.switch_default(obs, plan.switch)
+        if not any(isinstance(o, Problem) for o in outcomes):
+            outcomes += self._detach_all(obs, plan.drain)
+        return Done(tuple(outcomes), tuple(self.store.list_pod(pod.uid)))
+
+    def _detach_all(self, obs: Observation, detaches: list[Detach]) -> list[Detached]:
+        done: list[Detached] = []
+        for d in detaches:
+            rec = self.store.get(obs.pod.uid, d.current.interface)
+            if rec is None:
+                continue
+            if d.why == "vanished":
+                log.warning(
+                    "pod %s: %s vanished from the pod; re-plugging", obs.pod.key, rec.interface
+                )
+            if d.why == "drained":
+                self._remove_source_routes(obs, rec)
+            done.append(self.detach(rec, d.attempt, d.retry_in))
+        return done
+
+    # -- attach ------------------------------------------------------------------------------
+
+    def adopt(self, obs: Observation, a: Adopt) -> AttachmentRecord:
+        conflist = self.configs.conflist_or_none(parse_network_id(a.network))
+        pod = obs.pod
+        return self.store.put(
+            AttachmentRecord(
+                pod_uid=pod.uid,
+                pod_namespace=pod.namespace,
+                pod_name=pod.name,
+                network=a.network,
+                interface=a.interface,
+                state=ATTACHED,
+                conflist=conflist.to_dict() if conflist else {},
+                result=live_result(obs, a.interface),
+                container_id=pod.uid,
+                netns=obs.netns,
+                role=DEFAULT if a.default else SECONDARY,
+                adopted=True,
+                auto_named=a.auto_named,
+                is_default=a.default,
+            )
+        )
+
+    def attach(self, obs: Observation, a: Attach) -> Attached:
+        pod, want = obs.pod, a.want
+        rec = AttachmentRecord(
+            pod_uid=pod.uid,
+            pod_namespace=pod.namespace,
+            pod_name=pod.name,
+            network=network_id(want.ref),
+            interface=want.interface,
+            state=ATTACHING,
+            container_id=pod.uid,
+            netns=obs.netns,
+            selection=want.selection.to_json(),
+            auto_named=want.auto_named,
+            attempts=a.attempt,
+            role=a.role,
+        )
+        if a.role == INCOMING_DEFAULT:
+            # Attached without the route guard, runtime capabilities aside: it is meant to carry
+            # the default; until the switch, the old default keeps the main table's route.
+            rec, error, reason = self._plug(
+                obs,
+                rec,
+                None,
+                a.retry_in,
+                lambda: netlink.remove_default_routes_via(obs.netns, want.interface),
+            )
+        else:
+            rec, error, reason = self._plug(
+                obs, rec, want.selection, a.retry_in, lambda: _fix_routes(obs.netns, want)
+            )
+            if error:
+                log.warning(
+                    "pod %s: attach %s@%s failed: %s", pod.key, want.ref, want.interface, error
+                )
+        return Attached(a, rec, error, reason)
+
+    def _plug(
+        self,
+        obs: Observation,
+        rec: AttachmentRecord,
+        sel: ann.NetworkSelection | None,
+        retry_in: float,
+        fix_routes: Callable[[], object],
+    ) -> tuple[AttachmentRecord, str, str]:
+        """ADD, fix routes, verify; on failure roll back and record it.
+
+        Returns (record, error, failure reason); error and reason are "" when attached.
+        """
+        started = time.monotonic()
+        try:
+            conflist = self.configs.conflist(parse_network_id(rec.network))
+            # Written before ADD: a crash from here on leaves a record to clean up, never a leak.
+            rec = self.store.put(replace(rec, conflist=conflist.to_dict()))
+            rt = _runtime(obs, rec.interface, sel)
+            result = self.cni.add(conflist, rt)
+            rec = self.store.put(replace(rec, result=result))
+            fix_routes()
+            try:
+                netlink.verify_interface(
+                    rec.netns, rec.interface, result_ips(result, rec.interface)
+                )
+            except netlink.VerifyError:
+                self.cni.delete(conflist, rt, result)
+                raise
+        except (CniError, netlink.VerifyError, PodError, OSError) as err:
+            failed = self.store.put(
+                replace(
+                    rec,
+                    state=FAILED,
+                    result=None,
+                    message=str(err),
+                    retry_at=time.time() + retry_in,
+                )
+            )
+            reason = failure_reason(err)
+            self.metrics.observe("attach", time.monotonic() - started, ok=False)
+            self.metrics.failed("attach", reason)
+            return failed, str(err), reason
+        self.metrics.observe("attach", time.monotonic() - started, ok=True)
+        return self.store.put(replace(rec, state=ATTACHED, message="", retry_at=0.0)), "", ""
+
+    # -- detach ------------------------------------------------------------------------------
+
+    def detach(self, rec: AttachmentRecord, attempt: int, retry_in: float) -> Detached:
+        """DEL with the exact config the ADD used; the record goes only once DEL succeeded."""
+        if rec.state == FAILED:
+            # A failed ADD was rolled back already; a DEL again is cheap and releases any leftovers.
+            with contextlib.suppress(CniError, PodError):
+                self._delete(rec)
+            self.store.delete(rec.pod_uid, rec.interface)
+            return Detached(rec, attempt, retry_in, rolled_back=True)
+        rec = self.store.put(replace(rec, state=DETACHING, attempts=attempt))
+        started = time.monotonic()
+        try:
+            self._delete(rec)
+        except (CniError, PodError) as err:
+            self.metrics.observe("detach", time.monotonic() - started, ok=False)
+            self.metrics.failed("detach", failure_reason(err))
+            rec = self.store.put(
+                replace(rec, message=f"detach failed: {err}", retry_at=time.time() + retry_in)
+            )
+            return Detached(rec, attempt, retry_in, error=str(err))
+        self.metrics.observe("detach", time.monotonic() - started, ok=True)
+        self.store.delete(rec.pod_uid, rec.interface)
+        return Detached(rec, attempt, retry_in)
+
+    def _delete(self, rec: AttachmentRecord) -> None:
+        netns = self._netns_of(rec.pod_uid) or rec.netns
+        netns = netns if netns and os.path.exists(netns) else ""
+        invocation = recorded_invocation(rec, netns)
+        if invocation is not None:
+            conflist, rt = invocation
+        elif rec.adopted:
+            # Adopted without a known config (its NAD was gone): the current one is the best left.
+            conflist = self.configs.conflist(parse_network_id(rec.network))
+            rt = attachment_runtime(
+                namespace=rec.pod_namespace,
+                name=rec.pod_name,
+                uid=rec.pod_uid,
+                netns=netns,
+                ifname=rec.interface,
+                container_id=rec.container_id,
+            )
+        else:
+            return  # its config could not be read, so its ADD never ran: nothing to undo
+        self.cni.delete(conflist, rt, rec.result)
+        if rt.netns:
+            # Some plugins leave the link behind on DEL; an interface the pod no longer wants must go.
+            # The namespace may vanish meanwhile (pod teardown): then its links are gone with it.
+            with contextlib.suppress(netlink.NetnsNotFound):
+                netlink.delete_link(rt.netns, rec.interface)
+
+    def cleanup(self, uid: str) -> bool:
+        """The pod is gone or finished: DEL every attachment the agent holds, so IPAM is released.
+
+        True when nothing is left.
+        """
+        records = self.store.list_pod(uid)
+        released = 0
+        for rec in records:
+            try:
+                self._delete(rec)
+            except (CniError, PodError) as err:
+                log.warning("pod %s: DEL %s failed at clean-up: %s", uid, rec.interface, err)
+                if rec.state != FAILED:
+                    continue
+                # As in `detach`: a failed ADD was rolled back already; its record must not
+                # keep the pod from being released (a NAD whose plugin does not exist).
+            self.store.delete(uid, rec.interface)
+            released += 1
+        self.store.delete_pod(uid)
+        if records:
+            log.info("pod %s gone: released %d of %d attachment(s)", uid, released, len(records))
+        return released == len(records)
+
+    # -- the default network -------------------------------------------------------------------
+
+    def switch_default(self, obs: Observation, sw: Switch) -> list[Outcome]:
+        """Make-before-break: attach the new default, move the routes, then retire the old one."""
+        started = time.monotonic()
+        outcomes = self._switch_default(obs, sw)
+        ok = any(isinstance(o, Switched) for o in outcomes)
+        self.metrics.observe("switch", time.monotonic() - started, ok=ok)
+        if not ok:
+            failed = next((o for o in outcomes if isinstance(o, Attached) and o.error), None)
+            self.metrics.failed("switch", failed.reason if failed else REASON_OTHER)
+        return outcomes
+
+    def _switch_default(self, obs: Observation, sw: Switch) -> list[Outcome]:
+        uid = obs.pod.uid
+        outcomes: list[Outcome] = []
+        if sw.attach is None:
+            new = self.store.get(uid, sw.interface)
+            assert new is not None
+        else:
+            attached = self.attach(obs, sw.attach)
+            outcomes.append(attached)
+            new = attached.record
+            if new.state != ATTACHED:
+                return outcomes
+        gateways = result_gateways(new.result or {}, new.interface) or list(sw.fallback_gateways)
+        if not gateways:
+            outcomes.append(
+                Problem(
+                    f"cannot make {new.interface} ({new.network}) the default network: its CNI "
+                    "result has no gateway and it never carried the default route here"
+                )
+            )
+            return outcomes
+        old = self.store.get(uid, sw.old.interface) if sw.old is not None else None
+        if old is not None:
+            self._move_default_route(obs, sw, new, old, gateways)
+        else:
+            for gw in gateways:
+                netlink.set_default_route_via(obs.netns, new.interface, gw)
+        at = now_rfc3339()
+        # Kept with the record, not only in the pod's status: a status computed from a
+        # watch cache that lags behind our own last patch must not lose it.
+        self.store.put(
+            replace(
+                new,
+                role=DEFAULT,
+                is_default=True,
+                drain_until=None,
+                extra={**new.extra, "switched_at": at},
+            )
+        )
+        outcomes.append(
+            Switched(network_id(sw.target), new.interface, old, sw.policy.old_default, at)
+        )
+        return outcomes
+
+    def _move_default_route(
+        self,
+        obs: Observation,
+        sw: Switch,
+        new: AttachmentRecord,
+        old: AttachmentRecord,
+        gateways: list[str],
+    ) -> None:
+        uid = obs.pod.uid
+        meta = self.store.get_pod_meta(uid) or PodMeta(uid)
+        earlier = [netlink.SwitchRecord.from_json(raw) for raw in meta.switches]
+        live = obs.links.get(old.interface)
+        old_addrs = result_ips(old.result or {}, old.interface) or (live.addresses if live else [])
+        switch = netlink.switch_default_route(
+            obs.netns, new.interface, gateways, old.interface, old_addrs, sw.table
+        )
+        # Source routing kept for the new default while it was an old one is obsolete now.
+        for e in earlier:
+            if e.old_ifname == new.interface:
+                netlink.remove_source_routes(obs.netns, e)
+        kept = [e.to_json() for e in earlier if e.old_ifname not in (old.interface, new.interface)]
+        self.store.put_pod_meta(replace(meta, switches=[*kept, switch.to_json()]))
+        self.store.put(
+            replace(old, role=PREVIOUS_DEFAULT, is_default=False, drain_until=sw.drain_until)
+        )
+
+    def _remove_source_routes(self, obs: Observation, rec: AttachmentRecord) -> None:
+        """An old default is removed: the source routing for its addresses goes first."""
+        meta = self.store.get_pod_meta(rec.pod_uid)
+        if meta is None:
+            return
+        keep = []
+        for raw in meta.switches:
+            sw = netlink.SwitchRecord.from_json(raw)
+            if sw.old_ifname == rec.interface:
+                netlink.remove_source_routes(obs.netns, sw)
+            else:
+                keep.append(raw)
+        self.store.put_pod_meta(replace(meta, switches=keep))
+
+
+def _runtime(obs: Observation, ifname: str, sel: ann.NetworkSelection | None) -> RuntimeConf:
+    pod = obs.pod
+    return attachment_runtime(
+        namespace=pod.namespace,
+        name=pod.name,
+        uid=pod.uid,
+        netns=obs.netns,
+        ifname=ifname,
+        selection=sel,
+    )
+
+
+def _fix_routes(netns: str, want: ann.Attachment) -> None:
+    """Multi-net spec: only the element with default-route may take the default route.
+
+    Checked on the link, not on the result: a plugin can add a default route
+    that its result does not list (bridge with isDefaultGateway).
+    """
+    if want.selection.default_route:
+        for gw in want.selection.default_route:
+            netlink.set_default_route_via(netns, want.interface, gw)
+    else:
+        netlink.remove_default_routes_via(netns, want.interface)
+
+
+def failure_reason(err: BaseException) -> str:
+    """The metrics' reason for a failed operation (a small fixed set)."""
+    if isinstance(err, CniTimeoutError):
+        return REASON_TIMEOUT
+    if isinstance(err, CniError):
+        return REASON_CNI
+    if isinstance(err, netlink.VerifyError):
+        return REASON_VERIFY
+    if isinstance(err, PodError):
+        return err.reason
+    if isinstance(err, netlink.NetnsNotFound):
+        return REASON_NETNS
+    return REASON_OTHER

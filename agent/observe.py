@@ -1,0 +1,119 @@
+"""Observe one pod: its annotations, the agent's records of it, the links in its netns.
+
+Reads only. What to do about what it sees (adopt, release, re-plug) is the
+planner's decision; the `Observation` carries what the executor needs besides.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agent import netlink
+from agent.plan import Current, EarlierSwitch, Seen, parse_network_id, selection_key
+from netshift import annotations as ann
+from netshift import keys
+from netshift.pod import Pod
+from netshift.records import AttachmentRecord, PodMeta, RecordStore
+
+log = logging.getLogger("netshift.agent")
+
+
+@dataclass(frozen=True)
+class Observation:
+    pod: Pod
+    netns: str
+    records: tuple[AttachmentRecord, ...]
+    links: Mapping[str, netlink.IfaceState]
+    default_routes: tuple[netlink.Route, ...]
+    network_status: tuple[ann.NetworkStatusEntry, ...]
+    pod_meta: PodMeta | None
+    switches: tuple[netlink.SwitchRecord, ...]
+
+    def seen(self) -> Seen:
+        """The planner's view of it."""
+        return Seen(
+            current=[as_current(r) for r in self.records],
+            network_status=self.network_status,
+            links=frozenset(self.links),
+            switches=[earlier_switch(sw) for sw in self.switches],
+        )
+
+
+def observe(pod: Pod, netns: str, store: RecordStore) -> Observation:
+    records = tuple(store.list_pod(pod.uid))
+    links = {i.name: i for i in netlink.list_interfaces(netns)}
+    entries = tuple(network_status(pod))
+    held = {r.interface for r in records}
+    # Default routes matter only for interfaces someone else attached (their gateways).
+    unheld = any(e.interface and e.interface not in held for e in entries)
+    meta = store.get_pod_meta(pod.uid)
+    return Observation(
+        pod=pod,
+        netns=netns,
+        records=records,
+        links=links,
+        default_routes=tuple(netlink.default_routes(netns)) if unheld else (),
+        network_status=entries,
+        pod_meta=meta,
+        switches=tuple(netlink.SwitchRecord.from_json(raw) for raw in meta.switches)
+        if meta
+        else (),
+    )
+
+
+def network_status(pod: Pod) -> list[ann.NetworkStatusEntry]:
+    raw = pod.annotations.get(keys.NETWORK_STATUS_KEY, "")
+    try:
+        return ann.parse_network_status(raw)
+    except ann.AnnotationError as err:
+        log.warning("pod %s: unreadable network-status, rebuilding it: %s", pod.key, err)
+        return []
+
+
+def as_current(r: AttachmentRecord) -> Current:
+    return Current(
+        ref=parse_network_id(r.network),
+        interface=r.interface,
+        state=r.state,
+        role=r.role,
+        auto_named=r.auto_named,
+        key="" if r.adopted else selection_key(r.selection),
+        attempts=r.attempts,
+        retry_at=r.retry_at,
+        message=r.message,
+        drain_until=r.drain_until,
+    )
+
+
+def earlier_switch(sw: netlink.SwitchRecord) -> EarlierSwitch:
+    gateways: dict[int, str] = {}
+    for route in sw.routes:
+        if route.dst in ("0.0.0.0/0", "::/0") and route.gateway:
+            gateways.setdefault(route.family, route.gateway)
+    return EarlierSwitch(sw.old_ifname, sw.table, tuple(gateways.values()))
+
+
+def live_result(obs: Observation, ifname: str) -> dict[str, Any]:
+    """A CNI-shaped result read off the link, for an attachment someone else made.
+
+    The gateway of a default route out of the link is kept: switching the
+    default back to this interface later needs it.
+    """
+    state = obs.links[ifname]
+    gateways = {r.family: r.gateway for r in obs.default_routes if r.ifname == ifname and r.gateway}
+    ips: list[dict[str, Any]] = []
+    for addr in state.addresses:
+        entry: dict[str, Any] = {"address": addr, "interface": 0}
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        if family in gateways:
+            entry["gateway"] = gateways[family]
+        ips.append(entry)
+    return {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": ifname, "mac": state.mac or "", "sandbox": "adopted"}],
+        "ips": ips,
+    }

@@ -1,0 +1,47 @@
+"""How the actions of a plan went: what the executor returns and the report is built from (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from agent.plan import Attach
+
+if TYPE_CHECKING:
+    from netshift.records import AttachmentRecord
+
+
+@dataclass(frozen=True)
+class Attached:
+    action: Attach
+    record: AttachmentRecord
+    error: str = ""  # why the ADD (or its verification) failed; "" when attached
+    reason: str = ""  # the failure's reason for the metrics (agent.metrics REASON_*)
+
+
+@dataclass(frozen=True)
+class Detached:
+    record: AttachmentRecord
+    attempt: int
+    retry_in: float
+    error: str = ""  # why the DEL failed; "" when released
+    rolled_back: bool = False  # a failed ADD cleared away: nothing to tell
+
+
+@dataclass(frozen=True)
+class Switched:
+    network: str
+    interface: str
+    old: AttachmentRecord | None
+    old_default: str  # Keep | Remove
+    at: str  # RFC 3339
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The wish cannot be carried out (bad annotation, a new default without a gateway)."""
+
+    message: str
+
+
+Outcome = Attached | Detached | Switched | Problem

@@ -1,0 +1,1 @@
+"""The CNI runtime: configs (pure), results (pure) and the plugin executor."""
