@@ -28,7 +28,8 @@ from localcluster import node as realnode
 from localcluster.cluster import LocalCluster
 from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
 
-REAL_POD_SUBNET = f"10.248.{os.getpid() % 250}.0/24"  # bench/hotplug.py uses 10.247.0.0/24
+# Apart from every other range the tests and bench/ use (10.244-10.253).
+REAL_POD_SUBNET = f"10.242.{os.getpid() % 250}.0/24"
 REAL_BRIDGE = f"nsr{os.getpid() % 100000}"
 NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
 

@@ -51,7 +51,7 @@ def side_network(
     net = SideNetwork(
         name=f"side-{suffix}",
         bridge=f"nsh{suffix}",
-        subnet=f"10.249.{octet}.0/24",
+        subnet=f"10.241.{octet}.0/24",
         store=real_node.root / "cni" / "test-networks" / suffix,
     )
     config = {
