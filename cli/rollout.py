@@ -86,7 +86,42 @@ def _get(kube: Kube, name: str) -> dict[str, Any] | None:
         raise
 
 
+class _Display:
+    """Progress as one bar redrawn in place on a terminal, else one line per change."""
+
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+        self.last = ""
+
+    def show(self, shown: str) -> None:
+        if shown != self.last:
+            if self.tty:
+                print(f"\r\x1b[K{shown}", end="", flush=True)
+            else:
+                print(shown, flush=True)
+        self.last = shown
+
+    def end_line(self) -> None:
+        """Leave the bar's line before anything else is printed."""
+        if self.tty and self.last:
+            print()
+
+
 def run_status(args: argparse.Namespace) -> int:
+    kube = connect.connect(args)
+    display = _Display(sys.stdout.isatty())
+    try:
+        return _follow(kube, args, display)
+    except KeyboardInterrupt:
+        display.end_line()
+        return 130
+    except Exception as err:  # kubeconfig, TLS, connection, 403 ...
+        print(f"\nnetshift rollout status: {err}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _follow(kube: Kube, args: argparse.Namespace, display: _Display) -> int:
+    """Follow the profile's status until it completes, fails or the timeout passes."""
     from controller.progress import (
         EXIT_TIMEOUT,
         final_message,
@@ -95,55 +130,33 @@ def run_status(args: argparse.Namespace) -> int:
         read_progress,
     )
 
-    kube = connect.connect(args)
-    tty = sys.stdout.isatty()
     deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
-    last = ""
-    try:
-        while True:
-            obj = _get(kube, args.profile)
-            if obj is None:
-                if tty and last:
-                    print()
-                print(f'NetworkProfile "{args.profile}" not found', file=sys.stderr)
-                return EXIT_NOT_FOUND
-            progress = read_progress(obj)
-            if tty:
-                shown = progress_bar(progress)
-                if shown != last:
-                    print(f"\r\x1b[K{shown}", end="", flush=True)
-            else:
-                shown = progress_line(progress)
-                if shown != last:
-                    print(shown, flush=True)
-            last = shown
-            code = progress.exit_code
-            if code is not None:
-                if tty:
-                    print()
-                print(final_message(progress), flush=True)
-                return code
-            if deadline is not None and time.monotonic() >= deadline:
-                if tty:
-                    print()
-                print(
-                    f'NetworkProfile "{args.profile}": timed out after {args.timeout:g}s '
-                    f"({progress.state}: {progress.message})",
-                    flush=True,
-                )
-                return EXIT_TIMEOUT
-            time.sleep(
-                args.interval
-                if deadline is None
-                else min(args.interval, max(0.0, deadline - time.monotonic()))
+    while True:
+        obj = _get(kube, args.profile)
+        if obj is None:
+            display.end_line()
+            print(f'NetworkProfile "{args.profile}" not found', file=sys.stderr)
+            return EXIT_NOT_FOUND
+        progress = read_progress(obj)
+        display.show(progress_bar(progress) if display.tty else progress_line(progress))
+        code = progress.exit_code
+        if code is not None:
+            display.end_line()
+            print(final_message(progress), flush=True)
+            return code
+        if deadline is not None and time.monotonic() >= deadline:
+            display.end_line()
+            print(
+                f'NetworkProfile "{args.profile}": timed out after {args.timeout:g}s '
+                f"({progress.state}: {progress.message})",
+                flush=True,
             )
-    except KeyboardInterrupt:
-        if tty:
-            print()
-        return 130
-    except Exception as err:  # kubeconfig, TLS, connection, 403 ...
-        print(f"\nnetshift rollout status: {err}", file=sys.stderr)
-        return EXIT_ERROR
+            return EXIT_TIMEOUT
+        time.sleep(
+            args.interval
+            if deadline is None
+            else min(args.interval, max(0.0, deadline - time.monotonic()))
+        )
 
 
 def run_pause(args: argparse.Namespace) -> int:

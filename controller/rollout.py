@@ -223,26 +223,73 @@ def plan_rollout(
     profile = next((p for p in snapshot.profiles if p.name == rollout), None)
     invalid = snapshot.invalid_profiles.get(rollout) if profile is None else None
     winners = snapshot.winners()
-
     namespaces = sorted(ns for ns, w in winners.items() if w is not None and w.name == rollout)
-    conflicts: list[Conflict] = []
-    if profile is not None:
-        for ns, labels in sorted(snapshot.namespaces.items()):
-            winner = winners.get(ns)
-            if (
-                winner is not None
-                and winner.name != rollout
-                and profile.namespace_selector.matches(labels)
-            ):
-                conflicts.append(Conflict(ns, winner.name, winner.priority))
+    pods = _place_pods(rollout, profile, invalid, set(namespaces), winners, snapshot, now, settings)
+    failed = sum(1 for t in pods.targets if t.state in (FAILED, INVALID))
+    blocked = _blocked(profile, invalid, failed)
+    max_concurrent = (
+        profile.rollout.max_concurrent if profile is not None else settings.orphan_max_concurrent
+    )
+    starts = [] if blocked is not None else _starts(pods, max_concurrent)
+    return RolloutPlan(
+        name=rollout,
+        profile=profile,
+        invalid=invalid,
+        namespaces=tuple(namespaces),
+        conflicts=_conflicts(rollout, profile, winners, snapshot),
+        targets=tuple(pods.targets),
+        leaving=tuple(pods.leaving),
+        in_flight=tuple(pods.in_flight),
+        starts=tuple(starts),
+        blocked=blocked,
+        max_concurrent=max_concurrent,
+        counts=_counts(pods, failed),
+    )
 
+
+def _conflicts(
+    rollout: str,
+    profile: Profile | None,
+    winners: Mapping[str, Profile | None],
+    snapshot: Snapshot,
+) -> tuple[Conflict, ...]:
+    """The namespaces the profile selects but another profile governs."""
+    if profile is None:
+        return ()
+    conflicts: list[Conflict] = []
+    for ns, labels in sorted(snapshot.namespaces.items()):
+        winner = winners.get(ns)
+        if (
+            winner is not None
+            and winner.name != rollout
+            and profile.namespace_selector.matches(labels)
+        ):
+            conflicts.append(Conflict(ns, winner.name, winner.priority))
+    return tuple(conflicts)
+
+
+@dataclass
+class _PlacedPods:
+    targets: list[PodPlan] = field(default_factory=list)
+    leaving: list[PodPlan] = field(default_factory=list)
+    in_flight: list[Pod] = field(default_factory=list)
+
+
+def _place_pods(
+    rollout: str,
+    profile: Profile | None,
+    invalid: str | None,
+    governed: Collection[str],
+    winners: Mapping[str, Profile | None],
+    snapshot: Snapshot,
+    now: datetime,
+    settings: Settings,
+) -> _PlacedPods:
+    """Each eligible pod as a target, a pod to hand back, or neither; and which hold a slot."""
     # A profile that still exists but stopped governing a namespace hands its pods
     # back only when it is Live; a deleted one always does (see docs/controller.md).
     hands_back = invalid is None and (profile is None or profile.rollout.existing_pods == "Live")
-    governed = set(namespaces)
-    targets: list[PodPlan] = []
-    leaving: list[PodPlan] = []
-    in_flight: list[Pod] = []
+    placed = _PlacedPods()
     for pod in sorted(snapshot.pods, key=lambda p: (p.namespace, p.name)):
         if not pod.eligible or pod.namespace not in winners:
             continue
@@ -251,7 +298,7 @@ def plan_rollout(
         plan: PodPlan | None = None
         if pod.namespace in governed and profile is not None:
             plan = _classify(pod, rollout, profile, now, settings, snapshot.nads)
-            targets.append(plan)
+            placed.targets.append(plan)
         elif (
             hands_back
             and winners[pod.namespace] is None
@@ -259,61 +306,54 @@ def plan_rollout(
         ):
             plan = _classify(pod, rollout, None, now, settings, None)
             if plan.state == PENDING:
-                leaving.append(plan)
+                placed.leaving.append(plan)
         if plan is not None:
             if plan.in_flight:
-                in_flight.append(pod)
+                placed.in_flight.append(pod)
             continue
         # Patched by this rollout, now elsewhere: it holds a slot until the agent is done.
         if _in_flight(pod, rollout, now, settings)[0]:
-            in_flight.append(pod)
+            placed.in_flight.append(pod)
+    return placed
 
-    failed = sum(1 for t in targets if t.state in (FAILED, INVALID))
-    blocked: str | None = None
+
+def _blocked(profile: Profile | None, invalid: str | None, failed: int) -> str | None:
+    """Why no pod may start now (None: not blocked)."""
     if invalid is not None:
-        blocked = BLOCKED_INVALID
-    elif profile is not None:
-        if profile.rollout.existing_pods != "Live":
-            blocked = BLOCKED_IGNORE
-        elif profile.rollout.paused:
-            blocked = BLOCKED_PAUSED
-        elif 0 < profile.rollout.max_failures <= failed:
-            blocked = BLOCKED_FAILURES
-    max_concurrent = (
-        profile.rollout.max_concurrent if profile is not None else settings.orphan_max_concurrent
-    )
+        return BLOCKED_INVALID
+    if profile is None:
+        return None
+    if profile.rollout.existing_pods != "Live":
+        return BLOCKED_IGNORE
+    if profile.rollout.paused:
+        return BLOCKED_PAUSED
+    if 0 < profile.rollout.max_failures <= failed:
+        return BLOCKED_FAILURES
+    return None
 
-    starts: list[PodPlan] = []
-    if blocked is None:
-        pending = [p for p in (*targets, *leaving) if p.state == PENDING and not p.missing_networks]
-        pending.sort(key=lambda p: (p.pod.namespace, p.pod.name))
-        # A pod already in flight for this rollout gets the newer wish without a new slot.
-        starts = [p for p in pending if p.in_flight]
-        budget = max(0, max_concurrent - len(in_flight))
-        starts += [p for p in pending if not p.in_flight][:budget]
 
-    counts = Counts(
+def _starts(pods: _PlacedPods, max_concurrent: int) -> list[PodPlan]:
+    """The pending pods to patch now, in order, within the free slots."""
+    pending = [
+        p for p in (*pods.targets, *pods.leaving) if p.state == PENDING and not p.missing_networks
+    ]
+    pending.sort(key=lambda p: (p.pod.namespace, p.pod.name))
+    # A pod already in flight for this rollout gets the newer wish without a new slot.
+    starts = [p for p in pending if p.in_flight]
+    budget = max(0, max_concurrent - len(pods.in_flight))
+    return starts + [p for p in pending if not p.in_flight][:budget]
+
+
+def _counts(pods: _PlacedPods, failed: int) -> Counts:
+    targets = pods.targets
+    return Counts(
         desired=len(targets),
         updated=sum(1 for t in targets if t.state not in (PENDING, INVALID)),
         converged=sum(1 for t in targets if t.state == CONVERGED),
         failed=failed,
-        in_flight=len(in_flight),
+        in_flight=len(pods.in_flight),
         pending=sum(1 for t in targets if t.state == PENDING),
         waiting=sum(1 for t in targets if t.state == WAITING),
-        leaving=len(leaving),
+        leaving=len(pods.leaving),
         missing=sum(1 for t in targets if t.state == PENDING and t.missing_networks),
-    )
-    return RolloutPlan(
-        name=rollout,
-        profile=profile,
-        invalid=invalid,
-        namespaces=tuple(namespaces),
-        conflicts=tuple(conflicts),
-        targets=tuple(targets),
-        leaving=tuple(leaving),
-        in_flight=tuple(in_flight),
-        starts=tuple(starts),
-        blocked=blocked,
-        max_concurrent=max_concurrent,
-        counts=counts,
     )

@@ -166,28 +166,21 @@ class NetworkSelection:
         return loaded
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name}
-        if self.namespace is not None:
-            out["namespace"] = self.namespace
-        if self.interface is not None:
-            out["interface"] = self.interface
-        if self.ips:
-            out["ips"] = list(self.ips)
-        if self.mac is not None:
-            out["mac"] = self.mac
-        if self.default_route:
-            out["default-route"] = list(self.default_route)
-        if self.port_mappings:
-            out["portMappings"] = [mapping.to_json() for mapping in self.port_mappings]
-        if self.bandwidth is not None:
-            out["bandwidth"] = self.bandwidth.to_json()
-        if self.cni_args is not None:
-            out["cni-args"] = self.cni_args_dict()
-        if self.infiniband_guid is not None:
-            out["infiniband-guid"] = self.infiniband_guid
-        if self.ipam_claim_reference is not None:
-            out["ipam-claim-reference"] = self.ipam_claim_reference
-        return out
+        """The selection element as JSON: every field that is set, none that is empty."""
+        fields: dict[str, Any] = {
+            "name": self.name,
+            "namespace": self.namespace,
+            "interface": self.interface,
+            "ips": list(self.ips) or None,
+            "mac": self.mac,
+            "default-route": list(self.default_route) or None,
+            "portMappings": [mapping.to_json() for mapping in self.port_mappings] or None,
+            "bandwidth": None if self.bandwidth is None else self.bandwidth.to_json(),
+            "cni-args": None if self.cni_args is None else self.cni_args_dict(),
+            "infiniband-guid": self.infiniband_guid,
+            "ipam-claim-reference": self.ipam_claim_reference,
+        }
+        return {key: value for key, value in fields.items() if value is not None}
 
 
 # --- small validators: each returns what is wrong, or None -------------------

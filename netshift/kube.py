@@ -258,41 +258,49 @@ class Informer:
             try:
                 if not rv:
                     rv = self._relist()
-                for event in self._kube.watch(self._path, rv, **self._params):
-                    if self._stop.is_set():
-                        return
-                    kind = event.get("type")
-                    obj = event.get("object") or {}
-                    if kind == "ERROR":
-                        # 410 Gone: our resourceVersion is too old; start over with a list.
-                        rv = ""
-                        break
-                    new_rv = (obj.get("metadata") or {}).get("resourceVersion")
-                    if new_rv:
-                        rv = str(new_rv)
-                    if kind == "BOOKMARK":
-                        continue
-                    key = object_key(obj)
-                    with self._lock:
-                        if kind == "DELETED":
-                            self._items.pop(key, None)
-                        else:
-                            self._items[key] = obj
-                    self._emit(str(kind), obj)
+                rv = self._watch(rv)
                 backoff = 0.2
             except ApiError as err:
                 if err.status == 410:
                     rv = ""
                     continue
-                log.warning("informer %s: %s; retrying in %.1fs", self.name, err, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff = self._back_off(err, backoff)
             except Exception as err:  # connection reset, apiserver restart, ...
                 if self._stop.is_set():
                     return
-                log.warning("informer %s: %s; retrying in %.1fs", self.name, err, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff = self._back_off(err, backoff)
+
+    def _watch(self, rv: str) -> str:
+        """Apply one watch stream from `rv`; the resourceVersion to go on from ("" = relist)."""
+        for event in self._kube.watch(self._path, rv, **self._params):
+            if self._stop.is_set():
+                return rv
+            kind = event.get("type")
+            obj = event.get("object") or {}
+            if kind == "ERROR":
+                # 410 Gone: our resourceVersion is too old; start over with a list.
+                return ""
+            new_rv = (obj.get("metadata") or {}).get("resourceVersion")
+            if new_rv:
+                rv = str(new_rv)
+            if kind != "BOOKMARK":
+                self._apply(str(kind), obj)
+        return rv
+
+    def _apply(self, kind: str, obj: JSON) -> None:
+        key = object_key(obj)
+        with self._lock:
+            if kind == "DELETED":
+                self._items.pop(key, None)
+            else:
+                self._items[key] = obj
+        self._emit(kind, obj)
+
+    def _back_off(self, err: Exception, backoff: float) -> float:
+        """Log, wait `backoff` (cut short by stop), return the next, doubled up to 10 s."""
+        log.warning("informer %s: %s; retrying in %.1fs", self.name, err, backoff)
+        self._stop.wait(backoff)
+        return min(backoff * 2, 10.0)
 
 
 def patch_annotations(kube: Kube, path: str, changes: Mapping[str, str | None]) -> JSON:

@@ -94,6 +94,27 @@ def _strings(data: Mapping[str, Any], key: str) -> tuple[str, ...] | None:
     return tuple(value)
 
 
+def _data_dir_prefixes(data: Mapping[str, Any]) -> tuple[str, ...] | None:
+    prefixes = _strings(data, "ipamDataDirPrefixes")
+    if prefixes is None:
+        return None
+    for prefix in prefixes:
+        if not prefix.startswith("/") or posixpath.normpath(prefix) != (prefix.rstrip("/") or "/"):
+            raise NadPolicyError(
+                f"ipamDataDirPrefixes: {prefix!r} is not a normalized absolute path"
+            )
+    return tuple(p.rstrip("/") or "/" for p in prefixes)
+
+
+def _plugin_names(data: Mapping[str, Any], key: str) -> tuple[str, ...] | None:
+    names = _strings(data, key)
+    for name in names or ():
+        problem = plugin_name_problem(name)
+        if problem is not None:
+            raise NadPolicyError(f"{key}: {problem}")
+    return names
+
+
 def parse_policy(data: Any) -> NadPolicy:
     """The policy from its decoded YAML/JSON form (keys in camelCase, as in the ConfigMap)."""
     if data is None:
@@ -109,23 +130,9 @@ def parse_policy(data: Any) -> NadPolicy:
     enabled = data.get("enabled", False)
     if not isinstance(enabled, bool):
         raise NadPolicyError(f"enabled must be true or false, got {enabled!r}")
-    prefixes = _strings(data, "ipamDataDirPrefixes")
-    if prefixes is not None:
-        for prefix in prefixes:
-            if not prefix.startswith("/") or posixpath.normpath(prefix) != (
-                prefix.rstrip("/") or "/"
-            ):
-                raise NadPolicyError(
-                    f"ipamDataDirPrefixes: {prefix!r} is not a normalized absolute path"
-                )
-        prefixes = tuple(p.rstrip("/") or "/" for p in prefixes)
-    types = _strings(data, "allowedTypes")
-    ipam_types = _strings(data, "allowedIpamTypes")
-    for key, names in (("allowedTypes", types), ("allowedIpamTypes", ipam_types)):
-        for name in names or ():
-            problem = plugin_name_problem(name)
-            if problem is not None:
-                raise NadPolicyError(f"{key}: {problem}")
+    prefixes = _data_dir_prefixes(data)
+    types = _plugin_names(data, "allowedTypes")
+    ipam_types = _plugin_names(data, "allowedIpamTypes")
     return NadPolicy(
         enabled=enabled,
         allowed_types=frozenset(types) if types is not None else None,

@@ -682,10 +682,10 @@ def networks_for_test(
         for pod in kube.get(pod_path(namespace))["items"]:
             delete_pod_and_wait(kube, namespace, pod["metadata"]["name"])
             uid = pod["metadata"]["uid"]
-            wait_for(
-                lambda uid=uid: not (agent.records_dir / uid).exists(),
-                30,
-                what=f"the agent to release pod {uid}",
-            )
+
+            def released(uid: str = uid) -> bool:
+                return not (agent.records_dir / uid).exists()
+
+            wait_for(released, 30, what=f"the agent to release pod {uid}")
     finally:
         networks.links.cleanup()

@@ -87,5 +87,21 @@ def namespace(kube: Kube) -> Iterator[str]:
         kube.delete(f"/api/v1/namespaces/{name}")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse a test that uses the cluster (directly or through `kube`, `namespace`, ...)
+    without the `cluster` marker, so that `-m "not cluster"` never starts a control plane."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if {"cluster", "real_cluster"} & set(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("cluster") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests use the cluster fixture but are not marked "
+            "@pytest.mark.cluster:\n  " + "\n  ".join(unmarked)
+        )
+
+
 # The real-node cluster (kubelet + containerd + Multus, netshift as pods): its fixtures.
 from realnodeutil import real_cluster, real_kube, real_namespace, real_node  # noqa: E402, F401

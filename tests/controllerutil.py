@@ -212,6 +212,18 @@ def wait_running(kube: Kube, namespace: str, n: int, timeout: float = 90) -> Non
     wait_for(lambda: len(running_pods(kube, namespace)) == n, timeout, what=f"{n} running pods")
 
 
+def rollout_setup(
+    kube: Kube, namespace: str, n: int, *, label: str = "rollout", nads: Sequence[str] = ("net-b",)
+) -> list[str]:
+    """A namespace labelled `label=<namespace>`, its NADs, and `n` running pods; their names."""
+    label_namespace(kube, namespace, {label: namespace})
+    for nad in nads:
+        create_nad(kube, namespace, nad)
+    names = create_pods(kube, namespace, n)
+    wait_running(kube, namespace, n)
+    return names
+
+
 def annotations_of(kube: Kube, namespace: str) -> dict[str, dict[str, str]]:
     return {
         p["metadata"]["name"]: dict(p["metadata"].get("annotations") or {})

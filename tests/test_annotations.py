@@ -579,24 +579,27 @@ def test_default_network_resolves_a_bare_name_in_the_pod_namespace(
     assert parse_ref(value, "app") == expected
 
 
+DNS_LABEL = (
+    "a DNS-1123 label (1-63 characters: lowercase letters, digits and '-', "
+    "starting and ending with a letter or digit)"
+)
+A_REF = '"name" or "namespace/name" (each a DNS-1123 label)'
+
+
 @pytest.mark.parametrize(
-    ("value", "fragment"),
+    ("value", "problem", "expected"),
     [
-        ("", 'field "name": is empty'),
-        ("a/b/c", 'more than one "/"'),
-        ("ns/a@eth1", 'names an interface ("@")'),
-        ("NS/a", 'field "namespace"'),
-        ('["a"]', 'field "name"'),
+        ("", 'field "name": is empty', DNS_LABEL),
+        ("a/b/c", '"a/b/c" contains more than one "/"', A_REF),
+        ("ns/a@eth1", '"ns/a@eth1" names an interface ("@")', A_REF),
+        ("NS/a", 'field "namespace": "NS" contains the uppercase letter "N"', DNS_LABEL),
+        ('["a"]', 'field "name": "[\\"a\\"]" contains the character "["', DNS_LABEL),
     ],
 )
-def test_bad_default_network_names_the_annotation(value: str, fragment: str) -> None:
+def test_bad_default_network_names_the_annotation(value: str, problem: str, expected: str) -> None:
     with pytest.raises(AnnotationError) as caught:
         parse_default_network(value, "app")
-    assert str(caught.value).startswith(DEFAULT_NETWORK_KEY + ": ")
-    assert fragment in str(caught.value)
-    assert 'expected "name" or "namespace/name"' in str(caught.value) or "DNS-1123" in str(
-        caught.value
-    )
+    assert str(caught.value) == f"{DEFAULT_NETWORK_KEY}: {problem}; expected {expected}"
 
 
 def test_parse_ref_names_the_source_given() -> None:

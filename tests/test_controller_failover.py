@@ -23,17 +23,14 @@ from controllerutil import (
     annotations_of,
     audit_max_in_flight,
     condition,
-    create_nad,
-    create_pods,
     create_profile,
     delete_profile,
-    label_namespace,
     lease_holder,
     max_overlap,
     profile_status,
     read_audit,
+    rollout_setup,
     running_pods,
-    wait_running,
 )
 
 from localcluster.cluster import LocalCluster
@@ -185,12 +182,13 @@ def converged(annotations: dict[str, str]) -> bool:
     return settled and not failed and ROLLOUT_STARTED_KEY in annotations
 
 
-def rollout_setup(kube: Kube, namespace: str, n: int) -> list[str]:
-    label_namespace(kube, namespace, {"failover": namespace})
-    create_nad(kube, namespace, "net-b")
-    names = create_pods(kube, namespace, n)
-    wait_running(kube, namespace, n)
-    return names
+def wait_converged(kube: Kube, namespace: str, n: int) -> None:
+    """Until at least `n` pods of the namespace were started by a rollout and converged."""
+    wait_for(
+        lambda: sum(converged(a) for a in annotations_of(kube, namespace).values()) >= n,
+        60,
+        what=f"{n} pods converged",
+    )
 
 
 def starts_in(path: Path, profile: str) -> list[str]:
@@ -230,7 +228,7 @@ def test_a_controller_killed_mid_rollout_is_succeeded_without_repeating_converge
     profiles: list[str],
     procs: list[ControllerProcess],
 ) -> None:
-    names = rollout_setup(kube, namespace, 15)
+    names = rollout_setup(kube, namespace, 15, label="failover")
     first = ControllerProcess(cluster, tmp_path, "first", namespace)
     procs.append(first)
     wait_for(lambda: lease_holder(kube, namespace) == "first", 30, what="first leads")
@@ -239,11 +237,7 @@ def test_a_controller_killed_mid_rollout_is_succeeded_without_repeating_converge
     profiles.append(name)
     try:
         create_profile(kube, name, labels={"failover": namespace}, maxConcurrent=3)
-        wait_for(
-            lambda: sum(converged(a) for a in annotations_of(kube, namespace).values()) >= 5,
-            60,
-            what="5 pods converged",
-        )
+        wait_converged(kube, namespace, 5)
         first.signal(signal.SIGKILL)
         first.wait()
         # The last reports of pods started by the dead controller may still be under way.
@@ -293,7 +287,7 @@ def test_only_the_leader_patches_and_a_standby_takes_over_when_it_dies(
     profiles: list[str],
     procs: list[ControllerProcess],
 ) -> None:
-    rollout_setup(kube, namespace, 6)
+    rollout_setup(kube, namespace, 6, label="failover")
     a = ControllerProcess(cluster, tmp_path, "a", namespace)
     procs.append(a)
     wait_for(lambda: lease_holder(kube, namespace) == "a", 30, what="a leads")
@@ -305,11 +299,7 @@ def test_only_the_leader_patches_and_a_standby_takes_over_when_it_dies(
     profiles.append(name)
     try:
         create_profile(kube, name, labels={"failover": namespace}, maxConcurrent=1)
-        wait_for(
-            lambda: sum(converged(x) for x in annotations_of(kube, namespace).values()) >= 2,
-            60,
-            what="2 pods converged",
-        )
+        wait_converged(kube, namespace, 2)
         assert starts_in(a.audit, name) and not starts_in(b.audit, name)
         assert lease_holder(kube, namespace) == "a"
         a.signal(signal.SIGKILL)

@@ -48,7 +48,6 @@ from netshift.keys import (
     SWITCH_POLICY_KEY,
 )
 from netshift.pod import Pod
-from netshift.podstatus import CONVERGED as AGENT_CONVERGED
 from netshift.podstatus import parse_switch_policy
 from netshift.policy import Profile
 
@@ -332,7 +331,7 @@ def simulate(
         index = settle_order[_round % len(settle_order)] % len(in_flight)
         key = sorted(in_flight)[index]
         number = int(key.rsplit("p", 1)[1])
-        state[key] = reported(state[key], DEGRADED if number in fail else AGENT_CONVERGED)
+        state[key] = reported(state[key], DEGRADED if number in fail else CONVERGED)
     raise AssertionError("the rollout did not finish")
 
 

@@ -30,12 +30,13 @@ from controllerutil import (
     patch_profile,
     profile_status,
     read_audit,
+    rollout_setup,
     wait_running,
 )
 
 from controller.audit import AuditLog
 from controller.reconcile import Controller, ControllerOptions
-from controller.rollout import PodPlan, Settings
+from controller.rollout import Settings
 from netshift.keys import (
     DEFAULT_NETWORK_KEY,
     INJECT_LABEL,
@@ -47,7 +48,6 @@ from netshift.keys import (
     SWITCH_POLICY_KEY,
 )
 from netshift.kube import Kube, pod_path, wait_for
-from netshift.pod import Pod
 from netshift.podstatus import is_settled
 
 pytestmark = pytest.mark.cluster
@@ -203,10 +203,7 @@ def test_a_live_rollout_keeps_at_most_max_concurrent_in_flight_and_completes(
 def test_status_is_written_only_when_it_changes(
     kube: Kube, namespace: str, controller: Controller, profiles: list[str]
 ) -> None:
-    label_namespace(kube, namespace, {"rollout": namespace})
-    create_nad(kube, namespace, "net-b")
-    create_pods(kube, namespace, 2)
-    wait_running(kube, namespace, 2)
+    rollout_setup(kube, namespace, 2)
     with agent(kube, namespace, delay=0.1):
         name = make_profile(kube, profiles, f"quiet-{namespace}", labels={"rollout": namespace})
         wait_condition(kube, name, "Complete", "True")
@@ -231,10 +228,7 @@ def test_status_is_written_only_when_it_changes(
 def test_pausing_stops_new_starts_and_resuming_carries_on(
     kube: Kube, namespace: str, controller: Controller, profiles: list[str]
 ) -> None:
-    label_namespace(kube, namespace, {"rollout": namespace})
-    create_nad(kube, namespace, "net-b")
-    names = create_pods(kube, namespace, 6)
-    wait_running(kube, namespace, 6)
+    names = rollout_setup(kube, namespace, 6)
     keys = {f"{namespace}/{n}" for n in names}
     with agent(kube, namespace, delay=0.1, hold=set(keys)) as stand_in:
         name = make_profile(
@@ -263,10 +257,7 @@ def test_pausing_stops_new_starts_and_resuming_carries_on(
 def test_failures_reaching_max_failures_halt_the_rollout(
     kube: Kube, namespace: str, controller: Controller, profiles: list[str]
 ) -> None:
-    label_namespace(kube, namespace, {"rollout": namespace})
-    create_nad(kube, namespace, "net-b")
-    names = create_pods(kube, namespace, 6)
-    wait_running(kube, namespace, 6)
+    names = rollout_setup(kube, namespace, 6)
     failing = {f"{namespace}/p00", f"{namespace}/p01"}
     with agent(kube, namespace, delay=0.2, fail=failing):
         name = make_profile(
@@ -304,9 +295,7 @@ def test_failures_reaching_max_failures_halt_the_rollout(
 def test_a_missing_network_holds_the_rollout_until_its_nad_exists(
     kube: Kube, namespace: str, controller: Controller, profiles: list[str]
 ) -> None:
-    label_namespace(kube, namespace, {"rollout": namespace})
-    create_pods(kube, namespace, 2)
-    wait_running(kube, namespace, 2)
+    rollout_setup(kube, namespace, 2, nads=())
     with agent(kube, namespace, delay=0.1):
         name = make_profile(
             kube,
@@ -351,11 +340,7 @@ def test_the_losing_profile_reports_a_conflict_naming_the_winner(
 def test_a_higher_priority_profile_takes_the_pods_over(
     kube: Kube, namespace: str, controller: Controller, profiles: list[str]
 ) -> None:
-    label_namespace(kube, namespace, {"rollout": namespace})
-    create_nad(kube, namespace, "net-b")
-    create_nad(kube, namespace, "net-c")
-    create_pods(kube, namespace, 3)
-    wait_running(kube, namespace, 3)
+    rollout_setup(kube, namespace, 3, nads=("net-b", "net-c"))
     with agent(kube, namespace, delay=0.1):
         first = make_profile(kube, profiles, f"first-{namespace}", labels={"rollout": namespace})
         wait_condition(kube, first, "Complete", "True")
@@ -377,10 +362,7 @@ def test_a_higher_priority_profile_takes_the_pods_over(
 def test_relabelling_the_namespace_hands_the_pods_back(
     kube: Kube, namespace: str, controller: Controller, profiles: list[str]
 ) -> None:
-    label_namespace(kube, namespace, {"rollout": namespace})
-    create_nad(kube, namespace, "net-b")
-    create_pods(kube, namespace, 3)
-    wait_running(kube, namespace, 3)
+    rollout_setup(kube, namespace, 3)
     with agent(kube, namespace, delay=0.1):
         name = make_profile(kube, profiles, f"relabel-{namespace}", labels={"rollout": namespace})
         wait_condition(kube, name, "Complete", "True")
@@ -402,10 +384,7 @@ def test_relabelling_the_namespace_hands_the_pods_back(
 def test_deleting_a_profile_takes_its_networks_back(
     kube: Kube, namespace: str, controller: Controller, profiles: list[str], audit_path: Path
 ) -> None:
-    label_namespace(kube, namespace, {"rollout": namespace})
-    create_nad(kube, namespace, "net-b")
-    create_pods(kube, namespace, 4)
-    wait_running(kube, namespace, 4)
+    rollout_setup(kube, namespace, 4)
     with agent(kube, namespace, delay=0.3):
         name = make_profile(kube, profiles, f"gone-{namespace}", labels={"rollout": namespace})
         wait_condition(kube, name, "Complete", "True")
@@ -428,18 +407,27 @@ def test_deleting_a_profile_takes_its_networks_back(
 # --- the patch itself ------------------------------------------------------------------------
 
 
-def test_a_pod_changed_since_it_was_read_is_not_overwritten(kube: Kube, namespace: str) -> None:
+def test_a_pod_changed_since_it_was_read_is_not_overwritten(
+    kube: Kube, namespace: str, controller: Controller, profiles: list[str], audit_path: Path
+) -> None:
     """The patch carries the resourceVersion it was planned from: a stale plan gets 409."""
-    create_pods(kube, namespace, 1)
-    wait_running(kube, namespace, 1)
-    obj = kube.get(pod_path(namespace, "p00"))
-    stale = Pod.from_object(obj)
+    rollout_setup(kube, namespace, 1)
+    key = f"{namespace}/p00"
+    wait_for(lambda: controller.pods.get(key), 30, what="the pod in the controller's cache")
+    controller.pods.stop()  # the controller's view of the pods lags from here on
     user_edit = f"{namespace}/mine"
     kube.patch_merge(
         pod_path(namespace, "p00"), {"metadata": {"annotations": {NETWORKS_KEY: user_edit}}}
     )
-    c = Controller(kube)  # not started: only its patching is used
-    outcome = c._patch_pod("any", PodPlan(stale, "Pending", {NETWORKS_KEY: f"{namespace}/theirs"}))
-    assert outcome == "conflict"
+    name = make_profile(kube, profiles, f"stale-{namespace}", labels={"rollout": namespace})
+    # The status is written after the patch was tried: the stale view plans the pod, not updated.
+    wait_for(
+        lambda: profile_status(kube, name).get("pods", {}).get("desired") == 1,
+        30,
+        what="the controller to plan the pod",
+    )
+    assert profile_status(kube, name)["pods"]["updated"] == 0
     after = kube.get(pod_path(namespace, "p00"))["metadata"]["annotations"]
-    assert after[NETWORKS_KEY] == user_edit and ROLLOUT_STARTED_KEY not in after
+    assert after[NETWORKS_KEY] == user_edit
+    assert DEFAULT_NETWORK_KEY not in after and ROLLOUT_STARTED_KEY not in after
+    assert not [r for r in read_audit(audit_path) if r["profile"] == name]

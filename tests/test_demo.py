@@ -14,8 +14,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from localcluster.cluster import LocalCluster
 from localcluster.procs import clean_env
+
+# Its own whole cluster, agent included (real CNI plugins in real namespaces).
+pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
 
 def test_the_demo_switches_every_pod_without_restart_or_loss(cluster: LocalCluster) -> None:

@@ -27,6 +27,9 @@ from localcluster.probe import ClientNetns, Ping, TcpStream
 from netshift import keys, podstatus, policy
 from netshift.kube import Kube, patch_annotations, pod_path, wait_for
 
+# The real agent runs real CNI plugins in the pods' namespaces, as in the agent tests.
+pytestmark = [pytest.mark.cluster, pytest.mark.node]
+
 PROFILES = "/apis/netshift.io/v1alpha1/networkprofiles"
 
 

@@ -14,13 +14,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from localcluster.cluster import LocalCluster
 from localcluster.procs import clean_env, pid_alive
 from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
 
+pytestmark = pytest.mark.cluster
+
 
 def _pods(kube: Kube, namespace: str, selector: str) -> list[dict[str, Any]]:
-    return kube.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector)["items"]
+    pods: list[dict[str, Any]] = kube.get(
+        f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector
+    )["items"]
+    return pods
 
 
 def deployment(name: str, replicas: int) -> dict[str, Any]:
@@ -100,11 +107,11 @@ def test_deleting_a_deployment_garbage_collects_its_pods_and_netns(
     )
     wait_for(lambda: not _pods(kube, namespace, "app=gc"), 60, what="pods garbage-collected")
     for uid in uids:
-        wait_for(
-            lambda uid=uid: not Path(f"/var/run/netns/netshift-{uid}").exists(),
-            30,
-            what="netns removed",
-        )
+
+        def netns_gone(uid: str = uid) -> bool:
+            return not Path(f"/var/run/netns/netshift-{uid}").exists()
+
+        wait_for(netns_gone, 30, what="netns removed")
 
 
 def test_a_namespace_finishes_deleting(kube: Kube) -> None:

@@ -87,6 +87,7 @@ def test_the_agent_series_exist_and_count_by_result_and_reason() -> None:
         "netshift_agent_default_switch_duration_seconds",
         "netshift_agent_failures",
         "netshift_agent_records",
+        "netshift_agent_nad_policy_enabled",
         "netshift_agent_queue_depth",
         "netshift_agent_queue_retries",
     }

@@ -17,7 +17,7 @@ import stat
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from nodeutil import (
@@ -144,7 +144,7 @@ def test_cgroup_v2_finds_the_pause_process_namespace(
     assert not os.path.exists(os.path.join(mount, top))
 
 
-def skip_or_fail(why: str) -> None:
+def skip_or_fail(why: str) -> NoReturn:
     """This kernel lacks a hierarchy the test needs: skip here, fail in CI (every test must run)."""
     if IN_CI:
         pytest.fail(f"prerequisite missing in CI: {why}", pytrace=False)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from localcluster.samples import deployment_pod, pod_review
@@ -117,8 +117,15 @@ element_fields = {
     "unknown": json_values,
 }
 json_elements = st.fixed_dictionaries({}, optional=element_fields) | json_values
+
+
+def comma_item(namespace: str, name: str, interface: str = "") -> str:
+    """`[namespace/]name[@interface]`, one item of the comma form (or a default-network ref)."""
+    return (f"{namespace}/" if namespace else "") + name + (f"@{interface}" if interface else "")
+
+
 comma_items = st.builds(
-    lambda ns, n, i: (f"{ns}/" if ns else "") + n + (f"@{i}" if i else ""),
+    comma_item,
     namespaces,
     names,
     st.sampled_from(["", "net1", "fast0", "eth 0", "a@b"]),
@@ -129,19 +136,25 @@ networks_values = (
     | json_values.map(json.dumps)
     | st.text(max_size=40)
 )
-default_values = st.builds(lambda ns, n: f"{ns}/{n}" if ns else n, namespaces, names) | st.text(
-    max_size=20
-)
+default_values = st.builds(comma_item, namespaces, names) | st.text(max_size=20)
 
-annotation_maps = st.none() | st.fixed_dictionaries(
-    {},
-    optional={
-        NETWORKS_KEY: networks_values,
-        DEFAULT_NETWORK_KEY: default_values,
-        INJECTED_KEY: st.text(max_size=30) | json_values.map(json.dumps),
-        "other/key~x": st.text(max_size=10),
-    },
-)
+
+def annotation_maps_with(
+    networks: st.SearchStrategy[str], defaults: st.SearchStrategy[str]
+) -> st.SearchStrategy[dict[str, str] | None]:
+    """A pod's annotations (or none): the two network keys from these, and noise."""
+    return st.none() | st.fixed_dictionaries(
+        {},
+        optional={
+            NETWORKS_KEY: networks,
+            DEFAULT_NETWORK_KEY: defaults,
+            INJECTED_KEY: st.text(max_size=30) | json_values.map(json.dumps),
+            "other/key~x": st.text(max_size=10),
+        },
+    )
+
+
+annotation_maps = annotation_maps_with(networks_values, default_values)
 
 
 @st.composite
@@ -184,6 +197,49 @@ def reviews(draw: st.DrawFn) -> dict[str, Any]:
     return body
 
 
+# Values the grammar accepts (interfaces unique within a value), so that the merge has
+# something to work on.
+good_names = st.sampled_from(["macvlan", "sriov", "storage", "blue", "missing"])
+good_namespaces = st.sampled_from(["team-a", "team-b", "infra", "other"])
+good_interfaces = st.sampled_from(["net1", "net2", "fast0"])
+good_comma_items = st.tuples(
+    st.just("") | good_namespaces, good_names, st.just("") | good_interfaces
+)
+good_networks_values = st.lists(good_comma_items, max_size=3, unique_by=lambda t: t[2]).map(
+    lambda items: ", ".join(comma_item(*item) for item in items)
+) | st.lists(
+    st.fixed_dictionaries(
+        {"name": good_names},
+        optional={
+            "namespace": good_namespaces,
+            "interface": good_interfaces,
+            "ips": st.lists(st.sampled_from(["10.1.0.5/24", "fe80::1/64"]), max_size=1),
+            "mac": st.just("02:00:00:00:00:01"),
+            "default-route": st.lists(st.just("10.9.0.1"), max_size=1),
+        },
+    ),
+    max_size=3,
+    unique_by=lambda e: str(e.get("interface")),
+).map(json.dumps)
+good_default_values = st.builds(comma_item, st.just("") | good_namespaces, good_names)
+good_annotation_maps = annotation_maps_with(good_networks_values, good_default_values)
+
+
+@st.composite
+def profiled_creates(draw: st.DrawFn) -> dict[str, Any]:
+    """A pod CREATE that a profile applies to: what the mutating webhook patches."""
+    pod = deployment_pod(
+        # One in ten anything: a malformed value of the pod's own is denied, never patched.
+        annotations=draw(annotation_maps if draw(st.integers(0, 9)) == 0 else good_annotation_maps),
+        labels=draw(st.sampled_from([{}, {"netshift.io/inject": "yes"}])),
+    )
+    return pod_review(
+        pod,
+        namespace=draw(st.sampled_from(["team-a", "team-b"])),
+        dry_run=draw(st.booleans()),
+    )
+
+
 def check_answer(status: int, body: Any, sent: Any) -> dict[str, Any] | None:
     assert status in (200, 400), (status, body)
     if status == 400:
@@ -222,14 +278,16 @@ def test_generated_reviews_always_get_a_well_formed_answer(
 
 
 @FUZZ
-@given(sent=reviews())
+@given(sent=profiled_creates())
 def test_mutation_patch_applies_and_reinvocation_changes_nothing(
     client: TestClient, sent: dict[str, Any]
 ) -> None:
     r = client.post("/mutate", json=sent)
     response = check_answer(r.status_code, r.json(), sent)
     if response is None or "patch" not in response:
+        event("400" if response is None else "allowed" if response["allowed"] else "denied")
         return
+    event("patched")
     ops = json.loads(base64.b64decode(response["patch"]))
     patched = apply_patch(sent["request"]["object"], ops)
     annotations = patched["metadata"]["annotations"]

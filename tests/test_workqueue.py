@@ -75,7 +75,11 @@ def test_a_returned_delay_retries_the_key_and_an_add_is_picked_up_promptly() -> 
     # The timer thread waits on the same condition; it must not swallow the wake-up.
     for _ in range(20):
         before = len(runs)
+
+        def ran_once_more(before: int = before) -> bool:
+            return len(runs) == before + 1
+
         q.add("k")
-        wait_for(lambda before=before: len(runs) == before + 1, 2, what="prompt run")
+        wait_for(ran_once_more, 2, what="prompt run")
     q.stop()
     assert runs[0] - t0 < 1

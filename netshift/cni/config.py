@@ -164,6 +164,28 @@ def load_conflist(
     Only the syntax is checked here; :meth:`CniExecutor.validate` checks the
     plugins against the node.
     """
+    obj = _decode(config)
+    name = _network_name(obj, fallback_name)
+    version = _cni_version(obj, name)
+    if "plugins" in obj:
+        raw_plugins = obj["plugins"]
+        if not isinstance(raw_plugins, list) or not raw_plugins:
+            raise CniConfigError(f'CNI network {name}: "plugins" must be a non-empty list')
+        disable_check = _parse_disable_check(obj.get("disableCheck"))
+    else:
+        raw_plugins = [obj]
+        disable_check = False
+    plugins = [
+        _check_plugin(plugin, f"CNI network {name}: plugin {index}")
+        for index, plugin in enumerate(raw_plugins)
+    ]
+    return ConfList(
+        name=name, cni_version=version, plugins=tuple(plugins), disable_check=disable_check
+    )
+
+
+def _decode(config: str | bytes | Mapping[str, Any]) -> dict[str, Any]:
+    """A private copy of the config as a JSON object."""
     if isinstance(config, Mapping):
         obj: Any = copy.deepcopy(dict(config))
     else:
@@ -173,14 +195,20 @@ def load_conflist(
             raise CniConfigError(f"CNI config is not valid JSON: {err}") from None
     if not isinstance(obj, dict):
         raise CniConfigError(f"CNI config must be a JSON object, got {type(obj).__name__}")
+    return obj
 
+
+def _network_name(obj: Mapping[str, Any], fallback_name: str | None) -> str:
     name = obj.get("name") or fallback_name
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise CniConfigError(
             f"CNI network name {name!r} is missing or invalid; expected a letter or digit "
             'followed by letters, digits, "_", "." or "-"'
         )
+    return name
 
+
+def _cni_version(obj: Mapping[str, Any], name: str) -> str:
     version = obj.get("cniVersion")
     if version is None:
         raise CniConfigError(
@@ -193,39 +221,25 @@ def load_conflist(
             + ", ".join(SUPPORTED_VERSIONS),
             code=ERR_INCOMPATIBLE_VERSION,
         )
+    return str(version)
 
-    if "plugins" in obj:
-        raw_plugins = obj["plugins"]
-        if not isinstance(raw_plugins, list) or not raw_plugins:
-            raise CniConfigError(f'CNI network {name}: "plugins" must be a non-empty list')
-        disable_check = _parse_disable_check(obj.get("disableCheck"))
-    else:
-        raw_plugins = [obj]
-        disable_check = False
 
-    plugins: list[dict[str, Any]] = []
-    for index, plugin in enumerate(raw_plugins):
-        where = f"CNI network {name}: plugin {index}"
-        if not isinstance(plugin, dict):
-            raise CniConfigError(f"{where} must be a JSON object")
-        check_plugin_name(plugin.get("type"), where)
-        ipam = plugin.get("ipam")
-        if ipam is not None:
-            if not isinstance(ipam, dict):
-                raise CniConfigError(f'{where}: "ipam" must be a JSON object')
-            if ipam:  # an empty ipam object means "no IPAM"
-                check_plugin_name(ipam.get("type"), f"{where} ipam")
-        caps = plugin.get("capabilities")
-        if caps is not None and not isinstance(caps, dict):
-            raise CniConfigError(f'{where}: "capabilities" must be a JSON object')
-        args = plugin.get("args")
-        if args is not None and not isinstance(args, dict):
-            raise CniConfigError(f'{where}: "args" must be a JSON object')
-        plugins.append(plugin)
-
-    return ConfList(
-        name=name, cni_version=version, plugins=tuple(plugins), disable_check=disable_check
-    )
+def _check_plugin(plugin: Any, where: str) -> dict[str, Any]:
+    """One plugin's config, its syntax checked (type names, object-valued fields)."""
+    if not isinstance(plugin, dict):
+        raise CniConfigError(f"{where} must be a JSON object")
+    check_plugin_name(plugin.get("type"), where)
+    ipam = plugin.get("ipam")
+    if ipam is not None:
+        if not isinstance(ipam, dict):
+            raise CniConfigError(f'{where}: "ipam" must be a JSON object')
+        if ipam:  # an empty ipam object means "no IPAM"
+            check_plugin_name(ipam.get("type"), f"{where} ipam")
+    for key in ("capabilities", "args"):
+        value = plugin.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise CniConfigError(f'{where}: "{key}" must be a JSON object')
+    return plugin
 
 
 # --------------------------------------------------------------------------- runtime
