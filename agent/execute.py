@@ -24,10 +24,20 @@ from agent.metrics import (
     REASON_VERIFY,
     AgentMetrics,
 )
+from agent.netns import Sandbox, same_namespace
 from agent.networks import NetworkConfigs, PodError
 from agent.observe import Observation, live_result
 from agent.outcomes import Attached, Detached, Outcome, Problem, Switched
-from agent.plan import Adopt, Attach, Detach, Plan, Switch, network_id, parse_network_id
+from agent.plan import (
+    Adopt,
+    Attach,
+    Detach,
+    Plan,
+    Switch,
+    network_id,
+    parse_network_id,
+    same_sandbox,
+)
 from netshift import annotations as ann
 from netshift.cni.config import CniError, CniTimeoutError, RuntimeConf
 from netshift.cni.executor import CniExecutor
@@ -64,26 +74,27 @@ class Executor:
         store: RecordStore,
         cni: CniExecutor,
         configs: NetworkConfigs,
-        netns_of: Callable[[str], str],
+        sandbox_of: Callable[[str], Sandbox | None],
         metrics: AgentMetrics | None = None,
     ) -> None:
         self.store = store
         self.cni = cni
         self.configs = configs
-        self._netns_of = netns_of  # pod UID -> its netns now ("" when unknown)
+        self._sandbox_of = sandbox_of  # pod UID -> its sandbox now (None when unknown)
         self.metrics = metrics or AgentMetrics()
 
     def run(self, obs: Observation, plan: Plan) -> Done:
         pod = obs.pod
-        self.store.put_pod_meta(
-            obs.pod_meta
-            or PodMeta(pod.uid, pod.namespace, pod.name, netns=obs.netns, container_id=pod.uid)
-        )
+        # What a replaced sandbox held goes first: the new sandbox's interfaces take the names.
+        released = self._detach_all(obs, plan.release)
+        stuck = {o.record.interface for o in released if o.error}
+        self._track_sandbox(obs, plan)
         for adopt in plan.adopt:
-            self.adopt(obs, adopt)
+            if adopt.interface not in stuck:
+                self.adopt(obs, adopt)
         detached = self._detach_all(obs, plan.detach)
-        stuck = {o.record.interface for o in detached if o.error}
-        outcomes: list[Outcome] = list(detached)
+        stuck |= {o.record.interface for o in detached if o.error}
+        outcomes: list[Outcome] = [*released, *detached]
         for a in plan.attach:
             if a.want.interface in stuck:
                 # Its old attachment is still there (its DEL failed): an ADD would replace the
@@ -98,6 +109,22 @@ class Executor:
             outcomes += self._detach_all(obs, plan.drain)
         return Done(tuple(outcomes), tuple(self.store.list_pod(pod.uid)))
 
+    def _track_sandbox(self, obs: Observation, plan: Plan) -> None:
+        """The pod's meta follows its current sandbox; records made before name it too."""
+        pod = obs.pod
+        meta = obs.pod_meta or PodMeta(pod.uid, pod.namespace, pod.name)
+        if plan.recreated:
+            meta = replace(meta, switches=[])  # their source routes went with the old netns
+        if (meta.netns, meta.container_id) != (obs.netns, obs.sandbox_id) or obs.pod_meta is None:
+            since = meta.sandbox_since if meta.container_id == obs.sandbox_id else time.time()
+            meta = replace(meta, netns=obs.netns, container_id=obs.sandbox_id, sandbox_since=since)
+        if meta != obs.pod_meta:
+            self.store.put_pod_meta(meta)
+        for interface in plan.rebind:
+            rec = self.store.get(pod.uid, interface)
+            if rec is not None:
+                self.store.put(replace(rec, container_id=obs.sandbox_id))
+
     def _detach_all(self, obs: Observation, detaches: list[Detach]) -> list[Detached]:
         done: list[Detached] = []
         for d in detaches:
@@ -108,9 +135,17 @@ class Executor:
                 log.warning(
                     "pod %s: %s vanished from the pod; re-plugging", obs.pod.key, rec.interface
                 )
+            if d.why == "recreated":
+                log.info(
+                    "pod %s: sandbox replaced (%s -> %s): releasing %s of the old one",
+                    obs.pod.key,
+                    rec.container_id,
+                    obs.sandbox_id,
+                    rec.interface,
+                )
             if d.why == "drained":
                 self._remove_source_routes(obs, rec)
-            done.append(self.detach(rec, d.attempt, d.retry_in))
+            done.append(replace(self.detach(rec, d.attempt, d.retry_in), why=d.why))
         return done
 
     # -- attach ------------------------------------------------------------------------------
@@ -128,7 +163,7 @@ class Executor:
                 state=ATTACHED,
                 conflist=conflist.to_dict() if conflist else {},
                 result=live_result(obs, a.interface),
-                container_id=pod.uid,
+                container_id=obs.sandbox_id,
                 netns=obs.netns,
                 role=DEFAULT if a.default else SECONDARY,
                 adopted=True,
@@ -146,7 +181,7 @@ class Executor:
             network=network_id(want.ref),
             interface=want.interface,
             state=ATTACHING,
-            container_id=pod.uid,
+            container_id=obs.sandbox_id,
             netns=obs.netns,
             selection=want.selection.to_json(),
             auto_named=want.auto_named,
@@ -244,7 +279,14 @@ class Executor:
         return Detached(rec, attempt, retry_in)
 
     def _delete(self, rec: AttachmentRecord) -> None:
-        netns = self._netns_of(rec.pod_uid) or rec.netns
+        # In the pod's sandbox now if the attachment was made there, else in its own (old)
+        # sandbox's netns if that is still there: never in a new sandbox that reuses its name.
+        now = self._sandbox_of(rec.pod_uid)
+        netns = rec.netns
+        if now is not None:
+            paths = {now.netns, rec.netns} if same_namespace(rec.netns, now.netns) else {now.netns}
+            if same_sandbox(rec.container_id, rec.netns, now.id, paths):
+                netns = now.netns
         netns = netns if netns and os.path.exists(netns) else ""
         invocation = recorded_invocation(rec, netns)
         if invocation is not None:
@@ -308,6 +350,11 @@ class Executor:
     def _switch_default(self, obs: Observation, sw: Switch) -> list[Outcome]:
         uid = obs.pod.uid
         outcomes: list[Outcome] = []
+        old = self.store.get(uid, sw.old.interface) if sw.old is not None else None
+        if old is not None:
+            # Before the ADD: the plugin's own default route wins the moment it is added, so
+            # the old addresses must already be pinned to the old interface by then.
+            netlink.keep_source_routes(obs.netns, old.interface, _old_addresses(obs, old), sw.table)
         if sw.attach is None:
             new = self.store.get(uid, sw.interface)
             assert new is not None
@@ -326,7 +373,6 @@ class Executor:
                 )
             )
             return outcomes
-        old = self.store.get(uid, sw.old.interface) if sw.old is not None else None
         if old is not None:
             self._move_default_route(obs, sw, new, old, gateways)
         else:
@@ -360,10 +406,8 @@ class Executor:
         uid = obs.pod.uid
         meta = self.store.get_pod_meta(uid) or PodMeta(uid)
         earlier = [netlink.SwitchRecord.from_json(raw) for raw in meta.switches]
-        live = obs.links.get(old.interface)
-        old_addrs = result_ips(old.result or {}, old.interface) or (live.addresses if live else [])
         switch = netlink.switch_default_route(
-            obs.netns, new.interface, gateways, old.interface, old_addrs, sw.table
+            obs.netns, new.interface, gateways, old.interface, _old_addresses(obs, old), sw.table
         )
         # Source routing kept for the new default while it was an old one is obsolete now.
         for e in earlier:
@@ -399,6 +443,7 @@ def _runtime(obs: Observation, ifname: str, sel: ann.NetworkSelection | None) ->
         netns=obs.netns,
         ifname=ifname,
         selection=sel,
+        container_id=obs.sandbox_id,
     )
 
 
@@ -413,6 +458,12 @@ def _fix_routes(netns: str, want: ann.Attachment) -> None:
             netlink.set_default_route_via(netns, want.interface, gw)
     else:
         netlink.remove_default_routes_via(netns, want.interface)
+
+
+def _old_addresses(obs: Observation, old: AttachmentRecord) -> list[str]:
+    """The old default's addresses: from its CNI result, else (adopted) off the live link."""
+    live = obs.links.get(old.interface)
+    return result_ips(old.result or {}, old.interface) or (live.addresses if live else [])
 
 
 def failure_reason(err: BaseException) -> str:

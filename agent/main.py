@@ -44,7 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(fields: uid, namespace, name); otherwise from the pod's cgroup",
     )
     parser.add_argument("--cgroup-root", default="/sys/fs/cgroup")
-    parser.add_argument("--cri-socket", default=None, help="ask the CRI runtime (needs crictl)")
+    parser.add_argument(
+        "--cri-socket",
+        default=None,
+        help="ask the CRI runtime over its socket, e.g. unix:///run/containerd/containerd.sock",
+    )
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument(
         "--health-port",

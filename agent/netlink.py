@@ -26,9 +26,10 @@ import errno
 import ipaddress
 import os
 import socket
+import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -48,6 +49,7 @@ __all__ = [
     "default_routes",
     "delete_link",
     "interface_state",
+    "keep_source_routes",
     "list_interfaces",
     "remove_default_routes_via",
     "remove_source_routes",
@@ -216,7 +218,7 @@ def _netns_path(netns: str) -> str:
     return netns if "/" in netns else os.path.join(NETNS_RUN_DIR, netns)
 
 
-def _socket_in_netns(path: str) -> socket.socket:
+def _socket_in_netns(path: str, protocol: int = socket.NETLINK_ROUTE) -> socket.socket:
     """A NETLINK_ROUTE socket that lives in the namespace at `path`.
 
     A socket stays in the namespace it was made in, so a throwaway thread enters
@@ -246,7 +248,7 @@ def _socket_in_netns(path: str) -> socket.socket:
                 socket.socket(
                     socket.AF_NETLINK,
                     socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
-                    socket.NETLINK_ROUTE,
+                    protocol,
                 )
             )
         except OSError as err:
@@ -421,13 +423,17 @@ def _table_of(msg: Any) -> int:
     return int(table if table is not None else msg["table"])
 
 
-def _route_from_msg(msg: Any, names: Mapping[int, str]) -> Route:
+def _route_from_msg(msg: Any, names: Mapping[int, str], via: int | None = None) -> Route:
+    """The route in `msg`; with `via`, only its next hop out of that interface."""
     family = int(msg["family"])
     dst = msg.get_attr("RTA_DST") or _ANY[family]
     oif = msg.get_attr("RTA_OIF")
+    gateway = msg.get_attr("RTA_GATEWAY")
+    if via is not None:
+        oif, gateway, _flags = next(h for h in _hops(msg) if h[0] == via)
     return Route(
         dst=f"{dst}/{msg['dst_len']}",
-        gateway=msg.get_attr("RTA_GATEWAY"),
+        gateway=gateway,
         ifname=names.get(int(oif)) if oif is not None else None,
         metric=int(msg.get_attr("RTA_PRIORITY") or 0),
         table=_table_of(msg),
@@ -447,9 +453,25 @@ def _is_default(msg: Any) -> bool:
     return int(msg["dst_len"]) == 0 and int(msg["src_len"]) == 0
 
 
-def _via(msg: Any, index: int) -> bool:
+def _hops(msg: Any) -> list[tuple[int, str | None, int]]:
+    """(oif, gateway, flags) of each next hop of a route, multipath or not.
+
+    IPv6 merges a second default route of the same metric into one multipath
+    route (the bridge plugin's ``::/0`` does that to the pod's default): its next
+    hops are in RTA_MULTIPATH and the route itself has no RTA_OIF.
+    """
+    multipath = msg.get_attr("RTA_MULTIPATH")
+    if multipath:
+        return [(int(h["oif"]), h.get_attr("RTA_GATEWAY"), int(h["flags"])) for h in multipath]
     oif = msg.get_attr("RTA_OIF")
-    return oif is not None and int(oif) == index
+    if oif is None:
+        return []
+    return [(int(oif), msg.get_attr("RTA_GATEWAY"), int(msg["flags"]))]
+
+
+def _via(msg: Any, index: int) -> bool:
+    """Whether the route has a next hop out of interface `index`."""
+    return any(oif == index for oif, _gw, _flags in _hops(msg))
 
 
 def _delete_route(ipr: Any, msg: Any) -> bool:
@@ -505,9 +527,49 @@ def remove_default_routes_via(netns: str, ifname: str) -> list[Route]:
         names = _link_names(ipr)
         for family in _FAMILIES:
             for msg in _dump(ipr, family, MAIN_TABLE):
-                if _is_default(msg) and _via(msg, index) and _delete_route(ipr, msg):
+                if not (_is_default(msg) and _via(msg, index)):
+                    continue
+                if len(_hops(msg)) > 1:
+                    # A multipath default that has a hop out of `ifname` (IPv6 merges a
+                    # plugin's ::/0 into the pod's default): only that hop goes.
+                    if _delete_hop(ipr, msg, index):
+                        removed.append(_route_from_msg(msg, names, via=index))
+                elif _delete_route(ipr, msg):
                     removed.append(_route_from_msg(msg, names))
     return removed
+
+
+def _delete_hop(ipr: Any, msg: Any, index: int) -> bool:
+    """Delete the next hop out of `index` from a multipath route; the others stay."""
+    family = int(msg["family"])
+    spec: dict[str, Any] = {
+        "family": family,
+        "dst": msg.get_attr("RTA_DST") or _ANY[family],
+        "dst_len": int(msg["dst_len"]),
+        "table": _table_of(msg),
+        "priority": int(msg.get_attr("RTA_PRIORITY") or 0),
+    }
+    hops = _hops(msg)
+    try:
+        if family == socket.AF_INET6:
+            # IPv6 deletes exactly one sibling when the gateway is given.
+            _oif, gateway, _flags = next(h for h in hops if h[0] == index)
+            ipr.route("del", **spec, oif=index, **({"gateway": gateway} if gateway else {}))
+        else:
+            rest = [{"oif": o, **({"gateway": g} if g else {})} for o, g, _f in hops if o != index]
+            ipr.route(
+                "replace",
+                **spec,
+                proto=int(msg["proto"]),
+                scope=int(msg["scope"]),
+                type=int(msg["type"]),
+                multipath=rest,
+            )
+    except NetlinkError as err:
+        if err.code in _GONE:
+            return False
+        raise
+    return True
 
 
 def _family_of(address: str) -> int:
@@ -615,23 +677,26 @@ def _host(address: str) -> tuple[int, str]:
     return family, f"{ip}/{_HOST_LEN[family]}"
 
 
-def _copy_route(ipr: Any, msg: Any, table: int) -> None:
+def _copy_route(ipr: Any, msg: Any, table: int, via: int) -> None:
+    """Copy the route in `msg`, its next hop out of `via` only, into `table`."""
     family = int(msg["family"])
+    oif, gateway, flags = next(h for h in _hops(msg) if h[0] == via)
     spec: dict[str, Any] = {
         "family": family,
         "dst": msg.get_attr("RTA_DST") or _ANY[family],
         "dst_len": int(msg["dst_len"]),
         "table": table,
-        "oif": int(msg.get_attr("RTA_OIF")),
+        "oif": oif,
         "priority": int(msg.get_attr("RTA_PRIORITY") or 0),
         "proto": _RTPROT_STATIC,
         "scope": int(msg["scope"]),
         "type": _RTN_UNICAST,
-        "flags": int(msg["flags"]) & _RTNH_F_ONLINK,
+        "flags": flags & _RTNH_F_ONLINK,
     }
-    for attr, key in (("RTA_GATEWAY", "gateway"), ("RTA_PREFSRC", "prefsrc")):
-        if msg.get_attr(attr) is not None:
-            spec[key] = msg.get_attr(attr)
+    if gateway is not None:
+        spec["gateway"] = gateway
+    if msg.get_attr("RTA_PREFSRC") is not None:
+        spec["prefsrc"] = msg.get_attr("RTA_PREFSRC")
     ipr.route("replace", **spec)
 
 
@@ -686,6 +751,74 @@ def _delete_rule(ipr: Any, rule: SourceRule) -> None:
             raise
 
 
+def _check_table(table: int) -> None:
+    if table in _RESERVED_TABLES or not 0 < table < 2**32:
+        raise ValueError(f"table {table} is reserved or out of range; use 1-252 or 256+")
+
+
+def _keep(
+    ipr: Any, old_ifname: str, old_addrs: Sequence[str], table: int, priority: int
+) -> tuple[list[SourceRule], list[Route]]:
+    """Copy the old interface's routes into `table`, then add the rules that use it.
+
+    Routes first: a rule never points at a table that lacks the old default. Per
+    family, and only for a family whose default the old interface carries (in the
+    main table, or in `table` when a switch ran already).
+    """
+    old_index = _link_index(ipr, old_ifname)
+    routes: list[Route] = []
+    rules: list[SourceRule] = []
+    if old_index is None:
+        return rules, routes
+    names = _link_names(ipr)
+    for family in _FAMILIES:
+        mine = [m for m in _dump(ipr, family, MAIN_TABLE) if _via(m, old_index)]
+        if not any(_is_default(m) for m in mine):
+            # A second run: the main default has moved already, its copy is in `table`.
+            mine += [m for m in _dump(ipr, family, table) if _is_default(m) and _via(m, old_index)]
+        for msg in mine:
+            _copy_route(ipr, msg, table, old_index)
+            routes.append(replace(_route_from_msg(msg, names, via=old_index), table=table))
+        if not any(_is_default(m) for m in mine):
+            continue
+        for address in old_addrs:
+            addr_family, host = _host(address)
+            if addr_family == family:
+                rule = SourceRule(src=host, table=table, priority=priority)
+                _add_rule(ipr, rule)
+                rules.append(rule)
+    return rules, routes
+
+
+def keep_source_routes(
+    netns: str,
+    old_ifname: str,
+    old_addrs: Sequence[str],
+    table: int,
+    *,
+    priority: int = SOURCE_RULE_PRIORITY,
+) -> tuple[tuple[SourceRule, ...], tuple[Route, ...]]:
+    """Pin the old addresses to the old interface: step 1 of :func:`switch_default_route`.
+
+    Copies the old interface's routes into `table`, then adds ``from <old address>
+    lookup <table>`` (IPv4 and IPv6). Call it before anything can put a default
+    route out of another interface into the main table, above all before the CNI
+    ADD of the incoming default network: its plugin installs its own default the
+    moment the interface is up (IPv4: ahead of the pod's; IPv6: merged with it into
+    one multipath route), and without these rules a reply from an old address
+    would leave through the new interface until that route is removed. Idempotent;
+    :func:`switch_default_route` with the same arguments picks the same state up.
+    Returns the rules and the routes copied, sorted.
+    """
+    _check_table(table)
+    with _rtnl(netns) as ipr:
+        rules, routes = _keep(ipr, old_ifname, old_addrs, table, priority)
+    return (
+        tuple(sorted(set(rules), key=lambda r: (r.family, r.src))),
+        tuple(sorted(set(routes), key=_route_order)),
+    )
+
+
 def switch_default_route(
     netns: str,
     new_ifname: str,
@@ -702,18 +835,21 @@ def switch_default_route(
     is a list of gateway addresses, one per family. Only these families move; a
     family the new network does not serve keeps its default via the old interface.
 
-    1. Copy the old interface's main-table routes (its default and its subnets)
-       into `table` and add ``from <old address> lookup <table>`` for every old
-       address whose family has a default there: replies and established
-       connections from the old address keep leaving through the old interface.
-    2. Replace the main default in place with one via the new interface, then
-       delete the other main defaults of those families.
+    1. :func:`keep_source_routes`: copy the old interface's main-table routes (its
+       default and its subnets) into `table`, then add ``from <old address> lookup
+       <table>`` for every old address (IPv4 and IPv6) whose family has a default
+       there: replies and established connections from the old address keep
+       leaving through the old interface.
+    2. Only then replace the main default in place with one via the new
+       interface, and delete the other main defaults of those families.
 
-    No link is set down. Calling it again (after a crash at any point) converges
-    on the same state: the old routes are then found in `table`.
+    So at no moment can a packet from an old address be routed out of the new
+    interface: before step 2 the main table does not send it there, after step 1
+    the main table is not consulted for it. No link is set down. Calling it again
+    (after a crash at any point) converges on the same state: the old routes are
+    then found in `table`.
     """
-    if table in _RESERVED_TABLES or not 0 < table < 2**32:
-        raise ValueError(f"table {table} is reserved or out of range; use 1-252 or 256+")
+    _check_table(table)
     if new_ifname == old_ifname:
         raise ValueError("the new and the old default interface are the same")
     gateways = _gateways_by_family(new_gateways)
@@ -721,31 +857,7 @@ def switch_default_route(
         raise ValueError("no gateway given for the new default route")
     with _rtnl(netns) as ipr:
         new_index = _require_link(ipr, netns, new_ifname)
-        old_index = _link_index(ipr, old_ifname)
-        routes: list[Route] = []
-        rules: list[SourceRule] = []
-        if old_index is not None:
-            names = _link_names(ipr)
-            for family in _FAMILIES:
-                mine = [m for m in _dump(ipr, family, MAIN_TABLE) if _via(m, old_index)]
-                if not any(_is_default(m) for m in mine):
-                    # A second run: the main default has moved already, its copy is in `table`.
-                    mine += [
-                        m
-                        for m in _dump(ipr, family, table)
-                        if _is_default(m) and _via(m, old_index)
-                    ]
-                for msg in mine:
-                    _copy_route(ipr, msg, table)
-                    routes.append(replace(_route_from_msg(msg, names), table=table))
-                if not any(_is_default(m) for m in mine):
-                    continue
-                for address in old_addrs:
-                    addr_family, host = _host(address)
-                    if addr_family == family:
-                        rule = SourceRule(src=host, table=table, priority=priority)
-                        _add_rule(ipr, rule)
-                        rules.append(rule)
+        rules, routes = _keep(ipr, old_ifname, old_addrs, table, priority)
         for family, gateway in gateways.items():
             _install_default(ipr, family, new_index, gateway)
         defaults = _main_defaults(ipr, _FAMILIES)
@@ -768,16 +880,119 @@ def remove_source_routes(netns: str, record: SwitchRecord) -> None:
     """Undo the source routing of a switch: its rules, and every route in its table.
 
     Call it once the old interface is detached (its routes then vanish with the
-    link anyway; the rules would not). Whatever is already gone is skipped.
+    link anyway; the rules would not), or when the old interface carries the
+    default again (a switch back). Without its rule a packet from an old address
+    would follow the main default out of another interface, so an old address
+    still on an interface that does not carry its family's main default is
+    retired first: it is deleted from that interface before the rule goes (its
+    connections cannot survive without the rule anyway). Rules go before the
+    table's routes. Whatever is already gone is skipped.
     """
     with _rtnl(netns) as ipr:
         wanted = set(record.rules)
         for family in _FAMILIES:
-            for rule in _rules(ipr, family):
-                if rule in wanted or rule.table == record.table:
-                    _delete_rule(ipr, rule)
+            found = [r for r in _rules(ipr, family) if r in wanted or r.table == record.table]
+            _retire_stranded(ipr, netns, family, found)
+            for rule in found:
+                _delete_rule(ipr, rule)
             for msg in _dump(ipr, family, record.table):
                 _delete_route(ipr, msg)
+
+
+def _retire_stranded(ipr: Any, netns: str, family: int, rules: Sequence[SourceRule]) -> None:
+    """Retire the rules' addresses that no main default goes out of, while the rules hold.
+
+    First the sockets still bound to them are destroyed (their resets still leave
+    through the old interface): IPv6 keeps sending from an address that is gone, so
+    without this a socket that outlived the drain would follow the main default out
+    of another interface. Then the addresses still on an interface are deleted.
+    """
+    sources = {str(ipaddress.ip_interface(r.src).ip) for r in rules}
+    defaults = [m for m in _dump(ipr, family, MAIN_TABLE) if _is_default(m)]
+    if not sources or not defaults:
+        return  # without a main default, a packet the rule no longer routes goes nowhere
+    present = [
+        (msg, str(ipaddress.ip_interface(_addr_text(msg)).ip))
+        for msg in ipr.get_addr(family=family)
+    ]
+    kept = {a for msg, a in present if any(_via(m, int(msg["index"])) for m in defaults)}
+    retired = sources - kept
+    if not retired:
+        return
+    _destroy_sockets(netns, family, retired)
+    for msg, address in present:
+        if address not in retired:
+            continue
+        try:
+            ipr.addr(
+                "del", index=int(msg["index"]), address=address, prefixlen=int(msg["prefixlen"])
+            )
+        except NetlinkError as err:
+            if err.code not in (*_GONE, errno.EADDRNOTAVAIL):
+                raise
+
+
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_SOCK_DESTROY = 21
+_NLM_F_REQUEST = 0x1
+_NLM_F_ACK = 0x4
+_NLM_F_DUMP = 0x300
+_NLMSG_ERROR = 2
+_NLMSG_DONE = 3
+_ALL_STATES = 0xFFFFFFFF
+_SOCKID = struct.Struct("!HH16s16s")  # sport, dport, src, dst (network order); then if, cookie
+
+
+def _diag_request(kind: int, flags: int, family: int, proto: int, sockid: bytes) -> bytes:
+    body = struct.pack("=BBBBI", family, proto, 0, 0, _ALL_STATES) + sockid
+    return struct.pack("=IHHII", 16 + len(body), kind, flags, 0, 0) + body
+
+
+def _diag_messages(sock: socket.socket) -> Iterator[tuple[int, bytes]]:
+    """(type, payload) of the replies to one request, up to DONE or the ACK."""
+    while True:
+        data = sock.recv(65536)
+        offset = 0
+        while offset + 16 <= len(data):
+            length, kind = struct.unpack_from("=IH", data, offset)
+            if length < 16:
+                return
+            yield kind, data[offset + 16 : offset + length]
+            if kind in (_NLMSG_DONE, _NLMSG_ERROR):
+                return
+            offset += (length + 3) & ~3
+
+
+def _destroy_sockets(netns: str, family: int, addresses: Collection[str]) -> int:
+    """SOCK_DESTROY every TCP and UDP socket in the namespace bound to one of `addresses`."""
+    packed = {socket.inet_pton(family, a) for a in addresses}
+    width = 4 if family == socket.AF_INET else 16
+    killed = 0
+    sock = _socket_in_netns(_netns_path(netns), _NETLINK_SOCK_DIAG)
+    sock.settimeout(5.0)  # the kernel answers at once; never let a lost reply hang a worker
+    try:
+        for proto in (socket.IPPROTO_TCP, socket.IPPROTO_UDP):
+            sock.send(
+                _diag_request(
+                    _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP, family, proto, bytes(48)
+                )
+            )
+            found = [
+                payload[4:52]
+                for kind, payload in _diag_messages(sock)
+                if kind == _SOCK_DIAG_BY_FAMILY and payload[8 : 8 + width] in packed
+            ]
+            for sockid in found:
+                sock.send(
+                    _diag_request(_SOCK_DESTROY, _NLM_F_REQUEST | _NLM_F_ACK, family, proto, sockid)
+                )
+                for kind, payload in _diag_messages(sock):
+                    if kind == _NLMSG_ERROR and struct.unpack_from("=i", payload)[0] == 0:
+                        killed += 1
+    finally:
+        sock.close()
+    return killed
 
 
 def delete_link(netns: str, ifname: str) -> bool:

@@ -1,11 +1,14 @@
 """Find the network namespace of a pod.
 
-Resolvers map a Pod object (as a dict) to the path of its network namespace,
-or ``None`` when the pod has none (yet, or anymore). Several strategies exist
-because nodes differ: a path template for runtimes that name their namespace
-files predictably, the pod's cgroup (works with any runtime, needs the host's
-/proc and cgroup tree), the CRI runtime through ``crictl``. ``ChainResolver``
-tries several in order.
+Resolvers map a Pod object (as a dict) to its current :class:`Sandbox`: the
+sandbox's identity (the id the runtime and Multus give CNI as CNI_CONTAINERID)
+and the path of its network namespace, or ``None`` when the pod has none (yet,
+or anymore). Several strategies exist because nodes differ: a path template
+for runtimes that name their namespace files predictably (the node simulator:
+the sandbox id is the pod UID), the pod's cgroup (works with any runtime, needs
+the host's /proc and cgroup tree; the id is the sandbox container's cgroup
+name), the CRI runtime over its socket (gRPC, cached per sandbox).
+``ChainResolver`` tries several in order.
 
 A resolver raises :class:`NetnsError` when it cannot answer (misconfigured,
 runtime unreachable) as opposed to "no namespace", which is ``None``.
@@ -13,14 +16,15 @@ runtime unreachable) as opposed to "no namespace", which is ``None``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
-import shutil
-import subprocess
+import threading
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+
+from agent.cri import NAMESPACE_NODE, SANDBOX_READY, CriClient, CriError
 
 __all__ = [
     "CgroupResolver",
@@ -29,9 +33,9 @@ __all__ = [
     "NetnsError",
     "NetnsResolver",
     "PathTemplateResolver",
-    "parse_crictl_inspectp",
-    "parse_crictl_pods",
+    "Sandbox",
     "pod_identity",
+    "same_namespace",
 ]
 
 log = logging.getLogger("netshift.agent.netns")
@@ -39,17 +43,40 @@ log = logging.getLogger("netshift.agent.netns")
 # Pod UIDs are UUIDs; anything else is refused before it reaches a path or a command line.
 _UID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z\-]*$")
 _DNS_RE = re.compile(r"^[a-z0-9]([a-z0-9.\-]*[a-z0-9])?$")
+# A container id as runtimes make them (containerd, CRI-O, Docker: 64 hex digits).
+_CONTAINER_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class NetnsError(Exception):
     """A resolver could not tell where a pod's namespace is."""
 
 
+@dataclass(frozen=True)
+class Sandbox:
+    """A pod's sandbox: its id (CNI_CONTAINERID, K8S_POD_INFRA_CONTAINER_ID) and netns path.
+
+    A recreated sandbox has a new id and a new namespace; the path of one
+    sandbox never changes.
+    """
+
+    id: str
+    netns: str
+
+
 @runtime_checkable
 class NetnsResolver(Protocol):
-    def resolve(self, pod: Mapping[str, Any]) -> str | None:
-        """The path of the pod's network namespace, or None if it has none."""
+    def resolve(self, pod: Mapping[str, Any]) -> Sandbox | None:
+        """The pod's current sandbox, or None if it has no network namespace of its own."""
         ...
+
+
+def same_namespace(a: str, b: str) -> bool:
+    """Whether two paths name the same network namespace (both must exist)."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def pod_identity(pod: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -83,10 +110,11 @@ class PathTemplateResolver:
             ) from None
         self.template = template
 
-    def resolve(self, pod: Mapping[str, Any]) -> str | None:
+    def resolve(self, pod: Mapping[str, Any]) -> Sandbox | None:
         uid, namespace, name = pod_identity(pod)
         path = self.template.format(uid=uid, namespace=namespace, name=name)
-        return path if os.path.exists(path) else None
+        # No runtime to name the sandbox: the pod UID is its id (as the node simulator uses).
+        return Sandbox(uid, path) if os.path.exists(path) else None
 
     def __repr__(self) -> str:
         return f"PathTemplateResolver({self.template!r})"
@@ -101,7 +129,10 @@ class CgroupResolver:
     under a controller such as ``pids/``) are searched. Of the processes in the
     pod's cgroup and its container cgroups, those in the host's namespace are
     ignored; the earliest started of the others is the sandbox, and its
-    namespace is the pod's. Host-network pods therefore resolve to None.
+    namespace is the pod's. Host-network pods therefore resolve to None. The
+    sandbox's id is the name of its container cgroup (``<id>``,
+    ``cri-containerd-<id>.scope``, ``crio-<id>.scope``), or the pod UID when the
+    process sits in the pod's cgroup itself.
     """
 
     # kubepods sits right below a v2 root, one level deeper on v1 and hybrid
@@ -119,7 +150,7 @@ class CgroupResolver:
         self.host_netns = host_netns
         self._bases: list[str] | None = None
 
-    def resolve(self, pod: Mapping[str, Any]) -> str | None:
+    def resolve(self, pod: Mapping[str, Any]) -> Sandbox | None:
         uid, _, _ = pod_identity(pod)
         pod_dirs = self._pod_dirs(uid)
         if not pod_dirs:
@@ -128,18 +159,20 @@ class CgroupResolver:
         for pod_dir in pod_dirs:
             # The sandbox (pause) process starts first and holds the pod's
             # namespace; a container that made a namespace of its own started later.
-            candidates: list[tuple[int, int]] = []
-            for pid in _cgroup_pids(pod_dir):
+            candidates: list[tuple[int, int, str]] = []
+            for pid, cgroup in _cgroup_pids(pod_dir):
                 try:
                     st = os.stat(os.path.join(self.proc_root, str(pid), "ns", "net"))
                     started = _start_time(self.proc_root, pid)
                 except (OSError, ValueError):  # exited, or a zombie
                     continue
                 if (st.st_dev, st.st_ino) != host:
-                    candidates.append((started, pid))
+                    candidates.append((started, pid, cgroup))
             if candidates:
-                _, pid = min(candidates)
-                return os.path.join(self.proc_root, str(pid), "ns", "net")
+                _, pid, cgroup = min(candidates)
+                path = os.path.join(self.proc_root, str(pid), "ns", "net")
+                sandbox = _container_id(cgroup) if cgroup != pod_dir else None
+                return Sandbox(sandbox or uid, path)
         return None
 
     def _host_netns_id(self) -> tuple[int, int]:
@@ -235,117 +268,119 @@ def _start_time(proc_root: str, pid: int) -> int:
     return int(fields[19])
 
 
-def _cgroup_pids(directory: str) -> list[int]:
-    """Pids in ``directory``'s cgroup.procs and in every cgroup below it."""
-    pids: list[int] = []
+def _container_id(cgroup: str) -> str | None:
+    """The container id in a container cgroup's name (cgroupfs or systemd driver)."""
+    leaf = os.path.basename(cgroup)
+    if leaf.endswith(".scope"):
+        leaf = leaf[: -len(".scope")]
+    leaf = leaf.rsplit("-", 1)[-1]  # cri-containerd-<id>, crio-<id>, docker-<id>
+    return leaf if _CONTAINER_ID_RE.match(leaf) else None
+
+
+def _cgroup_pids(directory: str) -> list[tuple[int, str]]:
+    """(pid, cgroup dir) of the pids in ``directory``'s cgroup.procs and every cgroup below it."""
+    pids: list[tuple[int, str]] = []
     for dirpath, _dirnames, filenames in os.walk(directory):
         if "cgroup.procs" not in filenames:
             continue
         try:
             with open(os.path.join(dirpath, "cgroup.procs"), encoding="ascii") as fh:
-                pids.extend(int(line) for line in fh if line.strip().isdigit())
+                pids.extend((int(line), dirpath) for line in fh if line.strip().isdigit())
         except OSError:  # the cgroup went away while we walked
             continue
     return pids
 
 
 class CriResolver:
-    """Ask the container runtime, through ``crictl``, for the pod sandbox's namespace.
+    """Ask the container runtime over its CRI socket (gRPC) for the pod's sandbox.
 
-    The sandbox is found by the label ``io.kubernetes.pod.uid``; the path is
-    ``info.runtimeSpec.linux.namespaces[type=network].path`` of its verbose
-    status (what ``crictl inspectp`` prints).
+    ``ListPodSandbox`` by the label ``io.kubernetes.pod.uid`` (READY sandboxes,
+    newest first), then ``PodSandboxStatus(verbose)`` for the path
+    ``info.runtimeSpec.linux.namespaces[type=network].path``. The path of a
+    sandbox never changes, so it is asked once per sandbox and cached: a
+    reconcile costs one ListPodSandbox call on a kept channel, no process.
     """
 
-    def __init__(self, socket_path: str, crictl: str = "crictl", timeout: float = 10.0) -> None:
-        found = shutil.which(crictl)
-        if found is None:
-            raise NetnsError(
-                f"CriResolver needs crictl, which is not on PATH ({crictl!r}); install "
-                "cri-tools or choose another netns resolver"
-            )
-        self.crictl = found
-        self.endpoint = socket_path if "://" in socket_path else f"unix://{socket_path}"
-        self.timeout = timeout
+    CACHE_LIMIT = 4096
 
-    def resolve(self, pod: Mapping[str, Any]) -> str | None:
+    def __init__(self, socket_path: str, timeout: float = 5.0) -> None:
+        self.client = CriClient(socket_path, timeout=timeout)
+        self.endpoint = self.client.endpoint
+        self._paths: dict[str, str | None] = {}  # sandbox id -> netns path (None: host network)
+        self._by_uid: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, pod: Mapping[str, Any]) -> Sandbox | None:
         uid, _, _ = pod_identity(pod)
-        listing = self._crictl("pods", "--label", f"io.kubernetes.pod.uid={uid}", "-o", "json")
-        for sandbox_id in parse_crictl_pods(listing, uid):
-            path = parse_crictl_inspectp(self._crictl("inspectp", "-o", "json", sandbox_id))
+        try:
+            items = self.client.list_pod_sandboxes({"io.kubernetes.pod.uid": uid})
+        except CriError as err:
+            raise NetnsError(f"cannot list the sandboxes of pod {uid}: {err}") from None
+        items = [i for i in items if i.state == SANDBOX_READY and i.uid in (uid, "")]
+        items.sort(key=lambda i: (i.created_at, i.attempt), reverse=True)
+        self._forget_except(uid, {i.id for i in items})
+        torn_down: list[str] = []
+        for item in items:
+            found, path = self._cached(item.id)
+            if not found:
+                try:
+                    status = self.client.pod_sandbox_status(item.id)
+                except CriError as err:
+                    if err.code == "NOT_FOUND":  # removed since the listing
+                        continue
+                    raise NetnsError(f"cannot read sandbox {item.id} of pod {uid}: {err}") from None
+                path = None if status.network_mode == NAMESPACE_NODE else status.netns_path()
+                self._remember(uid, item.id, path)
             if path is None:
-                continue
-            if not os.path.exists(path):
+                return None  # host network: no namespace of its own
+            if os.path.exists(path):
+                return Sandbox(item.id, path)
+            torn_down.append(path)
+        if torn_down:
+            directory = os.path.dirname(torn_down[0])
+            if not _has_entries(directory):
                 raise NetnsError(
-                    f"the runtime reports netns {path} for pod {uid}, but it is not visible "
-                    "here; mount the host's /var/run/netns (or /run/netns) into the agent"
+                    f"the runtime reports netns {torn_down[0]} for pod {uid}, but {directory} "
+                    "is empty or missing here; mount the host's /var/run/netns (or /run/netns) "
+                    "into the agent"
                 )
-            return path
+            # The sandbox is being stopped (its namespace already went) or replaced.
+            log.debug("pod %s: sandbox netns %s is gone (sandbox torn down)", uid, torn_down)
         return None
 
-    def _crictl(self, *args: str) -> str:
-        argv = [self.crictl, "--runtime-endpoint", self.endpoint, *args]
-        try:
-            done = subprocess.run(
-                argv, capture_output=True, text=True, timeout=self.timeout, check=False
-            )
-        except subprocess.TimeoutExpired:
-            raise NetnsError(f"crictl {args[0]} timed out after {self.timeout:g}s") from None
-        if done.returncode != 0:
-            raise NetnsError(f"crictl {args[0]} failed: {done.stderr.strip()[-500:]}")
-        return done.stdout
+    def _cached(self, sandbox_id: str) -> tuple[bool, str | None]:
+        with self._lock:
+            if sandbox_id in self._paths:
+                return True, self._paths[sandbox_id]
+        return False, None
+
+    def _remember(self, uid: str, sandbox_id: str, path: str | None) -> None:
+        with self._lock:
+            if len(self._paths) >= self.CACHE_LIMIT:
+                self._paths.clear()
+                self._by_uid.clear()
+            self._paths[sandbox_id] = path
+            self._by_uid.setdefault(uid, set()).add(sandbox_id)
+
+    def _forget_except(self, uid: str, live: set[str]) -> None:
+        with self._lock:
+            for sandbox_id in self._by_uid.get(uid, set()) - live:
+                self._paths.pop(sandbox_id, None)
+            if live:
+                self._by_uid[uid] = self._by_uid.get(uid, set()) & live
+            else:
+                self._by_uid.pop(uid, None)
 
     def __repr__(self) -> str:
         return f"CriResolver({self.endpoint!r})"
 
 
-def parse_crictl_pods(text: str, uid: str) -> list[str]:
-    """Sandbox ids of the pod in ``crictl pods -o json`` output, ready ones first, newest first."""
+def _has_entries(directory: str) -> bool:
     try:
-        data = json.loads(text)
-    except ValueError as err:
-        raise NetnsError(f"crictl pods printed invalid JSON: {err}") from None
-    items = data.get("items") if isinstance(data, dict) else None
-    if not isinstance(items, list):
-        return []
-    picked: list[tuple[bool, int, str]] = []
-    for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
-            continue
-        meta = item.get("metadata")
-        labels = item.get("labels")
-        item_uid = meta.get("uid") if isinstance(meta, dict) else None
-        if item_uid is None and isinstance(labels, dict):
-            item_uid = labels.get("io.kubernetes.pod.uid")
-        if item_uid != uid:
-            continue
-        ready = item.get("state") == "SANDBOX_READY"
-        try:
-            created = int(item.get("createdAt", 0))
-        except (TypeError, ValueError):
-            created = 0
-        picked.append((ready, created, item["id"]))
-    picked.sort(reverse=True)
-    return [sandbox_id for _, _, sandbox_id in picked]
-
-
-def parse_crictl_inspectp(text: str) -> str | None:
-    """The network namespace path in ``crictl inspectp -o json`` output (None when host network)."""
-    try:
-        data = json.loads(text)
-    except ValueError as err:
-        raise NetnsError(f"crictl inspectp printed invalid JSON: {err}") from None
-    try:
-        namespaces = data["info"]["runtimeSpec"]["linux"]["namespaces"]
-    except (KeyError, TypeError):
-        return None
-    if not isinstance(namespaces, list):
-        return None
-    for ns in namespaces:
-        if isinstance(ns, dict) and ns.get("type") == "network":
-            path = ns.get("path")
-            return path if isinstance(path, str) and path else None
-    return None
+        with os.scandir(directory) as it:
+            return any(True for _ in it)
+    except OSError:
+        return False
 
 
 class ChainResolver:
@@ -358,20 +393,23 @@ class ChainResolver:
     def __init__(self, resolvers: Sequence[NetnsResolver]) -> None:
         self.resolvers = tuple(resolvers)
 
-    def resolve(self, pod: Mapping[str, Any]) -> str | None:
+    def resolve(self, pod: Mapping[str, Any]) -> Sandbox | None:
         first_error: NetnsError | None = None
         for resolver in self.resolvers:
             try:
-                path = resolver.resolve(pod)
+                sandbox = resolver.resolve(pod)
             except NetnsError as err:
                 log.warning(
-                    "netns resolver failed", extra={"resolver": repr(resolver), "error": str(err)}
+                    "netns resolver %r failed: %s",
+                    resolver,
+                    err,
+                    extra={"resolver": repr(resolver), "error": str(err)},
                 )
                 if first_error is None:
                     first_error = err
                 continue
-            if path is not None:
-                return path
+            if sandbox is not None:
+                return sandbox
         if first_error is not None:
             raise first_error
         return None

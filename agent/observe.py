@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent import netlink
+from agent.netns import Sandbox, same_namespace
 from agent.plan import Current, EarlierSwitch, Seen, parse_network_id, selection_key
 from netshift import annotations as ann
 from netshift import keys
@@ -26,12 +27,14 @@ log = logging.getLogger("netshift.agent")
 class Observation:
     pod: Pod
     netns: str
+    sandbox_id: str  # CNI_CONTAINERID of what the agent attaches (the runtime's sandbox id)
     records: tuple[AttachmentRecord, ...]
     links: Mapping[str, netlink.IfaceState]
     default_routes: tuple[netlink.Route, ...]
     network_status: tuple[ann.NetworkStatusEntry, ...]
     pod_meta: PodMeta | None
     switches: tuple[netlink.SwitchRecord, ...]
+    netns_aliases: frozenset[str] = frozenset()  # recorded paths of this same namespace
 
     def seen(self) -> Seen:
         """The planner's view of it."""
@@ -40,10 +43,23 @@ class Observation:
             network_status=self.network_status,
             links=frozenset(self.links),
             switches=[earlier_switch(sw) for sw in self.switches],
+            sandbox=self.sandbox_id,
+            netns=self.netns,
+            netns_aliases=self.netns_aliases,
+            addresses={
+                name: [a.split("/")[0] for a in state.addresses]
+                for name, state in self.links.items()
+            },
+            sandbox_since=(
+                self.pod_meta.sandbox_since
+                if self.pod_meta is not None and self.pod_meta.container_id == self.sandbox_id
+                else None
+            ),
         )
 
 
-def observe(pod: Pod, netns: str, store: RecordStore) -> Observation:
+def observe(pod: Pod, sandbox: Sandbox, store: RecordStore) -> Observation:
+    netns = sandbox.netns
     records = tuple(store.list_pod(pod.uid))
     links = {i.name: i for i in netlink.list_interfaces(netns)}
     entries = tuple(network_status(pod))
@@ -51,9 +67,13 @@ def observe(pod: Pod, netns: str, store: RecordStore) -> Observation:
     # Default routes matter only for interfaces someone else attached (their gateways).
     unheld = any(e.interface and e.interface not in held for e in entries)
     meta = store.get_pod_meta(pod.uid)
+    aliases = frozenset(
+        r.netns for r in records if r.netns and r.netns != netns and same_namespace(r.netns, netns)
+    )
     return Observation(
         pod=pod,
         netns=netns,
+        sandbox_id=sandbox.id,
         records=records,
         links=links,
         default_routes=tuple(netlink.default_routes(netns)) if unheld else (),
@@ -62,6 +82,7 @@ def observe(pod: Pod, netns: str, store: RecordStore) -> Observation:
         switches=tuple(netlink.SwitchRecord.from_json(raw) for raw in meta.switches)
         if meta
         else (),
+        netns_aliases=aliases,
     )
 
 
@@ -86,6 +107,9 @@ def as_current(r: AttachmentRecord) -> Current:
         retry_at=r.retry_at,
         message=r.message,
         drain_until=r.drain_until,
+        sandbox=r.container_id,
+        netns=r.netns,
+        adopted=r.adopted,
     )
 
 

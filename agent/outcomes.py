@@ -26,6 +26,7 @@ class Detached:
     retry_in: float
     error: str = ""  # why the DEL failed; "" when released
     rolled_back: bool = False  # a failed ADD cleared away: nothing to tell
+    why: str = ""  # the planner's reason (unwanted, replaced, vanished, drained, recreated)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,13 @@ what vanished, detach, attach, move the default network, drain an old default.
 Every decision is made here, retries included: which attempt an action is, how
 long to back off when it fails, and when to look at the pod again.
 Detaches come first so that a swap behind one interface name works.
+
+A recreated sandbox (a new sandbox id and netns for the same pod, e.g. after the
+runtime restarted it) is noticed on the records: what the agent held in the old
+sandbox is released (DEL with its recorded config and container id, in its old
+netns if that still exists), and the view is rebuilt from the new sandbox as at
+creation: what the runtime (Multus) attached there and network-status names is
+adopted, what only the agent had is plugged again.
 """
 
 from __future__ import annotations
@@ -44,6 +51,11 @@ MAX_BACKOFF = 300.0
 SOURCE_TABLE_BASE = 1000  # policy-routing tables for old defaults: 1000, 1001, ...
 FAILED_RECHECK = 0.5  # a failed attachment whose retry is due is looked at this soon at least
 DRAIN_RECHECK = 0.1
+# A network-status entry whose addresses are not on its live interface is another sandbox's
+# (netshift's own, or the runtime's not yet rewritten): its writer gets this long to rewrite
+# it after a sandbox appeared; then the interface is adopted by its name alone.
+SETTLE_SECONDS = 10.0
+UNSETTLED_RECHECK = 1.0
 _AUTO_NAME = re.compile(r"net[0-9]+")
 
 
@@ -89,6 +101,9 @@ class Current:
     retry_at: float = 0.0
     message: str = ""
     drain_until: float | None = None  # previous default to remove at this time
+    sandbox: str = ""  # the sandbox id it was attached in ("" unknown)
+    netns: str = ""  # the netns path it was attached in ("" unknown)
+    adopted: bool = False  # attached by someone else and taken over
 
     @property
     def failed(self) -> bool:
@@ -123,6 +138,27 @@ class Seen:
     network_status: Sequence[NetworkStatusEntry] = ()
     links: Collection[str] = ()
     switches: Sequence[EarlierSwitch] = ()
+    sandbox: str = ""  # the pod's sandbox now: its id ("" unknown) ...
+    netns: str = ""  # ... and its netns path
+    # Recorded netns paths that name the same namespace as `netns` (another resolver's path
+    # for it, e.g. /proc/<pid>/ns/net for /var/run/netns/cni-...).
+    netns_aliases: Collection[str] = ()
+    # The live addresses (no prefix) of each interface; None: not known, entries are not checked.
+    addresses: Mapping[str, Collection[str]] | None = None
+    # When the agent first saw this sandbox; None: now (it is new); 0: long ago (unknown).
+    sandbox_since: float | None = 0.0
+
+
+def same_sandbox(sandbox: str, netns: str, now_sandbox: str, now_netns: Collection[str]) -> bool:
+    """Whether an attachment made in (sandbox, netns) is in the sandbox now (its id, the paths
+    of its namespace).
+
+    Either the id or the namespace is enough: records written before sandbox ids
+    were known name the pod UID with the same namespace. Unknown on either side: the same.
+    """
+    if not now_sandbox or not (sandbox or netns):
+        return True
+    return sandbox == now_sandbox or (bool(netns) and netns in now_netns)
 
 
 # -- what the planner decides ------------------------------------------------------------
@@ -176,6 +212,13 @@ class Switch:
 @dataclass
 class Plan:
     problem: str = ""  # the wish cannot be read: nothing but bookkeeping is done
+    # Held in a sandbox that was replaced: DEL'd first (before anything takes their names).
+    release: list[Detach] = field(default_factory=list)
+    recreated: bool = False  # the sandbox was replaced: the pod's switch records are void
+    rebind: list[str] = field(default_factory=list)  # adopted records to take the sandbox's id
+    # Live interfaces whose network-status entry names other addresses: the view waits for the
+    # runtime's network-status (nothing is attached or switched meanwhile).
+    unsettled: list[str] = field(default_factory=list)
     adopt: list[Adopt] = field(default_factory=list)
     forget: list[str] = field(default_factory=list)  # stale network-status entries
     detach: list[Detach] = field(default_factory=list)
@@ -195,7 +238,11 @@ class Plan:
 def plan_pod(wish: Wish, seen: Seen, now: float) -> Plan:
     """Plan one pod: bookkeeping of what is there, then the diff against the wish."""
     plan = Plan()
-    current = _bookkeeping(plan, seen)
+    current = _bookkeeping(plan, seen, now)
+    if plan.unsettled:
+        plan.retry(UNSETTLED_RECHECK)
+        return plan
+    switches = () if plan.recreated else seen.switches
     try:
         selections = parse_networks(wish.annotations.get(keys.NETWORKS_KEY, ""))
         desired_default = _desired_default(wish)
@@ -206,7 +253,7 @@ def plan_pod(wish: Wish, seen: Seen, now: float) -> Plan:
         plan.attach.clear()
         return plan
     _plan_default(
-        plan, current, seen.switches, desired_default, parse_switch_policy(wish.annotations), now
+        plan, current, switches, desired_default, parse_switch_policy(wish.annotations), now
     )
     return plan
 
@@ -225,15 +272,27 @@ def _desired_default(wish: Wish) -> NetworkRef | None:
     return None
 
 
-def _bookkeeping(plan: Plan, seen: Seen) -> list[Current]:
-    """Adopt creation-time attachments, release vanished ones; what is there afterwards."""
-    held = {c.interface: c for c in seen.current}
+def _bookkeeping(plan: Plan, seen: Seen, now: float) -> list[Current]:
+    """Release what a replaced sandbox held, adopt creation-time attachments, release
+    vanished ones; what is there afterwards."""
+    held: dict[str, Current] = {}
+    for c in seen.current:
+        if not same_sandbox(c.sandbox, c.netns, seen.sandbox, {seen.netns, *seen.netns_aliases}):
+            plan.release.append(_detach(c, "recreated"))
+            plan.recreated = True
+            continue
+        if c.adopted and c.sandbox != seen.sandbox and seen.sandbox:
+            plan.rebind.append(c.interface)  # adopted under the pod UID by an older agent
+        held[c.interface] = c
     for entry in seen.network_status:
         if not entry.interface or entry.interface in held:
             continue
         if entry.interface not in seen.links:
             # Detached (maybe by an agent that crashed before it reported): a stale entry.
             plan.forget.append(entry.interface)
+            continue
+        if not _matches_live(entry, seen) and not _settled(seen, now):
+            plan.unsettled.append(entry.interface)
             continue
         # Multus names unnamed networks net1, net2, ...: those names stay automatic,
         # so the selection that asked for one keeps it (and is not re-plugged).
@@ -253,6 +312,19 @@ def _bookkeeping(plan: Plan, seen: Seen) -> list[Current]:
             plan.detach.append(_detach(c, "vanished"))
             del held[interface]
     return list(held.values())
+
+
+def _matches_live(entry: NetworkStatusEntry, seen: Seen) -> bool:
+    """The entry's addresses are on its interface (or one side does not say)."""
+    if seen.addresses is None or not entry.ips:
+        return True
+    live = seen.addresses.get(entry.interface or "")
+    return live is None or set(entry.ips) <= set(live)
+
+
+def _settled(seen: Seen, now: float) -> bool:
+    since = now if seen.sandbox_since is None else seen.sandbox_since
+    return now - since >= SETTLE_SECONDS
 
 
 def _detach(c: Current, why: str) -> Detach:

@@ -19,7 +19,7 @@ from typing import Any
 
 from agent.execute import Executor
 from agent.metrics import AgentMetrics
-from agent.netns import NetnsError, NetnsResolver
+from agent.netns import NetnsError, NetnsResolver, Sandbox
 from agent.networks import NetworkConfigs
 from agent.observe import as_current, observe
 from agent.plan import Wish, next_requeue, plan_pod
@@ -115,7 +115,7 @@ class Agent:
             self.store,
             CniExecutor(list(settings.plugin_dirs), timeout=settings.cni_timeout),
             self.configs,
-            self._netns_now,
+            self._sandbox_now,
             self.metrics,
         )
         self.on_timing = on_timing
@@ -195,16 +195,18 @@ class Agent:
         except NetnsError:
             return False
 
-    def _netns_now(self, uid: str) -> str:
-        """Where the pod's netns is now ("" when unknown): a DEL runs there."""
+    def _sandbox_now(self, uid: str) -> Sandbox | None:
+        """The pod's sandbox now (None when unknown): a DEL of what was made there runs there."""
         pod = self.pod(uid)
         if pod is None:
-            return ""
+            return None
         with contextlib.suppress(NetnsError):
-            return self.resolver.resolve(pod) or ""
-        return ""
+            return self.resolver.resolve(pod)
+        return None
 
-    def _ready_netns(self, obj: Mapping[str, Any], pod: Pod) -> tuple[str | None, float | None]:
+    def _ready_sandbox(
+        self, obj: Mapping[str, Any], pod: Pod
+    ) -> tuple[Sandbox | None, float | None]:
         """The netns of a running pod on the pod network, or why not now (and when to look again)."""
         if pod.host_network:
             return None, None  # no network namespace of its own: nothing to plug into
@@ -213,12 +215,17 @@ class Agent:
             # update to Running queues it again, so an earlier edit is not lost.
             return None, None
         try:
-            netns = self.resolver.resolve(obj)
+            sandbox = self.resolver.resolve(obj)
         except NetnsError as err:
-            log.warning("pod %s: cannot find its netns: %s", pod.key, err)
+            log.warning(
+                "pod %s: cannot find its netns: %s",
+                pod.key,
+                err,
+                extra={"pod": pod.key, "resolver": repr(self.resolver), "error": str(err)},
+            )
             return None, 5.0
-        # None: not started yet (or already torn down): the wish waits on the pod, not lost.
-        return netns, (None if netns else 1.0)
+        # None: not started yet (or torn down, or being replaced): the wish waits on the pod.
+        return sandbox, (None if sandbox else 1.0)
 
     def reconcile(self, uid: str) -> float | None:
         with self._lock:
@@ -234,11 +241,11 @@ class Agent:
             # Graceful shutdown: the pod keeps every network until its sandbox is gone;
             # the runtime's teardown (or the pod's final deletion) brings it back here.
             return CLEANUP_RETRY
-        netns, wait = self._ready_netns(obj, pod)
-        if not netns:
+        sandbox, wait = self._ready_sandbox(obj, pod)
+        if sandbox is None:
             return wait
         started = time.monotonic()
-        retry, report = self.converge(pod, netns)
+        retry, report = self.converge(pod, sandbox)
         if retry is not None:
             self.metrics.queue_retries.inc()
         cni_seconds = time.monotonic() - started
@@ -257,9 +264,9 @@ class Agent:
             )
         return retry
 
-    def converge(self, pod: Pod, netns: str) -> tuple[float | None, Report]:
+    def converge(self, pod: Pod, sandbox: Sandbox) -> tuple[float | None, Report]:
         """Observe, plan, execute; the report of it and when to look again."""
-        obs = observe(pod, netns, self.store)
+        obs = observe(pod, sandbox, self.store)
         cluster = self.configs.cluster_net
         wish = Wish(pod.namespace, pod.annotations, cluster.name if cluster else None)
         plan = plan_pod(wish, obs.seen(), time.time())

@@ -79,6 +79,9 @@ def events_of(o: Outcome) -> list[Event]:
             retry = f"(attempt {o.attempt}, retry in {o.retry_in:.0f}s)"
             message = f"{rec.network}@{rec.interface}: {o.error} {retry}"
             return [Event("DetachFailed", message, "Warning")]
+        if o.why == "recreated":
+            message = f"{rec.network} from {rec.interface} of the replaced sandbox {rec.container_id[:13]}"
+            return [Event("Detached", message)]
         return [Event("Detached", f"{rec.network} from {rec.interface}")]
     if isinstance(o, Switched):
         message = f"default network is now {o.network} on {o.interface}"

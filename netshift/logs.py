@@ -6,6 +6,34 @@ import json
 import logging
 import sys
 import time
+from typing import Any
+
+# What every LogRecord has; anything else on a record came from `extra=`.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "fields",
+}
+
+
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields given with ``extra=`` (and with ``extra={"fields": {...}}``)."""
+    out = {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+    fields = getattr(record, "fields", None)
+    if isinstance(fields, dict):
+        out.update(fields)
+    return out
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines; ``extra=`` fields follow the message as key=value."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extra = extra_fields(record)
+        if extra:
+            line += " " + " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in extra.items())
+        return line
 
 
 class JsonFormatter(logging.Formatter):
@@ -17,9 +45,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        extra = getattr(record, "fields", None)
-        if isinstance(extra, dict):
-            entry.update(extra)
+        for key, value in extra_fields(record).items():
+            entry.setdefault(key, value)  # never over ts, level, logger or msg
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -34,7 +61,7 @@ def setup(fmt: str | None = None, verbose: bool = False) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+            TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -231,6 +231,7 @@ class PodMeta:
     # still installed in the pod (removed once its old interface is detached).
     switches: list[dict[str, Any]] = field(default_factory=list)
     updated_at: float = 0.0
+    sandbox_since: float = 0.0  # when the agent first saw sandbox `container_id` (0: unknown)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -259,6 +260,7 @@ class PodMeta:
             container_id=_typed(data, "container_id", str, ""),
             switches=switches,
             updated_at=_typed(data, "updated_at", float, 0.0),
+            sandbox_since=_typed(data, "sandbox_since", float, 0.0),
             extra={k: v for k, v in data.items() if k not in known},
         )
 

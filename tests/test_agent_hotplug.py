@@ -296,11 +296,13 @@ def test_a_bad_nad_fails_only_its_attachment_with_the_reason_and_is_retried_with
 ) -> None:
     pod = create_running_pod(kube, namespace, "web")
     uid, path = pod["metadata"]["uid"], netns_of(pod)
+    # Created first: the agent's NAD watch has it long before the pod asks for it, so the
+    # first failure is the config's, not "does not exist".
+    nets.raw("bad", BROKEN_CONFIGS[kind])
     nets.bridge("blue")
     annotate(kube, namespace, "web", {NETWORKS: "blue@data0"})
     wait_settled(kube, namespace, "web", keys.CONVERGED)
     before = interfaces(path)
-    nets.raw("bad", BROKEN_CONFIGS[kind])
 
     annotate(kube, namespace, "web", {NETWORKS: "blue@data0, bad@bad0"})
     first_try = time.monotonic()

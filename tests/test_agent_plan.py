@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.plan import (
     MAX_BACKOFF,
+    SETTLE_SECONDS,
     SOURCE_TABLE_BASE,
+    UNSETTLED_RECHECK,
     Current,
     EarlierSwitch,
     Plan,
@@ -465,3 +468,151 @@ def test_a_switch_never_detaches_its_target_and_a_failed_default_keeps_its_name(
     for c in failed:
         if c.interface in {w.interface for w in p.waiting}:
             assert p.switch is None and c.interface not in detached and p.retry_in is not None
+
+
+# -- a recreated sandbox ---------------------------------------------------------------------
+
+SB_A, NS_A = "a" * 64, "/var/run/netns/cni-a"
+SB_B, NS_B = "b" * 64, "/var/run/netns/cni-b"
+
+
+def in_sandbox(c: Current, sandbox: str, netns: str) -> Current:
+    return replace(c, sandbox=sandbox, netns=netns)
+
+
+def plan_in(
+    sandbox: str,
+    netns: str,
+    networks: str,
+    current: Sequence[Current],
+    status: Sequence[NetworkStatusEntry] = (),
+    links: Sequence[str] = (),
+    switches: Sequence[EarlierSwitch] = (),
+    default: str | None = None,
+) -> Plan:
+    annotations = {keys.NETWORKS_KEY: networks} if networks else {}
+    if default is not None:
+        annotations[keys.DEFAULT_NETWORK_KEY] = default
+    seen = Seen(current, status, links, switches, sandbox=sandbox, netns=netns)
+    return plan_pod(Wish(NS, annotations, CLUSTER), seen, NOW)
+
+
+def entry(network: str, interface: str, ip: str, default: bool = False) -> NetworkStatusEntry:
+    return NetworkStatusEntry(name=network, interface=interface, ips=[ip], default=default)
+
+
+def test_what_the_old_sandbox_held_is_released_and_the_new_one_is_rebuilt() -> None:
+    """Multus re-created eth0 and net1 in B (its network-status names them); data0 was netshift's."""
+    old = [
+        in_sandbox(replace_adopted(ETH0), SB_A, NS_A),
+        in_sandbox(secondary("red", "net1"), SB_A, NS_A),
+        in_sandbox(secondary("blue", "data0"), SB_A, NS_A),
+    ]
+    status = [
+        entry(CLUSTER, "eth0", "10.0.0.9", default=True),
+        entry(f"{NS}/red", "net1", "10.1.0.9"),
+        entry(f"{NS}/blue", "data0", "10.2.0.5"),  # netshift's entry for A: stale
+    ]
+    p = plan_in(SB_B, NS_B, "red, blue@data0", old, status, links=["lo", "eth0", "net1"])
+    assert p.recreated
+    assert [(d.current.interface, d.why) for d in p.release] == [
+        ("eth0", "recreated"),
+        ("net1", "recreated"),
+        ("data0", "recreated"),
+    ]
+    assert [(a.interface, a.default) for a in p.adopt] == [("eth0", True), ("net1", False)]
+    assert p.forget == ["data0"]  # not in B: its entry goes, and it is plugged again
+    assert attached_names(p) == ["data0"] and p.detach == [] and p.switch is None
+
+
+def replace_adopted(c: Current) -> Current:
+    return replace(c, adopted=True)
+
+
+def test_a_recreated_sandbox_voids_the_old_switch_records() -> None:
+    """After a switch to net1 in A, B comes with eth0 only: the switch is planned anew."""
+    old = [
+        in_sandbox(
+            Current(NetworkRef("", CLUSTER), "eth0", ATTACHED, PREVIOUS_DEFAULT, adopted=True),
+            SB_A,
+            NS_A,
+        ),
+        in_sandbox(Current(ref("green"), "net1", ATTACHED, DEFAULT), SB_A, NS_A),
+    ]
+    switches = [EarlierSwitch("eth0", SOURCE_TABLE_BASE + 3, ("10.0.0.1",))]
+    status = [entry(CLUSTER, "eth0", "10.0.0.9", default=True)]
+    p = plan_in(SB_B, NS_B, "", old, status, ["lo", "eth0"], switches, default="green")
+    assert [d.current.interface for d in p.release] == ["eth0", "net1"]
+    assert p.switch is not None and p.switch.interface == "net1" and p.switch.attach is not None
+    assert p.switch.table == SOURCE_TABLE_BASE  # the old tables went with A's netns
+
+
+def test_records_of_the_same_sandbox_are_not_released() -> None:
+    held = [in_sandbox(ETH0, SB_B, NS_B), in_sandbox(secondary("blue", "data0"), SB_B, NS_B)]
+    p = plan_in(SB_B, NS_B, "blue@data0", held, links=["eth0", "data0"])
+    assert p.release == [] and not p.recreated and p.attach == [] and p.detach == []
+
+
+def test_records_of_an_older_agent_name_the_pod_uid_and_the_same_netns() -> None:
+    """Written with the pod UID as container id: same netns, so the same sandbox; an adopted
+    one takes the sandbox's id (its DEL must hit the runtime's reservation)."""
+    uid = "6f1c5b7e-2d3a-4c8b-9e0f-1a2b3c4d5e6f"
+    held = [
+        in_sandbox(replace_adopted(ETH0), uid, NS_B),
+        in_sandbox(secondary("blue", "data0"), uid, NS_B),
+    ]
+    p = plan_in(SB_B, NS_B, "blue@data0", held, links=["eth0", "data0"])
+    assert p.release == [] and p.rebind == ["eth0"] and p.attach == []
+
+
+def test_a_replaced_sandbox_whose_release_is_pending_is_retried() -> None:
+    """A DEL in the old sandbox that failed before is tried again (attempts count on)."""
+    stuck = in_sandbox(
+        secondary("blue", "data0", DETACHING, attempts=2, message="detach failed: x"), SB_A, NS_A
+    )
+    p = plan_in(SB_B, NS_B, "blue@data0", [in_sandbox(ETH0, SB_B, NS_B), stuck], links=["eth0"])
+    assert [(d.current.interface, d.attempt) for d in p.release] == [("data0", 3)]
+    assert attached_names(p) == ["data0"]  # planned; the executor holds it while the DEL fails
+
+
+def test_an_unknown_sandbox_changes_nothing() -> None:
+    """Resolvers that cannot name a sandbox (""): the records are taken as they are."""
+    held = [in_sandbox(ETH0, SB_A, NS_A)]
+    p = plan_in("", NS_B, "", held, links=["eth0"])
+    assert p.release == [] and not p.recreated
+
+
+def test_another_path_of_the_same_namespace_is_the_same_sandbox() -> None:
+    """Another resolver's path for the namespace (observe stats both): not a new sandbox."""
+    held = [in_sandbox(ETH0, "6f1c5b7e-2d3a-4c8b-9e0f-1a2b3c4d5e6f", "/proc/42/ns/net")]
+    seen = Seen(held, (), ["eth0"], sandbox=SB_B, netns=NS_B, netns_aliases=["/proc/42/ns/net"])
+    assert plan_pod(Wish(NS, {}, CLUSTER), seen, NOW).release == []
+    moved = Seen(held, (), ["eth0"], sandbox=SB_B, netns=NS_B)
+    assert [d.why for d in plan_pod(Wish(NS, {}, CLUSTER), moved, NOW).release] == ["recreated"]
+
+
+def test_entries_with_other_addresses_than_the_live_link_wait_for_the_runtime() -> None:
+    """Just after a sandbox appeared, network-status may still be the old sandbox's: what it
+    names is neither adopted nor plugged (a wanted data0 would clash with Multus's) until the
+    runtime's entries arrive, or until SETTLE_SECONDS passed."""
+    old = [in_sandbox(replace_adopted(ETH0), SB_A, NS_A)]
+    status = [entry(CLUSTER, "eth0", "10.0.0.9", default=True)]
+    live = {"eth0": ["10.0.0.7"], "data0": ["10.2.0.8"]}
+
+    def seen(since: float | None, addresses: dict[str, list[str]]) -> Seen:
+        return Seen(old, status, list(addresses), (), SB_B, NS_B, (), addresses, since)
+
+    wish = Wish(NS, {keys.NETWORKS_KEY: "blue@data0"}, CLUSTER)
+    p = plan_pod(wish, seen(None, live), NOW)
+    assert [d.why for d in p.release] == ["recreated"]  # released at once
+    assert p.unsettled == ["eth0"] and p.adopt == [] and p.attach == [] and p.forget == []
+    assert p.retry_in == UNSETTLED_RECHECK
+    # The runtime's entry arrived: adopted.
+    fresh = Seen(
+        [], [entry(CLUSTER, "eth0", "10.0.0.7", True)], list(live), (), SB_B, NS_B, (), live, NOW
+    )
+    p = plan_pod(wish, fresh, NOW)
+    assert [a.interface for a in p.adopt] == ["eth0"] and p.unsettled == []
+    # Nobody rewrote it: after SETTLE_SECONDS the interface is adopted by its name.
+    p = plan_pod(wish, seen(NOW - SETTLE_SECONDS, live), NOW)
+    assert [a.interface for a in p.adopt] == ["eth0"] and p.unsettled == []

@@ -343,21 +343,26 @@ def test_switch_keeps_an_established_tcp_connection_alive(nets: TwoNetworks, fam
         server.close()
 
 
-def test_without_its_source_routes_the_old_connection_stalls(nets: TwoNetworks) -> None:
-    # The control for the test above: once the rules are gone while the old
-    # interface stays, replies from the old address leave through network B.
-    server = EchoServer(nets.router_a, V4, nets.far4)
+@pytest.mark.parametrize("family", [V4, V6], ids=["ipv4", "ipv6"])
+def test_removing_its_source_routes_retires_the_old_address_and_its_connections(
+    nets: TwoNetworks, family: int
+) -> None:
+    # Once the rules are gone while the old interface stays, a packet from the old address
+    # would leave through network B (IPv6 even sends from an address already deleted): its
+    # sockets are aborted and the address deleted while the rules still hold.
+    far, old = (nets.far4, nets.pod_a4) if family == V4 else (nets.far6, nets.pod_a6)
+    server = EchoServer(nets.router_a, family, far)
     client = None
     try:
-        client = socket_from_old_address(nets, V4, nets.pod_a4, nets.far4, server.port)
+        client = socket_from_old_address(nets, family, old, far, server.port)
         record = switch_to_b(nets)
         assert exchange(client, b"ping") == b"ping"
 
         netlink.remove_source_routes(nets.pod_path, record)
 
-        client.settimeout(1.0)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(ConnectionAbortedError):
             exchange(client, b"lost")
+        assert old not in in_ns(nets.pod, "ip", "addr", "show", "dev", "na")
     finally:
         if client is not None:
             client.close()
@@ -459,9 +464,56 @@ def test_remove_source_routes_cleans_up_rules_and_table(nets: TwoNetworks) -> No
     assert not any(f"lookup {TABLE}" in r for r in rules(nets.pod))
     assert sh("ip", "-n", nets.pod, "-4", "route", "show", "table", str(TABLE)) == ""
     assert sh("ip", "-n", nets.pod, "-6", "route", "show", "table", str(TABLE)) == ""
-    assert route_dev(nets.pod, nets.far4, src=nets.pod_a4) == "nb"
+    # `na` is still there but carries no default: its old addresses went before their rules,
+    # so that no packet from them can follow the main default out of `nb`.
+    state = netlink.interface_state(nets.pod_path, "na")
+    assert state is not None and state.up
+    assert not {nets.pod_a4, nets.pod_a6} & {a.split("/")[0] for a in state.addresses}
     assert main_defaults(nets) == {("0.0.0.0/0", nets.gw_b4, "nb"), ("::/0", nets.gw_b6, "nb")}
     netlink.remove_source_routes(nets.pod_path, record)  # again: nothing left, no error
+
+
+def test_remove_source_routes_of_a_switch_back_keeps_the_addresses(nets: TwoNetworks) -> None:
+    record = switch_to_b(nets)
+    netlink.switch_default_route(
+        nets.pod_path, "na", [nets.gw_a4, nets.gw_a6], "nb", [nets.pod_b4, nets.pod_b6], TABLE + 1
+    )
+    netlink.remove_source_routes(nets.pod_path, record)
+    state = netlink.interface_state(nets.pod_path, "na")
+    assert state is not None and {nets.pod_a4, nets.pod_a6} <= {
+        a.split("/")[0] for a in state.addresses
+    }
+    assert not any(
+        f"lookup {TABLE} " in r or r.endswith(f"lookup {TABLE}") for r in rules(nets.pod)
+    )
+    assert route_dev(nets.pod, nets.far4, src=nets.pod_a4) == "na"
+
+
+def test_remove_default_routes_via_takes_one_hop_of_a_multipath_ipv6_default(
+    nets: TwoNetworks,
+) -> None:
+    # What the bridge plugin's ::/0 does to the pod's default: one route, two next hops.
+    in_ns(nets.pod, "ip", "-6", "route", "append", "default", "via", nets.gw_b6, "dev", "nb")
+    assert "nexthop" in in_ns(nets.pod, "ip", "-6", "route", "show", "default")
+    removed = netlink.remove_default_routes_via(nets.pod_path, "nb")
+    assert [(r.dst, r.gateway, r.ifname) for r in removed] == [("::/0", nets.gw_b6, "nb")]
+    assert main_defaults(nets) == {("0.0.0.0/0", nets.gw_a4, "na"), ("::/0", nets.gw_a6, "na")}
+
+
+def test_keep_source_routes_pins_old_addresses_before_any_default_moves(nets: TwoNetworks) -> None:
+    addrs = [f"{nets.pod_a4}/24", f"{nets.pod_a6}/112"]
+    kept, copied = netlink.keep_source_routes(nets.pod_path, "na", addrs, TABLE)
+    assert {r.src for r in kept} == {f"{nets.pod_a4}/32", f"{nets.pod_a6}/128"}
+    assert {(r.dst, r.ifname) for r in copied} >= {("0.0.0.0/0", "na"), ("::/0", "na")}
+    # A plugin's default that wins in the main table (IPv4 prepends, IPv6 merges) ...
+    in_ns(nets.pod, "ip", "route", "prepend", "default", "via", nets.gw_b4, "dev", "nb")
+    in_ns(nets.pod, "ip", "-6", "route", "append", "default", "via", nets.gw_b6, "dev", "nb")
+    assert route_dev(nets.pod, nets.far4) == "nb"
+    # ... never carries a packet from an old address.
+    assert route_dev(nets.pod, nets.far4, src=nets.pod_a4) == "na"
+    assert route_dev(nets.pod, nets.far6, src=nets.pod_a6) == "na"
+    record = switch_to_b(nets)  # picks the same state up
+    assert set(kept) <= set(record.rules)
 
 
 def test_remove_source_routes_after_the_old_interface_was_detached(nets: TwoNetworks) -> None:

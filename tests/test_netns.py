@@ -10,10 +10,8 @@ holding the real pid of a process in a real namespace.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import stat
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -33,13 +31,16 @@ from nodeutil import (
 from agent.netns import (
     CgroupResolver,
     ChainResolver,
-    CriResolver,
     NetnsError,
     NetnsResolver,
     PathTemplateResolver,
-    parse_crictl_inspectp,
-    parse_crictl_pods,
+    Sandbox,
 )
+
+
+def path_of(resolver: NetnsResolver, pod: dict[str, Any]) -> str | None:
+    sandbox = resolver.resolve(pod)
+    return sandbox.netns if sandbox else None
 
 
 def make_pod(
@@ -82,15 +83,15 @@ def test_path_template_finds_an_existing_namespace() -> None:
     with netns("nsp") as name:
         uid = name[3:]  # the template decides how a pod maps to a file name
         resolver = PathTemplateResolver("/var/run/netns/nsp{uid}")
-        assert resolver.resolve(make_pod(uid)) == netns_path(name)
-    assert resolver.resolve(make_pod(uid)) is None
+        assert path_of(resolver, make_pod(uid)) == netns_path(name)
+    assert path_of(resolver, make_pod(uid)) is None
 
 
 def test_path_template_uses_namespace_and_name(tmp_path: Path) -> None:
     (tmp_path / "team-a_web-0").touch()
     resolver = PathTemplateResolver(str(tmp_path / "{namespace}_{name}"))
-    assert resolver.resolve(make_pod()) == str(tmp_path / "team-a_web-0")
-    assert resolver.resolve(make_pod(name="web-1")) is None
+    assert path_of(resolver, make_pod()) == str(tmp_path / "team-a_web-0")
+    assert path_of(resolver, make_pod(name="web-1")) is None
 
 
 def test_path_template_with_unknown_fields_is_refused() -> None:
@@ -109,7 +110,7 @@ def test_path_template_with_unknown_fields_is_refused() -> None:
 def test_pods_with_unsafe_identity_are_refused(meta: dict[str, str], tmp_path: Path) -> None:
     resolver = PathTemplateResolver(str(tmp_path / "{namespace}-{uid}"))
     with pytest.raises(NetnsError, match="metadata"):
-        resolver.resolve({"metadata": meta})
+        path_of(resolver, {"metadata": meta})
 
 
 # ----------------------------------------------------------------------------- cgroups, real
@@ -137,10 +138,10 @@ def test_cgroup_v2_finds_the_pause_process_namespace(
     )
     with cgroup_tree(mount, f"{top}/{pod_dir}/{container}", pid):
         resolver = CgroupResolver(cgroup_root=os.path.join(mount, top))
-        path = resolver.resolve(make_pod(uid))
+        path = path_of(resolver, make_pod(uid))
         assert path == f"/proc/{pid}/ns/net"
         assert same_ns(path, netns_path(ns_name))
-        assert resolver.resolve(make_pod()) is None  # another pod: no cgroup
+        assert path_of(resolver, make_pod()) is None  # another pod: no cgroup
     assert not os.path.exists(os.path.join(mount, top))
 
 
@@ -163,7 +164,7 @@ def test_cgroup_v1_controller_hierarchy_finds_the_namespace(pod_ns: tuple[str, i
     with cgroup_tree(
         mount, f"{top}/{systemd_pod_dir(uid, 'besteffort')}/crio-{uid[:8]}.scope", pid
     ):
-        path = CgroupResolver(cgroup_root=os.path.join(mount, top)).resolve(make_pod(uid))
+        path = path_of(CgroupResolver(cgroup_root=os.path.join(mount, top)), make_pod(uid))
         assert path is not None and same_ns(path, netns_path(ns_name))
 
 
@@ -184,7 +185,7 @@ def test_cgroup_below_a_hierarchy_directory_is_found(
     leaf.mkdir(parents=True)
     (leaf.parent / "cgroup.procs").write_text("")
     (leaf / "cgroup.procs").write_text(f"{pid}\n")
-    path = CgroupResolver(cgroup_root=str(tmp_path)).resolve(make_pod(uid))
+    path = path_of(CgroupResolver(cgroup_root=str(tmp_path)), make_pod(uid))
     assert path is not None and same_ns(path, netns_path(ns_name))
 
 
@@ -197,7 +198,7 @@ def test_nested_kubelet_cgroup_root_is_found(pod_ns: tuple[str, int], tmp_path: 
     leaf = tmp_path / pod / "cri-containerd-1.scope"
     leaf.mkdir(parents=True)
     (leaf / "cgroup.procs").write_text(f"{pid}\n")
-    path = CgroupResolver(cgroup_root=str(tmp_path)).resolve(make_pod(uid))
+    path = path_of(CgroupResolver(cgroup_root=str(tmp_path)), make_pod(uid))
     assert path is not None and same_ns(path, netns_path(ns_name))
 
 
@@ -210,7 +211,7 @@ def test_host_processes_and_dead_pids_are_skipped(pod_ns: tuple[str, int], tmp_p
     for name, content in (("aaa", f"{os.getpid()}\n"), ("bbb", "4194304\n"), ("ccc", f"{pid}\n")):
         (pod / name).mkdir(parents=True)
         (pod / name / "cgroup.procs").write_text(content)
-    path = CgroupResolver(cgroup_root=str(tmp_path)).resolve(make_pod(uid))
+    path = path_of(CgroupResolver(cgroup_root=str(tmp_path)), make_pod(uid))
     assert path is not None and same_ns(path, netns_path(ns_name))
 
 
@@ -226,7 +227,7 @@ def test_the_earliest_started_process_is_the_sandbox(
         for name, pids in (("app.scope", [late1, late2]), ("pause.scope", [pause])):
             (pod / name).mkdir(parents=True)
             (pod / name / "cgroup.procs").write_text("".join(f"{p}\n" for p in pids))
-        path = CgroupResolver(cgroup_root=str(tmp_path)).resolve(make_pod(uid))
+        path = path_of(CgroupResolver(cgroup_root=str(tmp_path)), make_pod(uid))
         assert path == f"/proc/{pause}/ns/net"
         assert same_ns(path, netns_path(ns_name))
 
@@ -236,26 +237,54 @@ def test_host_network_pod_has_no_namespace_of_its_own(tmp_path: Path) -> None:
     leaf = tmp_path / systemd_pod_dir(uid, None) / "cri-containerd-1.scope"
     leaf.mkdir(parents=True)
     (leaf / "cgroup.procs").write_text(f"{os.getpid()}\n")
-    assert CgroupResolver(cgroup_root=str(tmp_path)).resolve(make_pod(uid)) is None
+    assert path_of(CgroupResolver(cgroup_root=str(tmp_path)), make_pod(uid)) is None
+
+
+@requires_node
+def test_cgroup_resolver_names_the_sandbox_by_its_container_cgroup(
+    pod_ns: tuple[str, int], tmp_path: Path
+) -> None:
+    _, pid = pod_ns
+    uid, sandbox_id = str(uuid.uuid4()), secrets.token_hex(32)
+    leaf = tmp_path / systemd_pod_dir(uid, None) / f"cri-containerd-{sandbox_id}.scope"
+    leaf.mkdir(parents=True)
+    (leaf / "cgroup.procs").write_text(f"{pid}\n")
+    found = CgroupResolver(cgroup_root=str(tmp_path)).resolve(make_pod(uid))
+    assert found is not None and found.id == sandbox_id
+    # A sandbox process in the pod's cgroup itself: no container id there, the pod UID is used.
+    other = str(uuid.uuid4())
+    pod_dir = tmp_path / cgroupfs_pod_dir(other, None)
+    pod_dir.mkdir(parents=True)
+    (pod_dir / "cgroup.procs").write_text(f"{pid}\n")
+    found = CgroupResolver(cgroup_root=str(tmp_path)).resolve(make_pod(other))
+    assert found is not None and found.id == other
+
+
+def test_path_template_names_the_sandbox_by_the_pod_uid(tmp_path: Path) -> None:
+    uid = str(uuid.uuid4())
+    (tmp_path / uid).touch()
+    assert PathTemplateResolver(str(tmp_path / "{uid}")).resolve(make_pod(uid)) == Sandbox(
+        uid, str(tmp_path / uid)
+    )
 
 
 def test_pod_without_cgroup_has_no_namespace(tmp_path: Path) -> None:
     (tmp_path / "kubepods.slice").mkdir()
-    assert CgroupResolver(cgroup_root=str(tmp_path)).resolve(make_pod()) is None
-    assert CgroupResolver(cgroup_root=str(tmp_path / "missing")).resolve(make_pod()) is None
+    assert path_of(CgroupResolver(cgroup_root=str(tmp_path)), make_pod()) is None
+    assert path_of(CgroupResolver(cgroup_root=str(tmp_path / "missing")), make_pod()) is None
 
 
 def test_cgroup_created_after_the_first_scan_is_found(tmp_path: Path) -> None:
     resolver = CgroupResolver(cgroup_root=str(tmp_path))
     uid = str(uuid.uuid4())
-    assert resolver.resolve(make_pod(uid)) is None
+    assert path_of(resolver, make_pod(uid)) is None
     leaf = tmp_path / "kubepods" / f"pod{uid}" / "c1"
     leaf.mkdir(parents=True)
     (leaf / "cgroup.procs").write_text(f"{os.getpid()}\n")
     # our own process is in the host namespace: found, but not a pod namespace
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(resolver, "_host_netns_id", lambda: (0, 0))
-        assert resolver.resolve(make_pod(uid)) == f"/proc/{os.getpid()}/ns/net"
+        assert path_of(resolver, make_pod(uid)) == f"/proc/{os.getpid()}/ns/net"
 
 
 def test_unreadable_host_namespace_is_an_error(tmp_path: Path) -> None:
@@ -265,114 +294,13 @@ def test_unreadable_host_namespace_is_an_error(tmp_path: Path) -> None:
     (leaf / "cgroup.procs").write_text("1\n")
     resolver = CgroupResolver(cgroup_root=str(tmp_path), host_netns=str(tmp_path / "nope"))
     with pytest.raises(NetnsError, match="host network namespace"):
-        resolver.resolve(make_pod(uid))
+        path_of(resolver, make_pod(uid))
 
 
 # ----------------------------------------------------------------------------- CRI
 
 
-# What `crictl pods -o json` and `crictl inspectp -o json` print, trimmed to the
-# fields the resolver reads (shape written from the CRI API; values made up).
-UID = "6f1c5b7e-2d3a-4c8b-9e0f-1a2b3c4d5e6f"
-CRICTL_PODS = {
-    "items": [
-        {
-            "id": "old0000000000000000000000000000000000000000000000000000000000000",
-            "metadata": {"name": "web-0", "uid": UID, "namespace": "team-a", "attempt": 0},
-            "state": "SANDBOX_NOTREADY",
-            "createdAt": "1700000000000000000",
-            "labels": {"io.kubernetes.pod.uid": UID},
-        },
-        {
-            "id": "new1111111111111111111111111111111111111111111111111111111111111",
-            "metadata": {"name": "web-0", "uid": UID, "namespace": "team-a", "attempt": 1},
-            "state": "SANDBOX_READY",
-            "createdAt": "1700000100000000000",
-            "labels": {"io.kubernetes.pod.uid": UID},
-        },
-        {
-            "id": "other22222222222222222222222222222222222222222222222222222222222",
-            "metadata": {"name": "db-0", "uid": "another", "namespace": "team-a", "attempt": 0},
-            "state": "SANDBOX_READY",
-            "createdAt": "1700000200000000000",
-        },
-    ]
-}
-
-
-def crictl_inspectp(netns_path_value: str | None) -> dict[str, Any]:
-    namespaces: list[dict[str, str]] = [{"type": "pid"}, {"type": "ipc", "path": "/proc/1/ns/ipc"}]
-    if netns_path_value is not None:
-        namespaces.append({"type": "network", "path": netns_path_value})
-    return {
-        "status": {"id": "new111", "state": "SANDBOX_READY", "network": {"ip": "10.99.0.9"}},
-        "info": {
-            "pid": 4242,
-            "runtimeSpec": {"ociVersion": "1.1.0", "linux": {"namespaces": namespaces}},
-        },
-    }
-
-
-def test_crictl_pods_output_gives_ready_sandbox_first() -> None:
-    ids = parse_crictl_pods(json.dumps(CRICTL_PODS), UID)
-    assert ids == [CRICTL_PODS["items"][1]["id"], CRICTL_PODS["items"][0]["id"]]
-    assert parse_crictl_pods('{"items": []}', UID) == []
-    with pytest.raises(NetnsError, match="invalid JSON"):
-        parse_crictl_pods("level=fatal", UID)
-
-
-def test_crictl_inspectp_output_gives_the_network_namespace() -> None:
-    text = json.dumps(crictl_inspectp("/var/run/netns/cni-1234"))
-    assert parse_crictl_inspectp(text) == "/var/run/netns/cni-1234"
-    assert parse_crictl_inspectp(json.dumps(crictl_inspectp(None))) is None  # host network
-    assert parse_crictl_inspectp('{"status": {}}') is None
-
-
-def test_cri_resolver_without_crictl_fails_at_construction() -> None:
-    with pytest.raises(NetnsError, match="needs crictl"):
-        CriResolver("/run/containerd/containerd.sock", crictl="netshift-no-such-crictl")
-
-
-@pytest.fixture
-def fake_crictl(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """A crictl stand-in that answers from canned JSON and logs its argv."""
-    argv_log = tmp_path / "argv.jsonl"
-    nspath = tmp_path / "netns-file"
-    nspath.touch()
-    (tmp_path / "pods.json").write_text(json.dumps(CRICTL_PODS))
-    (tmp_path / "inspectp.json").write_text(json.dumps(crictl_inspectp(str(nspath))))
-    script = tmp_path / "crictl"
-    script.write_text(
-        "#!/bin/sh\n"
-        f"printf '%s\\n' \"$*\" >> {argv_log}\n"
-        'for a in "$@"; do case "$a" in\n'
-        f"  pods) exec cat {tmp_path}/pods.json;;\n"
-        f"  inspectp) exec cat {tmp_path}/inspectp.json;;\n"
-        "esac; done\nexit 1\n"
-    )
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    yield script, nspath
-
-
-def test_cri_resolver_asks_crictl(fake_crictl: tuple[Path, Path], tmp_path: Path) -> None:
-    script, nspath = fake_crictl
-    resolver = CriResolver("/run/containerd/containerd.sock", crictl=str(script))
-    assert resolver.resolve(make_pod(UID)) == str(nspath)
-    pods_call, inspect_call = (tmp_path / "argv.jsonl").read_text().splitlines()
-    assert pods_call == (
-        "--runtime-endpoint unix:///run/containerd/containerd.sock pods "
-        f"--label io.kubernetes.pod.uid={UID} -o json"
-    )
-    assert inspect_call.endswith(f"inspectp -o json {CRICTL_PODS['items'][1]['id']}")
-    assert resolver.resolve(make_pod()) is None  # no sandbox with that uid
-
-
-def test_cri_resolver_reports_a_path_it_cannot_see(fake_crictl: tuple[Path, Path]) -> None:
-    script, nspath = fake_crictl
-    nspath.unlink()
-    resolver = CriResolver("unix:///run/crio/crio.sock", crictl=str(script))
-    with pytest.raises(NetnsError, match="not visible here"):
-        resolver.resolve(make_pod(UID))
+# (the CRI resolver: tests/test_cri.py)
 
 
 # ----------------------------------------------------------------------------- chain
@@ -383,11 +311,11 @@ class Fixed:
         self.answer = answer
         self.calls = 0
 
-    def resolve(self, pod: Mapping[str, Any]) -> str | None:
+    def resolve(self, pod: Mapping[str, Any]) -> Sandbox | None:
         self.calls += 1
         if isinstance(self.answer, Exception):
             raise self.answer
-        return self.answer
+        return Sandbox("id" + self.answer, self.answer) if self.answer else None
 
 
 def test_resolvers_satisfy_the_protocol() -> None:
@@ -398,13 +326,13 @@ def test_resolvers_satisfy_the_protocol() -> None:
 
 def test_chain_returns_the_first_path() -> None:
     first, second, third = Fixed(None), Fixed("/a"), Fixed("/b")
-    assert ChainResolver([first, second, third]).resolve(make_pod()) == "/a"
+    assert path_of(ChainResolver([first, second, third]), make_pod()) == "/a"
     assert (first.calls, second.calls, third.calls) == (1, 1, 0)
 
 
 def test_chain_skips_a_failing_resolver_and_raises_only_if_nothing_found() -> None:
     failing = Fixed(NetnsError("runtime down"))
-    assert ChainResolver([failing, Fixed("/b")]).resolve(make_pod()) == "/b"
+    assert path_of(ChainResolver([failing, Fixed("/b")]), make_pod()) == "/b"
     with pytest.raises(NetnsError, match="runtime down"):
         ChainResolver([failing, Fixed(None)]).resolve(make_pod())
     assert ChainResolver([Fixed(None), Fixed(None)]).resolve(make_pod()) is None
