@@ -32,12 +32,17 @@ COMPONENTS: dict[str, tuple[str, str]] = {
 
 def _cmd_up(args: argparse.Namespace) -> int:
     from localcluster.cluster import ClusterError, LocalCluster
+    from localcluster.node import NodeError, stored_mode
 
     started = time.monotonic()
-    cluster = LocalCluster(args.state_dir, pod_subnet=args.pod_subnet, bridge=args.bridge)
     try:
+        # A state dir keeps the node it was made with; a new one gets a real node.
+        node = args.node or stored_mode(args.state_dir) or "real"
+        cluster = LocalCluster(
+            args.state_dir, pod_subnet=args.pod_subnet, bridge=args.bridge, node=node
+        )
         cluster.up(services=[] if args.plane_only else None)
-    except ClusterError as err:
+    except (ClusterError, NodeError) as err:
         print(f"netshift up failed: {err}", file=sys.stderr)
         return 1
     print(f"local cluster ready in {time.monotonic() - started:.1f}s (node {cluster.node})")
@@ -90,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start (or reuse) the local cluster")
     up.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     add_network_arguments(up)
+    up.add_argument(
+        "--node",
+        choices=["real", "sim"],
+        default=None,
+        help="real: kubelet + containerd + Multus, netshift as pods (default for a new state "
+        "dir); sim: the node simulator, netshift as host processes",
+    )
     up.add_argument(
         "--plane-only", action="store_true", help="only etcd + Kubernetes, none of netshift"
     )

@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from localcluster import binaries, services
-from localcluster.procs import Proc, clean_env, free_port, http_ok, indent, log_tail, pid_alive
+from localcluster.procs import (
+    Proc,
+    clean_env,
+    free_port,
+    http_ok,
+    indent,
+    log_tail,
+    pid_alive,
+    write_kubeconfig,
+)
 from netshift import pki
 from netshift.kube import ApiError, Kube
 from netshift.records import RecordStore
@@ -32,28 +41,6 @@ SERVICE_CIDR = "10.0.0.0/24"
 
 class ClusterError(RuntimeError):
     pass
-
-
-def write_kubeconfig(
-    path: Path, server: str, ca_file: Path, cert: Path, key: Path, user: str
-) -> None:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "netshift",
-                "cluster": {"server": server, "certificate-authority": str(ca_file)},
-            }
-        ],
-        "users": [
-            {"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}
-        ],
-        "contexts": [{"name": "netshift", "context": {"cluster": "netshift", "user": user}}],
-        "current-context": "netshift",
-    }
-    path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
-    path.chmod(0o600)
 
 
 def node_name() -> str:
@@ -72,7 +59,12 @@ class LocalCluster:
     """The processes and files of one local cluster, rooted at `state_dir`."""
 
     def __init__(
-        self, state_dir: str | Path, *, pod_subnet: str | None = None, bridge: str | None = None
+        self,
+        state_dir: str | Path,
+        *,
+        pod_subnet: str | None = None,
+        bridge: str | None = None,
+        node: str | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.pki_dir = self.state_dir / "pki"
@@ -86,6 +78,14 @@ class LocalCluster:
         # The node's pod network; a second cluster on the same machine needs its own.
         self.pod_subnet: str = self._state.setdefault("podSubnet", pod_subnet or "10.244.0.0/24")
         self.bridge: str = self._state.setdefault("bridge", bridge or "nsbr0")
+        # "real": kubelet + containerd + Multus (localcluster.node); "sim": the node simulator.
+        if node is not None and self._state.get("nodeMode", node) != node and self.status():
+            raise ClusterError(
+                f"{self.state_dir} runs a --node {self._state['nodeMode']} cluster; "
+                "`netshift down` it first or use another --state-dir"
+            )
+        self.node_mode: str = node or self._state.get("nodeMode") or "sim"
+        self._state["nodeMode"] = self.node_mode
 
     # -- state ---------------------------------------------------------------
 
@@ -207,7 +207,12 @@ class LocalCluster:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={d / 'sa.pub'}",
                 f"--service-account-signing-key-file={d / 'sa.key'}",
-                "--authorization-mode=RBAC",
+                # Node: kubelets may read only what their pods need (a real node's kubelet).
+                "--authorization-mode=Node,RBAC",
+                f"--kubelet-client-certificate={d / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={d / 'apiserver-kubelet-client.key'}",
+                # The node's InternalIP is 127.0.0.1; its Hostname would need /etc/hosts.
+                "--kubelet-preferred-address-types=InternalIP",
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=1",
@@ -337,6 +342,11 @@ class LocalCluster:
         """Start what is not running; `services` picks netshift's processes (None: all)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._ensure_pki()
+        from localcluster import node as realnode
+
+        realnode.ensure_plane_pki(self.pki_dir)
+        if self.node_mode == "real":
+            realnode.ensure_apiserver_ip(self.pki_dir, realnode.RealNode(self).gateway)
         self._write_kubeconfigs()
         self._save()
         plane = self.plane_procs()
@@ -344,6 +354,10 @@ class LocalCluster:
             say(self.start(proc))
             self.wait_healthy(proc, timeout=60)
         self.install_crds()
+        if self.node_mode == "real":
+            if services is None or services:
+                realnode.RealNode(self).up(say)
+            return
         self.ensure_node()
         self.ensure_namespace("netshift-system")
         chosen = [p for p in self.netshift_procs() if services is None or p.name in services]
@@ -356,7 +370,7 @@ class LocalCluster:
                 proc.after_healthy()
 
     def install_crds(self) -> None:
-        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(MANIFESTS / "crds"))
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(MANIFESTS / "crds"))
         self.kubectl(
             "wait",
             "--for=condition=Established",
@@ -422,6 +436,10 @@ class LocalCluster:
         return [n for n, pid, alive in self.status() if pid is not None and not alive]
 
     def down(self, say: Callable[[str], None] = print, timeout: float = 15) -> None:
+        if self.node_mode == "real":
+            from localcluster.node import RealNode
+
+            RealNode(self).down(say)
         # Stop netshift's processes first (they clean up against the apiserver), the plane last.
         for name in reversed(self._started_names()):
             pid = self.pid(name)
@@ -442,7 +460,8 @@ class LocalCluster:
             else:
                 say(f"{name}: was not running (pid {pid})")
             self._pidfile(name).unlink(missing_ok=True)
-        self._remove_node_network(say)
+        if self.node_mode == "sim":
+            self._remove_node_network(say)
 
     def _remove_node_network(self, say: Callable[[str], None]) -> None:
         """Release what the node's pods hold: the agent's attachments (their IPAM addresses

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import ssl
@@ -82,3 +83,25 @@ def main_python() -> Sequence[str]:
     # -P: never put the working directory on sys.path; a state dir holding a folder
     # named like a package (agent/, webhook/) must not shadow netshift's own.
     return [sys.executable, "-P", "-m", "cli.main"]
+
+
+def write_kubeconfig(
+    path: Path, server: str, ca_file: Path, cert: Path, key: Path, user: str
+) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "netshift",
+                "cluster": {"server": server, "certificate-authority": str(ca_file)},
+            }
+        ],
+        "users": [
+            {"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}
+        ],
+        "contexts": [{"name": "netshift", "context": {"cluster": "netshift", "user": user}}],
+        "current-context": "netshift",
+    }
+    path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
+    path.chmod(0o600)

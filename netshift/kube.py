@@ -68,7 +68,11 @@ class Kube:
         headers = {"Accept": "application/json", "User-Agent": "netshift"}
         if self._cfg.refresh_api_key_hook is not None:
             self._cfg.refresh_api_key_hook(self._cfg)
-        token = self._cfg.get_api_key_with_prefix("authorization")
+        # A kubeconfig's token sits under "authorization"; the in-cluster loader (a pod's
+        # ServiceAccount token, refreshed by the hook above) puts it under "BearerToken".
+        token = self._cfg.get_api_key_with_prefix(
+            "authorization"
+        ) or self._cfg.get_api_key_with_prefix("BearerToken")
         if token:
             headers["Authorization"] = token
         if content_type:

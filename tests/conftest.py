@@ -93,7 +93,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     unmarked = [
         item.nodeid
         for item in items
-        if "cluster" in getattr(item, "fixturenames", ())
+        if {"cluster", "real_cluster"} & set(getattr(item, "fixturenames", ()))
         and item.get_closest_marker("cluster") is None
     ]
     if unmarked:
@@ -101,3 +101,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             "these tests use the cluster fixture but are not marked "
             "@pytest.mark.cluster:\n  " + "\n  ".join(unmarked)
         )
+
+
+# The real-node cluster (kubelet + containerd + Multus, netshift as pods): its fixtures.
+from realnodeutil import real_cluster, real_kube, real_namespace, real_node  # noqa: E402, F401

@@ -1,0 +1,191 @@
+"""The real-node test cluster: the plane plus kubelet + containerd + Multus, netshift as pods.
+
+One per test session (only one real node can run on a machine: the kubelet owns the
+kubepods cgroups), with a pod subnet and bridge of its own, apart from a developer's
+`netshift up` (10.244.0.0/24) and from the node-simulator session's. Registered as
+fixtures by conftest.py. A missing prerequisite skips on a developer machine and
+fails in CI, like every other tier.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from localcluster import binaries
+from localcluster import node as realnode
+from localcluster.cluster import LocalCluster
+from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
+
+# Apart from every other range the tests and bench/ use (10.244-10.253).
+REAL_POD_SUBNET = f"10.242.{os.getpid() % 250}.0/24"
+REAL_BRIDGE = f"nsr{os.getpid() % 100000}"
+NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
+
+
+def _require(condition: bool, why: str) -> None:
+    from conftest import require
+
+    require(condition, why)
+
+
+@pytest.fixture(scope="session")
+def real_cluster() -> Iterator[LocalCluster]:
+    from conftest import node_prerequisites
+
+    node_prerequisites()
+    try:
+        for name in binaries.NAMES:
+            binaries.find(name)
+    except binaries.MissingBinary as err:
+        _require(False, str(err))
+    missing = realnode.missing_prerequisites()
+    _require(not missing, "real node: " + "; ".join(missing))
+    others = realnode.kubelet_pids()
+    _require(not others, f"another kubelet runs on this machine (pid {others[:1]}): one real node")
+    state = Path(tempfile.mkdtemp(prefix="netshift-real-"))
+    c = LocalCluster(state, pod_subnet=REAL_POD_SUBNET, bridge=REAL_BRIDGE, node="real")
+    try:
+        c.up(say=lambda _line: None)
+        yield c
+        crashed = c.crashed()
+        assert not crashed, f"processes of the real-node test cluster crashed: {crashed}"
+    finally:
+        c.down(say=lambda _line: None)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def real_node(real_cluster: LocalCluster) -> realnode.RealNode:
+    return realnode.RealNode(real_cluster)
+
+
+@pytest.fixture(scope="session")
+def real_kube(real_cluster: LocalCluster) -> Kube:
+    return real_cluster.kube()
+
+
+@pytest.fixture
+def real_namespace(real_kube: Kube) -> Iterator[str]:
+    name = f"r-{uuid.uuid4().hex[:10]}"
+    real_kube.create(
+        "/api/v1/namespaces", {"metadata": {"name": name, "labels": {"netshift.io/test": "true"}}}
+    )
+    wait_for(
+        lambda: has_default_service_account(real_kube, name), 30, what=f"ServiceAccount in {name}"
+    )
+    yield name
+    with contextlib.suppress(ApiError):
+        real_kube.delete(f"/api/v1/namespaces/{name}")
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def busybox_pod(
+    name: str,
+    *,
+    command: list[str] | None = None,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": labels or {"app": name},
+            "annotations": annotations or {},
+        },
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": realnode.image_name("BUSYBOX_IMAGE"),
+                    "imagePullPolicy": "Never",
+                    "command": command or ["sleep", "100000"],
+                }
+            ],
+        },
+    }
+
+
+def create_running(kube: Kube, namespace: str, pod: dict[str, Any], timeout: float = 60) -> Any:
+    kube.create(f"/api/v1/namespaces/{namespace}/pods", pod)
+    name = pod["metadata"]["name"]
+
+    def running() -> Any:
+        got = kube.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+        statuses = got.get("status", {}).get("containerStatuses", [])
+        if got.get("status", {}).get("phase") == "Running" and all(
+            s.get("ready") for s in statuses
+        ):
+            return got
+        return None
+
+    return wait_for(running, timeout, what=f"pod {namespace}/{name} Running")
+
+
+def exec_in(cluster: LocalCluster, namespace: str, pod: str, *argv: str) -> str:
+    return cluster.kubectl("-n", namespace, "exec", pod, "--", *argv, timeout=60).stdout
+
+
+def ipv4_of(cluster: LocalCluster, namespace: str, pod: str, ifname: str) -> list[str]:
+    """The IPv4 addresses of `ifname` in the pod, read with `ip` inside the container."""
+    done = cluster.kubectl(
+        "-n",
+        namespace,
+        "exec",
+        pod,
+        "--",
+        "ip",
+        "-4",
+        "-o",
+        "addr",
+        "show",
+        "dev",
+        ifname,
+        check=False,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        return []
+    return [line.split()[3].split("/")[0] for line in done.stdout.splitlines() if " inet " in line]
+
+
+def network_status(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    raw = pod.get("metadata", {}).get("annotations", {}).get(NETWORK_STATUS, "[]")
+    value = json.loads(raw)
+    return value if isinstance(value, list) else []
+
+
+def store_addresses(store: Path) -> set[str]:
+    """The addresses host-local holds in one store (one file per address, per network dir)."""
+    found: set[str] = set()
+    if not store.exists():
+        return found
+    for path in store.rglob("*"):
+        if path.is_file():
+            with contextlib.suppress(ValueError):
+                found.add(str(ipaddress.ip_address(path.name)))
+    return found
+
+
+def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
