@@ -808,7 +808,13 @@ def test_duplicate_interface_names_raise() -> None:
         desired_attachments(dup, APP, [])
 
 
-@given(VALID_LISTS, st.lists(st.tuples(LABELS, st.integers(1, 9), st.booleans()), max_size=5))
+# What is attached has one interface per name (the agent keys its records by interface).
+CURRENT = st.lists(
+    st.tuples(LABELS, st.integers(1, 9), st.booleans()), max_size=5, unique_by=lambda c: c[1]
+)
+
+
+@given(VALID_LISTS, CURRENT)
 def test_desired_attachments_never_repeat_a_name(
     selections: list[NetworkSelection], current_raw: list[tuple[str, int, bool]]
 ) -> None:
