@@ -435,6 +435,27 @@ class LocalCluster:
         """Names of started processes that are no longer running."""
         return [n for n, pid, alive in self.status() if pid is not None and not alive]
 
+    def stop_process(self, name: str, say: Callable[[str], None], timeout: float = 15) -> None:
+        """SIGTERM the process group of `name`, SIGKILL it after `timeout`; forget its pid."""
+        pid = self.pid(name)
+        if pid is None:
+            return
+        if pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                say(f"{name}: killed (pid {pid}) after {timeout:.0f}s")
+            else:
+                say(f"{name}: stopped (pid {pid})")
+        else:
+            say(f"{name}: was not running (pid {pid})")
+        self._pidfile(name).unlink(missing_ok=True)
+
     def down(self, say: Callable[[str], None] = print, timeout: float = 15) -> None:
         if self.node_mode == "real":
             from localcluster.node import RealNode
@@ -442,24 +463,8 @@ class LocalCluster:
             RealNode(self).down(say)
         # Stop netshift's processes first (they clean up against the apiserver), the plane last.
         for name in reversed(self._started_names()):
-            pid = self.pid(name)
-            if pid is None:
-                continue
-            if pid_alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGTERM)
-                deadline = time.monotonic() + timeout
-                while pid_alive(pid) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                if pid_alive(pid):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(pid, signal.SIGKILL)
-                    say(f"{name}: killed (pid {pid}) after {timeout:.0f}s")
-                else:
-                    say(f"{name}: stopped (pid {pid})")
-            else:
-                say(f"{name}: was not running (pid {pid})")
-            self._pidfile(name).unlink(missing_ok=True)
+            if self.pid(name) is not None:
+                self.stop_process(name, say, timeout)
         if self.node_mode == "sim":
             self._remove_node_network(say)
 

@@ -1069,27 +1069,7 @@ class RealNode:
             say(f"node network: removed bridge {c.bridge}")
 
     def _stop(self, name: str, say: Callable[[str], None], timeout: float = 20) -> None:
-        import signal
-
-        from localcluster.procs import pid_alive
-
-        c = self.cluster
-        pid = c.pid(name)
-        if pid is None:
-            return
-        if pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if pid_alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
-                say(f"{name}: killed (pid {pid})")
-            else:
-                say(f"{name}: stopped (pid {pid})")
-        (c.run_dir / f"{name}.pid").unlink(missing_ok=True)
+        self.cluster.stop_process(name, say, timeout)
 
     def _stop_pods(self, say: Callable[[str], None]) -> None:
         """Every sandbox down, the CNI DELs done: netshift's agent releases what it attached

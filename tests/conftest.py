@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from agentutil import AgentProcess, Networks, networks_for_test, running_agent
 
 from localcluster import binaries
 from localcluster.cluster import LocalCluster
@@ -105,3 +106,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 # The real-node cluster (kubelet + containerd + Multus, netshift as pods): its fixtures.
 from realnodeutil import real_cluster, real_kube, real_namespace, real_node  # noqa: E402, F401
+
+# -- the node agent as a process, for the agent's cluster tests ----------------------------
+
+
+@pytest.fixture(scope="module")
+def agent(
+    cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AgentProcess]:
+    """One `netshift agent` per test module (a module may bring its own, e.g. with more plugins)."""
+    with running_agent(cluster, tmp_path_factory.mktemp("agent")) as proc:
+        yield proc
+
+
+@pytest.fixture
+def nets(
+    request: pytest.FixtureRequest,
+    kube: Kube,
+    namespace: str,
+    agent: AgentProcess,
+    tmp_path: Path,
+) -> Iterator[Networks]:
+    """The test's NADs, each on its own bridge, subnet and IPAM dataDir; removed afterwards."""
+    with networks_for_test(request, kube, namespace, agent, tmp_path) as networks:
+        yield networks

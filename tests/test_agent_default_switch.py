@@ -31,12 +31,10 @@ from agentutil import (
     ipam_ips,
     netns_of,
     network_status,
-    networks_for_test,
     next_subnet,
     ping,
     pod_events,
     route_get,
-    running_agent,
     sh,
     socket_in_netns,
     wait_settled,
@@ -47,26 +45,6 @@ from netshift import keys
 from netshift.kube import Kube, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node]
-
-
-@pytest.fixture(scope="module")
-def agent(
-    cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AgentProcess]:
-    with running_agent(cluster, tmp_path_factory.mktemp("agent")) as proc:
-        yield proc
-
-
-@pytest.fixture
-def nets(
-    request: pytest.FixtureRequest,
-    kube: Kube,
-    namespace: str,
-    agent: AgentProcess,
-    tmp_path: Path,
-) -> Iterator[Networks]:
-    with networks_for_test(request, kube, namespace, agent, tmp_path) as networks:
-        yield networks
 
 
 OFF_LINK = "192.0.2.1"  # TEST-NET-1: reached only through a default route

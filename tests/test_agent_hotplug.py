@@ -31,7 +31,6 @@ from agentutil import (
     ipam_ips,
     netns_of,
     network_status,
-    networks_for_test,
     next_subnet,
     plugin_calls,
     pod_events,
@@ -78,18 +77,6 @@ def agent(
 ) -> Iterator[AgentProcess]:
     with running_agent(cluster, agent_workdir, (str(slow_plugin[0]),)) as proc:
         yield proc
-
-
-@pytest.fixture
-def nets(
-    request: pytest.FixtureRequest,
-    kube: Kube,
-    namespace: str,
-    agent: AgentProcess,
-    tmp_path: Path,
-) -> Iterator[Networks]:
-    with networks_for_test(request, kube, namespace, agent, tmp_path) as networks:
-        yield networks
 
 
 def ips_in(nets: Networks, nad: str, state_addresses: list[str]) -> list[str]:

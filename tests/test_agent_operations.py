@@ -24,14 +24,11 @@ from agentutil import (
     create_running_pod,
     interfaces,
     netns_of,
-    networks_for_test,
     next_subnet,
     pod_events,
-    running_agent,
     wait_settled,
 )
 
-from localcluster.cluster import LocalCluster
 from netshift import keys
 from netshift.kube import ApiError, Kube, wait_for
 from netshift.nadpolicy import POLICY_CONFIGMAP, POLICY_KEY
@@ -39,26 +36,6 @@ from netshift.nadpolicy import POLICY_CONFIGMAP, POLICY_KEY
 pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
 POLICY_PATH = f"/api/v1/namespaces/{keys.NETSHIFT_NAMESPACE}/configmaps"
-
-
-@pytest.fixture(scope="module")
-def agent(
-    cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AgentProcess]:
-    with running_agent(cluster, tmp_path_factory.mktemp("agent-ops")) as proc:
-        yield proc
-
-
-@pytest.fixture
-def nets(
-    request: pytest.FixtureRequest,
-    kube: Kube,
-    namespace: str,
-    agent: AgentProcess,
-    tmp_path: Path,
-) -> Iterator[Networks]:
-    with networks_for_test(request, kube, namespace, agent, tmp_path) as networks:
-        yield networks
 
 
 def sample(text: str, name: str, **labels: str) -> float:
