@@ -293,12 +293,6 @@ def _require_link(ipr: Any, netns: str, ifname: str) -> int:
     return index
 
 
-def _addr_flags(msg: Any) -> int:
-    # IFA_FLAGS carries all 32 bits; the header field only the low 8.
-    flags = msg.get_attr("IFA_FLAGS")
-    return int(flags if flags is not None else msg["flags"])
-
-
 def _addr_text(msg: Any) -> str:
     # For IPv4 IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer on
     # point-to-point links); IPv6 only sets IFA_ADDRESS unless a peer is configured.
@@ -307,58 +301,131 @@ def _addr_text(msg: Any) -> str:
     return f"{address}/{msg['prefixlen']}"
 
 
-def _states(ipr: Any, links: Iterable[Any]) -> list[IfaceState]:
+# Reading links and addresses is the hot path of every reconcile (observe, verify): it uses
+# two plain rtnetlink dumps on a raw socket, parsed here, instead of pyroute2, whose
+# per-call cost (an event loop run per request, its message classes) is ~10x the kernel's.
+_NLM_F_REQUEST = 0x1
+_NLM_F_ACK = 0x4
+_NLM_F_DUMP = 0x300
+_NLMSG_ERROR = 2
+_NLMSG_DONE = 3
+_RTM_NEWLINK, _RTM_GETLINK, _RTM_NEWADDR, _RTM_GETADDR = 16, 18, 20, 22
+_IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_OPERSTATE = 1, 3, 4, 16
+_IFA_ADDRESS, _IFA_LOCAL, _IFA_FLAGS = 1, 2, 8
+_OPER_STATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
+_NLMSG = struct.Struct("=IHHII")
+_RTATTR = struct.Struct("=HH")
+_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
+
+
+def _attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
+    found: dict[int, bytes] = {}
+    while offset + 4 <= end:
+        length, kind = _RTATTR.unpack_from(data, offset)
+        if length < 4:
+            break
+        found.setdefault(kind & 0x3FFF, data[offset + 4 : offset + length])
+        offset += (length + 3) & ~3
+    return found
+
+
+def _dump_raw(sock: socket.socket, kind: int, body: bytes, reply: int) -> Iterator[bytes]:
+    """The payloads of one rtnetlink dump's `reply` messages."""
+    sock.send(_NLMSG.pack(16 + len(body), kind, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0) + body)
+    while True:
+        data = sock.recv(1 << 16)
+        offset = 0
+        while offset + 16 <= len(data):
+            length, got, _flags, _seq, _pid = _NLMSG.unpack_from(data, offset)
+            if length < 16:
+                return
+            if got == _NLMSG_DONE:
+                return
+            if got == _NLMSG_ERROR:
+                code = -struct.unpack_from("=i", data, offset + 16)[0]
+                if code:
+                    raise OSError(code, os.strerror(code))
+                return
+            if got == reply:
+                yield data[offset + 16 : offset + length]
+            offset += (length + 3) & ~3
+
+
+def _mac(raw: bytes | None) -> str | None:
+    return ":".join(f"{b:02x}" for b in raw) if raw else None
+
+
+def _read_links(sock: socket.socket) -> dict[int, IfaceState]:
     by_index: dict[int, IfaceState] = {}
-    for link in links:
-        index = int(link["index"])
+    for msg in _dump_raw(sock, _RTM_GETLINK, _IFINFOMSG.pack(0, 0, 0, 0, 0), _RTM_NEWLINK):
+        _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(msg)
+        at = _attrs(msg, _IFINFOMSG.size, len(msg))
+        oper = at.get(_IFLA_OPERSTATE)
+        mtu = at.get(_IFLA_MTU)
         by_index[index] = IfaceState(
-            name=str(link.get_attr("IFLA_IFNAME")),
+            name=at.get(_IFLA_IFNAME, b"").split(b"\0", 1)[0].decode(),
             index=index,
-            up=bool(link["flags"] & _IFF_UP),
-            oper_state=str(link.get_attr("IFLA_OPERSTATE") or "UNKNOWN"),
-            mac=link.get_attr("IFLA_ADDRESS"),
-            mtu=int(link.get_attr("IFLA_MTU") or 0),
+            up=bool(flags & _IFF_UP),
+            oper_state=_OPER_STATES[oper[0]] if oper and oper[0] < len(_OPER_STATES) else "UNKNOWN",
+            mac=_mac(at.get(_IFLA_ADDRESS)),
+            mtu=struct.unpack("=I", mtu[:4])[0] if mtu else 0,
             addresses=[],
         )
-    if not by_index:
-        return []
-    for msg in ipr.get_addr():
-        state = by_index.get(int(msg["index"]))
-        if state is None:
+    return by_index
+
+
+def _read_addresses(sock: socket.socket, by_index: Mapping[int, IfaceState]) -> None:
+    """Fill in the addresses of the links in `by_index` (IPv6 link-local left out)."""
+    for msg in _dump_raw(sock, _RTM_GETADDR, _IFADDRMSG.pack(0, 0, 0, 0, 0), _RTM_NEWADDR):
+        family, prefixlen, hdr_flags, _scope, index = _IFADDRMSG.unpack_from(msg)
+        state = by_index.get(index)
+        if state is None or family not in _FAMILIES:
             continue
-        text = _addr_text(msg)
-        iface = ipaddress.ip_interface(text)
-        if iface.version == 6 and iface.ip.is_link_local:
+        at = _attrs(msg, _IFADDRMSG.size, len(msg))
+        # For IPv4 IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer on
+        # point-to-point links); IPv6 only sets IFA_ADDRESS unless a peer is configured.
+        raw = at.get(_IFA_LOCAL) or at.get(_IFA_ADDRESS)
+        if raw is None:
             continue
+        ip = ipaddress.ip_address(raw)
+        if ip.version == 6 and ip.is_link_local:
+            continue
+        text = f"{ip}/{prefixlen}"
         state.addresses.append(text)
-        flags = _addr_flags(msg)
+        # IFA_FLAGS carries all 32 bits; the header field only the low 8.
+        extra = at.get(_IFA_FLAGS)
+        flags = struct.unpack("=I", extra[:4])[0] if extra else hdr_flags
         if flags & _IFA_F_DADFAILED:
             state.dad_failed.append(text)
         elif flags & _IFA_F_TENTATIVE:
             state.tentative.append(text)
-    return list(by_index.values())
+
+
+def _read_states(netns: str, ifname: str | None = None) -> list[IfaceState]:
+    """Every link's state (only `ifname`'s if given), by index."""
+    sock = _socket_in_netns(_netns_path(netns))
+    sock.settimeout(5.0)  # the kernel answers at once; never let a lost reply hang a worker
+    try:
+        by_index = _read_links(sock)
+        if ifname is not None:
+            by_index = {i: s for i, s in by_index.items() if s.name == ifname}
+        if by_index:
+            _read_addresses(sock, by_index)
+    finally:
+        sock.close()
+    return [by_index[i] for i in sorted(by_index)]
 
 
 def interface_state(netns: str, ifname: str) -> IfaceState | None:
     """The interface's link and address state, or None when it does not exist."""
-    with _rtnl(netns) as ipr:
-        index = _link_index(ipr, ifname)
-        if index is None:
-            return None
-        try:
-            states = _states(ipr, ipr.get_links(index))
-        except NetlinkError as err:
-            if err.code in _GONE:  # removed between the lookup and the read
-                return None
-            raise
+    states = _read_states(netns, ifname)
     return states[0] if states else None
 
 
 def list_interfaces(netns: str) -> list[IfaceState]:
     """Every interface in the namespace except loopback, by index."""
-    with _rtnl(netns) as ipr:
-        states = _states(ipr, ipr.get_links())
-    return sorted((s for s in states if s.name != "lo"), key=lambda s: s.index)
+    return [s for s in _read_states(netns) if s.name != "lo"]
 
 
 def _same_address(expected: str, have: str) -> bool:
@@ -521,10 +588,10 @@ def remove_default_routes_via(netns: str, ifname: str) -> list[Route]:
     """
     removed: list[Route] = []
     with _rtnl(netns) as ipr:
-        index = _link_index(ipr, ifname)
+        names = _link_names(ipr)  # one dump gives the index too
+        index = next((i for i, name in names.items() if name == ifname), None)
         if index is None:
             return []
-        names = _link_names(ipr)
         for family in _FAMILIES:
             for msg in _dump(ipr, family, MAIN_TABLE):
                 if not (_is_default(msg) and _via(msg, index)):
@@ -935,11 +1002,6 @@ def _retire_stranded(ipr: Any, netns: str, family: int, rules: Sequence[SourceRu
 _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY = 20
 _SOCK_DESTROY = 21
-_NLM_F_REQUEST = 0x1
-_NLM_F_ACK = 0x4
-_NLM_F_DUMP = 0x300
-_NLMSG_ERROR = 2
-_NLMSG_DONE = 3
 _ALL_STATES = 0xFFFFFFFF
 _SOCKID = struct.Struct("!HH16s16s")  # sport, dport, src, dst (network order); then if, cookie
 
