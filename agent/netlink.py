@@ -579,6 +579,58 @@ def default_routes(netns: str) -> list[Route]:
         ]
 
 
+_RTM_NEWROUTE, _RTM_GETROUTE = 24, 26
+_RTA_OIF, _RTA_MULTIPATH, _RTA_TABLE = 4, 9, 15
+_RTMSG = struct.Struct(
+    "=BBBBBBBBI"
+)  # family, dst_len, src_len, tos, table, proto, scope, type, flags
+_RTNEXTHOP = struct.Struct("=HBBi")  # len, flags, hops, ifindex
+
+
+def _route_oifs(msg: bytes) -> list[int]:
+    """The interfaces a dumped route's next hops go out of (multipath or not)."""
+    at = _attrs(msg, _RTMSG.size, len(msg))
+    if _RTA_OIF in at:
+        return [struct.unpack("=i", at[_RTA_OIF][:4])[0]]
+    hops, raw, offset = [], at.get(_RTA_MULTIPATH, b""), 0
+    while offset + _RTNEXTHOP.size <= len(raw):
+        length, _flags, _hops, ifindex = _RTNEXTHOP.unpack_from(raw, offset)
+        if length < _RTNEXTHOP.size:
+            break
+        hops.append(ifindex)
+        offset += (length + 3) & ~3
+    return hops
+
+
+def _has_main_default_via(netns: str, ifname: str) -> bool:
+    """Whether the main table has a unicast default route (IPv4 or IPv6) out of `ifname`.
+
+    Two raw dumps, no pyroute2: the common answer for a secondary network is no.
+    """
+    sock = _socket_in_netns(_netns_path(netns))
+    sock.settimeout(5.0)
+    try:
+        index = next((i for i, s in _read_links(sock).items() if s.name == ifname), None)
+        if index is None:
+            return False
+        for family in _FAMILIES:
+            body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+            for msg in _dump_raw(sock, _RTM_GETROUTE, body, _RTM_NEWROUTE):
+                fam, dst_len, src_len, _tos, table, _proto, _scope, kind, _fl = _RTMSG.unpack_from(
+                    msg
+                )
+                if fam != family or dst_len or src_len or kind != _RTN_UNICAST:
+                    continue
+                table_attr = _attrs(msg, _RTMSG.size, len(msg)).get(_RTA_TABLE)
+                if table_attr is not None:
+                    table = struct.unpack("=I", table_attr[:4])[0]
+                if table == MAIN_TABLE and index in _route_oifs(msg):
+                    return True
+    finally:
+        sock.close()
+    return False
+
+
 def remove_default_routes_via(netns: str, ifname: str) -> list[Route]:
     """Delete the main table's default routes out of `ifname`; return what was removed.
 
@@ -586,6 +638,8 @@ def remove_default_routes_via(netns: str, ifname: str) -> list[Route]:
     selection did not ask for the default route: the pod's default must not move.
     A missing interface has no routes, so nothing is removed.
     """
+    if not _has_main_default_via(netns, ifname):
+        return []
     removed: list[Route] = []
     with _rtnl(netns) as ipr:
         names = _link_names(ipr)  # one dump gives the index too
