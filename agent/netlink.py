@@ -7,10 +7,12 @@ it is never created.
 
 Each call opens its own rtnetlink socket in the target namespace and closes it
 before returning, so calls for different namespaces may run in parallel threads.
-The socket is made by a short-lived thread that enters the namespace with
-``setns(2)``, rather than by pyroute2's ``IPRoute(netns=...)``, which forks a
-child for it: forking a threaded agent can deadlock on locks held by other
-threads, and pyroute2 creates a missing namespace unless told otherwise.
+The socket is made by one long-lived helper thread that enters the namespace
+with ``setns(2)`` and goes back to its own, rather than by pyroute2's
+``IPRoute(netns=...)``, which forks a child for it: forking a threaded agent can
+deadlock on locks held by other threads, and pyroute2 creates a missing namespace
+unless told otherwise. Links, addresses and the check for default routes are read
+with plain rtnetlink dumps parsed here; pyroute2 is used for the changes.
 
 Moving the default route is make-before-break (:func:`switch_default_route`):
 the old interface keeps a policy-routing table and ``ip rule from <old address>``
@@ -25,6 +27,7 @@ import ctypes
 import errno
 import ipaddress
 import os
+import queue
 import socket
 import struct
 import threading
@@ -32,7 +35,7 @@ import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from pyroute2 import IPRoute, NetlinkError
 
@@ -218,48 +221,114 @@ def _netns_path(netns: str) -> str:
     return netns if "/" in netns else os.path.join(NETNS_RUN_DIR, netns)
 
 
-def _socket_in_netns(path: str, protocol: int = socket.NETLINK_ROUTE) -> socket.socket:
-    """A NETLINK_ROUTE socket that lives in the namespace at `path`.
+def _enter_and_open(path: str, protocol: int) -> socket.socket:
+    """Move the calling thread into the namespace at `path` and make the socket there."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NetnsNotFound(errno.ENOENT, "network namespace not found", path) from None
+    try:
+        if _libc.setns(fd, _CLONE_NEWNET) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"setns: {os.strerror(code)}", path)
+    finally:
+        os.close(fd)
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, protocol)
 
-    A socket stays in the namespace it was made in, so a throwaway thread enters
-    the namespace (setns only moves the calling thread), makes it and ends.
-    """
-    made: list[socket.socket] = []
-    failed: list[BaseException] = []
 
-    def enter_and_open() -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            failed.append(NetnsNotFound(errno.ENOENT, "network namespace not found", path))
-            return
-        except OSError as err:
-            failed.append(err)
-            return
-        try:
-            if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                code = ctypes.get_errno()
-                failed.append(OSError(code, f"setns: {os.strerror(code)}", path))
-                return
-        finally:
-            os.close(fd)
-        try:
-            made.append(
-                socket.socket(
-                    socket.AF_NETLINK,
-                    socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
-                    protocol,
-                )
-            )
-        except OSError as err:
-            failed.append(err)
+def _socket_in_new_thread(path: str, protocol: int) -> socket.socket:
+    """The fallback: a throwaway thread enters the namespace, makes the socket and ends."""
+    box: list[socket.socket | BaseException] = []
 
-    worker = threading.Thread(target=enter_and_open, name=f"netns-open {path}", daemon=True)
+    def run() -> None:
+        try:
+            box.append(_enter_and_open(path, protocol))
+        except BaseException as err:  # handed to the caller
+            box.append(err)
+
+    worker = threading.Thread(target=run, name=f"netns-open {path}", daemon=True)
     worker.start()
     worker.join()
-    if failed:
-        raise failed[0]
-    return made[0]
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]
+
+
+_Request = tuple[str, int, list[Any], threading.Event]
+
+
+class _NetnsOpener:
+    """One long-lived thread that makes sockets in other network namespaces.
+
+    Per request it enters the target namespace with setns(2), makes the socket and
+    goes back to the namespace it started in (held open as a descriptor), so no
+    thread is started per netlink call. A thread that cannot go back is never used
+    again: it hands what is queued to the throwaway-thread fallback and ends, and
+    the next request starts a new one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: queue.SimpleQueue[_Request] | None = None
+
+    def open(self, path: str, protocol: int) -> socket.socket:
+        box: list[Any] = []
+        done = threading.Event()
+        with self._lock:
+            if self._requests is None:
+                self._requests = queue.SimpleQueue()
+                threading.Thread(
+                    target=self._serve, args=(self._requests,), name="netns-opener", daemon=True
+                ).start()
+            self._requests.put((path, protocol, box, done))
+        done.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return cast(socket.socket, box[0])
+
+    def _serve(self, requests: queue.SimpleQueue[_Request]) -> None:
+        try:
+            home: int | None = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            home = None
+        while home is not None:
+            path, protocol, box, done = requests.get()
+            try:
+                box.append(_enter_and_open(path, protocol))
+            except BaseException as err:  # handed to the caller
+                box.append(err)
+            if _libc.setns(home, _CLONE_NEWNET) != 0:
+                os.close(home)
+                home = None
+            done.set()
+        self._retire(requests)
+
+    def _retire(self, requests: queue.SimpleQueue[_Request]) -> None:
+        with self._lock:
+            if self._requests is requests:
+                self._requests = None  # nothing more is queued here
+        while True:
+            try:
+                path, protocol, box, done = requests.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                box.append(_socket_in_new_thread(path, protocol))
+            except BaseException as err:  # handed to the caller
+                box.append(err)
+            done.set()
+
+
+_opener = _NetnsOpener()
+
+
+def _socket_in_netns(path: str, protocol: int = socket.NETLINK_ROUTE) -> socket.socket:
+    """A netlink socket (NETLINK_ROUTE unless told) that lives in the namespace at `path`.
+
+    A socket stays in the namespace it was made in; setns only moves the calling
+    thread, so a helper thread makes it (:class:`_NetnsOpener`).
+    """
+    return _opener.open(path, protocol)
 
 
 @contextmanager
