@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="ask the CRI runtime over its socket, e.g. unix:///run/containerd/containerd.sock",
     )
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=10)
     parser.add_argument(
         "--health-port",
         type=int,

@@ -7,10 +7,12 @@ it is never created.
 
 Each call opens its own rtnetlink socket in the target namespace and closes it
 before returning, so calls for different namespaces may run in parallel threads.
-The socket is made by a short-lived thread that enters the namespace with
-``setns(2)``, rather than by pyroute2's ``IPRoute(netns=...)``, which forks a
-child for it: forking a threaded agent can deadlock on locks held by other
-threads, and pyroute2 creates a missing namespace unless told otherwise.
+The socket is made by one long-lived helper thread that enters the namespace
+with ``setns(2)`` and goes back to its own, rather than by pyroute2's
+``IPRoute(netns=...)``, which forks a child for it: forking a threaded agent can
+deadlock on locks held by other threads, and pyroute2 creates a missing namespace
+unless told otherwise. Links, addresses and the check for default routes are read
+with plain rtnetlink dumps parsed here; pyroute2 is used for the changes.
 
 Moving the default route is make-before-break (:func:`switch_default_route`):
 the old interface keeps a policy-routing table and ``ip rule from <old address>``
@@ -25,6 +27,7 @@ import ctypes
 import errno
 import ipaddress
 import os
+import queue
 import socket
 import struct
 import threading
@@ -32,7 +35,7 @@ import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from pyroute2 import IPRoute, NetlinkError
 
@@ -218,48 +221,114 @@ def _netns_path(netns: str) -> str:
     return netns if "/" in netns else os.path.join(NETNS_RUN_DIR, netns)
 
 
-def _socket_in_netns(path: str, protocol: int = socket.NETLINK_ROUTE) -> socket.socket:
-    """A NETLINK_ROUTE socket that lives in the namespace at `path`.
+def _enter_and_open(path: str, protocol: int) -> socket.socket:
+    """Move the calling thread into the namespace at `path` and make the socket there."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NetnsNotFound(errno.ENOENT, "network namespace not found", path) from None
+    try:
+        if _libc.setns(fd, _CLONE_NEWNET) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"setns: {os.strerror(code)}", path)
+    finally:
+        os.close(fd)
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, protocol)
 
-    A socket stays in the namespace it was made in, so a throwaway thread enters
-    the namespace (setns only moves the calling thread), makes it and ends.
-    """
-    made: list[socket.socket] = []
-    failed: list[BaseException] = []
 
-    def enter_and_open() -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            failed.append(NetnsNotFound(errno.ENOENT, "network namespace not found", path))
-            return
-        except OSError as err:
-            failed.append(err)
-            return
-        try:
-            if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                code = ctypes.get_errno()
-                failed.append(OSError(code, f"setns: {os.strerror(code)}", path))
-                return
-        finally:
-            os.close(fd)
-        try:
-            made.append(
-                socket.socket(
-                    socket.AF_NETLINK,
-                    socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
-                    protocol,
-                )
-            )
-        except OSError as err:
-            failed.append(err)
+def _socket_in_new_thread(path: str, protocol: int) -> socket.socket:
+    """The fallback: a throwaway thread enters the namespace, makes the socket and ends."""
+    box: list[socket.socket | BaseException] = []
 
-    worker = threading.Thread(target=enter_and_open, name=f"netns-open {path}", daemon=True)
+    def run() -> None:
+        try:
+            box.append(_enter_and_open(path, protocol))
+        except BaseException as err:  # handed to the caller
+            box.append(err)
+
+    worker = threading.Thread(target=run, name=f"netns-open {path}", daemon=True)
     worker.start()
     worker.join()
-    if failed:
-        raise failed[0]
-    return made[0]
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]
+
+
+_Request = tuple[str, int, list[Any], threading.Event]
+
+
+class _NetnsOpener:
+    """One long-lived thread that makes sockets in other network namespaces.
+
+    Per request it enters the target namespace with setns(2), makes the socket and
+    goes back to the namespace it started in (held open as a descriptor), so no
+    thread is started per netlink call. A thread that cannot go back is never used
+    again: it hands what is queued to the throwaway-thread fallback and ends, and
+    the next request starts a new one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: queue.SimpleQueue[_Request] | None = None
+
+    def open(self, path: str, protocol: int) -> socket.socket:
+        box: list[Any] = []
+        done = threading.Event()
+        with self._lock:
+            if self._requests is None:
+                self._requests = queue.SimpleQueue()
+                threading.Thread(
+                    target=self._serve, args=(self._requests,), name="netns-opener", daemon=True
+                ).start()
+            self._requests.put((path, protocol, box, done))
+        done.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return cast(socket.socket, box[0])
+
+    def _serve(self, requests: queue.SimpleQueue[_Request]) -> None:
+        try:
+            home: int | None = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            home = None
+        while home is not None:
+            path, protocol, box, done = requests.get()
+            try:
+                box.append(_enter_and_open(path, protocol))
+            except BaseException as err:  # handed to the caller
+                box.append(err)
+            if _libc.setns(home, _CLONE_NEWNET) != 0:
+                os.close(home)
+                home = None
+            done.set()
+        self._retire(requests)
+
+    def _retire(self, requests: queue.SimpleQueue[_Request]) -> None:
+        with self._lock:
+            if self._requests is requests:
+                self._requests = None  # nothing more is queued here
+        while True:
+            try:
+                path, protocol, box, done = requests.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                box.append(_socket_in_new_thread(path, protocol))
+            except BaseException as err:  # handed to the caller
+                box.append(err)
+            done.set()
+
+
+_opener = _NetnsOpener()
+
+
+def _socket_in_netns(path: str, protocol: int = socket.NETLINK_ROUTE) -> socket.socket:
+    """A netlink socket (NETLINK_ROUTE unless told) that lives in the namespace at `path`.
+
+    A socket stays in the namespace it was made in; setns only moves the calling
+    thread, so a helper thread makes it (:class:`_NetnsOpener`).
+    """
+    return _opener.open(path, protocol)
 
 
 @contextmanager
@@ -293,12 +362,6 @@ def _require_link(ipr: Any, netns: str, ifname: str) -> int:
     return index
 
 
-def _addr_flags(msg: Any) -> int:
-    # IFA_FLAGS carries all 32 bits; the header field only the low 8.
-    flags = msg.get_attr("IFA_FLAGS")
-    return int(flags if flags is not None else msg["flags"])
-
-
 def _addr_text(msg: Any) -> str:
     # For IPv4 IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer on
     # point-to-point links); IPv6 only sets IFA_ADDRESS unless a peer is configured.
@@ -307,58 +370,131 @@ def _addr_text(msg: Any) -> str:
     return f"{address}/{msg['prefixlen']}"
 
 
-def _states(ipr: Any, links: Iterable[Any]) -> list[IfaceState]:
+# Reading links and addresses is the hot path of every reconcile (observe, verify): it uses
+# two plain rtnetlink dumps on a raw socket, parsed here, instead of pyroute2, whose
+# per-call cost (an event loop run per request, its message classes) is ~10x the kernel's.
+_NLM_F_REQUEST = 0x1
+_NLM_F_ACK = 0x4
+_NLM_F_DUMP = 0x300
+_NLMSG_ERROR = 2
+_NLMSG_DONE = 3
+_RTM_NEWLINK, _RTM_GETLINK, _RTM_NEWADDR, _RTM_GETADDR = 16, 18, 20, 22
+_IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_OPERSTATE = 1, 3, 4, 16
+_IFA_ADDRESS, _IFA_LOCAL, _IFA_FLAGS = 1, 2, 8
+_OPER_STATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
+_NLMSG = struct.Struct("=IHHII")
+_RTATTR = struct.Struct("=HH")
+_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
+
+
+def _attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
+    found: dict[int, bytes] = {}
+    while offset + 4 <= end:
+        length, kind = _RTATTR.unpack_from(data, offset)
+        if length < 4:
+            break
+        found.setdefault(kind & 0x3FFF, data[offset + 4 : offset + length])
+        offset += (length + 3) & ~3
+    return found
+
+
+def _dump_raw(sock: socket.socket, kind: int, body: bytes, reply: int) -> Iterator[bytes]:
+    """The payloads of one rtnetlink dump's `reply` messages."""
+    sock.send(_NLMSG.pack(16 + len(body), kind, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0) + body)
+    while True:
+        data = sock.recv(1 << 16)
+        offset = 0
+        while offset + 16 <= len(data):
+            length, got, _flags, _seq, _pid = _NLMSG.unpack_from(data, offset)
+            if length < 16:
+                return
+            if got == _NLMSG_DONE:
+                return
+            if got == _NLMSG_ERROR:
+                code = -struct.unpack_from("=i", data, offset + 16)[0]
+                if code:
+                    raise OSError(code, os.strerror(code))
+                return
+            if got == reply:
+                yield data[offset + 16 : offset + length]
+            offset += (length + 3) & ~3
+
+
+def _mac(raw: bytes | None) -> str | None:
+    return ":".join(f"{b:02x}" for b in raw) if raw else None
+
+
+def _read_links(sock: socket.socket) -> dict[int, IfaceState]:
     by_index: dict[int, IfaceState] = {}
-    for link in links:
-        index = int(link["index"])
+    for msg in _dump_raw(sock, _RTM_GETLINK, _IFINFOMSG.pack(0, 0, 0, 0, 0), _RTM_NEWLINK):
+        _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(msg)
+        at = _attrs(msg, _IFINFOMSG.size, len(msg))
+        oper = at.get(_IFLA_OPERSTATE)
+        mtu = at.get(_IFLA_MTU)
         by_index[index] = IfaceState(
-            name=str(link.get_attr("IFLA_IFNAME")),
+            name=at.get(_IFLA_IFNAME, b"").split(b"\0", 1)[0].decode(),
             index=index,
-            up=bool(link["flags"] & _IFF_UP),
-            oper_state=str(link.get_attr("IFLA_OPERSTATE") or "UNKNOWN"),
-            mac=link.get_attr("IFLA_ADDRESS"),
-            mtu=int(link.get_attr("IFLA_MTU") or 0),
+            up=bool(flags & _IFF_UP),
+            oper_state=_OPER_STATES[oper[0]] if oper and oper[0] < len(_OPER_STATES) else "UNKNOWN",
+            mac=_mac(at.get(_IFLA_ADDRESS)),
+            mtu=struct.unpack("=I", mtu[:4])[0] if mtu else 0,
             addresses=[],
         )
-    if not by_index:
-        return []
-    for msg in ipr.get_addr():
-        state = by_index.get(int(msg["index"]))
-        if state is None:
+    return by_index
+
+
+def _read_addresses(sock: socket.socket, by_index: Mapping[int, IfaceState]) -> None:
+    """Fill in the addresses of the links in `by_index` (IPv6 link-local left out)."""
+    for msg in _dump_raw(sock, _RTM_GETADDR, _IFADDRMSG.pack(0, 0, 0, 0, 0), _RTM_NEWADDR):
+        family, prefixlen, hdr_flags, _scope, index = _IFADDRMSG.unpack_from(msg)
+        state = by_index.get(index)
+        if state is None or family not in _FAMILIES:
             continue
-        text = _addr_text(msg)
-        iface = ipaddress.ip_interface(text)
-        if iface.version == 6 and iface.ip.is_link_local:
+        at = _attrs(msg, _IFADDRMSG.size, len(msg))
+        # For IPv4 IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer on
+        # point-to-point links); IPv6 only sets IFA_ADDRESS unless a peer is configured.
+        raw = at.get(_IFA_LOCAL) or at.get(_IFA_ADDRESS)
+        if raw is None:
             continue
+        ip = ipaddress.ip_address(raw)
+        if ip.version == 6 and ip.is_link_local:
+            continue
+        text = f"{ip}/{prefixlen}"
         state.addresses.append(text)
-        flags = _addr_flags(msg)
+        # IFA_FLAGS carries all 32 bits; the header field only the low 8.
+        extra = at.get(_IFA_FLAGS)
+        flags = struct.unpack("=I", extra[:4])[0] if extra else hdr_flags
         if flags & _IFA_F_DADFAILED:
             state.dad_failed.append(text)
         elif flags & _IFA_F_TENTATIVE:
             state.tentative.append(text)
-    return list(by_index.values())
+
+
+def _read_states(netns: str, ifname: str | None = None) -> list[IfaceState]:
+    """Every link's state (only `ifname`'s if given), by index."""
+    sock = _socket_in_netns(_netns_path(netns))
+    sock.settimeout(5.0)  # the kernel answers at once; never let a lost reply hang a worker
+    try:
+        by_index = _read_links(sock)
+        if ifname is not None:
+            by_index = {i: s for i, s in by_index.items() if s.name == ifname}
+        if by_index:
+            _read_addresses(sock, by_index)
+    finally:
+        sock.close()
+    return [by_index[i] for i in sorted(by_index)]
 
 
 def interface_state(netns: str, ifname: str) -> IfaceState | None:
     """The interface's link and address state, or None when it does not exist."""
-    with _rtnl(netns) as ipr:
-        index = _link_index(ipr, ifname)
-        if index is None:
-            return None
-        try:
-            states = _states(ipr, ipr.get_links(index))
-        except NetlinkError as err:
-            if err.code in _GONE:  # removed between the lookup and the read
-                return None
-            raise
+    states = _read_states(netns, ifname)
     return states[0] if states else None
 
 
 def list_interfaces(netns: str) -> list[IfaceState]:
     """Every interface in the namespace except loopback, by index."""
-    with _rtnl(netns) as ipr:
-        states = _states(ipr, ipr.get_links())
-    return sorted((s for s in states if s.name != "lo"), key=lambda s: s.index)
+    return [s for s in _read_states(netns) if s.name != "lo"]
 
 
 def _same_address(expected: str, have: str) -> bool:
@@ -512,6 +648,58 @@ def default_routes(netns: str) -> list[Route]:
         ]
 
 
+_RTM_NEWROUTE, _RTM_GETROUTE = 24, 26
+_RTA_OIF, _RTA_MULTIPATH, _RTA_TABLE = 4, 9, 15
+_RTMSG = struct.Struct(
+    "=BBBBBBBBI"
+)  # family, dst_len, src_len, tos, table, proto, scope, type, flags
+_RTNEXTHOP = struct.Struct("=HBBi")  # len, flags, hops, ifindex
+
+
+def _route_oifs(msg: bytes) -> list[int]:
+    """The interfaces a dumped route's next hops go out of (multipath or not)."""
+    at = _attrs(msg, _RTMSG.size, len(msg))
+    if _RTA_OIF in at:
+        return [struct.unpack("=i", at[_RTA_OIF][:4])[0]]
+    hops, raw, offset = [], at.get(_RTA_MULTIPATH, b""), 0
+    while offset + _RTNEXTHOP.size <= len(raw):
+        length, _flags, _hops, ifindex = _RTNEXTHOP.unpack_from(raw, offset)
+        if length < _RTNEXTHOP.size:
+            break
+        hops.append(ifindex)
+        offset += (length + 3) & ~3
+    return hops
+
+
+def _has_main_default_via(netns: str, ifname: str) -> bool:
+    """Whether the main table has a unicast default route (IPv4 or IPv6) out of `ifname`.
+
+    Two raw dumps, no pyroute2: the common answer for a secondary network is no.
+    """
+    sock = _socket_in_netns(_netns_path(netns))
+    sock.settimeout(5.0)
+    try:
+        index = next((i for i, s in _read_links(sock).items() if s.name == ifname), None)
+        if index is None:
+            return False
+        for family in _FAMILIES:
+            body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+            for msg in _dump_raw(sock, _RTM_GETROUTE, body, _RTM_NEWROUTE):
+                fam, dst_len, src_len, _tos, table, _proto, _scope, kind, _fl = _RTMSG.unpack_from(
+                    msg
+                )
+                if fam != family or dst_len or src_len or kind != _RTN_UNICAST:
+                    continue
+                table_attr = _attrs(msg, _RTMSG.size, len(msg)).get(_RTA_TABLE)
+                if table_attr is not None:
+                    table = struct.unpack("=I", table_attr[:4])[0]
+                if table == MAIN_TABLE and index in _route_oifs(msg):
+                    return True
+    finally:
+        sock.close()
+    return False
+
+
 def remove_default_routes_via(netns: str, ifname: str) -> list[Route]:
     """Delete the main table's default routes out of `ifname`; return what was removed.
 
@@ -519,12 +707,14 @@ def remove_default_routes_via(netns: str, ifname: str) -> list[Route]:
     selection did not ask for the default route: the pod's default must not move.
     A missing interface has no routes, so nothing is removed.
     """
+    if not _has_main_default_via(netns, ifname):
+        return []
     removed: list[Route] = []
     with _rtnl(netns) as ipr:
-        index = _link_index(ipr, ifname)
+        names = _link_names(ipr)  # one dump gives the index too
+        index = next((i for i, name in names.items() if name == ifname), None)
         if index is None:
             return []
-        names = _link_names(ipr)
         for family in _FAMILIES:
             for msg in _dump(ipr, family, MAIN_TABLE):
                 if not (_is_default(msg) and _via(msg, index)):
@@ -935,11 +1125,6 @@ def _retire_stranded(ipr: Any, netns: str, family: int, rules: Sequence[SourceRu
 _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY = 20
 _SOCK_DESTROY = 21
-_NLM_F_REQUEST = 0x1
-_NLM_F_ACK = 0x4
-_NLM_F_DUMP = 0x300
-_NLMSG_ERROR = 2
-_NLMSG_DONE = 3
 _ALL_STATES = 0xFFFFFFFF
 _SOCKID = struct.Struct("!HH16s16s")  # sport, dport, src, dst (network order); then if, cookie
 

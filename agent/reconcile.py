@@ -62,7 +62,7 @@ class AgentSettings:
     # default-network annotation has as eth0. Needed to switch back to it or to
     # remove it after a switch.
     cluster_network_conf: str | None = None
-    workers: int = 4
+    workers: int = 10  # pods are independent (one worker per pod at a time); CNI waits on plugins
     resync_seconds: float = 60.0
     cni_timeout: float = 30.0
     # (namespace, name) of the cluster's NAD policy ConfigMap; None: no policy.

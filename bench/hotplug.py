@@ -414,7 +414,7 @@ def main() -> int:
         print()
         print(
             f"hot-plug latency, {args.pods} pods on the node, {plugs} plugged, "
-            f"bridge + host-local, agent with 4 workers"
+            f"bridge + host-local, agent with its default 10 workers"
         )
         print(report(ops, args.concurrency))
         print()

@@ -68,6 +68,8 @@ NAMESPACES_PATH = "/api/v1/namespaces"
 PODS_PATH = "/api/v1/pods"
 # Only running pods matter to a rollout; the apiserver filters the rest out of the watch.
 RUNNING_PODS = {"fieldSelector": "status.phase=Running"}
+# At most one NetworkProfile.status write per profile this often, unless a condition changes.
+STATUS_INTERVAL = 1.0
 
 
 def profile_status_path(name: str) -> str:
@@ -111,6 +113,7 @@ class Controller:
         self._refs_by_ns: dict[str, dict[str, frozenset[str]]] = {}
         self._tracked: dict[str, dict[str, str]] = {}  # rollout -> in-flight pod key -> uid
         self._failures_reported: set[tuple[str, str]] = set()
+        self._status_written_at: dict[str, float] = {}  # profile -> monotonic time
 
         self.profiles = Informer(
             kube, PROFILES_PATH, on_event=self._profile_event, name="networkprofiles"
@@ -320,11 +323,12 @@ class Controller:
         if started:
             # Status counts the pods just started as in flight.
             final = plan_rollout(name, self.snapshot(), now, self.options.settings)
-        self._write_status(name, plan, final, started)
+        status_wait = self._write_status(name, plan, final, started)
         self.metrics.observe_plan(final)
         if conflicts:
             return 0.5
-        return self._next_timeout(final, now)
+        waits = [w for w in (self._next_timeout(final, now), status_wait) if w is not None]
+        return min(waits) if waits else None
 
     def _next_timeout(self, plan: RolloutPlan, now: datetime) -> float | None:
         """Seconds until the first in-flight pod times out, so it is counted failed then."""
@@ -413,14 +417,27 @@ class Controller:
 
     def _write_status(
         self, name: str, acted: RolloutPlan, final: RolloutPlan, started: int
-    ) -> None:
+    ) -> float | None:
+        """Write the profile's status if it changed; seconds until a deferred write is due.
+
+        A status that only moves counters is written at most once per STATUS_INTERVAL per
+        profile (the reconcile then comes back for the latest one): during a rollout every
+        converged pod changes it. A change worth an Event (a condition's transition) is
+        written at once, so the Events and the status they are derived from stay as before.
+        """
         obj = self.profile_object(name)
         if obj is None:
-            return
+            return None
         previous = obj.get("status")
         generation = int((obj.get("metadata") or {}).get("generation") or 0)
         status = build_status(final, generation, previous, now_rfc3339())
         if status != previous:
+            events = transition_events(acted, previous, status, started)
+            due = self._status_written_at.get(name, -STATUS_INTERVAL) + STATUS_INTERVAL
+            wait = due - time.monotonic()
+            if not events and wait > 0:
+                self._report_failures(obj, final)
+                return wait
             self._profile_writes.expect(name)
             try:
                 result = self.kube.patch_merge(profile_status_path(name), {"status": status})
@@ -428,11 +445,13 @@ class Controller:
                 self._profile_writes.cancel(name)
                 if err.status != 404:
                     log.warning("could not write the status of NetworkProfile %s: %s", name, err)
-                return
+                return None
+            self._status_written_at[name] = time.monotonic()
             self._profile_writes.put(result)
-            for event in transition_events(acted, previous, status, started):
+            for event in events:
                 self._event(obj, event.reason, event.message, event.type)
         self._report_failures(obj, final)
+        return None
 
     def _report_failures(self, obj: JSON, plan: RolloutPlan) -> None:
         by_key = {t.pod.key: t.pod for t in plan.targets}

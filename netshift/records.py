@@ -15,9 +15,16 @@ Layout under the store directory (default ``/var/lib/netshift/records``)::
                                      end in .json, so no interface name can clash
     <dir>/<pod_uid>/.<file>.<pid>.<hex>.tmp   a write in progress, or left by a crash
 
-Every write goes to a temporary file in the same directory, which is fsynced,
-renamed over the target (atomic) and followed by an fsync of the directory: a
-file holds the old or the new content, never a mix. Temporary files left by an
+Every write goes to a temporary file in the same directory, which is fsynced
+and renamed over the target (atomic): a file holds the old or the new content,
+never a mix. A write that creates a new name (above all the ``Attaching`` record,
+written before the ADD it guards) is followed by an fsync of the directory, so
+that the entry is durable before the caller goes on. Replacing an existing file
+skips that second fsync: were the rename lost in a crash, the file would hold its
+previous version, and every version of a record is a state the agent could have
+crashed in (the record is still there, with the config the ADD used), so nothing
+is leaked or forgotten; an ext4 journal commits the rename with the next fsync
+anyway. Deletions fsync the directory as before. Temporary files left by an
 earlier process are deleted when a pod directory is scanned. A file that still
 cannot be parsed (disk damage, hand edits) is logged, listed by
 :meth:`RecordStore.corrupt` and skipped by the listings; :meth:`RecordStore.get`
@@ -338,12 +345,14 @@ class RecordStore:
                     out.write(payload)
                     out.flush()
                     os.fsync(out.fileno())
+                replacing = target.exists()
                 os.replace(tmp, target)
             except BaseException:
                 with suppress(FileNotFoundError):
                     os.unlink(tmp)
                 raise
-            _fsync_dir(pod_dir)
+            if not replacing:
+                _fsync_dir(pod_dir)  # a new name: durable before the caller acts on it
             return
 
     def put(self, record: AttachmentRecord) -> AttachmentRecord:
