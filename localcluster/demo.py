@@ -166,7 +166,11 @@ def cleanup(kube: Kube, client: ClientNetns) -> None:
 
 def run(args: argparse.Namespace) -> int:
     say = print
-    cluster = LocalCluster(args.state_dir, pod_subnet=args.pod_subnet, bridge=args.bridge)
+    # The node simulator: the demo's probes find pods by its namespace names. A state dir
+    # running a real-node cluster is refused with a message saying so.
+    cluster = LocalCluster(
+        args.state_dir, pod_subnet=args.pod_subnet, bridge=args.bridge, node="sim"
+    )
     say(f"== bringing up the local cluster in {cluster.state_dir}")
     cluster.up(say=lambda line: say("   " + line))
     kube = cluster.kube()
