@@ -182,12 +182,7 @@ class AttachmentRecord:
             raise ValueError(f"state {self.state!r} is not one of {', '.join(STATES)}")
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = dict(self.extra)
-        for f in fields(self):
-            if f.name != "extra":
-                data[f.name] = getattr(self, f.name)
-        data["version"] = RECORD_VERSION
-        return data
+        return _stored(self, self.extra)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AttachmentRecord:
@@ -245,12 +240,7 @@ class PodMeta:
         _check_uid(self.pod_uid)
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = dict(self.extra)
-        for f in fields(self):
-            if f.name != "extra":
-                data[f.name] = getattr(self, f.name)
-        data["version"] = RECORD_VERSION
-        return data
+        return _stored(self, self.extra)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PodMeta:
@@ -270,6 +260,16 @@ class PodMeta:
             sandbox_since=_typed(data, "sandbox_since", float, 0.0),
             extra={k: v for k, v in data.items() if k not in known},
         )
+
+
+def _stored(obj: Any, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """A record dataclass as stored: its fields, the fields it did not know (`extra`), a version."""
+    data: dict[str, Any] = dict(extra)
+    for f in fields(obj):
+        if f.name != "extra":
+            data[f.name] = getattr(obj, f.name)
+    data["version"] = RECORD_VERSION
+    return data
 
 
 def _encode(data: Mapping[str, Any]) -> bytes:

@@ -45,14 +45,19 @@ def node_prerequisites() -> None:
     require(shutil.which("ip") is not None, "needs iproute2")
 
 
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[LocalCluster]:
-    node_prerequisites()
+def plane_prerequisites() -> None:
+    """The pinned etcd and Kubernetes binaries of the control plane."""
     try:
         for name in binaries.NAMES:
             binaries.find(name)
     except binaries.MissingBinary as err:
         require(False, str(err))
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    node_prerequisites()
+    plane_prerequisites()
     state = Path(tempfile.mkdtemp(prefix="netshift-test-"))
     c = LocalCluster(state, pod_subnet=TEST_POD_SUBNET, bridge=TEST_BRIDGE)
     try:

@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 
-from localcluster import binaries
 from localcluster import node as realnode
 from localcluster.cluster import LocalCluster
 from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
@@ -42,14 +41,10 @@ def _require(condition: bool, why: str) -> None:
 
 @pytest.fixture(scope="session")
 def real_cluster() -> Iterator[LocalCluster]:
-    from conftest import node_prerequisites
+    from conftest import node_prerequisites, plane_prerequisites
 
     node_prerequisites()
-    try:
-        for name in binaries.NAMES:
-            binaries.find(name)
-    except binaries.MissingBinary as err:
-        _require(False, str(err))
+    plane_prerequisites()
     missing = realnode.missing_prerequisites()
     _require(not missing, "real node: " + "; ".join(missing))
     others = realnode.kubelet_pids()
