@@ -13,9 +13,10 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
+import pluggy
 import pytest
 from agentutil import AgentProcess, Networks, networks_for_test, running_agent
 
@@ -95,7 +96,12 @@ def namespace(kube: Kube) -> Iterator[str]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Refuse a test that uses the cluster (directly or through `kube`, `namespace`, ...)
-    without the `cluster` marker, so that `-m "not cluster"` never starts a control plane."""
+    without the `cluster` marker, so that `-m "not cluster"` never starts a control plane.
+
+    The real-node tests run last, together: the session's real node (and the machine's
+    one-real-node lock) is taken only for the end of the run, not next to the other tiers.
+    """
+    items.sort(key=lambda item: "real_cluster" in getattr(item, "fixturenames", ()))
     unmarked = [
         item.nodeid
         for item in items
@@ -110,7 +116,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 # The real-node cluster (kubelet + containerd + Multus, netshift as pods): its fixtures.
-from realnodeutil import real_cluster, real_kube, real_namespace, real_node  # noqa: E402, F401
+from realnodeutil import (  # noqa: E402
+    diagnostics,
+    real_cluster,  # noqa: F401
+    real_kube,  # noqa: F401
+    real_namespace,  # noqa: F401
+    real_node,  # noqa: F401
+)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
+    """A failed real-node test carries the cluster's pods, events and netshift's logs."""
+    outcome = yield
+    report = outcome.get_result()
+    # funcargs holds every fixture of the test's closure that was set up so far.
+    cluster = getattr(item, "funcargs", {}).get("real_cluster")
+    if report.failed and isinstance(cluster, LocalCluster):
+        report.sections.append(("real-node diagnostics", diagnostics(cluster)))
+
 
 # -- the node agent as a process, for the agent's cluster tests ----------------------------
 

@@ -10,6 +10,7 @@ fails in CI, like every other tier.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -30,6 +31,7 @@ from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
 # Apart from every other range the tests and bench/ use (10.244-10.253).
 REAL_POD_SUBNET = f"10.242.{os.getpid() % 250}.0/24"
 REAL_BRIDGE = f"nsr{os.getpid() % 100000}"
+REAL_NODE_LOCK = "/run/netshift-realnode.lock"
 NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
 
 
@@ -37,6 +39,29 @@ def _require(condition: bool, why: str) -> None:
     from conftest import require
 
     require(condition, why)
+
+
+@contextlib.contextmanager
+def machine_lock(timeout: float = 1800) -> Iterator[None]:
+    """One real node per machine: test sessions (e.g. two worktrees) take turns.
+
+    Held for as long as the session's real-node cluster runs; a second session waits
+    for it (up to `timeout`) instead of failing on the first one's kubelet.
+    """
+    with open(REAL_NODE_LOCK, "a+") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{REAL_NODE_LOCK} held for {timeout:.0f}s") from None
+                time.sleep(2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
@@ -47,18 +72,19 @@ def real_cluster() -> Iterator[LocalCluster]:
     plane_prerequisites()
     missing = realnode.missing_prerequisites()
     _require(not missing, "real node: " + "; ".join(missing))
-    others = realnode.kubelet_pids()
-    _require(not others, f"another kubelet runs on this machine (pid {others[:1]}): one real node")
-    state = Path(tempfile.mkdtemp(prefix="netshift-real-"))
-    c = LocalCluster(state, pod_subnet=REAL_POD_SUBNET, bridge=REAL_BRIDGE, node="real")
-    try:
-        c.up(say=lambda _line: None)
-        yield c
-        crashed = c.crashed()
-        assert not crashed, f"processes of the real-node test cluster crashed: {crashed}"
-    finally:
-        c.down(say=lambda _line: None)
-        shutil.rmtree(state, ignore_errors=True)
+    with machine_lock():
+        others = realnode.kubelet_pids()
+        _require(not others, f"another kubelet runs here (pid {others[:1]}): one real node")
+        state = Path(tempfile.mkdtemp(prefix="netshift-real-"))
+        c = LocalCluster(state, pod_subnet=REAL_POD_SUBNET, bridge=REAL_BRIDGE, node="real")
+        try:
+            c.up(say=lambda _line: None)
+            yield c
+            crashed = c.crashed()
+            assert not crashed, f"processes of the real-node test cluster crashed: {crashed}"
+        finally:
+            c.down(say=lambda _line: None)
+            shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -184,3 +210,38 @@ def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.2)
+
+
+def diagnostics(cluster: LocalCluster) -> str:
+    """What a failed real-node test leaves for the reader: pods, events, netshift's logs.
+
+    Attached to the failure report (see conftest.py) so that a red CI run says why a
+    component was unreachable, not only that it was.
+    """
+    parts: list[str] = []
+
+    def run(title: str, *args: str) -> None:
+        try:
+            done = cluster.kubectl(*args, check=False, timeout=30)
+            text = (done.stdout + done.stderr).strip()
+        except Exception as err:  # a diagnostic must not hide the failure itself
+            text = f"({err})"
+        parts.append(f"--- {title}\n{text}")
+
+    run("pods", "get", "pods", "-A", "-o", "wide")
+    run("node conditions", "get", "nodes", "-o", "jsonpath={..conditions}")
+    run("endpoints of netshift-system", "-n", "netshift-system", "get", "endpointslices")
+    run("recent events", "get", "events", "-A", "--sort-by=.lastTimestamp")
+    for app in ("webhook", "agent", "controller"):
+        selector = f"app.kubernetes.io/component={app}"
+        run(
+            f"{app} logs",
+            *("-n", "netshift-system", "logs", "-l", selector, "--tail=25", "--prefix"),
+        )
+        run(
+            f"{app} logs of the previous container",
+            *("-n", "netshift-system", "logs", "-l", selector, "--tail=15", "--prefix"),
+            "--previous",
+        )
+    # The tail of every event list is what matters; keep the whole report readable.
+    return "\n".join(p if len(p) < 6000 else p[:1500] + "\n…\n" + p[-4000:] for p in parts)
