@@ -29,7 +29,7 @@ from typing import Any
 from cnifloor import floor_adds  # bench/cnifloor.py
 
 from localcluster.cluster import LocalCluster
-from localcluster.demo import bridge_nad
+from localcluster.demokit import bridge_nad
 from localcluster.probe import ClientNetns, Ping
 from netshift import podstatus
 from netshift.kube import Kube, has_default_service_account, nad_path, wait_for

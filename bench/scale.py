@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from localcluster.cluster import LocalCluster
-from localcluster.demo import bridge_nad
+from localcluster.demokit import bridge_nad
 from netshift import podstatus
 from netshift.keys import NETWORK_STATUS_KEY, NETWORKS_KEY
 from netshift.kube import ApiError, Kube, has_default_service_account, nad_path, pod_path, wait_for

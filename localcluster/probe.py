@@ -112,15 +112,27 @@ class SeqPing:
     after it, so that the last echo counted was sent after the event.
     """
 
-    def __init__(self, netns: str, target: str, interval: float = INTERVAL) -> None:
+    def __init__(
+        self,
+        netns: str,
+        target: str,
+        interval: float = INTERVAL,
+        *,
+        argv: list[str] | None = None,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
+        """Ping from `netns`; or run `argv` (a ping elsewhere, e.g. `kubectl exec` into a
+        container) and stop it with `on_stop` besides SIGINT."""
         self.netns = netns
         self.target = target
         self.interval = interval
         self._seen: set[int] = set()
         self._sent = 0
         self._cond = threading.Condition()
+        self._on_stop = on_stop
+        command = ["ip", "netns", "exec", netns, "ping", "-n", "-i", str(interval), "-W", "1"]
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", netns, "ping", "-n", "-i", str(interval), "-W", "1", target],
+            argv or [*command, target],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -131,7 +143,7 @@ class SeqPing:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            m = re.search(r"icmp_seq=(\d+) ttl=", line)
+            m = re.search(r"(?:icmp_)?seq=(\d+) ttl=", line)  # iputils; busybox
             if m:
                 with self._cond:
                     self._seen.add(int(m.group(1)))
@@ -165,6 +177,8 @@ class SeqPing:
 
     def stop(self) -> tuple[int, list[int]]:
         """(echoes counted, lost sequence numbers)."""
+        if self._on_stop is not None:
+            self._on_stop()
         self.proc.send_signal(signal.SIGINT)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
@@ -211,14 +225,17 @@ class Stream:
     The server listens on `host` in `server_netns`; the client in `client_netns`
     connects (from `source` when given), then sends a numbered message every
     `interval` and waits at most `timeout` for its echo: a stall is a failure.
+    With `server_netns` None the client connects to an echo server that is
+    already there (e.g. a container's) on `port`.
     """
 
     def __init__(
         self,
-        server_netns: str,
+        server_netns: str | None,
         client_netns: str,
         host: str,
         *,
+        port: int = 0,
         source: str | None = None,
         timeout: float = 1.0,
         interval: float = 0.02,
@@ -230,12 +247,14 @@ class Stream:
         self.sent = self.echoed = 0
         self.error = ""
         self._stop = threading.Event()
-        self._srv = socket_in(server_netns, family)
-        self._srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._srv.bind((host, 0))
-        self._srv.listen(4)
-        port = self._srv.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._srv: socket.socket | None = None
+        if server_netns is not None:
+            self._srv = socket_in(server_netns, family)
+            self._srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._srv.bind((host, port))
+            self._srv.listen(4)
+            port = self._srv.getsockname()[1]
+            threading.Thread(target=self._serve, args=(self._srv,), daemon=True).start()
         self._cli = socket_in(client_netns, family)
         if source is not None:
             self._cli.bind((source, 0))
@@ -246,9 +265,10 @@ class Stream:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _serve(self) -> None:
+    @staticmethod
+    def _serve(srv: socket.socket) -> None:
         with contextlib.suppress(OSError):
-            conn, _ = self._srv.accept()
+            conn, _ = srv.accept()
             with conn:
                 while data := conn.recv(4096):
                     conn.sendall(data)
@@ -289,11 +309,64 @@ class Stream:
         self._stop.set()
         self._thread.join(timeout=self.timeout + 2)
         for sock in (self._cli, self._srv):
-            with contextlib.suppress(OSError):
-                sock.close()
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
         return {
             "sent": self.sent,
             "echoed": self.echoed,
             "alive": not self.error,
             "error": self.error,
         }
+
+
+class HttpProbe:
+    """HTTP GETs of one URL from this process, one every `interval`, each with `timeout`.
+
+    Counts requests that failed (no answer in time, a refused connection, a status
+    other than 200, a body without `expect`): through a Service ClusterIP, a failure is
+    what a client of the Service would have seen.
+    """
+
+    def __init__(
+        self, url: str, *, expect: str = "", interval: float = 0.05, timeout: float = 1.0
+    ) -> None:
+        import urllib.request
+
+        self.url = url
+        self.expect = expect
+        self.interval = interval
+        self.timeout = timeout
+        self.ok = self.failed = 0
+        self.errors: list[str] = []
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _once(self) -> str:
+        """'' when the request succeeded, else what went wrong."""
+        try:
+            with self._opener.open(self.url, timeout=self.timeout) as resp:
+                body = resp.read().decode(errors="replace")
+                if resp.status != 200 or self.expect not in body:
+                    return f"HTTP {resp.status}: {body[:80]!r}"
+                return ""
+        except OSError as err:
+            return f"{type(err).__name__}: {err}"
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            problem = self._once()
+            if problem:
+                self.failed += 1
+                if len(self.errors) < 5:
+                    self.errors.append(problem)
+            else:
+                self.ok += 1
+            self._stop.wait(self.interval)
+
+    def stop(self) -> dict[str, object]:
+        self._stop.set()
+        self._thread.join(timeout=self.timeout + 2)
+        return {"ok": self.ok, "failed": self.failed, "errors": list(self.errors)}

@@ -23,9 +23,11 @@ from localcluster.procs import clean_env
 pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
 
-def test_the_demo_switches_every_pod_without_restart_or_loss(cluster: LocalCluster) -> None:
+def test_the_demo_on_the_node_simulator_switches_every_pod_without_restart_or_loss(
+    cluster: LocalCluster,
+) -> None:
     state = Path(tempfile.mkdtemp(prefix="netshift-demo-"))
-    cmd = [sys.executable, "-m", "cli.main", "--log-format=text", "demo"]
+    cmd = [sys.executable, "-m", "cli.main", "--log-format=text", "demo", "--node", "sim"]
     net = ["--pod-subnet", f"10.246.{os.getpid() % 250}.0/24", "--bridge", f"nsd{os.getpid()}"[:15]]
     try:
         done = subprocess.run(
