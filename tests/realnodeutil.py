@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -97,8 +98,39 @@ def real_kube(real_cluster: LocalCluster) -> Kube:
     return real_cluster.kube()
 
 
+def webhook_endpoints(kube: Kube) -> int:
+    """Ready endpoints behind the webhook's Service (what the apiserver's calls reach)."""
+    slices = kube.get(
+        "/apis/discovery.k8s.io/v1/namespaces/netshift-system/endpointslices",
+        labelSelector="kubernetes.io/service-name=netshift-webhook",
+    )["items"]
+    return sum(
+        1
+        for s in slices
+        for e in s.get("endpoints") or []
+        if (e.get("conditions") or {}).get("ready")
+    )
+
+
+def webhook_serving(cluster: LocalCluster, kube: Kube, timeout: float = 90) -> None:
+    """Every test starts with the webhook serving: it admits every pod and NAD (failurePolicy
+    Fail). A wait for it is reported as a warning with what the cluster showed; not serving
+    after `timeout` fails the test (with the diagnostics attached by conftest.py)."""
+    started = time.monotonic()
+    if webhook_endpoints(kube):
+        return
+    seen = diagnostics(cluster)
+    wait_for(lambda: webhook_endpoints(kube) > 0, timeout, what="a ready webhook endpoint")
+    warnings.warn(
+        f"the webhook had no ready endpoint for {time.monotonic() - started:.0f}s "
+        f"before this test; the cluster then:\n{seen[:3000]}",
+        stacklevel=2,
+    )
+
+
 @pytest.fixture
-def real_namespace(real_kube: Kube) -> Iterator[str]:
+def real_namespace(real_cluster: LocalCluster, real_kube: Kube) -> Iterator[str]:
+    webhook_serving(real_cluster, real_kube)
     name = f"r-{uuid.uuid4().hex[:10]}"
     real_kube.create(
         "/api/v1/namespaces", {"metadata": {"name": name, "labels": {"netshift.io/test": "true"}}}
