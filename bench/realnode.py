@@ -189,6 +189,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="hot-plug rounds over the pods")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
+    with realnode.machine_lock():
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     state = Path(tempfile.mkdtemp(prefix="netshift-bench-real-"))
     net = ["--state-dir", str(state), "--pod-subnet", "10.246.250.0/24", "--bridge", "nsbrn0"]
     try:

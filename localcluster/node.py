@@ -36,6 +36,7 @@ agent, Multus) use 127.0.0.1 directly. Nothing is masqueraded.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -1228,6 +1229,30 @@ def _mount_targets() -> Iterator[str]:
     with open("/proc/self/mountinfo") as f:
         for line in f:
             yield line.split()[4].replace("\\040", " ")
+
+
+REAL_NODE_LOCK = "/run/netshift-realnode.lock"
+
+
+@contextlib.contextmanager
+def machine_lock(timeout: float = 1800) -> Iterator[None]:
+    """One real node per machine: short-lived users (test sessions, benches, e.g. from
+    two worktrees) take turns, each holding this lock while its real node runs; a second
+    one waits for it (up to `timeout`) instead of failing on the first one's kubelet."""
+    with open(REAL_NODE_LOCK, "a+") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{REAL_NODE_LOCK} held for {timeout:.0f}s") from None
+                time.sleep(2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def kubelet_pids() -> list[int]:

@@ -10,7 +10,6 @@ fails in CI, like every other tier.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import json
 import os
@@ -32,7 +31,6 @@ from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
 # Apart from every other range the tests and bench/ use (10.244-10.253).
 REAL_POD_SUBNET = f"10.242.{os.getpid() % 250}.0/24"
 REAL_BRIDGE = f"nsr{os.getpid() % 100000}"
-REAL_NODE_LOCK = "/run/netshift-realnode.lock"
 NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
 
 
@@ -40,29 +38,6 @@ def _require(condition: bool, why: str) -> None:
     from conftest import require
 
     require(condition, why)
-
-
-@contextlib.contextmanager
-def machine_lock(timeout: float = 1800) -> Iterator[None]:
-    """One real node per machine: test sessions (e.g. two worktrees) take turns.
-
-    Held for as long as the session's real-node cluster runs; a second session waits
-    for it (up to `timeout`) instead of failing on the first one's kubelet.
-    """
-    with open(REAL_NODE_LOCK, "a+") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{REAL_NODE_LOCK} held for {timeout:.0f}s") from None
-                time.sleep(2)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +48,7 @@ def real_cluster() -> Iterator[LocalCluster]:
     plane_prerequisites()
     missing = realnode.missing_prerequisites()
     _require(not missing, "real node: " + "; ".join(missing))
-    with machine_lock():
+    with realnode.machine_lock():
         others = realnode.kubelet_pids()
         _require(not others, f"another kubelet runs here (pid {others[:1]}): one real node")
         state = Path(tempfile.mkdtemp(prefix="netshift-real-"))
