@@ -26,13 +26,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from localcluster import node as realnode
 from localcluster.cluster import LocalCluster
-from netshift.kube import nad_path, patch_annotations, pod_path
+from netshift.kube import Informer, nad_path, patch_annotations, pod_path
 
 
 def netshift(*args: str) -> float:
@@ -134,7 +135,8 @@ def has_net1(pod: dict[str, Any]) -> bool:
 
 def hotplug_ms(cluster: LocalCluster, pods: list[str], rounds: int) -> dict[str, list[float]]:
     """PATCH of the networks annotation → network-status shows net1 with its address (plug)
-    or without net1 (unplug), one pod at a time, polled every 10 ms."""
+    or without net1 (unplug), one pod at a time, seen by this script's own pod watch (as
+    bench/hotplug.py times the node simulator's)."""
     kube = cluster.kube()
     config = {
         "cniVersion": "1.0.0",
@@ -162,18 +164,31 @@ def hotplug_ms(cluster: LocalCluster, pods: list[str], rounds: int) -> dict[str,
         },
     )
     out: dict[str, list[float]] = {"plug": [], "unplug": []}
-    for _ in range(rounds):
-        for name in pods:
-            for op, value in (("plug", "bench@net1"), ("unplug", None)):
-                path = pod_path("default", name)
-                started = time.monotonic()
-                patch_annotations(kube, path, {NETWORKS: value})
-                want = op == "plug"
-                while has_net1(kube.get(path)) != want:
-                    if time.monotonic() - started > 30:
+    waiting: dict[str, tuple[bool, threading.Event]] = {}
+
+    def on_event(_kind: str, pod: dict[str, Any]) -> None:
+        wanted = waiting.get(pod["metadata"]["name"])
+        if wanted is not None and has_net1(pod) == wanted[0]:
+            wanted[1].set()
+
+    watch = Informer(kube, pod_path("default"), on_event=on_event, name="bench")
+    watch.start()
+    if not watch.wait_synced(30):
+        raise SystemExit("the bench's pod watch did not sync")
+    try:
+        for _ in range(rounds):
+            for name in pods:
+                for op, value in (("plug", "bench@net1"), ("unplug", None)):
+                    seen = threading.Event()
+                    waiting[name] = (op == "plug", seen)
+                    started = time.monotonic()
+                    patch_annotations(kube, pod_path("default", name), {NETWORKS: value})
+                    if not seen.wait(30):
                         raise SystemExit(f"{op} of {name} took more than 30 s")
-                    time.sleep(0.01)
-                out[op].append((time.monotonic() - started) * 1000)
+                    out[op].append((time.monotonic() - started) * 1000)
+                    del waiting[name]
+    finally:
+        watch.stop()
     subprocess.run(["ip", "link", "del", "nsbrn1"], capture_output=True)
     return out
 
