@@ -8,6 +8,8 @@ in that store is the test's own.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import secrets
 import subprocess
@@ -46,8 +48,28 @@ class SideNetwork:
 def side_network(
     real_node: RealNode, real_kube: Kube, real_namespace: str
 ) -> Iterator[SideNetwork]:
+    with _side_network(real_node, real_kube, real_namespace) as net:
+        yield net
+
+
+@pytest.fixture
+def other_network(
+    real_node: RealNode, real_kube: Kube, real_namespace: str
+) -> Iterator[SideNetwork]:
+    with _side_network(real_node, real_kube, real_namespace) as net:
+        yield net
+
+
+_OCTETS = itertools.count(secrets.randbelow(250))
+
+
+@contextlib.contextmanager
+def _side_network(
+    real_node: RealNode, real_kube: Kube, real_namespace: str
+) -> Iterator[SideNetwork]:
+    """A bridge network of the test's own: bridge, subnet and host-local store."""
     suffix = secrets.token_hex(3)
-    octet = int(suffix[:2], 16) % 250 + 1
+    octet = next(_OCTETS) % 250 + 1  # two networks of one test never share a subnet
     net = SideNetwork(
         name=f"side-{suffix}",
         bridge=f"nsh{suffix}",
@@ -112,6 +134,43 @@ def test_annotate_plugs_an_interface_and_removal_releases_its_address(
     )
     # eth0 (Multus's) is untouched.
     assert ipv4_of(real_cluster, real_namespace, "hot", "eth0")
+
+
+def test_a_swap_behind_the_same_interface_name_moves_net1_to_the_other_network(
+    real_cluster: LocalCluster,
+    real_kube: Kube,
+    real_namespace: str,
+    side_network: SideNetwork,
+    other_network: SideNetwork,
+) -> None:
+    """net1 on one network, then the annotation names another network for net1: the old
+    attachment is DEL'd (its address back in its store) before the new one takes the name."""
+    create_running(real_kube, real_namespace, busybox_pod("swap"))
+    eth0 = ipv4_of(real_cluster, real_namespace, "swap", "eth0")
+    _annotate(real_cluster, real_namespace, "swap", f"{side_network.name}@net1")
+    eventually(
+        lambda: (
+            bool(store_addresses(side_network.store))
+            and bool(ipv4_of(real_cluster, real_namespace, "swap", "net1"))
+        ),
+        60,
+        "net1 on the first network",
+    )
+    _annotate(real_cluster, real_namespace, "swap", f"{other_network.name}@net1")
+
+    def on_other() -> bool:
+        addresses = ipv4_of(real_cluster, real_namespace, "swap", "net1")
+        return bool(addresses) and set(addresses) == store_addresses(other_network.store)
+
+    eventually(on_other, 60, "net1 on the other network, with the other network's address")
+    assert not store_addresses(side_network.store), "the first network's address leaked"
+    pod = real_kube.get(f"/api/v1/namespaces/{real_namespace}/pods/swap")
+    entries = {e.get("interface"): e for e in network_status(pod)}
+    assert entries["net1"]["name"].endswith(other_network.name), entries
+    assert entries["net1"]["ips"] == ipv4_of(real_cluster, real_namespace, "swap", "net1")
+    assert ipv4_of(real_cluster, real_namespace, "swap", "eth0") == eth0  # untouched
+    restarts = [s["restartCount"] for s in pod["status"]["containerStatuses"]]
+    assert restarts == [0], restarts
 
 
 def test_deleting_a_pod_with_a_hot_plugged_network_leaks_no_address(
