@@ -169,7 +169,10 @@ class ContainerLoop:
         )
         self.kill = [*_kubectl(cluster), "-n", namespace, "exec", pod, "--", "killall", "sh"]
         argv = [*_kubectl(cluster), "-n", namespace, "exec", pod, "--", "sh", "-c", script]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        # (stopped by killing its shell: kubectl's "terminated with exit code 143" is noise)
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         self.ok = self.failed = 0
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
