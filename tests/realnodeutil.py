@@ -460,6 +460,7 @@ class ExecPing:
 
         self.cluster, self.namespace, self.pod, self.target = cluster, namespace, pod, target
         self._seen: set[int] = set()
+        self.pid: int | None = None
         self._cond = threading.Condition()
         self._pattern = re.compile(r"seq=(\d+) ttl=")
         self.proc = subprocess.Popen(
@@ -467,7 +468,8 @@ class ExecPing:
                 binaries.find("kubectl"),
                 f"--kubeconfig={cluster.kubeconfig}",
                 *("-n", namespace, "exec", pod, "--"),
-                *("ping", "-n", "-i", "0.01", "-W", "1", target),
+                # The shell's pid is ping's (exec): stop() interrupts this ping alone.
+                *("sh", "-c", f'echo "pid $$"; exec ping -n -i 0.01 -W 1 {target}'),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -481,10 +483,12 @@ class ExecPing:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             m = self._pattern.search(line)
-            if m:
-                with self._cond:
+            with self._cond:
+                if m:
                     self._seen.add(int(m.group(1)))
-                    self._cond.notify_all()
+                elif line.startswith("pid ") and self.pid is None:
+                    self.pid = int(line.split()[1])
+                self._cond.notify_all()
 
     def wait_first(self, timeout: float = 20.0) -> bool:
         with self._cond:
@@ -499,10 +503,13 @@ class ExecPing:
         """(echoes counted, lost sequence numbers)."""
         import subprocess
 
-        # SIGINT to ping inside the container; `kubectl exec` then ends with it.
-        self.cluster.kubectl(
-            "-n", self.namespace, "exec", self.pod, "--", "killall", "-INT", "ping", check=False
-        )
+        # SIGINT to this ping inside the container; `kubectl exec` then ends with it.
+        if self.pid is not None:
+            self.cluster.kubectl(
+                *("-n", self.namespace, "exec", self.pod, "--"),
+                *("kill", "-INT", str(self.pid)),
+                check=False,
+            )
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -207,6 +207,18 @@ def _in_flight(kube: Kube, namespace: str, names: list[str]) -> bool:
     return False
 
 
+def _pause(kube: Kube, name: str, paused: bool) -> None:
+    kube.patch_merge(f"{PROFILES}/{name}", {"spec": {"rollout": {"paused": paused}}})
+
+
+def _started(kube: Kube, namespace: str, names: list[str]) -> int:
+    """How many pods the rollout has patched so far."""
+    return sum(
+        keys.ROLLOUT_STARTED_KEY in kube.get(pod_path(namespace, n))["metadata"]["annotations"]
+        for n in names
+    )
+
+
 def _on_b(kube: Kube, nets: Nets, names: list[str]) -> list[dict[str, Any]] | None:
     items = [kube.get(pod_path(nets.namespace, n)) for n in names]
     return items if all(settled_on(p, nets.network("b")) for p in items) else None
@@ -222,9 +234,14 @@ def test_the_kubelet_restarted_during_a_rollout_the_rollout_converges_and_leaks_
         wait_for(
             lambda: _in_flight(real_kube, nets.namespace, list(pods)), 60, what="a pod in flight"
         )
+        # Paused while the kubelet stops, so that the fault comes mid-rollout for sure;
+        # resumed while it is down: the switches go on without it.
+        _pause(real_kube, name, True)
         kubelet = real_node.procs()[1]
         real_cluster.stop_process("kubelet", lambda _l: None)
-        time.sleep(2)
+        assert _started(real_kube, nets.namespace, list(pods)) < PODS, "the rollout was over"
+        _pause(real_kube, name, False)
+        time.sleep(3)
         real_cluster.start(kubelet)
         real_cluster.wait_healthy(kubelet, timeout=60)
         wait_for(lambda: _on_b(real_kube, nets, list(pods)), 120, what="every pod on b")
@@ -245,13 +262,16 @@ def test_the_agent_pod_deleted_mid_switch_comes_back_and_the_switch_converges(
         "items"
     ]
     try:
-        _rollout(real_kube, nets, name, maxConcurrent=2)
+        _rollout(real_kube, nets, name, maxConcurrent=1)
         wait_for(
             lambda: _in_flight(real_kube, nets.namespace, list(pods)), 60, what="a pod in flight"
         )
+        _pause(real_kube, name, True)
         real_cluster.kubectl(
             "-n", "netshift-system", "delete", "pod", old_agent["metadata"]["name"], "--wait=false"
         )
+        assert _started(real_kube, nets.namespace, list(pods)) < PODS, "the rollout was over"
+        _pause(real_kube, name, False)  # the rollout goes on while the agent is away
 
         def replaced() -> bool:
             items = real_kube.get("/api/v1/namespaces/netshift-system/pods", labelSelector=agents)[
