@@ -239,3 +239,92 @@ def test_an_exhausted_ipam_range_fails_only_its_attachment_of_a_real_pod(
         eventually(lambda: not store_addresses(store), 60, "the holder's address released")
     finally:
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+
+
+def test_a_malformed_networks_annotation_on_a_running_pod_is_denied_naming_it(
+    real_cluster: LocalCluster, real_kube: Kube, real_namespace: str, side: Side
+) -> None:
+    pod = create_running(real_kube, real_namespace, busybox_pod("guarded"))
+    for value, expect in (
+        ("../../etc@net1", keys.NETWORKS_KEY),
+        ('[{"name": "side", "interface": "../eth0"}]', "interface"),
+    ):
+        done = real_cluster.kubectl(
+            "-n",
+            real_namespace,
+            "annotate",
+            "pod",
+            "guarded",
+            f"{keys.NETWORKS_KEY}={value}",
+            check=False,
+        )
+        assert done.returncode != 0, f"{value!r} admitted"
+        assert "denied" in done.stderr and expect in done.stderr, done.stderr
+    got = real_kube.get(f"/api/v1/namespaces/{real_namespace}/pods/guarded")
+    assert keys.NETWORKS_KEY not in got["metadata"]["annotations"]
+    assert got["metadata"]["uid"] == pod["metadata"]["uid"]
+    assert ipv4_of(real_cluster, real_namespace, "guarded", "eth0") == [pod["status"]["podIP"]]
+    assert not store_addresses(side.store)
+
+
+def test_a_default_switch_to_an_unknown_plugin_degrades_and_eth0_stays_the_default(
+    real_cluster: LocalCluster,
+    real_kube: Kube,
+    real_namespace: str,
+    real_node: RealNode,
+) -> None:
+    config = {"cniVersion": "1.0.0", "name": "ghost", "type": "no-such-plugin-here"}
+    create_nad(real_kube, real_namespace, "ghost", config)
+    pod = create_running(real_kube, real_namespace, busybox_pod("stuck"))
+    eth0 = pod["status"]["podIP"]
+    path = f"/api/v1/namespaces/{real_namespace}/pods/stuck"
+    links_before = _link_names(real_cluster, real_namespace, "stuck")
+    assert "eth0" in links_before
+    real_cluster.kubectl(
+        "-n",
+        real_namespace,
+        "annotate",
+        "pod",
+        "stuck",
+        f"{keys.DEFAULT_NETWORK_KEY}={real_namespace}/ghost",
+    )
+    eventually(
+        lambda: (
+            podstatus.is_settled(real_kube.get(path)["metadata"]["annotations"]) == (True, True)
+        ),
+        60,
+        "the switch Degraded",
+    )
+    st = podstatus.parse_status(real_kube.get(path)["metadata"]["annotations"])
+    assert st is not None and st.default_interface == "eth0", st
+    warnings = [
+        e
+        for e in _events(real_kube, real_namespace, "stuck")
+        if e["type"] == "Warning" and e["reason"] == "DefaultSwitchFailed"
+    ]
+    assert warnings and "no-such-plugin-here" in warnings[0]["message"], warnings
+    route = real_cluster.kubectl(
+        "-n", real_namespace, "exec", "stuck", "--", "ip", "-4", "route", "show", "default"
+    ).stdout
+    assert "dev eth0" in route, route
+    assert ipv4_of(real_cluster, real_namespace, "stuck", "eth0") == [eth0]
+    # Taken back: converged on eth0 again, nothing left of the failed attempt.
+    real_cluster.kubectl(
+        "-n", real_namespace, "annotate", "pod", "stuck", f"{keys.DEFAULT_NETWORK_KEY}-"
+    )
+    eventually(
+        lambda: (
+            podstatus.is_settled(real_kube.get(path)["metadata"]["annotations"]) == (True, False)
+        ),
+        60,
+        "the pod Converged on eth0",
+    )
+    assert _link_names(real_cluster, real_namespace, "stuck") == links_before
+    real_kube.delete(path)
+    eventually(lambda: pod_deleted(real_kube, real_namespace, "stuck"), 60, "the pod deleted")
+    eventually(lambda: eth0 not in store_addresses(real_node.ipam_dir), 30, "eth0 released")
+
+
+def _link_names(cluster: LocalCluster, namespace: str, pod: str) -> list[str]:
+    out = cluster.kubectl("-n", namespace, "exec", pod, "--", "ip", "-o", "link").stdout
+    return [line.split()[1].rstrip(":").split("@")[0] for line in out.splitlines()]

@@ -26,6 +26,7 @@ from realnodeutil import (
     busybox_pod,
     create_nad,
     eventually,
+    ipv4_of,
     pod_deleted,
     profile_object,
     settled_on,
@@ -182,7 +183,9 @@ def test_containerd_restarted_during_a_stream_of_hot_plugs_leaks_nothing(
         eventually(lambda: rounds[0] >= 2, 60, "two rounds of hot-plugs")
         containerd = real_node.procs()[0]
         real_cluster.stop_process("containerd", lambda _l: None)
+        at_stop = rounds[0]
         time.sleep(2)  # hot-plugs keep coming while containerd is down
+        assert rounds[0] > at_stop, "no hot-plug edit while containerd was down"
         real_cluster.start(containerd)
         real_cluster.wait_healthy(containerd, timeout=60)
         eventually(lambda: rounds[0] >= 6, 120, "more hot-plugs after the restart")
@@ -190,6 +193,17 @@ def test_containerd_restarted_during_a_stream_of_hot_plugs_leaks_nothing(
         stop.set()
         stream.join(timeout=30)
     assert not errors, errors[:3]
+    items = wait_for(
+        lambda: _converged(real_kube, nets.namespace, list(pods)), 120, what="convergence"
+    )
+    for p in items:
+        # The last wish is what the container has: net1 with the reported address, or none.
+        name, wanted = p["metadata"]["name"], keys.NETWORKS_KEY in p["metadata"]["annotations"]
+        reported = _attached(p, nets.network("side"))
+        assert (bool(reported), ipv4_of(real_cluster, nets.namespace, name, "net1")) == (
+            wanted,
+            reported,
+        ), name
     _no_leak(real_kube, nets, real_node, pods, "after a containerd restart")
     print(f"containerd restart: {rounds[0]} rounds of {PODS} hot-plug edits")
 
