@@ -460,6 +460,7 @@ class ExecPing:
 
         self.cluster, self.namespace, self.pod, self.target = cluster, namespace, pod, target
         self._seen: set[int] = set()
+        self.arrived: dict[int, float] = {}  # seq -> time.monotonic() of its echo
         self.pid: int | None = None
         self._cond = threading.Condition()
         self._pattern = re.compile(r"seq=(\d+) ttl=")
@@ -486,6 +487,7 @@ class ExecPing:
             with self._cond:
                 if m:
                     self._seen.add(int(m.group(1)))
+                    self.arrived[int(m.group(1))] = time.monotonic()
                 elif line.startswith("pid ") and self.pid is None:
                     self.pid = int(line.split()[1])
                 self._cond.notify_all()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -206,6 +207,7 @@ class Probes:
             assert ping.wait_first(), f"no first echo from {ping.target}"
         for ping in self.pings:
             ping.settle(20)
+        self.started = time.monotonic()
         self.http = HttpLoop(url) if url else None
         if self.http is not None:
             self.http.wait_ok(20)
@@ -221,7 +223,10 @@ class Probes:
             counted += n
             where = "netns" if isinstance(ping, SeqPing) else "container"
             if lost:
-                problems.append(f"ping from {where} to {ping.target}: lost {len(lost)} of {n}")
+                problems.append(
+                    f"ping from {where} to {ping.target}: lost {len(lost)} of {n}"
+                    + _when(ping, lost, self.started)
+                )
         if self.http is not None:
             ok, failed = self.http.stop()
             if failed:
@@ -230,6 +235,16 @@ class Probes:
                 )
             self.requests = ok
         return counted, problems
+
+
+def _when(ping: SeqPing | ExecPing, lost: list[int], started: float) -> str:
+    """For a container's ping: when the echoes before the losses came, counted from the
+    probes' start (a clue for the reader, never asserted)."""
+    if not isinstance(ping, ExecPing):
+        return ""
+    marks = sorted({max((s for s in ping.arrived if s < n), default=n) for n in lost})
+    at = [f"{ping.arrived[m] - started:.2f}s" for m in marks if m in ping.arrived]
+    return f" (seq {lost[:6]}, after the echo at {', '.join(at[:4])})"
 
 
 def _client_pod(lab: Lab) -> None:
@@ -313,6 +328,7 @@ def test_a_rollout_with_remove_releases_multus_eth0_and_loses_nothing_on_the_way
         old = [p["status"]["podIP"] for p in before.values()]
         probes_old = Probes(lab, old, url)
         lab.kube.patch_merge(f"{PROFILES}/{name}", {"spec": {"defaultNetwork": lab.network("b")}})
+        patched = time.monotonic() - probes_old.started
 
         def switched() -> list[dict[str, Any]] | None:
             items = lab.pods()
@@ -326,6 +342,9 @@ def test_a_rollout_with_remove_releases_multus_eth0_and_loses_nothing_on_the_way
             return done if len(done) == PODS == len(items) else None
 
         moved = wait_for(switched, 60, what="4 pods switched to B (draining A)")
+        timeline = (
+            f"patched at {patched:.2f}s, switched by {time.monotonic() - probes_old.started:.2f}s"
+        )
         # Counted while the old interfaces drain: the switch itself lost nothing.
         counted_old, problems_old = probes_old.stop()
         new = {p["metadata"]["uid"]: _default_of(p) for p in moved}
@@ -340,7 +359,7 @@ def test_a_rollout_with_remove_releases_multus_eth0_and_loses_nothing_on_the_way
         leaks = {k: v for k, v in lab.topo.leaked().items() if v}
         print(
             f"remove A>B: {counted_old}+{counted_new} echoes, {probes_old.requests} Service "
-            f"requests, {problems_old + problems_new}, leaks {leaks}"
+            f"requests, {problems_old + problems_new}, leaks {leaks}; {timeline}"
         )
         assert not problems_old and not problems_new and not leaks, (
             problems_old,
