@@ -252,3 +252,289 @@ def diagnostics(cluster: LocalCluster) -> str:
         )
     # The tail of every event list is what matters; keep the whole report readable.
     return "\n".join(p if len(p) < 6000 else p[:1500] + "\n…\n" + p[-4000:] for p in parts)
+
+
+# -- networks, workloads and probes for the switch, fault and bad-input tests ---------------
+
+
+def bridge_nad_config(
+    name: str,
+    bridge: str,
+    subnet: str,
+    store: Path,
+    *,
+    default_route: bool = False,
+    is_gateway: bool = False,
+) -> dict[str, Any]:
+    """A bridge + host-local network whose store is the test's own (under the node's root,
+    which the agent's and Multus's pods mount at the same path)."""
+    ipam: dict[str, Any] = {
+        "type": "host-local",
+        "ranges": [[{"subnet": subnet}]],
+        "dataDir": str(store),
+    }
+    if default_route:
+        ipam["routes"] = [{"dst": "0.0.0.0/0"}]
+    return {
+        "cniVersion": "1.0.0",
+        "name": name,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": is_gateway,
+                "ipMasq": False,
+                "ipam": ipam,
+            }
+        ],
+    }
+
+
+def create_nad(kube: Kube, namespace: str, name: str, config: dict[str, Any] | str) -> Any:
+    from netshift.kube import nad_path
+
+    return kube.create(
+        nad_path(namespace),
+        {
+            "apiVersion": "k8s.cni.cncf.io/v1",
+            "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": name},
+            "spec": {"config": config if isinstance(config, str) else json.dumps(config)},
+        },
+    )
+
+
+def profile_object(name: str, namespace: str, default: str, **rollout: Any) -> dict[str, Any]:
+    """A NetworkProfile selecting one namespace, its default network `namespace/default`."""
+    return {
+        "apiVersion": "netshift.io/v1alpha1",
+        "kind": "NetworkProfile",
+        "metadata": {"name": name},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            "priority": 1000,
+            "defaultNetwork": f"{namespace}/{default}",
+            "rollout": {"existingPods": "Live", **rollout},
+        },
+    }
+
+
+PROFILES = "/apis/netshift.io/v1alpha1/networkprofiles"
+
+
+def wait_webhook_injects(kube: Kube, namespace: str, key: str, timeout: float = 60) -> None:
+    """Until a pod created in `namespace` comes back with annotation `key` (the webhook's
+    caches follow a new profile through a watch); the probe pod is deleted (never Runs:
+    its node is unset by a nodeSelector nobody matches)."""
+    pod = busybox_pod("inject-probe")
+    pod["spec"]["nodeSelector"] = {"netshift.io/no-such-node": "true"}
+
+    def injected() -> bool:
+        made = kube.create(f"/api/v1/namespaces/{namespace}/pods", pod, dryRun="All")
+        return key in made["metadata"].get("annotations", {})
+
+    eventually(injected, timeout, f"the webhook to inject {key} in {namespace}")
+
+
+def deployment(
+    name: str, replicas: int, *, command: list[str], labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    labels = labels or {"app": name}
+    template = busybox_pod(name, command=command, labels=labels)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": template["metadata"], "spec": template["spec"]},
+        },
+    }
+
+
+HTTPD = [
+    "sh",
+    "-c",
+    'mkdir -p /www && echo "served-by-$(hostname)" > /www/index.html && '
+    "exec httpd -f -p 8080 -h /www",
+]
+
+
+def running_pods(kube: Kube, namespace: str, selector: str, n: int) -> list[dict[str, Any]] | None:
+    """The `n` pods of `selector`, once all of them Run with ready containers."""
+    items: list[dict[str, Any]] = kube.get(
+        f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector
+    )["items"]
+    live = [p for p in items if not p["metadata"].get("deletionTimestamp")]
+    ready = [
+        p
+        for p in live
+        if p.get("status", {}).get("phase") == "Running"
+        and all(s.get("ready") for s in p["status"].get("containerStatuses", []))
+    ]
+    return ready if len(ready) == n == len(live) else None
+
+
+def settled_on(pod: dict[str, Any], network: str) -> bool:
+    """The agent acted on the pod's current wish, converged, and reports `network` as default."""
+    from netshift import podstatus
+
+    annotations = pod["metadata"].get("annotations") or {}
+    st = podstatus.parse_status(annotations)
+    return (
+        st is not None
+        and st.default_network == network
+        and podstatus.is_settled(annotations) == (True, False)
+    )
+
+
+def default_route(cluster: LocalCluster, namespace: str, pod: str) -> str:
+    """The pod's IPv4 default route, read with `ip route` inside the container."""
+    out = exec_in(cluster, namespace, pod, "ip", "-4", "route", "show", "default")
+    return out.strip()
+
+
+def service(kube: Kube, namespace: str, name: str, selector: dict[str, str]) -> str:
+    svc = kube.create(
+        f"/api/v1/namespaces/{namespace}/services",
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "selector": selector,
+                "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}],
+            },
+        },
+    )
+    return str(svc["spec"]["clusterIP"])
+
+
+class HttpLoop:
+    """GETs of `url` from the host, one after the other on fresh connections, until stopped;
+    a request fails on an error, a 2 s timeout or a body that is not a pod's page."""
+
+    def __init__(self, url: str) -> None:
+        import threading
+        import urllib.request
+
+        self.url = url
+        self.ok = 0
+        self.failures: list[str] = []
+        self.served_by: set[str] = set()
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with self._opener.open(self.url, timeout=2) as resp:
+                    body = resp.read().decode().strip()
+                if body.startswith("served-by-"):
+                    self.ok += 1
+                    self.served_by.add(body)
+                else:
+                    self.failures.append(f"body {body[:60]!r}")
+            except OSError as err:
+                self.failures.append(f"{type(err).__name__}: {err}")
+            self._stop.wait(0.01)
+
+    def wait_ok(self, n: int, timeout: float = 60) -> None:
+        """Until `n` requests succeeded (kube-proxy programs the Service once its
+        EndpointSlice exists); failures before that are not counted."""
+        eventually(lambda: self.ok >= n, timeout, f"{n} answers from {self.url}")
+        self.failures.clear()
+
+    def stop(self) -> tuple[int, list[str]]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.ok, list(self.failures)
+
+
+class ExecPing:
+    """`ping -i 0.01` from a real container (busybox) through `kubectl exec`, counting lost
+    echoes exactly by sequence number, as localcluster.probe.SeqPing does from a netns:
+    a lost echo is a sequence number missing between the first and the last one received."""
+
+    def __init__(self, cluster: LocalCluster, namespace: str, pod: str, target: str) -> None:
+        import re
+        import subprocess
+        import threading
+
+        from localcluster import binaries
+        from localcluster.procs import clean_env
+
+        self.cluster, self.namespace, self.pod, self.target = cluster, namespace, pod, target
+        self._seen: set[int] = set()
+        self.arrived: dict[int, float] = {}  # seq -> time.monotonic() of its echo
+        self.pid: int | None = None
+        self._cond = threading.Condition()
+        self._pattern = re.compile(r"seq=(\d+) ttl=")
+        self.proc = subprocess.Popen(
+            [
+                binaries.find("kubectl"),
+                f"--kubeconfig={cluster.kubeconfig}",
+                *("-n", namespace, "exec", pod, "--"),
+                # The shell's pid is ping's (exec): stop() interrupts this ping alone.
+                *("sh", "-c", f'echo "pid $$"; exec ping -n -i 0.01 -W 1 {target}'),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=clean_env(),
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            m = self._pattern.search(line)
+            with self._cond:
+                if m:
+                    self._seen.add(int(m.group(1)))
+                    self.arrived[int(m.group(1))] = time.monotonic()
+                elif line.startswith("pid ") and self.pid is None:
+                    self.pid = int(line.split()[1])
+                self._cond.notify_all()
+
+    def wait_first(self, timeout: float = 20.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: bool(self._seen), timeout)
+
+    def settle(self, echoes: int = 20, timeout: float = 10.0) -> bool:
+        with self._cond:
+            mark = max(self._seen, default=0)
+            return self._cond.wait_for(lambda: max(self._seen, default=0) >= mark + echoes, timeout)
+
+    def stop(self) -> tuple[int, list[int]]:
+        """(echoes counted, lost sequence numbers)."""
+        import subprocess
+
+        # SIGINT to this ping inside the container; `kubectl exec` then ends with it.
+        if self.pid is not None:
+            self.cluster.kubectl(
+                *("-n", self.namespace, "exec", self.pod, "--"),
+                *("kill", "-INT", str(self.pid)),
+                check=False,
+            )
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(timeout=5)
+        with self._cond:
+            if not self._seen:
+                return 0, []
+            low, high = min(self._seen), max(self._seen)
+            return high - low + 1, sorted(set(range(low, high + 1)) - self._seen)
+
+
+def pod_deleted(kube: Kube, namespace: str, name: str) -> bool:
+    try:
+        kube.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+    except ApiError as err:
+        return err.status == 404
+    return False
