@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from localcluster import binaries
+from localcluster.topology import bridge_mac
 from netshift import pki
 
 if TYPE_CHECKING:
@@ -661,6 +662,9 @@ class RealNode:
         bridge = self.cluster.bridge
         if subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0:
             subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+        # An address of its own: else the gateway's MAC follows the bridge's lowest port
+        # and every pod's cached one goes stale when a pod comes or goes.
+        subprocess.run(["ip", "link", "set", bridge, "address", bridge_mac(bridge)], check=True)
         prefix = ipaddress.ip_network(self.cluster.pod_subnet).prefixlen
         subprocess.run(
             ["ip", "addr", "replace", f"{self.gateway}/{prefix}", "dev", bridge], check=True

@@ -26,6 +26,7 @@ the new interface. It is exact, and the tests assert it is 0.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import itertools
 import os
@@ -53,6 +54,17 @@ def _ip(netns: str | None, *args: str, check: bool = True) -> subprocess.Complet
 
 def _sysctl(netns: str | None, key: str, value: str) -> None:
     _run(netns, "sysctl", "-q", "-w", f"{key}={value}")
+
+
+def bridge_mac(name: str) -> str:
+    """A fixed, locally administered MAC for a bridge the host routes through.
+
+    A Linux bridge without an address of its own takes its lowest port's, so it
+    changes as pods come and go; every pod's cached MAC of the gateway is then
+    stale, and what the pods send to it is lost until they resolve it again.
+    """
+    digest = hashlib.sha256(name.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
 @dataclass(frozen=True)
@@ -168,7 +180,7 @@ class Topology:
         for bridge, subnet in self.bridges.items():
             if _ip(r, "link", "show", bridge, check=False).returncode != 0:
                 _ip(r, "link", "add", bridge, "type", "bridge")
-            _ip(r, "link", "set", bridge, "up")
+            _ip(r, "link", "set", bridge, "address", bridge_mac(bridge), "up")
             for family in subnet.families:
                 _ip(r, "addr", "replace", subnet.host_cidr(1, family), "dev", bridge, "nodad")
             self._forward(bridge)

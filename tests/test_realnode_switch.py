@@ -443,3 +443,28 @@ def test_a_pod_with_a_hot_plugged_network_and_a_switched_default_leaks_nothing(
         lambda: eth0 not in store_addresses(real_node.ipam_dir), 30, "eth0 released by Multus"
     )
     eventually(lambda: not lab.leaked_addresses(), 60, "B's and data0's addresses released")
+
+
+def _mac(bridge: str) -> tuple[str, str]:
+    """(address, how it was assigned: 3 = set, 1 = random, taken from a port...)."""
+    link = Path("/sys/class/net") / bridge
+    return (link / "address").read_text().strip(), (link / "addr_assign_type").read_text().strip()
+
+
+def test_the_bridges_keep_their_mac_address_as_pods_come_and_go(lab: Lab) -> None:
+    """A bridge without an address of its own takes its lowest port's: pods joining or leaving
+    would change the gateway's MAC under every other pod's ARP cache (lost packets)."""
+    bridges = [lab.cluster.bridge, *lab.topo.bridges]
+    before = {b: _mac(b) for b in bridges}
+    assert all(kind == "3" for _addr, kind in before.values()), before
+    for i in range(3):
+        pod = busybox_pod(f"churn-{i}", annotations={keys.DEFAULT_NETWORK_KEY: lab.network("a")})
+        create_running(lab.kube, lab.namespace, pod)
+        create_running(lab.kube, lab.client_namespace, busybox_pod(f"churn-{i}"))
+    for ns in (lab.namespace, lab.client_namespace):
+        for i in range(3):
+            lab.kube.delete(f"/api/v1/namespaces/{ns}/pods/churn-{i}")
+    for ns in (lab.namespace, lab.client_namespace):
+        for i in range(3):
+            eventually(lambda n=ns, i=i: pod_deleted(lab.kube, n, f"churn-{i}"), 60, "deleted")  # type: ignore[misc]
+    assert {b: _mac(b) for b in bridges} == before
