@@ -266,21 +266,30 @@ def test_a_rollout_switches_4_real_pods_a_b_a_b_with_keep_and_loses_nothing(lab:
         assert store_addresses(lab.stores["a"]) == set(old)
         probes_old = Probes(lab, old, url)
 
-        moved = _switch(lab, name, "b")
+        timeline: list[str] = []
+
+        def switch(key: str) -> list[dict[str, Any]]:
+            begun = time.monotonic() - probes_old.started
+            moved = _switch(lab, name, key)
+            timeline.append(f"{key} {begun:.2f}-{time.monotonic() - probes_old.started:.2f}s")
+            return moved
+
+        moved = switch("b")
         new = {p["metadata"]["uid"]: _default_of(p) for p in moved}
         probes_new = Probes(lab, [ips[0] for _, ips in new.values()], None)
+        timeline.append(f"new probes from {probes_new.started - probes_old.started:.2f}s")
         for pod in moved:
             ifname, _ips = new[pod["metadata"]["uid"]]
             assert ifname != "eth0"
             assert f"dev {ifname}" in default_route(
                 lab.cluster, lab.namespace, pod["metadata"]["name"]
             )
-        back = _switch(lab, name, "a")
+        back = switch("a")
         for pod in back:
             # Back on A: the kept eth0 (Multus's) carries the default again.
             assert _default_of(pod)[0] == "eth0"
             assert "dev eth0" in default_route(lab.cluster, lab.namespace, pod["metadata"]["name"])
-        after = {p["metadata"]["uid"]: p for p in _switch(lab, name, "b")}
+        after = {p["metadata"]["uid"]: p for p in switch("b")}
 
         counted_old, problems_old = probes_old.stop()
         counted_new, problems_new = probes_new.stop()
@@ -288,6 +297,7 @@ def test_a_rollout_switches_4_real_pods_a_b_a_b_with_keep_and_loses_nothing(lab:
         print(
             f"keep A>B>A>B: {counted_old}+{counted_new} echoes, "
             f"{probes_old.requests} Service requests, {problems_old + problems_new}, leaks {leaks}"
+            f"; switches {timeline}"
         )
         assert not problems_old and not problems_new and not leaks, (
             problems_old,
