@@ -508,6 +508,14 @@ class ExecPing:
             mark = max(self._seen, default=0)
             return self._cond.wait_for(lambda: max(self._seen, default=0) >= mark + echoes, timeout)
 
+    def socket_drops(self) -> int:
+        """Packets the pod's raw sockets dropped (receive buffer full): echoes that came
+        back but could not be counted. /proc/net/raw's last column."""
+        out = self.cluster.kubectl(
+            "-n", self.namespace, "exec", self.pod, "--", "cat", "/proc/net/raw"
+        ).stdout
+        return sum(int(line.split()[-1]) for line in out.splitlines()[1:] if line.strip())
+
     def stop(self) -> tuple[int, list[int]]:
         """(echoes counted, lost sequence numbers)."""
         import subprocess

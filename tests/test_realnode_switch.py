@@ -203,11 +203,11 @@ class Probes:
     """10 ms pings from the routed client and from a client container to each address, and
     the Service from the host; all counted exactly."""
 
-    def __init__(self, lab: Lab, addresses: list[str], url: str | None) -> None:
+    def __init__(self, lab: Lab, addresses: list[str], url: str | None, clients: list[str]) -> None:
         self.pings: list[SeqPing | ExecPing] = []
-        for address in addresses:
+        for address, client in zip(addresses, clients, strict=True):
             self.pings.append(SeqPing(lab.topo.routed_client, address))
-            self.pings.append(ExecPing(lab.cluster, lab.client_namespace, "client", address))
+            self.pings.append(ExecPing(lab.cluster, lab.client_namespace, client, address))
         for ping in self.pings:
             assert ping.wait_first(), f"no first echo from {ping.target}"
         for ping in self.pings:
@@ -224,9 +224,13 @@ class Probes:
         problems: list[str] = []
         counted = 0
         for ping in self.pings:
+            # A raw ICMP socket that overflowed drops echoes the network delivered.
+            dropped = ping.socket_drops() if isinstance(ping, ExecPing) else 0
             n, lost = ping.stop()
             counted += n
-            where = "netns" if isinstance(ping, SeqPing) else "container"
+            where = "netns" if isinstance(ping, SeqPing) else f"container {ping.pod}"
+            if dropped:
+                problems.append(f"ping socket in {where} dropped {dropped}: not counted exactly")
             if lost:
                 problems.append(
                     f"ping from {where} to {ping.target}: lost {len(lost)} of {n}"
@@ -252,8 +256,20 @@ def _when(ping: SeqPing | ExecPing, lost: list[int], started: float) -> str:
     return f" (seq {lost[:6]}, after the echo at {', '.join(at[:4])})"
 
 
-def _client_pod(lab: Lab) -> None:
-    create_running(lab.kube, lab.client_namespace, busybox_pod("client"))
+def _client_pods(lab: Lab, prefix: str, n: int) -> list[str]:
+    """`n` client pods on the cluster network, one per pinged address: busybox ping reads
+    every ICMP reply of its netns from a raw socket, so pings sharing a pod would share
+    (and overrun) what each socket must read."""
+    names = [f"{prefix}-{i}" for i in range(n)]
+    for name in names:
+        pod = busybox_pod(name, labels={"app": prefix})
+        lab.kube.create(f"/api/v1/namespaces/{lab.client_namespace}/pods", pod)
+    wait_for(
+        lambda: running_pods(lab.kube, lab.client_namespace, f"app={prefix}", n),
+        90,
+        what=f"{n} client pods",
+    )
+    return names
 
 
 def test_a_rollout_switches_4_real_pods_a_b_a_b_with_keep_and_loses_nothing(lab: Lab) -> None:
@@ -261,10 +277,9 @@ def test_a_rollout_switches_4_real_pods_a_b_a_b_with_keep_and_loses_nothing(lab:
     before = _start_web(lab, profile_object(name, lab.namespace, "a", maxConcurrent=PODS))
     try:
         url = f"http://{service(lab.kube, lab.namespace, 'web', {'app': 'web'})}/"
-        _client_pod(lab)
         old = [p["status"]["podIP"] for p in before.values()]
         assert store_addresses(lab.stores["a"]) == set(old)
-        probes_old = Probes(lab, old, url)
+        probes_old = Probes(lab, old, url, _client_pods(lab, "old", PODS))
 
         timeline: list[str] = []
 
@@ -276,7 +291,9 @@ def test_a_rollout_switches_4_real_pods_a_b_a_b_with_keep_and_loses_nothing(lab:
 
         moved = switch("b")
         new = {p["metadata"]["uid"]: _default_of(p) for p in moved}
-        probes_new = Probes(lab, [ips[0] for _, ips in new.values()], None)
+        probes_new = Probes(
+            lab, [ips[0] for _, ips in new.values()], None, _client_pods(lab, "new", PODS)
+        )
         timeline.append(f"new probes from {probes_new.started - probes_old.started:.2f}s")
         for pod in moved:
             ifname, _ips = new[pod["metadata"]["uid"]]
@@ -339,9 +356,8 @@ def test_a_rollout_with_remove_releases_multus_eth0_and_loses_nothing_on_the_way
     before = _start_web(lab, prof)
     try:
         url = f"http://{service(lab.kube, lab.namespace, 'web', {'app': 'web'})}/"
-        _client_pod(lab)
         old = [p["status"]["podIP"] for p in before.values()]
-        probes_old = Probes(lab, old, url)
+        probes_old = Probes(lab, old, url, _client_pods(lab, "old", PODS))
         lab.kube.patch_merge(f"{PROFILES}/{name}", {"spec": {"defaultNetwork": lab.network("b")}})
         patched = time.monotonic() - probes_old.started
 
@@ -363,7 +379,9 @@ def test_a_rollout_with_remove_releases_multus_eth0_and_loses_nothing_on_the_way
         # Counted while the old interfaces drain: the switch itself lost nothing.
         counted_old, problems_old = probes_old.stop()
         new = {p["metadata"]["uid"]: _default_of(p) for p in moved}
-        probes_new = Probes(lab, [ips[0] for _, ips in new.values()], None)
+        probes_new = Probes(
+            lab, [ips[0] for _, ips in new.values()], None, _client_pods(lab, "new", PODS)
+        )
 
         # After the drain the agent DELs Multus's eth0 with the config that made it.
         eventually(
