@@ -10,8 +10,8 @@ counted exactly:
 
 - 10 ms pings to every pod, by sequence number, from a client namespace on a
   subnet of its own that the node routes (strict reverse-path filtering on both
-  networks' bridges, as anti-spoofing CNIs do), and from a real container (a
-  client pod on the cluster network, by `kubectl exec`);
+  networks' bridges, as anti-spoofing CNIs do), and from real containers (one
+  client pod per web pod, on the cluster network, by `kubectl exec`);
 - a TCP echo stream to every pod (2 s timeout: a stall is a failure);
 - HTTP requests through the Service's ClusterIP (kube-proxy), from the host
   every 50 ms and from the client container.
@@ -105,11 +105,17 @@ def service() -> dict[str, Any]:
     }
 
 
-def client_pod() -> dict[str, Any]:
+def client_pod(index: int) -> dict[str, Any]:
+    """One client container per web pod: busybox ping reads every echo of its namespace on
+    a raw socket, and several pings in one container overflow each other's."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "client", "namespace": CLIENT_NS, "labels": {"app": "client"}},
+        "metadata": {
+            "name": f"client-{index}",
+            "namespace": CLIENT_NS,
+            "labels": {"app": "client"},
+        },
         "spec": _busybox("client", "exec sleep 100000", []),
     }
 
@@ -278,7 +284,8 @@ def start_probes(
 ) -> Probes:
     host_pings = {uid: SeqPing(topo.routed_client, v.ip) for uid, v in before.items()}
     pod_pings = {
-        uid: container_ping(cluster, CLIENT_NS, "client", v.ip) for uid, v in before.items()
+        uid: container_ping(cluster, CLIENT_NS, f"client-{i}", v.ip)
+        for i, (uid, v) in enumerate(before.items())
     }
     for ping in [*host_pings.values(), *pod_pings.values()]:
         if not ping.wait_first(15):
@@ -294,7 +301,7 @@ def start_probes(
         pod_pings,
         streams,
         HttpProbe(url, expect="web-"),
-        ContainerLoop(cluster, CLIENT_NS, "client", url),
+        ContainerLoop(cluster, CLIENT_NS, "client-0", url),
     )
 
 
@@ -319,9 +326,10 @@ def set_up(cluster: LocalCluster, kube: Kube, topo: Topology, pods: int, say: Sa
     say(f"== Deployment web ({pods} busybox pods: httpd and a TCP echo) behind Service web")
     apply(kube, f"/apis/apps/v1/namespaces/{NS}/deployments", deployment(pods))
     apply(kube, f"/api/v1/namespaces/{NS}/services", service())
-    apply(kube, f"/api/v1/namespaces/{CLIENT_NS}/pods", client_pod())
+    for i in range(pods):
+        apply(kube, f"/api/v1/namespaces/{CLIENT_NS}/pods", client_pod(i))
     wait_for(lambda: _ready(kube, NS, SELECTOR, pods), 180, what=f"{pods} web pods ready")
-    wait_for(lambda: _ready(kube, CLIENT_NS, "app=client", 1), 120, what="the client pod")
+    wait_for(lambda: _ready(kube, CLIENT_NS, "app=client", pods), 120, what="the client pods")
     return str(kube.get(f"/api/v1/namespaces/{NS}/services/web")["spec"]["clusterIP"])
 
 
@@ -378,8 +386,8 @@ def run(cluster: LocalCluster, pods: int, keep: bool, say: Say = print) -> bool:
     say(f"   the webhook gave new pods v1.multus-cni.io/default-network={injected}")
     say(
         f"== probes: 10 ms pings to each pod from {topo.routed_client} ({ROUTED.v4}, routed by"
-        " the node) and from container client; a TCP echo stream to each pod; HTTP to"
-        f" Service web ({cluster_ip}) from the host and from container client"
+        " the node) and from a client container each; a TCP echo stream to each pod; HTTP to"
+        f" Service web ({cluster_ip}) from the host and from container client-0"
     )
     probes = start_probes(cluster, topo, before, cluster_ip)
     time.sleep(1.0)
@@ -424,7 +432,7 @@ def run(cluster: LocalCluster, pods: int, keep: bool, say: Say = print) -> bool:
     http, in_pod = seen["http"], seen["in_pod_http"]
     say(
         f"\nService web ({cluster_ip}): from the host {http['ok']} ok, {http['failed']} failed;"
-        f" from container client {in_pod[0]} ok, {in_pod[1]} failed"
+        f" from container client-0 {in_pod[0]} ok, {in_pod[1]} failed"
     )
     for error in http["errors"]:
         say(f"   {error}")

@@ -25,6 +25,8 @@ def test_the_demo_switches_real_pods_behind_a_service_without_loss(
     print(out)  # the demo's table, for `pytest -s`
     assert "default-network=netshift-demo/old-cni" in out, out
     assert "verdict: same pods, same containers, no restart" in out, out
-    assert ", 0 failed; from container client" in out and out.rstrip().count(" 0 failed") >= 2, out
+    assert ", 0 failed; from container client-0" in out and out.rstrip().count(" 0 failed") >= 2, (
+        out
+    )
     assert "host-local holds 0 address(es)" in out, out
     assert ok, out
