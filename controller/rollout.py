@@ -25,13 +25,20 @@ from netshift.annotations import AnnotationError, parse_ref
 from netshift.keys import (
     DEFAULT_NETWORK_KEY,
     PROFILE_KEY,
+    ROLLOUT_DESIRED_KEY,
     ROLLOUT_PROFILE_KEY,
     ROLLOUT_STARTED_KEY,
     SWITCH_POLICY_KEY,
     SYSTEM_NAMESPACES,
 )
 from netshift.pod import Pod
-from netshift.podstatus import SwitchPolicy, format_switch_policy, is_settled, parse_status
+from netshift.podstatus import (
+    SwitchPolicy,
+    desired_hash,
+    format_switch_policy,
+    is_settled,
+    parse_status,
+)
 from netshift.policy import Profile, apply_profile, resolve
 
 # What a pod is within one rollout.
@@ -146,8 +153,18 @@ def desired_changes(pod: Pod, profile: Profile | None) -> dict[str, str | None]:
 
 
 def start_patch(plan: PodPlan, rollout: str, started: str) -> dict[str, str | None]:
-    """The annotation patch that starts a pod: its changes plus the rollout's own marks."""
-    return {**plan.changes, ROLLOUT_STARTED_KEY: started, ROLLOUT_PROFILE_KEY: rollout}
+    """The annotation patch that starts a pod: its changes plus the rollout's own marks.
+
+    One mark is the hash of the wish the patch leaves on the pod, so the agent can tell
+    that what it does next is the rollout's (Events then go on the profile, not per pod).
+    """
+    after = {k: v for k, v in {**plan.pod.annotations, **plan.changes}.items() if v is not None}
+    return {
+        **plan.changes,
+        ROLLOUT_STARTED_KEY: started,
+        ROLLOUT_PROFILE_KEY: rollout,
+        ROLLOUT_DESIRED_KEY: desired_hash(after),
+    }
 
 
 def required_networks(pod: Pod, profile: Profile, changes: Mapping[str, str | None]) -> list[str]:

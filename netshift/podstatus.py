@@ -19,6 +19,7 @@ from netshift.keys import (
     DEFAULT_NETWORK_KEY,
     DEGRADED,
     NETWORKS_KEY,
+    ROLLOUT_DESIRED_KEY,
     STATUS_KEY,
     SWITCH_POLICY_KEY,
 )
@@ -28,6 +29,16 @@ def desired_hash(annotations: Mapping[str, str]) -> str:
     """A short hash of everything that states what networks a pod wants."""
     wish = [annotations.get(k, "") for k in (NETWORKS_KEY, DEFAULT_NETWORK_KEY, SWITCH_POLICY_KEY)]
     return hashlib.sha256(json.dumps(wish).encode()).hexdigest()[:16]
+
+
+def rollout_driven(annotations: Mapping[str, str]) -> bool:
+    """Whether the pod's current wish is exactly what a controller rollout wrote.
+
+    Not when someone edited the wish since (`kubectl annotate`): its hash then differs
+    from the one the rollout recorded with its patch.
+    """
+    mark = annotations.get(ROLLOUT_DESIRED_KEY)
+    return bool(mark) and mark == desired_hash(annotations)
 
 
 @dataclass(frozen=True)
