@@ -32,6 +32,7 @@ from controller.rollout import (
     RolloutPlan,
     Settings,
     Snapshot,
+    desired_changes,
     plan_rollout,
     start_patch,
 )
@@ -76,6 +77,37 @@ def profile_status_path(name: str) -> str:
     return f"{PROFILES_PATH}/{name}/status"
 
 
+class ChangesMemo:
+    """`desired_changes`, remembered per (pod uid, resourceVersion, profile object).
+
+    A rollout plans every pod of its namespaces on every pod event, and a pod's
+    changes only change with the pod's version or the profile (whose parsed object
+    is replaced whenever any profile changes). Each entry keeps its profile, so an
+    id is never reused while it is remembered. Unversioned pods are not remembered.
+    """
+
+    LIMIT = 100_000
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple[str, str, int], tuple[Profile | None, dict[str, str | None]]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, pod: Pod, profile: Profile | None) -> dict[str, str | None]:
+        if not pod.resource_version:
+            return desired_changes(pod, profile)
+        key = (pod.uid, pod.resource_version, id(profile))
+        with self._lock:
+            hit = self._memo.get(key)
+        if hit is not None and hit[0] is profile:
+            return dict(hit[1])
+        changes = desired_changes(pod, profile)  # a ValueError is not remembered
+        with self._lock:
+            if len(self._memo) >= self.LIMIT:
+                self._memo.clear()  # a bound; the next plans compute again
+            self._memo[key] = (profile, changes)
+        return dict(changes)
+
+
 @dataclass(frozen=True)
 class ControllerOptions:
     workers: int = 4
@@ -114,6 +146,7 @@ class Controller:
         self._tracked: dict[str, dict[str, str]] = {}  # rollout -> in-flight pod key -> uid
         self._failures_reported: set[tuple[str, str]] = set()
         self._status_written_at: dict[str, float] = {}  # profile -> monotonic time
+        self._desired = ChangesMemo()
 
         self.profiles = Informer(
             kube, PROFILES_PATH, on_event=self._profile_event, name="networkprofiles"
@@ -287,7 +320,9 @@ class Controller:
         return self._profile_writes.get(name, self.profiles.get(name))
 
     def plan(self, name: str) -> RolloutPlan:
-        return plan_rollout(name, self.snapshot(), datetime.now(UTC), self.options.settings)
+        return plan_rollout(
+            name, self.snapshot(), datetime.now(UTC), self.options.settings, self._desired
+        )
 
     # -- reconcile ---------------------------------------------------------------
 
@@ -314,7 +349,7 @@ class Controller:
             return 0.5
         now = datetime.now(UTC)
         snapshot = self.snapshot()
-        plan = plan_rollout(name, snapshot, now, self.options.settings)
+        plan = plan_rollout(name, snapshot, now, self.options.settings, self._desired)
         self._note_finished(plan, snapshot)
         started, conflicts = self._start_pods(plan)
         if not self.active():
@@ -322,7 +357,7 @@ class Controller:
         final = plan
         if started:
             # Status counts the pods just started as in flight.
-            final = plan_rollout(name, self.snapshot(), now, self.options.settings)
+            final = plan_rollout(name, self.snapshot(), now, self.options.settings, self._desired)
         status_wait = self._write_status(name, plan, final, started)
         self.metrics.observe_plan(final)
         if conflicts:

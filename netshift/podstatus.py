@@ -8,6 +8,7 @@ acted on, so a reader knows whether the report is about the current wish.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -112,6 +113,21 @@ def parse_status(annotations: Mapping[str, str]) -> PodNetStatus | None:
 
 def is_settled(annotations: Mapping[str, str]) -> tuple[bool, bool]:
     """(settled, failed): the agent has acted on the current wish and finished, well or not."""
+    wish = tuple(
+        annotations.get(k, "") for k in (NETWORKS_KEY, DEFAULT_NETWORK_KEY, SWITCH_POLICY_KEY)
+    )
+    return _settled(annotations.get(STATUS_KEY), wish)
+
+
+@functools.lru_cache(maxsize=8192)
+def _settled(raw: str | None, wish: tuple[str, ...]) -> tuple[bool, bool]:
+    # Remembered by value: a rollout asks this of every pod on every pod event, and
+    # the answer is a pure function of these strings (an immutable pair).
+    annotations = dict(
+        zip((NETWORKS_KEY, DEFAULT_NETWORK_KEY, SWITCH_POLICY_KEY), wish, strict=True)
+    )
+    if raw is not None:
+        annotations[STATUS_KEY] = raw
     status = parse_status(annotations)
     if status is None or status.observed != desired_hash(annotations):
         return False, False
