@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -192,6 +193,9 @@ def test_a_profile_change_moves_20_running_pods_without_losing_a_probe(
             uid: Stream(f"netshift-{uid}", nets.client.name, p["status"]["podIP"], timeout=2.0)
             for uid, p in list(before.items())[:3]
         }
+        # The probes run before the switch too: a 20-pod switch can take well under a
+        # second, and each ping must be up (and answered) before the first pod moves.
+        time.sleep(1.0)
 
         told_before = profile_events(kube, name)
         kube.patch_merge(f"{PROFILES}/{name}", {"spec": {"defaultNetwork": f"{namespace}/new"}})
