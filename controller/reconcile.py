@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -147,6 +148,7 @@ class Controller:
         self._failures_reported: set[tuple[str, str]] = set()
         self._status_written_at: dict[str, float] = {}  # profile -> monotonic time
         self._desired = ChangesMemo()
+        self._patcher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pod-patch")
 
         self.profiles = Informer(
             kube, PROFILES_PATH, on_event=self._profile_event, name="networkprofiles"
@@ -181,6 +183,7 @@ class Controller:
             self._idle.wait_for(lambda: self._busy == 0, timeout=drain_timeout)
         for informer in self._informers:
             informer.stop()
+        self._patcher.shutdown(wait=False)
 
     def wait_synced(self, timeout: float) -> bool:
         return all(informer.wait_synced(timeout) for informer in self._informers)
@@ -380,11 +383,13 @@ class Controller:
         in_flight = {p.key for p in plan.in_flight}
         tracked = self._tracked.setdefault(plan.name, {})
         started = conflicts = 0
-        for pod_plan in plan.starts:
-            if not self.active():
-                log.info("rollout %s: no longer the leader; stopped patching", plan.name)
-                break
-            outcome = self._patch_pod(plan.name, pod_plan)
+        # Side by side: the pods are independent, and each patch is a round trip that the
+        # pods settled meanwhile would otherwise wait behind.
+        outcomes = self._patcher.map(lambda pp: self._patch_pod(plan.name, pp), plan.starts)
+        results = list(outcomes)
+        if "inactive" in results:
+            log.info("rollout %s: no longer the leader; stopped patching", plan.name)
+        for pod_plan, outcome in zip(plan.starts, results, strict=True):
             if outcome == "conflict":
                 conflicts += 1
                 self.metrics.patch_conflicts.labels(plan.name).inc()
@@ -410,6 +415,8 @@ class Controller:
         return started, conflicts
 
     def _patch_pod(self, rollout: str, pod_plan: PodPlan) -> str:
+        if not self.active():
+            return "inactive"
         pod = pod_plan.pod
         changes = start_patch(pod_plan, rollout, now_rfc3339())
         body = {"metadata": {"resourceVersion": pod.resource_version, "annotations": changes}}
