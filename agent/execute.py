@@ -227,7 +227,9 @@ class Executor:
             rec = self.store.put(replace(rec, conflist=conflist.to_dict()))
             rt = _runtime(obs, rec.interface, sel)
             result = self.cni.add(conflist, rt)
-            rec = self.store.put(replace(rec, result=result))
+            # Recorded with the Attached state below, in one write: a crash before it leaves
+            # the Attaching record, DELed with its config as after a crash during the ADD.
+            rec = replace(rec, result=result)
             fix_routes()
             try:
                 netlink.verify_interface(

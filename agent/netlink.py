@@ -11,8 +11,9 @@ The socket is made by one long-lived helper thread that enters the namespace
 with ``setns(2)`` and goes back to its own, rather than by pyroute2's
 ``IPRoute(netns=...)``, which forks a child for it: forking a threaded agent can
 deadlock on locks held by other threads, and pyroute2 creates a missing namespace
-unless told otherwise. Links, addresses and the check for default routes are read
-with plain rtnetlink dumps parsed here; pyroute2 is used for the changes.
+unless told otherwise. Reads and changes alike are plain rtnetlink messages on that
+socket (`agent.rtnetlink`), not pyroute2: its per-request cost was most of a
+default switch's time.
 
 Moving the default route is make-before-break (:func:`switch_default_route`):
 the old interface keeps a policy-routing table and ``ip rule from <old address>``
@@ -37,7 +38,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
-from pyroute2 import IPRoute, NetlinkError
+from agent import rtnetlink as rtnl
+from agent.rtnetlink import NetlinkError
 
 __all__ = [
     "MAIN_TABLE",
@@ -332,11 +334,11 @@ def _socket_in_netns(path: str, protocol: int = socket.NETLINK_ROUTE) -> socket.
 
 
 @contextmanager
-def _rtnl(netns: str) -> Iterator[Any]:
-    """An IPRoute bound to the namespace; closed on exit."""
+def _rtnl(netns: str) -> Iterator[rtnl.Rtnl]:
+    """A raw rtnetlink socket in the namespace (agent.rtnetlink); closed on exit."""
     sock = _socket_in_netns(_netns_path(netns))
-    # IPRoute owns the descriptor from here on (groups=0: no event subscriptions).
-    ipr = IPRoute(fileno=sock.detach(), groups=0)
+    sock.settimeout(5.0)  # the kernel answers at once; never let a lost reply hang a worker
+    ipr = rtnl.Rtnl(sock)
     try:
         yield ipr
     finally:
@@ -346,79 +348,20 @@ def _rtnl(netns: str) -> Iterator[Any]:
 # --- reading ----------------------------------------------------------------------------
 
 
-def _link_names(ipr: Any) -> dict[int, str]:
-    return {int(link["index"]): str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()}
+def _link_index(ipr: rtnl.Rtnl, ifname: str) -> int | None:
+    return next((i for i, name in ipr.links().items() if name == ifname), None)
 
 
-def _link_index(ipr: Any, ifname: str) -> int | None:
-    found = ipr.link_lookup(ifname=ifname)
-    return int(found[0]) if found else None
-
-
-def _require_link(ipr: Any, netns: str, ifname: str) -> int:
+def _require_link(ipr: rtnl.Rtnl, netns: str, ifname: str) -> int:
     index = _link_index(ipr, ifname)
     if index is None:
         raise LinkNotFound(netns, ifname)
     return index
 
 
-def _addr_text(msg: Any) -> str:
-    # For IPv4 IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer on
-    # point-to-point links); IPv6 only sets IFA_ADDRESS unless a peer is configured.
-    local = msg.get_attr("IFA_LOCAL")
-    address = local if local is not None else msg.get_attr("IFA_ADDRESS")
-    return f"{address}/{msg['prefixlen']}"
-
-
-# Reading links and addresses is the hot path of every reconcile (observe, verify): it uses
-# two plain rtnetlink dumps on a raw socket, parsed here, instead of pyroute2, whose
-# per-call cost (an event loop run per request, its message classes) is ~10x the kernel's.
-_NLM_F_REQUEST = 0x1
-_NLM_F_ACK = 0x4
-_NLM_F_DUMP = 0x300
-_NLMSG_ERROR = 2
-_NLMSG_DONE = 3
-_RTM_NEWLINK, _RTM_GETLINK, _RTM_NEWADDR, _RTM_GETADDR = 16, 18, 20, 22
-_IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_OPERSTATE = 1, 3, 4, 16
-_IFA_ADDRESS, _IFA_LOCAL, _IFA_FLAGS = 1, 2, 8
+# Reading links and addresses is the hot path of every reconcile (observe, verify): two
+# plain rtnetlink dumps on a raw socket, parsed here.
 _OPER_STATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
-_NLMSG = struct.Struct("=IHHII")
-_RTATTR = struct.Struct("=HH")
-_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
-_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
-
-
-def _attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
-    found: dict[int, bytes] = {}
-    while offset + 4 <= end:
-        length, kind = _RTATTR.unpack_from(data, offset)
-        if length < 4:
-            break
-        found.setdefault(kind & 0x3FFF, data[offset + 4 : offset + length])
-        offset += (length + 3) & ~3
-    return found
-
-
-def _dump_raw(sock: socket.socket, kind: int, body: bytes, reply: int) -> Iterator[bytes]:
-    """The payloads of one rtnetlink dump's `reply` messages."""
-    sock.send(_NLMSG.pack(16 + len(body), kind, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0) + body)
-    while True:
-        data = sock.recv(1 << 16)
-        offset = 0
-        while offset + 16 <= len(data):
-            length, got, _flags, _seq, _pid = _NLMSG.unpack_from(data, offset)
-            if length < 16:
-                return
-            if got == _NLMSG_DONE:
-                return
-            if got == _NLMSG_ERROR:
-                code = -struct.unpack_from("=i", data, offset + 16)[0]
-                if code:
-                    raise OSError(code, os.strerror(code))
-                return
-            if got == reply:
-                yield data[offset + 16 : offset + length]
-            offset += (length + 3) & ~3
 
 
 def _mac(raw: bytes | None) -> str | None:
@@ -427,17 +370,19 @@ def _mac(raw: bytes | None) -> str | None:
 
 def _read_links(sock: socket.socket) -> dict[int, IfaceState]:
     by_index: dict[int, IfaceState] = {}
-    for msg in _dump_raw(sock, _RTM_GETLINK, _IFINFOMSG.pack(0, 0, 0, 0, 0), _RTM_NEWLINK):
-        _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(msg)
-        at = _attrs(msg, _IFINFOMSG.size, len(msg))
-        oper = at.get(_IFLA_OPERSTATE)
-        mtu = at.get(_IFLA_MTU)
+    for msg in rtnl.dump(
+        sock, rtnl.RTM_GETLINK, rtnl.IFINFOMSG.pack(0, 0, 0, 0, 0), rtnl.RTM_NEWLINK
+    ):
+        _family, _type, index, flags, _change = rtnl.IFINFOMSG.unpack_from(msg)
+        at = rtnl.attrs(msg, rtnl.IFINFOMSG.size, len(msg))
+        oper = at.get(rtnl.IFLA_OPERSTATE)
+        mtu = at.get(rtnl.IFLA_MTU)
         by_index[index] = IfaceState(
-            name=at.get(_IFLA_IFNAME, b"").split(b"\0", 1)[0].decode(),
+            name=at.get(rtnl.IFLA_IFNAME, b"").split(b"\0", 1)[0].decode(),
             index=index,
             up=bool(flags & _IFF_UP),
             oper_state=_OPER_STATES[oper[0]] if oper and oper[0] < len(_OPER_STATES) else "UNKNOWN",
-            mac=_mac(at.get(_IFLA_ADDRESS)),
+            mac=_mac(at.get(rtnl.IFLA_ADDRESS)),
             mtu=struct.unpack("=I", mtu[:4])[0] if mtu else 0,
             addresses=[],
         )
@@ -446,15 +391,17 @@ def _read_links(sock: socket.socket) -> dict[int, IfaceState]:
 
 def _read_addresses(sock: socket.socket, by_index: Mapping[int, IfaceState]) -> None:
     """Fill in the addresses of the links in `by_index` (IPv6 link-local left out)."""
-    for msg in _dump_raw(sock, _RTM_GETADDR, _IFADDRMSG.pack(0, 0, 0, 0, 0), _RTM_NEWADDR):
-        family, prefixlen, hdr_flags, _scope, index = _IFADDRMSG.unpack_from(msg)
+    for msg in rtnl.dump(
+        sock, rtnl.RTM_GETADDR, rtnl.IFADDRMSG.pack(0, 0, 0, 0, 0), rtnl.RTM_NEWADDR
+    ):
+        family, prefixlen, hdr_flags, _scope, index = rtnl.IFADDRMSG.unpack_from(msg)
         state = by_index.get(index)
         if state is None or family not in _FAMILIES:
             continue
-        at = _attrs(msg, _IFADDRMSG.size, len(msg))
+        at = rtnl.attrs(msg, rtnl.IFADDRMSG.size, len(msg))
         # For IPv4 IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer on
         # point-to-point links); IPv6 only sets IFA_ADDRESS unless a peer is configured.
-        raw = at.get(_IFA_LOCAL) or at.get(_IFA_ADDRESS)
+        raw = at.get(rtnl.IFA_LOCAL) or at.get(rtnl.IFA_ADDRESS)
         if raw is None:
             continue
         ip = ipaddress.ip_address(raw)
@@ -463,7 +410,7 @@ def _read_addresses(sock: socket.socket, by_index: Mapping[int, IfaceState]) -> 
         text = f"{ip}/{prefixlen}"
         state.addresses.append(text)
         # IFA_FLAGS carries all 32 bits; the header field only the low 8.
-        extra = at.get(_IFA_FLAGS)
+        extra = at.get(rtnl.IFA_FLAGS)
         flags = struct.unpack("=I", extra[:4])[0] if extra else hdr_flags
         if flags & _IFA_F_DADFAILED:
             state.dad_failed.append(text)
@@ -554,81 +501,65 @@ def verify_interface(
 # --- routes ------------------------------------------------------------------------------
 
 
-def _table_of(msg: Any) -> int:
-    table = msg.get_attr("RTA_TABLE")
-    return int(table if table is not None else msg["table"])
-
-
-def _route_from_msg(msg: Any, names: Mapping[int, str], via: int | None = None) -> Route:
+def _route_from_msg(msg: rtnl.RouteMsg, names: Mapping[int, str], via: int | None = None) -> Route:
     """The route in `msg`; with `via`, only its next hop out of that interface."""
-    family = int(msg["family"])
-    dst = msg.get_attr("RTA_DST") or _ANY[family]
-    oif = msg.get_attr("RTA_OIF")
-    gateway = msg.get_attr("RTA_GATEWAY")
+    dst = msg.dst or _ANY[msg.family]
+    oif, gateway = msg.oif, msg.gateway
     if via is not None:
         oif, gateway, _flags = next(h for h in _hops(msg) if h[0] == via)
     return Route(
-        dst=f"{dst}/{msg['dst_len']}",
+        dst=f"{dst}/{msg.dst_len}",
         gateway=gateway,
-        ifname=names.get(int(oif)) if oif is not None else None,
-        metric=int(msg.get_attr("RTA_PRIORITY") or 0),
-        table=_table_of(msg),
+        ifname=names.get(oif) if oif is not None else None,
+        metric=msg.priority,
+        table=msg.table,
     )
 
 
-def _dump(ipr: Any, family: int, table: int) -> list[Any]:
+def _dump(ipr: rtnl.Rtnl, family: int, table: int) -> list[rtnl.RouteMsg]:
     """Unicast routes of one family in one table (the kernel dumps every table)."""
-    return [
-        msg
-        for msg in ipr.route("dump", family=family)
-        if _table_of(msg) == table and msg["type"] == _RTN_UNICAST
-    ]
+    return [m for m in ipr.routes(family) if m.table == table and m.type == _RTN_UNICAST]
 
 
-def _is_default(msg: Any) -> bool:
-    return int(msg["dst_len"]) == 0 and int(msg["src_len"]) == 0
+def _is_default(msg: rtnl.RouteMsg) -> bool:
+    return msg.dst_len == 0 and msg.src_len == 0
 
 
-def _hops(msg: Any) -> list[tuple[int, str | None, int]]:
+def _hops(msg: rtnl.RouteMsg) -> list[tuple[int, str | None, int]]:
     """(oif, gateway, flags) of each next hop of a route, multipath or not.
 
     IPv6 merges a second default route of the same metric into one multipath
     route (the bridge plugin's ``::/0`` does that to the pod's default): its next
     hops are in RTA_MULTIPATH and the route itself has no RTA_OIF.
     """
-    multipath = msg.get_attr("RTA_MULTIPATH")
-    if multipath:
-        return [(int(h["oif"]), h.get_attr("RTA_GATEWAY"), int(h["flags"])) for h in multipath]
-    oif = msg.get_attr("RTA_OIF")
-    if oif is None:
+    if msg.multipath:
+        return list(msg.multipath)
+    if msg.oif is None:
         return []
-    return [(int(oif), msg.get_attr("RTA_GATEWAY"), int(msg["flags"]))]
+    return [(msg.oif, msg.gateway, msg.flags)]
 
 
-def _via(msg: Any, index: int) -> bool:
+def _via(msg: rtnl.RouteMsg, index: int) -> bool:
     """Whether the route has a next hop out of interface `index`."""
     return any(oif == index for oif, _gw, _flags in _hops(msg))
 
 
-def _delete_route(ipr: Any, msg: Any) -> bool:
+def _delete_route(ipr: rtnl.Rtnl, msg: rtnl.RouteMsg) -> bool:
     """Delete exactly the route in `msg` (as dumped); False when it is already gone."""
-    family = int(msg["family"])
-    spec: dict[str, Any] = {
-        "family": family,
-        "dst": msg.get_attr("RTA_DST") or _ANY[family],
-        "dst_len": int(msg["dst_len"]),
-        "table": _table_of(msg),
-        "proto": int(msg["proto"]),
-        "scope": int(msg["scope"]),
-        "type": int(msg["type"]),
-        "priority": int(msg.get_attr("RTA_PRIORITY") or 0),
-    }
-    if msg.get_attr("RTA_GATEWAY") is not None:
-        spec["gateway"] = msg.get_attr("RTA_GATEWAY")
-    if msg.get_attr("RTA_OIF") is not None:
-        spec["oif"] = int(msg.get_attr("RTA_OIF"))
+    spec = rtnl.RouteSpec(
+        family=msg.family,
+        dst=msg.dst,
+        dst_len=msg.dst_len,
+        table=msg.table,
+        proto=msg.proto,
+        scope=msg.scope,
+        type=msg.type,
+        priority=msg.priority,
+        gateway=msg.gateway,
+        oif=msg.oif,
+    )
     try:
-        ipr.route("del", **spec)
+        ipr.route("del", spec)
     except NetlinkError as err:
         if err.code in _GONE:
             return False
@@ -639,65 +570,13 @@ def _delete_route(ipr: Any, msg: Any) -> bool:
 def default_routes(netns: str) -> list[Route]:
     """Default routes (IPv4 then IPv6) of the main table."""
     with _rtnl(netns) as ipr:
-        names = _link_names(ipr)
+        names = ipr.links()
         return [
             _route_from_msg(msg, names)
             for family in _FAMILIES
             for msg in _dump(ipr, family, MAIN_TABLE)
             if _is_default(msg)
         ]
-
-
-_RTM_NEWROUTE, _RTM_GETROUTE = 24, 26
-_RTA_OIF, _RTA_MULTIPATH, _RTA_TABLE = 4, 9, 15
-_RTMSG = struct.Struct(
-    "=BBBBBBBBI"
-)  # family, dst_len, src_len, tos, table, proto, scope, type, flags
-_RTNEXTHOP = struct.Struct("=HBBi")  # len, flags, hops, ifindex
-
-
-def _route_oifs(msg: bytes) -> list[int]:
-    """The interfaces a dumped route's next hops go out of (multipath or not)."""
-    at = _attrs(msg, _RTMSG.size, len(msg))
-    if _RTA_OIF in at:
-        return [struct.unpack("=i", at[_RTA_OIF][:4])[0]]
-    hops, raw, offset = [], at.get(_RTA_MULTIPATH, b""), 0
-    while offset + _RTNEXTHOP.size <= len(raw):
-        length, _flags, _hops, ifindex = _RTNEXTHOP.unpack_from(raw, offset)
-        if length < _RTNEXTHOP.size:
-            break
-        hops.append(ifindex)
-        offset += (length + 3) & ~3
-    return hops
-
-
-def _has_main_default_via(netns: str, ifname: str) -> bool:
-    """Whether the main table has a unicast default route (IPv4 or IPv6) out of `ifname`.
-
-    Two raw dumps, no pyroute2: the common answer for a secondary network is no.
-    """
-    sock = _socket_in_netns(_netns_path(netns))
-    sock.settimeout(5.0)
-    try:
-        index = next((i for i, s in _read_links(sock).items() if s.name == ifname), None)
-        if index is None:
-            return False
-        for family in _FAMILIES:
-            body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
-            for msg in _dump_raw(sock, _RTM_GETROUTE, body, _RTM_NEWROUTE):
-                fam, dst_len, src_len, _tos, table, _proto, _scope, kind, _fl = _RTMSG.unpack_from(
-                    msg
-                )
-                if fam != family or dst_len or src_len or kind != _RTN_UNICAST:
-                    continue
-                table_attr = _attrs(msg, _RTMSG.size, len(msg)).get(_RTA_TABLE)
-                if table_attr is not None:
-                    table = struct.unpack("=I", table_attr[:4])[0]
-                if table == MAIN_TABLE and index in _route_oifs(msg):
-                    return True
-    finally:
-        sock.close()
-    return False
 
 
 def remove_default_routes_via(netns: str, ifname: str) -> list[Route]:
@@ -707,11 +586,9 @@ def remove_default_routes_via(netns: str, ifname: str) -> list[Route]:
     selection did not ask for the default route: the pod's default must not move.
     A missing interface has no routes, so nothing is removed.
     """
-    if not _has_main_default_via(netns, ifname):
-        return []
     removed: list[Route] = []
     with _rtnl(netns) as ipr:
-        names = _link_names(ipr)  # one dump gives the index too
+        names = ipr.links()  # one dump gives the index too
         index = next((i for i, name in names.items() if name == ifname), None)
         if index is None:
             return []
@@ -729,32 +606,37 @@ def remove_default_routes_via(netns: str, ifname: str) -> list[Route]:
     return removed
 
 
-def _delete_hop(ipr: Any, msg: Any, index: int) -> bool:
+def _delete_hop(ipr: rtnl.Rtnl, msg: rtnl.RouteMsg, index: int) -> bool:
     """Delete the next hop out of `index` from a multipath route; the others stay."""
-    family = int(msg["family"])
-    spec: dict[str, Any] = {
-        "family": family,
-        "dst": msg.get_attr("RTA_DST") or _ANY[family],
-        "dst_len": int(msg["dst_len"]),
-        "table": _table_of(msg),
-        "priority": int(msg.get_attr("RTA_PRIORITY") or 0),
-    }
     hops = _hops(msg)
     try:
-        if family == socket.AF_INET6:
+        if msg.family == socket.AF_INET6:
             # IPv6 deletes exactly one sibling when the gateway is given.
             _oif, gateway, _flags = next(h for h in hops if h[0] == index)
-            ipr.route("del", **spec, oif=index, **({"gateway": gateway} if gateway else {}))
+            spec = rtnl.RouteSpec(
+                family=msg.family,
+                dst=msg.dst,
+                dst_len=msg.dst_len,
+                table=msg.table,
+                priority=msg.priority,
+                oif=index,
+                gateway=gateway,
+            )
+            ipr.route("del", spec)
         else:
-            rest = [{"oif": o, **({"gateway": g} if g else {})} for o, g, _f in hops if o != index]
-            ipr.route(
-                "replace",
-                **spec,
-                proto=int(msg["proto"]),
-                scope=int(msg["scope"]),
-                type=int(msg["type"]),
+            rest = [(o, g) for o, g, _f in hops if o != index]
+            spec = rtnl.RouteSpec(
+                family=msg.family,
+                dst=msg.dst,
+                dst_len=msg.dst_len,
+                table=msg.table,
+                priority=msg.priority,
+                proto=msg.proto,
+                scope=msg.scope,
+                type=msg.type,
                 multipath=rest,
             )
+            ipr.route("replace", spec)
     except NetlinkError as err:
         if err.code in _GONE:
             return False
@@ -789,7 +671,7 @@ def _gateways_by_family(
     return by_family
 
 
-def _install_default(ipr: Any, family: int, index: int, gateway: str | None) -> None:
+def _install_default(ipr: rtnl.Rtnl, family: int, index: int, gateway: str | None) -> None:
     """Make the main table's only `family` default go out of `index` via `gateway`.
 
     The new route takes the metric of the default currently in force, so that
@@ -797,40 +679,32 @@ def _install_default(ipr: Any, family: int, index: int, gateway: str | None) -> 
     other defaults of the family are deleted afterwards: any that stayed could win.
     """
     current = [m for m in _dump(ipr, family, MAIN_TABLE) if _is_default(m)]
-    metrics = [int(m.get_attr("RTA_PRIORITY") or 0) for m in current]
+    metrics = [m.priority for m in current]
     metric = min(metrics) if metrics else _KERNEL_DEFAULT_METRIC[family]
-    spec: dict[str, Any] = {
-        "family": family,
-        "dst": _ANY[family],
-        "dst_len": 0,
-        "table": MAIN_TABLE,
-        "oif": index,
-        "priority": metric,
-        "proto": _RTPROT_STATIC,
-        "type": _RTN_UNICAST,
-    }
-    if gateway is None:
-        spec["scope"] = _RT_SCOPE_LINK
-    else:
-        spec["gateway"] = gateway
-        spec["scope"] = _RT_SCOPE_UNIVERSE
-    ipr.route("replace", **spec)
+    ipr.route(
+        "replace",
+        rtnl.RouteSpec(
+            family=family,
+            dst_len=0,
+            table=MAIN_TABLE,
+            oif=index,
+            gateway=gateway,
+            priority=metric,
+            proto=_RTPROT_STATIC,
+            type=_RTN_UNICAST,
+            scope=_RT_SCOPE_LINK if gateway is None else _RT_SCOPE_UNIVERSE,
+        ),
+    )
     for msg in _dump(ipr, family, MAIN_TABLE):
         if not _is_default(msg):
             continue
-        oif = msg.get_attr("RTA_OIF")
-        mine = (
-            oif is not None
-            and int(oif) == index
-            and msg.get_attr("RTA_GATEWAY") == gateway
-            and int(msg.get_attr("RTA_PRIORITY") or 0) == metric
-        )
+        mine = msg.oif == index and msg.gateway == gateway and msg.priority == metric
         if not mine:
             _delete_route(ipr, msg)
 
 
-def _main_defaults(ipr: Any, families: Iterable[int]) -> tuple[Route, ...]:
-    names = _link_names(ipr)
+def _main_defaults(ipr: rtnl.Rtnl, families: Iterable[int]) -> tuple[Route, ...]:
+    names = ipr.links()
     return tuple(
         _route_from_msg(m, names)
         for family in families
@@ -867,75 +741,58 @@ def _host(address: str) -> tuple[int, str]:
     return family, f"{ip}/{_HOST_LEN[family]}"
 
 
-def _copy_route(ipr: Any, msg: Any, table: int, via: int) -> None:
+def _copy_route(ipr: rtnl.Rtnl, msg: rtnl.RouteMsg, table: int, via: int) -> None:
     """Copy the route in `msg`, its next hop out of `via` only, into `table`."""
-    family = int(msg["family"])
     oif, gateway, flags = next(h for h in _hops(msg) if h[0] == via)
-    spec: dict[str, Any] = {
-        "family": family,
-        "dst": msg.get_attr("RTA_DST") or _ANY[family],
-        "dst_len": int(msg["dst_len"]),
-        "table": table,
-        "oif": oif,
-        "priority": int(msg.get_attr("RTA_PRIORITY") or 0),
-        "proto": _RTPROT_STATIC,
-        "scope": int(msg["scope"]),
-        "type": _RTN_UNICAST,
-        "flags": flags & _RTNH_F_ONLINK,
-    }
-    if gateway is not None:
-        spec["gateway"] = gateway
-    if msg.get_attr("RTA_PREFSRC") is not None:
-        spec["prefsrc"] = msg.get_attr("RTA_PREFSRC")
-    ipr.route("replace", **spec)
+    ipr.route(
+        "replace",
+        rtnl.RouteSpec(
+            family=msg.family,
+            dst=msg.dst,
+            dst_len=msg.dst_len,
+            table=table,
+            oif=oif,
+            gateway=gateway,
+            priority=msg.priority,
+            prefsrc=msg.prefsrc,
+            proto=_RTPROT_STATIC,
+            scope=msg.scope,
+            type=_RTN_UNICAST,
+            flags=flags & _RTNH_F_ONLINK,
+        ),
+    )
 
 
-def _rules(ipr: Any, family: int) -> list[SourceRule]:
-    found: list[SourceRule] = []
-    for msg in ipr.get_rules(family=family):
-        src = msg.get_attr("FRA_SRC")
-        if src is None:
-            continue
-        table = msg.get_attr("FRA_TABLE")
-        found.append(
-            SourceRule(
-                src=str(ipaddress.ip_interface(f"{src}/{msg['src_len']}")),
-                table=int(table if table is not None else msg["table"]),
-                priority=int(msg.get_attr("FRA_PRIORITY") or 0),
-            )
+def _rules(ipr: rtnl.Rtnl, family: int) -> list[SourceRule]:
+    return [
+        SourceRule(
+            src=str(ipaddress.ip_interface(f"{msg.src}/{msg.src_len}")),
+            table=msg.table,
+            priority=msg.priority,
         )
-    return found
+        for msg in ipr.rules(family)
+        if msg.src is not None
+    ]
 
 
-def _add_rule(ipr: Any, rule: SourceRule) -> None:
+def _rule_request(ipr: rtnl.Rtnl, cmd: str, rule: SourceRule) -> None:
+    address, length = rule.src.split("/")
+    ipr.rule(cmd, rule.family, address, int(length), rule.table, rule.priority)
+
+
+def _add_rule(ipr: rtnl.Rtnl, rule: SourceRule) -> None:
     if rule in _rules(ipr, rule.family):
         return
-    address, length = rule.src.split("/")
     try:
-        ipr.rule(
-            "add",
-            family=rule.family,
-            src=address,
-            src_len=int(length),
-            table=rule.table,
-            priority=rule.priority,
-        )
+        _rule_request(ipr, "add", rule)
     except NetlinkError as err:
         if err.code != errno.EEXIST:
             raise
 
 
-def _delete_rule(ipr: Any, rule: SourceRule) -> None:
-    address, length = rule.src.split("/")
+def _delete_rule(ipr: rtnl.Rtnl, rule: SourceRule) -> None:
     try:
-        ipr.rule(
-            "del",
-            family=rule.family,
-            src=address,
-            src_len=int(length),
-            table=rule.table,
-            priority=rule.priority,
-        )
+        _rule_request(ipr, "del", rule)
     except NetlinkError as err:
         if err.code not in _GONE:
             raise
@@ -947,7 +804,7 @@ def _check_table(table: int) -> None:
 
 
 def _keep(
-    ipr: Any, old_ifname: str, old_addrs: Sequence[str], table: int, priority: int
+    ipr: rtnl.Rtnl, old_ifname: str, old_addrs: Sequence[str], table: int, priority: int
 ) -> tuple[list[SourceRule], list[Route]]:
     """Copy the old interface's routes into `table`, then add the rules that use it.
 
@@ -960,7 +817,7 @@ def _keep(
     rules: list[SourceRule] = []
     if old_index is None:
         return rules, routes
-    names = _link_names(ipr)
+    names = ipr.links()
     for family in _FAMILIES:
         mine = [m for m in _dump(ipr, family, MAIN_TABLE) if _via(m, old_index)]
         if not any(_is_default(m) for m in mine):
@@ -1089,7 +946,7 @@ def remove_source_routes(netns: str, record: SwitchRecord) -> None:
                 _delete_route(ipr, msg)
 
 
-def _retire_stranded(ipr: Any, netns: str, family: int, rules: Sequence[SourceRule]) -> None:
+def _retire_stranded(ipr: rtnl.Rtnl, netns: str, family: int, rules: Sequence[SourceRule]) -> None:
     """Retire the rules' addresses that no main default goes out of, while the rules hold.
 
     First the sockets still bound to them are destroyed (their resets still leave
@@ -1101,22 +958,17 @@ def _retire_stranded(ipr: Any, netns: str, family: int, rules: Sequence[SourceRu
     defaults = [m for m in _dump(ipr, family, MAIN_TABLE) if _is_default(m)]
     if not sources or not defaults:
         return  # without a main default, a packet the rule no longer routes goes nowhere
-    present = [
-        (msg, str(ipaddress.ip_interface(_addr_text(msg)).ip))
-        for msg in ipr.get_addr(family=family)
-    ]
-    kept = {a for msg, a in present if any(_via(m, int(msg["index"])) for m in defaults)}
+    present = ipr.addresses(family)
+    kept = {a.address for a in present if any(_via(m, a.index) for m in defaults)}
     retired = sources - kept
     if not retired:
         return
     _destroy_sockets(netns, family, retired)
-    for msg, address in present:
-        if address not in retired:
+    for addr in present:
+        if addr.address not in retired:
             continue
         try:
-            ipr.addr(
-                "del", index=int(msg["index"]), address=address, prefixlen=int(msg["prefixlen"])
-            )
+            ipr.delete_address(addr)
         except NetlinkError as err:
             if err.code not in (*_GONE, errno.EADDRNOTAVAIL):
                 raise
@@ -1144,7 +996,7 @@ def _diag_messages(sock: socket.socket) -> Iterator[tuple[int, bytes]]:
             if length < 16:
                 return
             yield kind, data[offset + 16 : offset + length]
-            if kind in (_NLMSG_DONE, _NLMSG_ERROR):
+            if kind in (rtnl.NLMSG_DONE, rtnl.NLMSG_ERROR):
                 return
             offset += (length + 3) & ~3
 
@@ -1160,7 +1012,11 @@ def _destroy_sockets(netns: str, family: int, addresses: Collection[str]) -> int
         for proto in (socket.IPPROTO_TCP, socket.IPPROTO_UDP):
             sock.send(
                 _diag_request(
-                    _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP, family, proto, bytes(48)
+                    _SOCK_DIAG_BY_FAMILY,
+                    rtnl.NLM_F_REQUEST | rtnl.NLM_F_DUMP,
+                    family,
+                    proto,
+                    bytes(48),
                 )
             )
             found = [
@@ -1170,10 +1026,12 @@ def _destroy_sockets(netns: str, family: int, addresses: Collection[str]) -> int
             ]
             for sockid in found:
                 sock.send(
-                    _diag_request(_SOCK_DESTROY, _NLM_F_REQUEST | _NLM_F_ACK, family, proto, sockid)
+                    _diag_request(
+                        _SOCK_DESTROY, rtnl.NLM_F_REQUEST | rtnl.NLM_F_ACK, family, proto, sockid
+                    )
                 )
                 for kind, payload in _diag_messages(sock):
-                    if kind == _NLMSG_ERROR and struct.unpack_from("=i", payload)[0] == 0:
+                    if kind == rtnl.NLMSG_ERROR and struct.unpack_from("=i", payload)[0] == 0:
                         killed += 1
     finally:
         sock.close()
@@ -1187,7 +1045,7 @@ def delete_link(netns: str, ifname: str) -> bool:
         if index is None:
             return False
         try:
-            ipr.link("del", index=index)
+            ipr.delete_link(index)
         except NetlinkError as err:
             if err.code in _GONE:
                 return False

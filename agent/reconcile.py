@@ -3,7 +3,8 @@
 Level-triggered: every run observes the pod (from the watch cache), the agent's
 records and the live netns (`agent.observe`), plans (`agent.plan`, pure),
 carries the plan out with CNI and netlink (`agent.execute`) and reports the
-outcomes through an annotation patch and Events (`agent.report`). One pod is
+outcomes through an annotation patch and then Events (`agent.report`), which
+a background sender records so that they never delay the next pod. One pod is
 never handled by two workers at once (the work queue is keyed by pod UID).
 """
 
@@ -29,13 +30,13 @@ from netshift.cni.executor import CniExecutor
 from netshift.keys import NETSHIFT_NAMESPACE
 from netshift.kube import (
     ApiError,
+    EventSender,
     Informer,
     Kube,
     nad_path,
     now_rfc3339,
     patch_annotations,
     pod_path,
-    record_event,
 )
 from netshift.nadpolicy import (
     OFF,
@@ -118,6 +119,7 @@ class Agent:
             self._sandbox_now,
             self.metrics,
         )
+        self.events = EventSender(kube, COMPONENT)
         self.on_timing = on_timing
         self._stop = threading.Event()
 
@@ -142,6 +144,7 @@ class Agent:
     def stop(self) -> None:
         self._stop.set()
         self.queue.stop()
+        self.events.flush()
         for informer in self.informers:
             informer.stop()
 
@@ -283,19 +286,26 @@ class Agent:
         return (None if report.problem else next_requeue(plan, after, time.time())), report
 
     def publish(self, pod: Pod, report: Report) -> None:
-        """Events of what was done, then one patch of the two status annotations."""
+        """One patch of the two status annotations, then the Events of what was done.
+
+        The patch is what the controller and the user wait for; the Events go to the
+        background sender after it (a Warning is never dropped, see EventSender).
+        """
         ref = _event_object(pod)
-        for e in report.events:
-            record_event(self.kube, ref, e.reason, e.message, e.type, COMPONENT)
-        if not report.changes:
-            return
         try:
-            patch_annotations(self.kube, pod_path(pod.namespace, pod.name), dict(report.changes))
+            if report.changes:
+                patch_annotations(
+                    self.kube, pod_path(pod.namespace, pod.name), dict(report.changes)
+                )
         except ApiError as err:
             if err.status != 404:
                 raise
-        if report.problem:
-            record_event(self.kube, ref, "InvalidNetworks", report.problem, "Warning", COMPONENT)
+        finally:
+            # Also when the patch failed: what was done stays done, and is told.
+            for e in report.events:
+                self.events.send(ref, e.reason, e.message, e.type)
+        if report.changes and report.problem:
+            self.events.send(ref, "InvalidNetworks", report.problem, "Warning")
 
     def cleanup(self, uid: str) -> bool:
         """The pod is gone or finished: DEL every attachment the agent holds. True when none is left."""

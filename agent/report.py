@@ -2,7 +2,11 @@
 
 `network-status` and `netshift.io/status` are computed from the records after
 the plan was carried out and from its outcomes; Events are one per outcome
-that a human should hear about. Writing them is the reconciler's thin shell.
+that a human should hear about. A default switch that a controller rollout
+drove (`podstatus.rollout_driven`) gets no Normal Event on the pod: the
+controller tells of the rollout on its NetworkProfile, once per rollout, not
+once per pod; failures are Warnings on the pod whoever asked. Writing them is
+the reconciler's thin shell.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ class Event:
 @dataclass(frozen=True)
 class Report:
     changes: Mapping[str, str | None]  # annotations to patch; empty: nothing to write
-    events: tuple[Event, ...]  # recorded before the patch
+    events: tuple[Event, ...]  # recorded after the patch, off its critical path
     problem: str  # the wish cannot be carried out: an InvalidNetworks Event after the patch
     changed: bool  # something was attached, detached or switched
 
@@ -62,13 +66,16 @@ def build_report(
         changes[keys.STATUS_KEY] = replace(pns, updated_at=now).to_json()
     return Report(
         changes=changes,
-        events=tuple(e for o in outcomes for e in events_of(o)),
+        events=tuple(
+            e for o in outcomes for e in events_of(o, podstatus.rollout_driven(annotations))
+        ),
         problem=problem,
         changed=any(not isinstance(o, Problem) for o in outcomes),
     )
 
 
-def events_of(o: Outcome) -> list[Event]:
+def events_of(o: Outcome, rollout: bool = False) -> list[Event]:
+    """The Events an outcome is worth; `rollout`: the pod's wish is a rollout's."""
     if isinstance(o, Attached):
         return [_attach_event(o)] if o.error or o.action.role != INCOMING_DEFAULT else []
     if isinstance(o, Detached):
@@ -84,6 +91,8 @@ def events_of(o: Outcome) -> list[Event]:
             return [Event("Detached", message)]
         return [Event("Detached", f"{rec.network} from {rec.interface}")]
     if isinstance(o, Switched):
+        if rollout:
+            return []  # the rollout's own Events, on its profile, tell of it
         message = f"default network is now {o.network} on {o.interface}"
         if o.old is not None:
             message += f" (was {o.old.network} on {o.old.interface}; {o.old_default})"

@@ -1,7 +1,8 @@
 """Scale: controller and webhook memory at 10,000 pods; API requests per operation.
 
     sudo .venv/bin/python bench/scale.py [--namespaces 1000] [--pods-per-namespace 10]
-                                         [--rollout-pods 10] [--create-timeout 600]
+                                         [--rollout-pods 10] [--node-pods 110]
+                                         [--create-timeout 600]
 
 Brings up its own local cluster with all of netshift (node simulator, agent,
 webhook, controller) in a temporary state directory, pod subnet 10.249.0.0/24
@@ -18,13 +19,20 @@ on bridge nsbsc0, and:
    window of the same length is measured first and shown as background.
    - hot-plug: one network added to one running pod by annotation, until
      network-status lists it (plus 2 s for trailing writes);
-   - rollout: a profile's default network switched for `--rollout-pods`
-     running pods, until every pod reports it; per pod.
-2. Memory with N pods in M namespaces: pods created through the API (and
+   - rollout: a profile's default network switched for the running pods of
+     its namespace (`--rollout-pods` and the hot-plug pod), until every pod
+     reports it. Split in two: the writes on the pods (their PATCHes, and
+     their Events, counted by listing the Events in the pods' namespace), per
+     pod; the rest (the profile's status and its Events), per rollout.
+2. The agent's memory with a full node: `--node-pods` (110, the kubelet's default
+   maxPods) running pods on the simulated node, each with its default network
+   (eth0) and one network hot-plugged by annotation; then the agent's RSS and
+   PSS (goal: 100 MB).
+3. Memory with N pods in M namespaces: pods created through the API (and
    through the webhook, half of the namespaces selected by a profile) with a
    nodeSelector no node has, so they stay Pending; then the RSS and PSS of
    the webhook (all its worker processes) and of the controller (and the
-   agent, which has only the few running pods of step 1). Creation stops at
+   agent, which still has the pods of step 2). Creation stops at
    `--create-timeout` and says how many pods were made.
 
 Prints two tables. The machine may be shared: memory is not affected by
@@ -59,13 +67,14 @@ HP = ("hp", "nsbsc1", "10.249.1.0/24")
 OLD = ("old", "nsbsc2", "10.249.2.0/24")
 NEW = ("new", "nsbsc3", "10.249.3.0/24")
 OPS_NS = "scale-ops"
+NODE_NS = "scale-node"
 PROFILES = "/apis/netshift.io/v1alpha1/networkprofiles"
 WRITES = {"POST", "PUT", "PATCH", "DELETE", "APPLY", "DELETECOLLECTION"}
 # Writes other components make on their own schedule, whatever netshift does: the node's
 # heartbeat (node simulator) and kube-controller-manager's endpoints. Shown, not counted.
 BACKGROUND = {"nodes/status", "endpoints", "endpointslices"}
 GOAL_WRITES = 2
-GOAL_WEBHOOK_MB, GOAL_CONTROLLER_MB = 120, 150
+GOAL_WEBHOOK_MB, GOAL_CONTROLLER_MB, GOAL_AGENT_MB = 120, 150, 100
 
 Counts = collections.Counter[tuple[str, str]]
 _LINE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
@@ -177,7 +186,16 @@ def hotplug_writes(cluster: LocalCluster, kube: Kube) -> Counts:
     return +counts
 
 
-def rollout_writes(cluster: LocalCluster, kube: Kube, n: int) -> Counts:
+def pod_event_count(kube: Kube, ns: str) -> int:
+    return len(
+        kube.get(f"/api/v1/namespaces/{ns}/events", fieldSelector="involvedObject.kind=Pod")[
+            "items"
+        ]
+    )
+
+
+def rollout_writes(cluster: LocalCluster, kube: Kube, n: int) -> tuple[Counts, int, int]:
+    """The writes of a rollout, how many pods it switched, and how many Events went to pods."""
     kube.create(
         PROFILES,
         {
@@ -212,12 +230,46 @@ def rollout_writes(cluster: LocalCluster, kube: Kube, n: int) -> Counts:
 
         wait_for(switched, 60 + 2 * n, interval=0.2, what="pods switched")
 
+    rolled = len(kube.get(pod_path(OPS_NS))["items"])  # the hot-plug pod is selected too
+    events_before = pod_event_count(kube, OPS_NS)
     counts = measure(cluster, switch)
     counts[("PATCH", "networkprofiles")] -= 1  # the profile edit itself
-    return +counts
+    return +counts, rolled, pod_event_count(kube, OPS_NS) - events_before
 
 
-# --- step 2: memory at scale ----------------------------------------------------------------
+# --- step 2: the agent with a full node ---------------------------------------------------
+
+
+def fill_node(kube: Kube, state: Path, n: int) -> float:
+    """`n` running pods in NODE_NS, each with eth0 and one hot-plugged network; seconds taken."""
+    start = time.monotonic()
+    kube.create("/api/v1/namespaces", {"metadata": {"name": NODE_NS}})
+    kube.create(nad_path(NODE_NS), bridge_nad(NODE_NS, *HP, state / f"ipam-{HP[0]}"))
+    wait_for(lambda: has_default_service_account(kube, NODE_NS), 30, what="default SA")
+    names = [f"node-{i:03d}" for i in range(n)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda name: create_pod(kube, NODE_NS, name, {"role": "node"}), names))
+
+    def with_status(net1: bool) -> bool:
+        pods = kube.get(pod_path(NODE_NS))["items"]
+        done = [
+            p
+            for p in pods
+            if (p.get("status") or {}).get("phase") == "Running"
+            and podstatus.parse_status(p["metadata"].get("annotations") or {}) is not None
+            and (not net1 or '"net1"' in p["metadata"]["annotations"].get(NETWORK_STATUS_KEY, ""))
+        ]
+        return len(done) == n
+
+    wait_for(lambda: with_status(False), 120 + 2 * n, interval=1.0, what=f"{n} pods Running")
+    plug = {"metadata": {"annotations": {NETWORKS_KEY: HP[0]}}}
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda name: kube.patch_merge(pod_path(NODE_NS, name), plug), names))
+    wait_for(lambda: with_status(True), 60 + n, interval=1.0, what=f"net1 in {n} pods")
+    return time.monotonic() - start
+
+
+# --- step 3: memory at scale ----------------------------------------------------------------
 
 
 def tree(pid: int) -> list[int]:
@@ -312,6 +364,7 @@ def main() -> int:
     ap.add_argument("--namespaces", type=int, default=1000)
     ap.add_argument("--pods-per-namespace", type=int, default=10)
     ap.add_argument("--rollout-pods", type=int, default=10)
+    ap.add_argument("--node-pods", type=int, default=110)
     ap.add_argument("--create-timeout", type=float, default=600.0)
     ap.add_argument("--keep-state", action="store_true")
     args = ap.parse_args()
@@ -330,7 +383,12 @@ def main() -> int:
 
         idle = measure(cluster, lambda: time.sleep(5.0), settle=0.0)
         hot = hotplug_writes(cluster, kube)
-        roll = rollout_writes(cluster, kube, args.rollout_pods)
+        roll, rolled, pod_events = rollout_writes(cluster, kube, args.rollout_pods)
+        on_node = len(kube.get(pod_path(OPS_NS))["items"])
+        filled = fill_node(kube, state, args.node_pods - on_node)
+        print(f"node filled with {args.node_pods} running pods in {filled:.0f}s", flush=True)
+        time.sleep(5.0)  # the last reports written, the agent idle
+        agent_mem = memory_mb(cluster.pid("agent"))
 
         made, took = populate(kube, args.namespaces, args.pods_per_namespace, args.create_timeout)
         print(f"{made} pods in {args.namespaces} namespaces created in {took:.0f}s", flush=True)
@@ -340,7 +398,9 @@ def main() -> int:
         hot, hot_bg = split(hot)
         roll, roll_bg = split(roll)
         hot_writes = sum(hot.values())
-        roll_writes = sum(roll.values()) / args.rollout_pods
+        on_pods = roll[("PATCH", "pods")] + pod_events
+        roll_writes = on_pods / rolled
+        per_rollout = sum(roll.values()) - on_pods
         print()
         print(
             "API writes (leases left out; the bench's own edit subtracted; "
@@ -350,8 +410,23 @@ def main() -> int:
         print(f"{'idle, 5 s':28} {'-':>8}  [{fmt(idle)}]")
         print(f"{'hot-plug of 1 network':28} {hot_writes:>8}  {fmt(hot)}  [{fmt(hot_bg)}]")
         print(
-            f"{f'rollout, per pod (of {args.rollout_pods})':28} {roll_writes:>8.1f}  "
-            f"{fmt(roll, args.rollout_pods)}  [{fmt(roll_bg, args.rollout_pods)}]"
+            f"{f'rollout, per pod (of {rolled})':28} {roll_writes:>8.2f}  "
+            f"PATCH pods {roll[('PATCH', 'pods')] / rolled:g}, pod Events {pod_events / rolled:g}"
+        )
+        rest = +(roll - collections.Counter({("PATCH", "pods"): roll[("PATCH", "pods")]}))
+        print(
+            f"{'rollout, per rollout':28} {per_rollout:>8}  {fmt(rest)} less the pods' "
+            f"{pod_events} Event(s)  [{fmt(roll_bg)}]"
+        )
+        print(
+            f"{'rollout, all writes / pods':28} {sum(roll.values()) / rolled:>8.2f}  "
+            f"{fmt(roll, rolled)}"
+        )
+        print()
+        rss, pss, _ = agent_mem
+        print(
+            f"agent with {args.node_pods} running pods on its node (eth0 + 1 hot-plugged "
+            f"network each): RSS {rss:.0f} MB, PSS {pss:.0f} MB (goal <= {GOAL_AGENT_MB} MB RSS)"
         )
         print()
         print(f"memory with {made} pods in {args.namespaces} namespaces (Pending, no node)")
@@ -359,7 +434,11 @@ def main() -> int:
             "(RSS summed over a process tree counts pages the forked workers share; PSS does not)"
         )
         print(f"{'process':12} {'procs':>5} {'RSS MB':>8} {'PSS MB':>8} {'goal MB':>8}")
-        goals = {"webhook": GOAL_WEBHOOK_MB, "controller": GOAL_CONTROLLER_MB, "agent": 100}
+        goals = {
+            "webhook": GOAL_WEBHOOK_MB,
+            "controller": GOAL_CONTROLLER_MB,
+            "agent": GOAL_AGENT_MB,
+        }
         for name, (rss, pss, procs) in mem.items():
             print(f"{name:12} {procs:>5} {rss:>8.0f} {pss:>8.0f} {goals[name]:>8}")
         ok = (
@@ -367,20 +446,24 @@ def main() -> int:
             and roll_writes <= GOAL_WRITES
             and mem["webhook"][1] <= GOAL_WEBHOOK_MB
             and mem["controller"][1] <= GOAL_CONTROLLER_MB
+            and agent_mem[0] <= GOAL_AGENT_MB
         )
         print(
             f"verdict: {'MET' if ok else 'NOT MET'} - writes per hot-plug {hot_writes}, per "
-            f"rolled-out pod {roll_writes:.1f} (goal <= {GOAL_WRITES}); webhook PSS "
+            f"rolled-out pod {roll_writes:.2f} (goal <= {GOAL_WRITES}) plus {per_rollout} per "
+            f"rollout on its profile; webhook PSS "
             f"{mem['webhook'][1]:.0f} MB (<= {GOAL_WEBHOOK_MB}), controller PSS "
-            f"{mem['controller'][1]:.0f} MB (<= {GOAL_CONTROLLER_MB}) at {made} pods"
+            f"{mem['controller'][1]:.0f} MB (<= {GOAL_CONTROLLER_MB}) at {made} pods; agent RSS "
+            f"{agent_mem[0]:.0f} MB (<= {GOAL_AGENT_MB}) at {args.node_pods} pods on its node"
         )
         if made < args.namespaces * args.pods_per_namespace:
             print(f"note: only {made} pods were created before --create-timeout")
-        with_ops = kube.get(pod_path(OPS_NS))["items"]
-        kube.delete(f"/api/v1/namespaces/{OPS_NS}")
+        running = sum(len(kube.get(pod_path(ns))["items"]) for ns in (OPS_NS, NODE_NS))
+        for ns in (OPS_NS, NODE_NS):
+            kube.delete(f"/api/v1/namespaces/{ns}")
         wait_for(
-            lambda: not kube.get(pod_path(OPS_NS))["items"],
-            60 + len(with_ops),
+            lambda: not any(kube.get(pod_path(ns))["items"] for ns in (OPS_NS, NODE_NS)),
+            60 + running,
             interval=0.5,
             what="the running pods to go",
         )

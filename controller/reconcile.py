@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,7 @@ from controller.rollout import (
     RolloutPlan,
     Settings,
     Snapshot,
+    desired_changes,
     plan_rollout,
     start_patch,
 )
@@ -76,6 +78,37 @@ def profile_status_path(name: str) -> str:
     return f"{PROFILES_PATH}/{name}/status"
 
 
+class ChangesMemo:
+    """`desired_changes`, remembered per (pod uid, resourceVersion, profile object).
+
+    A rollout plans every pod of its namespaces on every pod event, and a pod's
+    changes only change with the pod's version or the profile (whose parsed object
+    is replaced whenever any profile changes). Each entry keeps its profile, so an
+    id is never reused while it is remembered. Unversioned pods are not remembered.
+    """
+
+    LIMIT = 100_000
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple[str, str, int], tuple[Profile | None, dict[str, str | None]]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, pod: Pod, profile: Profile | None) -> dict[str, str | None]:
+        if not pod.resource_version:
+            return desired_changes(pod, profile)
+        key = (pod.uid, pod.resource_version, id(profile))
+        with self._lock:
+            hit = self._memo.get(key)
+        if hit is not None and hit[0] is profile:
+            return dict(hit[1])
+        changes = desired_changes(pod, profile)  # a ValueError is not remembered
+        with self._lock:
+            if len(self._memo) >= self.LIMIT:
+                self._memo.clear()  # a bound; the next plans compute again
+            self._memo[key] = (profile, changes)
+        return dict(changes)
+
+
 @dataclass(frozen=True)
 class ControllerOptions:
     workers: int = 4
@@ -114,6 +147,8 @@ class Controller:
         self._tracked: dict[str, dict[str, str]] = {}  # rollout -> in-flight pod key -> uid
         self._failures_reported: set[tuple[str, str]] = set()
         self._status_written_at: dict[str, float] = {}  # profile -> monotonic time
+        self._desired = ChangesMemo()
+        self._patcher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pod-patch")
 
         self.profiles = Informer(
             kube, PROFILES_PATH, on_event=self._profile_event, name="networkprofiles"
@@ -148,6 +183,7 @@ class Controller:
             self._idle.wait_for(lambda: self._busy == 0, timeout=drain_timeout)
         for informer in self._informers:
             informer.stop()
+        self._patcher.shutdown(wait=False)
 
     def wait_synced(self, timeout: float) -> bool:
         return all(informer.wait_synced(timeout) for informer in self._informers)
@@ -287,7 +323,9 @@ class Controller:
         return self._profile_writes.get(name, self.profiles.get(name))
 
     def plan(self, name: str) -> RolloutPlan:
-        return plan_rollout(name, self.snapshot(), datetime.now(UTC), self.options.settings)
+        return plan_rollout(
+            name, self.snapshot(), datetime.now(UTC), self.options.settings, self._desired
+        )
 
     # -- reconcile ---------------------------------------------------------------
 
@@ -314,7 +352,7 @@ class Controller:
             return 0.5
         now = datetime.now(UTC)
         snapshot = self.snapshot()
-        plan = plan_rollout(name, snapshot, now, self.options.settings)
+        plan = plan_rollout(name, snapshot, now, self.options.settings, self._desired)
         self._note_finished(plan, snapshot)
         started, conflicts = self._start_pods(plan)
         if not self.active():
@@ -322,7 +360,7 @@ class Controller:
         final = plan
         if started:
             # Status counts the pods just started as in flight.
-            final = plan_rollout(name, self.snapshot(), now, self.options.settings)
+            final = plan_rollout(name, self.snapshot(), now, self.options.settings, self._desired)
         status_wait = self._write_status(name, plan, final, started)
         self.metrics.observe_plan(final)
         if conflicts:
@@ -345,11 +383,13 @@ class Controller:
         in_flight = {p.key for p in plan.in_flight}
         tracked = self._tracked.setdefault(plan.name, {})
         started = conflicts = 0
-        for pod_plan in plan.starts:
-            if not self.active():
-                log.info("rollout %s: no longer the leader; stopped patching", plan.name)
-                break
-            outcome = self._patch_pod(plan.name, pod_plan)
+        # Side by side: the pods are independent, and each patch is a round trip that the
+        # pods settled meanwhile would otherwise wait behind.
+        outcomes = self._patcher.map(lambda pp: self._patch_pod(plan.name, pp), plan.starts)
+        results = list(outcomes)
+        if "inactive" in results:
+            log.info("rollout %s: no longer the leader; stopped patching", plan.name)
+        for pod_plan, outcome in zip(plan.starts, results, strict=True):
             if outcome == "conflict":
                 conflicts += 1
                 self.metrics.patch_conflicts.labels(plan.name).inc()
@@ -375,6 +415,8 @@ class Controller:
         return started, conflicts
 
     def _patch_pod(self, rollout: str, pod_plan: PodPlan) -> str:
+        if not self.active():
+            return "inactive"
         pod = pod_plan.pod
         changes = start_patch(pod_plan, rollout, now_rfc3339())
         body = {"metadata": {"resourceVersion": pod.resource_version, "annotations": changes}}

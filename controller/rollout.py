@@ -16,7 +16,7 @@ deleted already (then its pods are handed back, see `leaving`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
@@ -25,13 +25,20 @@ from netshift.annotations import AnnotationError, parse_ref
 from netshift.keys import (
     DEFAULT_NETWORK_KEY,
     PROFILE_KEY,
+    ROLLOUT_DESIRED_KEY,
     ROLLOUT_PROFILE_KEY,
     ROLLOUT_STARTED_KEY,
     SWITCH_POLICY_KEY,
     SYSTEM_NAMESPACES,
 )
 from netshift.pod import Pod
-from netshift.podstatus import SwitchPolicy, format_switch_policy, is_settled, parse_status
+from netshift.podstatus import (
+    SwitchPolicy,
+    desired_hash,
+    format_switch_policy,
+    is_settled,
+    parse_status,
+)
 from netshift.policy import Profile, apply_profile, resolve
 
 # What a pod is within one rollout.
@@ -129,6 +136,10 @@ def switch_policy_of(profile: Profile) -> str:
     return format_switch_policy(SwitchPolicy(rollout.old_default, float(rollout.drain_seconds)))
 
 
+# What brings a pod to a profile: desired_changes, or a shell's remembering wrapper of it.
+DesiredChanges = Callable[[Pod, "Profile | None"], dict[str, str | None]]
+
+
 def desired_changes(pod: Pod, profile: Profile | None) -> dict[str, str | None]:
     """What brings the pod to `profile` (None: hand it back); {} when it is there.
 
@@ -146,8 +157,18 @@ def desired_changes(pod: Pod, profile: Profile | None) -> dict[str, str | None]:
 
 
 def start_patch(plan: PodPlan, rollout: str, started: str) -> dict[str, str | None]:
-    """The annotation patch that starts a pod: its changes plus the rollout's own marks."""
-    return {**plan.changes, ROLLOUT_STARTED_KEY: started, ROLLOUT_PROFILE_KEY: rollout}
+    """The annotation patch that starts a pod: its changes plus the rollout's own marks.
+
+    One mark is the hash of the wish the patch leaves on the pod, so the agent can tell
+    that what it does next is the rollout's (Events then go on the profile, not per pod).
+    """
+    after = {k: v for k, v in {**plan.pod.annotations, **plan.changes}.items() if v is not None}
+    return {
+        **plan.changes,
+        ROLLOUT_STARTED_KEY: started,
+        ROLLOUT_PROFILE_KEY: rollout,
+        ROLLOUT_DESIRED_KEY: desired_hash(after),
+    }
 
 
 def required_networks(pod: Pod, profile: Profile, changes: Mapping[str, str | None]) -> list[str]:
@@ -186,9 +207,10 @@ def _classify(
     now: datetime,
     settings: Settings,
     nads: Collection[str] | None,
+    desired: DesiredChanges,
 ) -> PodPlan:
     try:
-        changes = desired_changes(pod, profile)
+        changes = desired(pod, profile)
     except ValueError as err:
         return PodPlan(pod, INVALID, message=str(err))
     in_flight, timed_out = _in_flight(pod, rollout, now, settings)
@@ -216,15 +238,25 @@ def _classify(
 
 
 def plan_rollout(
-    rollout: str, snapshot: Snapshot, now: datetime, settings: Settings | None = None
+    rollout: str,
+    snapshot: Snapshot,
+    now: datetime,
+    settings: Settings | None = None,
+    desired: DesiredChanges = desired_changes,
 ) -> RolloutPlan:
-    """Everything the controller needs to know and do for one rollout name, now."""
+    """Everything the controller needs to know and do for one rollout name, now.
+
+    `desired` computes each pod's changes; the controller passes one that remembers
+    them per pod version and profile (the answer is the same, see ChangesMemo).
+    """
     settings = settings or Settings()
     profile = next((p for p in snapshot.profiles if p.name == rollout), None)
     invalid = snapshot.invalid_profiles.get(rollout) if profile is None else None
     winners = snapshot.winners()
     namespaces = sorted(ns for ns, w in winners.items() if w is not None and w.name == rollout)
-    pods = _place_pods(rollout, profile, invalid, set(namespaces), winners, snapshot, now, settings)
+    pods = _place_pods(
+        rollout, profile, invalid, set(namespaces), winners, snapshot, now, settings, desired
+    )
     failed = sum(1 for t in pods.targets if t.state in (FAILED, INVALID))
     blocked = _blocked(profile, invalid, failed)
     max_concurrent = (
@@ -284,6 +316,7 @@ def _place_pods(
     snapshot: Snapshot,
     now: datetime,
     settings: Settings,
+    desired: DesiredChanges,
 ) -> _PlacedPods:
     """Each eligible pod as a target, a pod to hand back, or neither; and which hold a slot."""
     # A profile that still exists but stopped governing a namespace hands its pods
@@ -297,14 +330,14 @@ def _place_pods(
             continue
         plan: PodPlan | None = None
         if pod.namespace in governed and profile is not None:
-            plan = _classify(pod, rollout, profile, now, settings, snapshot.nads)
+            plan = _classify(pod, rollout, profile, now, settings, snapshot.nads, desired)
             placed.targets.append(plan)
         elif (
             hands_back
             and winners[pod.namespace] is None
             and pod.annotations.get(PROFILE_KEY) == rollout
         ):
-            plan = _classify(pod, rollout, None, now, settings, None)
+            plan = _classify(pod, rollout, None, now, settings, None, desired)
             if plan.state == PENDING:
                 placed.leaving.append(plan)
         if plan is not None:

@@ -23,6 +23,9 @@ INJECTED_KEY: Final = "netshift.io/injected"  # what the applied profile contrib
 PROFILE_KEY: Final = "netshift.io/profile"  # the profile last applied
 ROLLOUT_STARTED_KEY: Final = "netshift.io/rollout-started"  # RFC 3339 time of the patch
 ROLLOUT_PROFILE_KEY: Final = "netshift.io/rollout-profile"  # the rollout that patched it
+# The desired hash (netshift.podstatus.desired_hash) of the wish the rollout wrote: while the
+# pod's wish still hashes to it, what the agent does for it is the rollout's doing.
+ROLLOUT_DESIRED_KEY: Final = "netshift.io/rollout-desired"
 
 # -- labels ------------------------------------------------------------------------
 INJECT_LABEL: Final = "netshift.io/inject"  # on a pod or namespace: "disabled" opts out

@@ -8,6 +8,7 @@ TLS connection pool).
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -331,11 +332,13 @@ def record_event(
     message: str,
     type_: str = "Normal",
     component: str = "netshift",
+    at: str | None = None,
 ) -> None:
-    """Create a core/v1 Event about `obj`; failures are logged, never raised."""
+    """Create a core/v1 Event about `obj` (that happened `at`, default now); failures are
+    logged, never raised."""
     meta = obj.get("metadata") or {}
     namespace = meta.get("namespace") or "default"
-    stamp = now_rfc3339()
+    stamp = at or now_rfc3339()
     event = {
         "apiVersion": "v1",
         "kind": "Event",
@@ -362,6 +365,66 @@ def record_event(
         kube.create(f"/api/v1/namespaces/{namespace}/events", event)
     except Exception as err:
         log.warning("could not record event %s on %s: %s", reason, object_key(obj), err)
+
+
+_EventArgs = tuple[Mapping[str, Any], str, str, str, str]
+
+
+class EventSender:
+    """Records Events from one background thread, off the caller's critical path.
+
+    The queue is bounded (`limit`): when it is full a Normal Event is dropped (logged,
+    counted in `dropped`) and a Warning is recorded by the caller itself, so the queue
+    never loses a Warning. `flush` waits for what is queued (shutdown, tests).
+    """
+
+    def __init__(self, kube: Kube, component: str, limit: int = 1000) -> None:
+        self.kube = kube
+        self.component = component
+        self.limit = limit
+        self.dropped = 0
+        self._queue: collections.deque[_EventArgs] = collections.deque()
+        self._busy = False
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def send(
+        self, obj: Mapping[str, Any], reason: str, message: str, type_: str = "Normal"
+    ) -> None:
+        args = (obj, reason, message, type_, now_rfc3339())
+        with self._cond:
+            if len(self._queue) < self.limit:
+                self._queue.append(args)
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="events", daemon=True)
+                    self._thread.start()
+                self._cond.notify_all()
+                return
+            if type_ == "Normal":
+                self.dropped += 1
+        if type_ == "Normal":
+            log.warning("event queue full: dropped %s on %s", reason, object_key(obj))
+            return
+        self._record(args)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued Event was recorded; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
+
+    def _record(self, args: _EventArgs) -> None:
+        obj, reason, message, type_, at = args
+        record_event(self.kube, obj, reason, message, type_, self.component, at=at)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+                self._cond.wait_for(lambda: bool(self._queue))
+                args = self._queue.popleft()
+                self._busy = True
+            self._record(args)
 
 
 def wait_for(

@@ -8,6 +8,7 @@ acted on, so a reader knows whether the report is about the current wish.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from netshift.keys import (
     DEFAULT_NETWORK_KEY,
     DEGRADED,
     NETWORKS_KEY,
+    ROLLOUT_DESIRED_KEY,
     STATUS_KEY,
     SWITCH_POLICY_KEY,
 )
@@ -28,6 +30,16 @@ def desired_hash(annotations: Mapping[str, str]) -> str:
     """A short hash of everything that states what networks a pod wants."""
     wish = [annotations.get(k, "") for k in (NETWORKS_KEY, DEFAULT_NETWORK_KEY, SWITCH_POLICY_KEY)]
     return hashlib.sha256(json.dumps(wish).encode()).hexdigest()[:16]
+
+
+def rollout_driven(annotations: Mapping[str, str]) -> bool:
+    """Whether the pod's current wish is exactly what a controller rollout wrote.
+
+    Not when someone edited the wish since (`kubectl annotate`): its hash then differs
+    from the one the rollout recorded with its patch.
+    """
+    mark = annotations.get(ROLLOUT_DESIRED_KEY)
+    return bool(mark) and mark == desired_hash(annotations)
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,21 @@ def parse_status(annotations: Mapping[str, str]) -> PodNetStatus | None:
 
 def is_settled(annotations: Mapping[str, str]) -> tuple[bool, bool]:
     """(settled, failed): the agent has acted on the current wish and finished, well or not."""
+    wish = tuple(
+        annotations.get(k, "") for k in (NETWORKS_KEY, DEFAULT_NETWORK_KEY, SWITCH_POLICY_KEY)
+    )
+    return _settled(annotations.get(STATUS_KEY), wish)
+
+
+@functools.lru_cache(maxsize=8192)
+def _settled(raw: str | None, wish: tuple[str, ...]) -> tuple[bool, bool]:
+    # Remembered by value: a rollout asks this of every pod on every pod event, and
+    # the answer is a pure function of these strings (an immutable pair).
+    annotations = dict(
+        zip((NETWORKS_KEY, DEFAULT_NETWORK_KEY, SWITCH_POLICY_KEY), wish, strict=True)
+    )
+    if raw is not None:
+        annotations[STATUS_KEY] = raw
     status = parse_status(annotations)
     if status is None or status.observed != desired_hash(annotations):
         return False, False

@@ -420,6 +420,26 @@ def pod_events(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
     return sorted(items, key=lambda e: e.get("metadata", {}).get("creationTimestamp", ""))
 
 
+def has_event(kube: Kube, namespace: str, name: str, reason: str, type_: str = "") -> bool:
+    """Whether the pod has an Event with that reason (and type), within 10 s.
+
+    The agent records Events after its status patch, from a background sender, so a
+    test that just saw the status waits a little for them.
+    """
+
+    def found() -> bool:
+        return any(
+            e["reason"] == reason and (not type_ or e["type"] == type_)
+            for e in pod_events(kube, namespace, name)
+        )
+
+    try:
+        wait_for(found, 10, interval=0.1, what=f"a {reason} Event on {namespace}/{name}")
+    except TimeoutError:
+        return False
+    return True
+
+
 def delete_pod_and_wait(kube: Kube, namespace: str, name: str, timeout: float = 60) -> None:
     try:
         kube.delete(pod_path(namespace, name))

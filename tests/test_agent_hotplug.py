@@ -27,6 +27,7 @@ from agentutil import (
     create_running_pod,
     default_route_ifnames,
     delete_pod_and_wait,
+    has_event,
     interfaces,
     ipam_ips,
     netns_of,
@@ -130,8 +131,11 @@ def test_annotating_a_running_pod_adds_bridge_and_macvlan_interfaces_without_mov
     assert attachment(report, "net1").state == keys.ATTACHED
     assert attachment(report, "macv0").state == keys.ATTACHED
     assert attachment(report, "net1").network == f"{namespace}/blue"
-    reasons = [e["reason"] for e in pod_events(kube, namespace, "web")]
-    assert reasons.count("Attached") >= 2
+    wait_for(
+        lambda: [e["reason"] for e in pod_events(kube, namespace, "web")].count("Attached") >= 2,
+        10,
+        what="two Attached Events",
+    )
 
 
 def test_networks_asked_for_at_creation_are_adopted_without_being_replugged(
@@ -186,7 +190,7 @@ def test_removing_a_network_deletes_its_interface_and_releases_its_ip(
     assert set(network_status(pod)) == {"eth0", "net1"}
     report = agent_status(pod)
     assert report is not None and {a.interface for a in report.attachments} == {"eth0", "net1"}
-    assert "Detached" in [e["reason"] for e in pod_events(kube, namespace, "web")]
+    assert has_event(kube, namespace, "web", "Detached")
 
     # Removing the last one empties the store too; the default route never moved.
     annotate(kube, namespace, "web", {NETWORKS: None})
@@ -302,6 +306,7 @@ def test_a_bad_nad_fails_only_its_attachment_with_the_reason_and_is_retried_with
     assert EXPECTED_REASON[kind] in failed.message, failed.message
     assert EXPECTED_REASON[kind] in report.message
     assert attachment(report, "data0").state == keys.ATTACHED
+    assert has_event(kube, namespace, "web", "AttachFailed", "Warning")
     warnings = [
         e
         for e in pod_events(kube, namespace, "web")
@@ -367,10 +372,7 @@ def test_a_malformed_annotation_written_past_the_webhook_degrades_and_changes_no
     assert after["data0"].index == before["data0"].index
     assert after["data0"].addresses == before["data0"].addresses
     assert set(network_status(pod)) == {"eth0", "data0"}
-    assert any(
-        e["reason"] == "InvalidNetworks" and e["type"] == "Warning"
-        for e in pod_events(kube, namespace, "web")
-    )
+    assert has_event(kube, namespace, "web", "InvalidNetworks", "Warning")
 
     annotate(kube, namespace, "web", {NETWORKS: "blue@data0"})
     wait_settled(kube, namespace, "web", keys.CONVERGED)
@@ -571,6 +573,8 @@ def test_a_restarted_agent_leaves_what_it_attached_alone(
     def attached_events() -> int:
         return [e["reason"] for e in pod_events(kube, namespace, "web")].count("Attached")
 
+    # Events follow the status patch (a background sender): both are in before the kill.
+    wait_for(lambda: attached_events() == 2, 10, what="an Attached Event per network")
     attached = attached_events()
     agent.kill()
     agent.start()
@@ -585,6 +589,8 @@ def test_a_restarted_agent_leaves_what_it_attached_alone(
             before[name].index,
             before[name].addresses,
         )
+    wait_for(lambda: attached_events() >= attached + 1, 10, what="the new Attached Event")
+    time.sleep(0.5)  # an Event for a re-plugged network would come as fast
     assert attached_events() == attached + 1
 
 
@@ -649,7 +655,7 @@ def test_a_detach_that_fails_degrades_the_pod_and_is_retried_until_it_works(
     assert report is not None
     assert attachment(report, "macv0").state == keys.DETACHING
     assert "detach failed" in report.message and "macv0" in report.message
-    assert "DetachFailed" in [e["reason"] for e in pod_events(kube, namespace, "web")]
+    assert has_event(kube, namespace, "web", "DetachFailed", "Warning")
     assert len(nets.ips("mv")) == 1  # not released, and not forgotten either
 
     # Once the master is back, a retry succeeds and the address goes back to the pool.

@@ -22,6 +22,7 @@ from agentutil import (
     attachment,
     bridge_config,
     create_running_pod,
+    has_event,
     interfaces,
     netns_of,
     next_subnet,
@@ -118,6 +119,7 @@ def test_a_nad_the_policy_forbids_fails_to_attach_with_a_warning_and_the_pod_kee
         assert refused.state == keys.FAILED
         assert "forbidden by the cluster's NAD policy" in refused.message, refused.message
         assert "dataDir" in refused.message, refused.message
+        assert has_event(kube, namespace, "web", "AttachFailed", "Warning")
         warnings = [
             e["message"]
             for e in pod_events(kube, namespace, "web")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 
 from controllerutil import (
@@ -21,6 +22,7 @@ from controllerutil import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controller.reconcile import ChangesMemo
 from controller.rollout import (
     BLOCKED_FAILURES,
     BLOCKED_IGNORE,
@@ -30,6 +32,7 @@ from controller.rollout import (
     INVALID,
     WAITING,
     RolloutPlan,
+    plan_rollout,
     start_patch,
 )
 from netshift.keys import (
@@ -372,3 +375,20 @@ def test_the_plan_depends_only_on_the_cluster_so_a_restart_plans_the_same() -> N
         "ns1/p03": PENDING,
         "ns1/p04": PENDING,
     }
+
+
+def test_the_controllers_changes_memo_plans_as_without_it_and_follows_pod_versions() -> None:
+    """ChangesMemo remembers per pod version and profile object; a new version is computed."""
+    memo = ChangesMemo()
+    prof = profile(maxConcurrent=10)
+    v1 = [replace(p, resource_version="1") for p in pods(3)]
+    snap = snapshot([prof], v1)
+    assert plan_rollout("blue", snap, NOW, None, memo) == plan("blue", snap)
+    # The same pods, now on the profile by hand, at a new version: nothing left to patch.
+    on_profile = [replace(start(p, plan("blue", snap)), resource_version="2") for p in v1]
+    again = snapshot([prof], on_profile)
+    assert plan_rollout("blue", again, NOW, None, memo) == plan("blue", again)
+    assert plan_rollout("blue", again, NOW, None, memo).starts == ()
+    # A new profile object (any profile changed) is never answered from the old one's entries.
+    moved = profile(default="net-c", maxConcurrent=10)
+    assert plan_rollout("blue", snapshot([moved], on_profile), NOW, None, memo).starts != ()

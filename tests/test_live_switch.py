@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -19,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentutil import AgentProcess, bridge_config, create_nad, ipam_ips, next_subnet, unique
+from agentutil import (
+    AgentProcess,
+    bridge_config,
+    create_nad,
+    has_event,
+    ipam_ips,
+    next_subnet,
+    unique,
+)
 from controllerutil import ControllerProcess, max_overlap, read_audit
 
 from localcluster.cluster import LocalCluster
@@ -143,6 +152,15 @@ def _epoch(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
+def profile_events(kube: Kube, name: str) -> dict[str, str]:
+    """Event uid -> reason of the Events on a NetworkProfile (cluster-scoped: in default)."""
+    items = kube.get(
+        "/api/v1/namespaces/default/events",
+        fieldSelector=f"involvedObject.name={name},involvedObject.kind=NetworkProfile",
+    )["items"]
+    return {e["metadata"]["uid"]: e["reason"] for e in items}
+
+
 def default_route(uid: str) -> str:
     return subprocess.run(
         ["ip", "-n", f"netshift-{uid}", "-4", "route", "show", "default"],
@@ -175,7 +193,11 @@ def test_a_profile_change_moves_20_running_pods_without_losing_a_probe(
             uid: Stream(f"netshift-{uid}", nets.client.name, p["status"]["podIP"], timeout=2.0)
             for uid, p in list(before.items())[:3]
         }
+        # The probes run before the switch too: a 20-pod switch can take well under a
+        # second, and each ping must be up (and answered) before the first pod moves.
+        time.sleep(1.0)
 
+        told_before = profile_events(kube, name)
         kube.patch_merge(f"{PROFILES}/{name}", {"spec": {"defaultNetwork": f"{namespace}/new"}})
         after = {
             p["metadata"]["uid"]: p
@@ -205,6 +227,18 @@ def test_a_profile_change_moves_20_running_pods_without_losing_a_probe(
             assert dropped == 0, f"{dropped} of {sent} probes lost to pod {uid}"
         for uid, verdict in tcp.items():
             assert verdict["alive"], f"TCP stream to {uid} died: {verdict}"
+
+        # Told once, on the profile (started, complete); no pod has a Normal Event of its own.
+        def rollout_events() -> list[str]:
+            now = profile_events(kube, name)
+            return sorted(reason for uid, reason in now.items() if uid not in told_before)
+
+        wait_for(lambda: "RolloutComplete" in rollout_events(), 30, what="RolloutComplete")
+        assert rollout_events() == ["RolloutComplete", "RolloutStarted"]
+        per_pod = kube.get(
+            f"/api/v1/namespaces/{namespace}/events", fieldSelector="reason=DefaultNetworkSwitched"
+        )["items"]
+        assert per_pod == []
     finally:
         nets.cleanup()
         kube.delete(f"{PROFILES}/{name}")
@@ -346,6 +380,7 @@ def test_kubectl_annotate_by_hand_switches_one_pod_without_the_controller(
             lambda: on_default(kube, namespace, f"{namespace}/new", 1), 60, what="pod on new"
         )
         assert "dev net1" in default_route(pod["metadata"]["uid"])
+        assert has_event(kube, namespace, "solo", "DefaultNetworkSwitched", "Normal")
         patch_annotations(
             kube, pod_path(namespace, "solo"), {"v1.multus-cni.io/default-network": None}
         )
