@@ -213,13 +213,11 @@ def _rollout(kube: Kube, nets: Nets, name: str, **rollout: Any) -> None:
     kube.create(PROFILES, profile_object(name, nets.namespace, "b", **rollout))
 
 
-def _in_flight(kube: Kube, namespace: str, names: list[str]) -> bool:
-    """Some pod was patched by the rollout and has not settled on it yet."""
-    for n in names:
-        ann = kube.get(pod_path(namespace, n))["metadata"]["annotations"]
-        if keys.ROLLOUT_STARTED_KEY in ann and podstatus.is_settled(ann) == (False, False):
-            return True
-    return False
+def _under_way(kube: Kube, namespace: str, names: list[str]) -> bool:
+    """The rollout has patched a first pod. Read in one list call, polled fast: with one pod
+    at a time, the pause that follows lands while that first switch runs (it takes longer
+    than a poll), so the fault meets a rollout with pods still to go."""
+    return _started(kube, namespace, names) >= 1
 
 
 def _pause(kube: Kube, name: str, paused: bool) -> None:
@@ -228,9 +226,11 @@ def _pause(kube: Kube, name: str, paused: bool) -> None:
 
 def _started(kube: Kube, namespace: str, names: list[str]) -> int:
     """How many pods the rollout has patched so far."""
+    pods = kube.get(pod_path(namespace), labelSelector="app=fault")["items"]
     return sum(
-        keys.ROLLOUT_STARTED_KEY in kube.get(pod_path(namespace, n))["metadata"]["annotations"]
-        for n in names
+        keys.ROLLOUT_STARTED_KEY in (p["metadata"].get("annotations") or {})
+        for p in pods
+        if p["metadata"]["name"] in names
     )
 
 
@@ -247,7 +247,10 @@ def test_the_kubelet_restarted_during_a_rollout_the_rollout_converges_and_leaks_
     try:
         _rollout(real_kube, nets, name, maxConcurrent=1)
         wait_for(
-            lambda: _in_flight(real_kube, nets.namespace, list(pods)), 60, what="a pod in flight"
+            lambda: _under_way(real_kube, nets.namespace, list(pods)),
+            60,
+            interval=0.02,
+            what="the rollout's first pod patched",
         )
         # Paused while the kubelet stops, so that the fault comes mid-rollout for sure;
         # resumed while it is down: the switches go on without it.
@@ -279,7 +282,10 @@ def test_the_agent_pod_deleted_mid_switch_comes_back_and_the_switch_converges(
     try:
         _rollout(real_kube, nets, name, maxConcurrent=1)
         wait_for(
-            lambda: _in_flight(real_kube, nets.namespace, list(pods)), 60, what="a pod in flight"
+            lambda: _under_way(real_kube, nets.namespace, list(pods)),
+            60,
+            interval=0.02,
+            what="the rollout's first pod patched",
         )
         _pause(real_kube, name, True)
         real_cluster.kubectl(
