@@ -407,11 +407,15 @@ class LocalCluster:
             if err.status != 409:
                 raise
 
+    def kubectl_command(self) -> list[str]:
+        """The pinned kubectl pointed at this cluster, for a caller that runs it itself."""
+        return [binaries.find("kubectl"), f"--kubeconfig={self.kubeconfig}"]
+
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [binaries.find("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            [*self.kubectl_command(), *args],
             input=input,
             capture_output=True,
             text=True,

@@ -55,6 +55,7 @@ CLIENT_NS = "netshift-demo-client"  # not selected by the profile: stays on the 
 ROUTED = Subnet(v4="10.251.9.0/24")  # the routed client's own subnet
 HTTP_PORT, ECHO_PORT = 8080, 7000
 SELECTOR = "app=web"
+OLD_IF = "eth0"  # Multus attaches the creation-time default as eth0
 # Each container: its name as the web page, a TCP echo server, an HTTP server.
 WEB_COMMAND = (
     "mkdir -p /www && hostname > /www/index.html && "
@@ -173,8 +174,17 @@ class ContainerLoop:
             f"while true; do if wget -q -O /dev/null {url}; then echo ok; else echo fail; fi; "
             "sleep 0.05; done"
         )
-        self.kill = [*_kubectl(cluster), "-n", namespace, "exec", pod, "--", "killall", "sh"]
-        argv = [*_kubectl(cluster), "-n", namespace, "exec", pod, "--", "sh", "-c", script]
+        self.kill = [
+            *cluster.kubectl_command(),
+            "-n",
+            namespace,
+            "exec",
+            pod,
+            "--",
+            "killall",
+            "sh",
+        ]
+        argv = [*cluster.kubectl_command(), "-n", namespace, "exec", pod, "--", "sh", "-c", script]
         # (stopped by killing its shell: kubectl's "terminated with exit code 143" is noise)
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
@@ -201,15 +211,9 @@ class ContainerLoop:
         return self.ok, self.failed
 
 
-def _kubectl(cluster: LocalCluster) -> list[str]:
-    from localcluster import binaries
-
-    return [binaries.find("kubectl"), f"--kubeconfig={cluster.kubeconfig}"]
-
-
 def container_ping(cluster: LocalCluster, namespace: str, pod: str, target: str) -> SeqPing:
     """10 ms pings from a real container, counted by sequence number like any SeqPing."""
-    base = [*_kubectl(cluster), "-n", namespace, "exec", pod, "--"]
+    base = [*cluster.kubectl_command(), "-n", namespace, "exec", pod, "--"]
 
     def stop() -> None:
         # The ping runs in the container: stopping kubectl alone would leave it there.
@@ -360,9 +364,6 @@ def rows_and_verdict(
             )
         )
     return rows, ok
-
-
-OLD_IF = "eth0"  # Multus attaches the creation-time default as eth0
 
 
 def _short(route: str) -> str:

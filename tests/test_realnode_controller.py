@@ -9,7 +9,6 @@ leaves every host-local store empty.
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 import subprocess
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ import pytest
 from realnodeutil import eventually, store_addresses
 
 from localcluster.cluster import LocalCluster
+from localcluster.demokit import bridge_nad
 from localcluster.node import RealNode, image_name
 from netshift import podstatus
 from netshift.kube import ApiError, Kube, nad_path, wait_for
@@ -27,33 +27,6 @@ from netshift.kube import ApiError, Kube, nad_path, wait_for
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 PODS = 6
 LEASE = "/apis/coordination.k8s.io/v1/namespaces/netshift-system/leases/netshift-controller"
-
-
-def _gateway_nad(name: str, bridge: str, subnet: str, store: Path) -> dict[str, Any]:
-    config = {
-        "cniVersion": "1.0.0",
-        "name": name,
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": bridge,
-                "isGateway": True,
-                "ipMasq": False,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": subnet}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": str(store),
-                },
-            }
-        ],
-    }
-    return {
-        "apiVersion": "k8s.cni.cncf.io/v1",
-        "kind": "NetworkAttachmentDefinition",
-        "metadata": {"name": name},
-        "spec": {"config": json.dumps(config)},
-    }
 
 
 @pytest.fixture
@@ -70,7 +43,7 @@ def two_networks(
         bridge = f"nsc{suffix}{key}"
         real_kube.create(
             nad_path(real_namespace),
-            _gateway_nad(key, bridge, f"10.240.{third + i}.0/24", store),
+            bridge_nad(real_namespace, key, bridge, f"10.240.{third + i}.0/24", store),
         )
         stores[key] = store
         bridges.append(bridge)
