@@ -439,6 +439,21 @@ def interface_state(netns: str, ifname: str) -> IfaceState | None:
     return states[0] if states else None
 
 
+def monitor_socket(netns: str, groups: int) -> socket.socket:
+    """A netlink socket in the namespace that receives the rtnetlink multicast `groups`.
+
+    For observers that time what the kernel did (the benches): the messages come
+    as the change happens, without polling. The caller reads and closes it.
+    """
+    sock = _socket_in_netns(_netns_path(netns))
+    try:
+        sock.bind((0, groups))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def list_interfaces(netns: str) -> list[IfaceState]:
     """Every interface in the namespace except loopback, by index."""
     return [s for s in _read_states(netns) if s.name != "lo"]

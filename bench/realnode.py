@@ -12,8 +12,9 @@ It prints: the cold `up` (nothing running), the warm `up` (everything running: w
 second `netshift up` costs), the resident memory of each process of the running system
 (the plane, the node's daemons, every containerd shim and every container process,
 named by pod), the time from creating a busybox pod to Ready, one at a time and --pods at
-once, and hot-plug latency (annotation PATCH → network-status with net1 and its address;
-and back) over those pods, one at a time. Then `netshift down` (unless --keep) and the state dir is removed.
+once, and hot-plug latency over those pods, one at a time: annotation PATCH → network-status
+with net1 and its address (and back), and PATCH → the kernel's netlink event in the pod's
+netns (net1 up with its address; net1 deleted). Then `netshift down` (unless --keep) and the state dir is removed.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from netnswatch import NetnsWatch  # bench/netnswatch.py
 
 from localcluster import node as realnode
 from localcluster.cluster import LocalCluster
@@ -133,11 +136,21 @@ def has_net1(pod: dict[str, Any]) -> bool:
     return any(e.get("interface") == "net1" and e.get("ips") for e in entries)
 
 
+def sandbox_netns(node: realnode.RealNode, namespace: str, name: str) -> str:
+    """The netns path of the pod's sandbox, as containerd's CRI tells it."""
+    ids = node.crictl("pods", "--namespace", namespace, "--name", name, "-q").stdout.split()
+    spec = json.loads(node.crictl("inspectp", ids[0]).stdout)["info"]["runtimeSpec"]
+    return str(next(n["path"] for n in spec["linux"]["namespaces"] if n["type"] == "network"))
+
+
 def hotplug_ms(cluster: LocalCluster, pods: list[str], rounds: int) -> dict[str, list[float]]:
     """PATCH of the networks annotation → network-status shows net1 with its address (plug)
     or without net1 (unplug), one pod at a time, seen by this script's own pod watch (as
-    bench/hotplug.py times the node simulator's)."""
+    bench/hotplug.py times the node simulator's); and PATCH → the kernel's event in the
+    pod's netns (net1 up with its address, net1 deleted), "plug in netns" / "unplug in netns"."""
     kube = cluster.kube()
+    node = realnode.RealNode(cluster)
+    netns = {name: sandbox_netns(node, "default", name) for name in pods}
     config = {
         "cniVersion": "1.0.0",
         "name": "bench",
@@ -163,7 +176,12 @@ def hotplug_ms(cluster: LocalCluster, pods: list[str], rounds: int) -> dict[str,
             "spec": {"config": json.dumps(config)},
         },
     )
-    out: dict[str, list[float]] = {"plug": [], "unplug": []}
+    out: dict[str, list[float]] = {
+        "plug": [],
+        "unplug": [],
+        "plug in netns": [],
+        "unplug in netns": [],
+    }
     waiting: dict[str, tuple[bool, threading.Event]] = {}
 
     def on_event(_kind: str, pod: dict[str, Any]) -> None:
@@ -181,12 +199,17 @@ def hotplug_ms(cluster: LocalCluster, pods: list[str], rounds: int) -> dict[str,
                 for op, value in (("plug", "bench@net1"), ("unplug", None)):
                     seen = threading.Event()
                     waiting[name] = (op == "plug", seen)
-                    started = time.monotonic()
+                    in_netns = NetnsWatch(netns[name], "net1", appear=op == "plug")
+                    started, t0 = time.monotonic(), time.time()
                     patch_annotations(kube, pod_path("default", name), {NETWORKS: value})
                     if not seen.wait(30):
                         raise SystemExit(f"{op} of {name} took more than 30 s")
                     out[op].append((time.monotonic() - started) * 1000)
                     del waiting[name]
+                    at = in_netns.wait(5)
+                    if at is None:
+                        raise SystemExit(f"{op} of {name}: no netlink event of net1 in its netns")
+                    out[f"{op} in netns"].append((at - t0) * 1000)
     finally:
         watch.stop()
     subprocess.run(["ip", "link", "del", "nsbrn1"], capture_output=True)
@@ -234,8 +257,9 @@ def run(args: argparse.Namespace) -> int:
             f"(median {statistics.median(many):.2f} s)"
         )
         for op, values in plug.items():
+            end = "the kernel's event in the pod netns" if "netns" in op else "network-status"
             print(
-                f"hot-{op} (PATCH → network-status), n={len(values)}: "
+                f"hot-{op.split()[0]} (PATCH → {end}), n={len(values)}: "
                 f"p50 {pct(values, 0.5):.0f} ms, p99 {pct(values, 0.99):.0f} ms"
             )
         print("\nresident memory (RSS) of the running system:")
