@@ -27,6 +27,7 @@ from netlink_util import (
 )
 
 from agent import netlink
+from agent import rtnetlink as rtnl
 from agent.netlink import Route, SourceRule, SwitchRecord, VerifyError
 
 pytestmark = [pytest.mark.node, needs_root_netns]
@@ -157,6 +158,38 @@ def test_interface_state_sees_a_link_set_down(nets: TwoNetworks) -> None:
     assert state is not None
     assert state.up is False
     assert state.oper_state == "DOWN"
+
+
+def test_a_monitor_socket_gets_the_namespaces_link_and_address_changes_only() -> None:
+    groups = rtnl.RTMGRP_LINK | rtnl.RTMGRP_IPV4_IFADDR
+    with netns() as watched, netns() as other:
+        sock = netlink.monitor_socket(ns_path(watched), groups)
+        sock.settimeout(5.0)
+        try:
+            sh("ip", "-n", other, "link", "add", "elsewhere", "type", "bridge")
+            sh("ip", "-n", watched, "link", "add", "mon0", "type", "bridge")
+            sh("ip", "-n", watched, "addr", "add", "10.249.7.1/24", "dev", "mon0")
+            seen: list[tuple[int, bytes]] = []
+            while not any(kind == rtnl.RTM_NEWADDR for kind, _ in seen):
+                data = sock.recv(1 << 16)
+                length, kind = rtnl.NLMSG.unpack_from(data)[:2]
+                seen.append((kind, data[rtnl.NLMSG.size : length]))
+        finally:
+            sock.close()
+    names = [
+        rtnl.attrs(body, rtnl.IFINFOMSG.size, len(body)).get(rtnl.IFLA_IFNAME, b"").rstrip(b"\0")
+        for kind, body in seen
+        if kind == rtnl.RTM_NEWLINK
+    ]
+    assert names and set(names) == {b"mon0"}, names  # nothing of the other namespace
+    address = next(body for kind, body in seen if kind == rtnl.RTM_NEWADDR)
+    at = rtnl.attrs(address, rtnl.IFADDRMSG.size, len(address))
+    assert at[rtnl.IFA_LOCAL] == socket.inet_aton("10.249.7.1")
+
+
+def test_a_monitor_socket_of_a_missing_namespace_is_refused() -> None:
+    with pytest.raises(netlink.NetnsNotFound):
+        netlink.monitor_socket("/var/run/netns/netshift-no-such-ns", 0x1)
 
 
 # --- verify_interface -----------------------------------------------------------------
