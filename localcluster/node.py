@@ -1077,8 +1077,17 @@ class RealNode:
         self.cluster.stop_process(name, say, timeout)
 
     def _stop_pods(self, say: Callable[[str], None]) -> None:
-        """Every sandbox down, the CNI DELs done: netshift's agent releases what it attached
-        (Multus never will), then Multus DELs what it attached, Multus's own pod last."""
+        """Every sandbox down, the CNI DELs done: the agent's pod first (it must not act on
+        what follows), then the other pods, each through Multus, which DELs what it attached;
+        then netshift's agent releases what it attached (Multus never will), and Multus's own
+        pod goes last.
+
+        The other pods go before the agent's release: it DELs every attachment it holds,
+        eth0s it adopted from Multus too, and a running pod whose eth0 is gone can no longer
+        close its connections. Its processes would die without a FIN, and the apiserver's
+        graceful shutdown would wait for those connections until it is killed. With the
+        sandboxes stopped first, each pod's processes end while its network is there, and the
+        agent's DELs find the netns gone and release the IPAM addresses."""
         sandboxes = self._sandboxes()
         if not sandboxes:
             return
@@ -1096,7 +1105,6 @@ class RealNode:
         ]
         for s in agent:
             self.crictl("stopp", s["id"], check=False)
-        self._release_agent_records(say)
         others = [s for s in sandboxes if s not in agent and s not in multus]
         for s in others:
             done = self.crictl("stopp", s["id"], check=False)
@@ -1104,6 +1112,7 @@ class RealNode:
                 say(
                     f"node: stopping pod {s['namespace']}/{s['name']} failed: {done.stderr.strip()}"
                 )
+        self._release_agent_records(say)
         for s in multus:
             self.crictl("stopp", s["id"], check=False)
         self.crictl("rmp", "--all", "--force", check=False, timeout=120)

@@ -99,9 +99,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     without the `cluster` marker, so that `-m "not cluster"` never starts a control plane.
 
     The real-node tests run last, together: the session's real node (and the machine's
-    one-real-node lock) is taken only for the end of the run, not next to the other tiers.
+    one-real-node lock) is taken only for the end of the run, not next to the other tiers;
+    and of those, the ones that take the node down and up again (`restarts_node`) last.
     """
-    items.sort(key=lambda item: "real_cluster" in getattr(item, "fixturenames", ()))
+    items.sort(
+        key=lambda item: (
+            "real_cluster" in getattr(item, "fixturenames", ()),
+            item.get_closest_marker("restarts_node") is not None,
+        )
+    )
     unmarked = [
         item.nodeid
         for item in items

@@ -1,0 +1,69 @@
+"""`netshift down` of the real node: every address back in host-local, the plane stopped
+rather than killed; then `netshift up` brings the node and netshift's pods back.
+
+It takes the session's real node down, so it runs after every other real-node test
+(the `restarts_node` marker, see conftest.py) and leaves the node up again.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+from pathlib import Path
+
+import pytest
+from realnodeutil import (
+    bridge_nad_config,
+    busybox_pod,
+    create_nad,
+    create_running,
+    eventually,
+    ipv4_of,
+    store_addresses,
+    webhook_serving,
+)
+
+from localcluster.cluster import LocalCluster
+from localcluster.node import RealNode
+from netshift.kube import Kube
+
+pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.restarts_node]
+NETWORKS = "k8s.v1.cni.cncf.io/networks"
+
+
+def test_down_releases_every_address_and_stops_the_apiserver_without_a_kill(
+    real_cluster: LocalCluster, real_node: RealNode, real_kube: Kube, real_namespace: str
+) -> None:
+    suffix = secrets.token_hex(3)
+    bridge, store = f"nsd{suffix}", real_node.root / "cni" / "test-networks" / suffix
+    config = bridge_nad_config(f"down-{suffix}", bridge, "10.240.7.0/24", store)
+    create_nad(real_kube, real_namespace, "side", config)
+    pod = busybox_pod("held", annotations={NETWORKS: "side@net1"})
+    create_running(real_kube, real_namespace, pod)
+    eventually(
+        lambda: bool(ipv4_of(real_cluster, real_namespace, "held", "net1")), 60, "net1 plugged"
+    )
+    (eth0,) = ipv4_of(real_cluster, real_namespace, "held", "eth0")
+    assert eth0 in store_addresses(real_node.ipam_dir)
+    assert store_addresses(store)
+
+    said: list[str] = []
+    try:
+        real_cluster.down(say=said.append)
+        killed = [line for line in said if "killed" in line]
+        # A pod whose eth0 went before its processes leaves the apiserver a connection
+        # that never closes, and its graceful shutdown waits on it until the kill.
+        assert not killed, "\n".join(said)
+        assert not store_addresses(real_node.ipam_dir), "the pods' eth0 addresses leaked"
+        assert not store_addresses(store), "the hot-plugged net1's address leaked"
+        assert not _pod_netns_left(real_node), "pod network namespaces left behind"
+    finally:
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        real_cluster.up(say=lambda _line: None)
+        webhook_serving(real_cluster, real_kube, timeout=120)
+
+
+def _pod_netns_left(node: RealNode) -> list[str]:
+    """containerd's pod namespaces (/var/run/netns/cni-*) that are still mounted."""
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    return [m.split()[4] for m in mounts if "/netns/cni-" in m.split()[4]]
