@@ -331,6 +331,80 @@ def test_status_writes_that_leave_network_annotations_alone_pass(space: Space, k
     assert pod_annotations(pod)["k8s.v1.cni.cncf.io/network-status"] == "[]"
 
 
+def test_pod_updates_that_leave_network_annotations_alone_are_not_sent_to_the_webhook(
+    space: Space, webhook: Webhook
+) -> None:
+    space.create_pod("p13")
+    before = webhook.metrics.requests_value("validate", "allowed")
+    space.kubectl("annotate", "pod", "p13", "k8s.v1.cni.cncf.io/network-status=[]")
+    space.kubectl("label", "pod", "p13", "tier=web")
+    assert webhook.metrics.requests_value("validate", "allowed") == before  # matchConditions
+    space.nad("blue")
+    space.kubectl("annotate", "pod", "p13", f"{NETWORKS_KEY}=blue")
+    space.kubectl("annotate", "pod", "p13", f"{DEFAULT_NETWORK_KEY}=blue")
+    space.kubectl("annotate", "pod", "p13", f"{NETWORKS_KEY}-")
+    assert webhook.metrics.requests_value("validate", "allowed") == before + 3
+
+
+def test_with_the_webhook_down_only_edits_of_the_network_annotations_are_refused(
+    namespace: str, kube: Kube, cluster: LocalCluster
+) -> None:
+    """failurePolicy Fail holds for what the webhook decides, and for nothing else."""
+    token = uuid.uuid4().hex[:8]
+    kube.create(
+        f"/api/v1/namespaces/{namespace}/pods",
+        {
+            "metadata": {"name": "before", "annotations": {NETWORKS_KEY: "blue"}},
+            "spec": {
+                "nodeSelector": {"netshift.io/no-such-node": "true"},
+                "containers": [{"name": "c", "image": "registry.example/pause:3"}],
+            },
+        },
+    )
+    name = f"netshift-down-{token}"
+    objects = webhook_configurations(
+        ca_bundle=b"",
+        url=f"https://127.0.0.1:{free_port()}",  # nothing listens there
+        name=name,
+        namespace_labels={TEST_LABEL: f"down-{token}"},
+        timeout_seconds=2,
+    )
+    apply_webhook_configurations(kube, objects)
+    try:
+        kube.patch_merge(
+            f"/api/v1/namespaces/{namespace}",
+            {"metadata": {"labels": {TEST_LABEL: f"down-{token}"}}},
+        )
+
+        def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+            overwrite = ("--overwrite",) if args[0] in ("annotate", "label") else ()
+            result: subprocess.CompletedProcess[str] = cluster.kubectl(
+                "-n", namespace, *args, *overwrite, check=False
+            )
+            return result
+
+        def refused(*args: str) -> bool:
+            done = kubectl(*args)
+            return done.returncode != 0 and "failed calling webhook" in done.stderr
+
+        # The configurations take effect in the apiserver shortly after they are written.
+        wait_for(
+            lambda: refused("annotate", "pod", "before", f"{NETWORKS_KEY}=red"),
+            20,
+            what="a networks edit refused by the unreachable webhook",
+        )
+        assert refused("annotate", "pod", "before", f"{DEFAULT_NETWORK_KEY}=red")
+        for args in (
+            ("annotate", "pod", "before", "k8s.v1.cni.cncf.io/network-status=[]"),
+            ("annotate", "pod", "before", f"{NETWORKS_KEY}=blue"),  # the same value
+            ("label", "pod", "before", "tier=web"),
+        ):
+            done = kubectl(*args)
+            assert done.returncode == 0, (args, done.stderr)
+    finally:
+        delete_webhook_configurations(kube, name)
+
+
 def test_the_webhook_counted_what_the_apiserver_sent(space: Space, webhook: Webhook) -> None:
     before = webhook.metrics.requests_value("mutate", "allowed")
     space.create_pod("p11")

@@ -15,6 +15,11 @@ Settings, and why:
   objectSelector (the code checks too); validation still applies to them.
 - sideEffects None (no writes per request, so dryRun is safe), a small timeout,
   reinvocationPolicy IfNeeded (the merge is idempotent).
+- The pod validating webhook carries a matchCondition: the apiserver sends it a
+  pod UPDATE only when `networks` or `default-network` changed. Every other
+  pod write (the agent's status annotations, labels, the controller's own
+  markers) neither waits for a webhook round trip nor fails when the webhook is
+  down; webhook/validate.py makes the same check for clusters older than 1.30.
 - NetworkAttachmentDefinition CREATE/UPDATE go to a webhook of their own
   (/validate-nad) in the same ValidatingWebhookConfiguration: the agent runs
   their CNI config as root, so malformed or forbidden configs are refused at the
@@ -29,7 +34,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from netshift.keys import INJECT_LABEL, NETSHIFT_NAMESPACE, OPT_OUT_VALUE, SYSTEM_NAMESPACES
+from netshift.keys import (
+    DEFAULT_NETWORK_KEY,
+    INJECT_LABEL,
+    NETSHIFT_NAMESPACE,
+    NETWORKS_KEY,
+    OPT_OUT_VALUE,
+    SYSTEM_NAMESPACES,
+)
 from netshift.kube import ApiError, Kube
 from webhook.certs import MUTATING_PATH, VALIDATING_PATH
 
@@ -45,6 +57,23 @@ NAD_RULE: dict[str, Any] = {
     "operations": ["CREATE", "UPDATE"],
     "resources": ["network-attachment-definitions"],
     "scope": "Namespaced",
+}
+
+
+def _annotation_changed(key: str) -> str:
+    """CEL: `key` was added, removed or changed by the UPDATE (never an evaluation error:
+    one would count as a webhook failure, and failurePolicy Fail would deny the write)."""
+    new = f"has(object.metadata.annotations) && '{key}' in object.metadata.annotations"
+    old = f"has(oldObject.metadata.annotations) && '{key}' in oldObject.metadata.annotations"
+    value = f"object.metadata.annotations['{key}'] != oldObject.metadata.annotations['{key}']"
+    return f"({new}) != ({old}) || ({new} && {old} && {value})"
+
+
+# Only a CREATE, or an UPDATE of what the pod asks for, needs the pod validating webhook.
+NETWORKS_CHANGED: dict[str, str] = {
+    "name": "networks-changed",
+    "expression": "request.operation != 'UPDATE' || "
+    + " || ".join(_annotation_changed(k) for k in (NETWORKS_KEY, DEFAULT_NETWORK_KEY)),
 }
 
 
@@ -151,6 +180,7 @@ def webhook_configurations(
                 "name": VALIDATE_WEBHOOK_NAME,
                 "clientConfig": client_config("/validate"),
                 "rules": [_pod_rule(["CREATE", "UPDATE"])],
+                "matchConditions": [dict(NETWORKS_CHANGED)],
                 **common,
             },
             {
