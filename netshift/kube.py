@@ -9,6 +9,7 @@ TLS connection pool).
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -129,8 +130,18 @@ class Kube:
     def delete(self, path: str, body: Mapping[str, Any] | None = None, **params: str) -> JSON:
         return self.request("DELETE", path, params=params, body=body)
 
-    def watch(self, path: str, resource_version: str, **params: str) -> Iterator[JSON]:
-        """Yield watch events ({"type", "object"}) until the server closes the stream."""
+    def watch(
+        self,
+        path: str,
+        resource_version: str,
+        opened: Callable[[urllib3.BaseHTTPResponse], None] | None = None,
+        **params: str,
+    ) -> Iterator[JSON]:
+        """Yield watch events ({"type", "object"}) until the server closes the stream.
+
+        `opened` gets the streaming response as soon as it is open: its ``shutdown()``
+        ends the watch from another thread (the reader then gets an error).
+        """
         query = dict(params)
         timeout_seconds = int(query.pop("timeoutSeconds", "300"))
         query.update(
@@ -147,6 +158,8 @@ class Kube:
             timeout=urllib3.Timeout(connect=5.0, read=timeout_seconds + 30),
             retries=False,
         )
+        if opened is not None:
+            opened(resp)
         try:
             if resp.status >= 300:
                 _decode(resp.status, resp.read())
@@ -157,7 +170,10 @@ class Kube:
                     line, buf = buf.split(b"\n", 1)
                     if line.strip():
                         yield json.loads(line)
-        finally:
+        except BaseException:
+            resp.close()  # cut short (shut down, or a broken stream): not back into the pool
+            raise
+        else:
             resp.release_conn()
 
 
@@ -209,13 +225,33 @@ class Informer:
         self._synced = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stream: urllib3.BaseHTTPResponse | None = None  # the watch in flight
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"informer {self.name}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop watching. The watch request in flight ends now, not at its next event: an
+        apiserver's graceful shutdown waits for every open request, a stopped watch too."""
         self._stop.set()
+        with self._lock:
+            stream = self._stream
+        if stream is not None:
+            _shut(stream)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to end after `stop`; True when it has."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def _opened(self, stream: urllib3.BaseHTTPResponse) -> None:
+        with self._lock:
+            self._stream = stream
+        if self._stop.is_set():  # stopped while the request was being sent
+            _shut(stream)
 
     def has_synced(self) -> bool:
         return self._synced.is_set()
@@ -273,7 +309,14 @@ class Informer:
 
     def _watch(self, rv: str) -> str:
         """Apply one watch stream from `rv`; the resourceVersion to go on from ("" = relist)."""
-        for event in self._kube.watch(self._path, rv, **self._params):
+        try:
+            return self._apply_stream(rv)
+        finally:
+            with self._lock:
+                self._stream = None
+
+    def _apply_stream(self, rv: str) -> str:
+        for event in self._kube.watch(self._path, rv, self._opened, **self._params):
             if self._stop.is_set():
                 return rv
             kind = event.get("type")
@@ -302,6 +345,12 @@ class Informer:
         log.warning("informer %s: %s; retrying in %.1fs", self.name, err, backoff)
         self._stop.wait(backoff)
         return min(backoff * 2, 10.0)
+
+
+def _shut(stream: urllib3.BaseHTTPResponse) -> None:
+    """End a streaming response from another thread (its reader gets an error at once)."""
+    with contextlib.suppress(OSError, AttributeError):
+        stream.shutdown()  # urllib3 >= 2.3
 
 
 def patch_annotations(kube: Kube, path: str, changes: Mapping[str, str | None]) -> JSON:
