@@ -1036,6 +1036,7 @@ class RealNode:
             self._stop_pods(say)
         for name in ("kube-proxy", "containerd"):
             self._stop(name, say)
+        self._close_dead_pod_connections(say)
         # The shims outlive containerd when it is killed; end those of this node.
         for pid in self._shim_pids():
             with contextlib.suppress(ProcessLookupError):
@@ -1072,6 +1073,26 @@ class RealNode:
         gone = subprocess.run(["ip", "link", "del", c.bridge], capture_output=True)
         if gone.returncode == 0:
             say(f"node network: removed bridge {c.bridge}")
+
+    def _close_dead_pod_connections(self, say: Callable[[str], None]) -> None:
+        """Close the apiserver's connections from pod addresses: no pod is left, so their
+        peers are gone, and one that vanished without a FIN or RST (a pod frozen and then
+        killed, a netns torn down under a process) would hold the apiserver's graceful
+        shutdown until it is killed. `ss -K` closes them on the apiserver's side."""
+        c = self.cluster
+        if not c.running("kube-apiserver"):
+            return
+        done = subprocess.run(
+            [
+                "ss", "-K", "-tn", "state", "established",
+                "dst", c.pod_subnet, "and", "sport", "=", f":{c.port('apiserver')}",
+            ],
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
+        closed = len(done.stdout.splitlines()[1:]) if done.returncode == 0 else 0
+        if closed:
+            say(f"node: closed {closed} apiserver connection(s) left by pods that are gone")
 
     def _stop(self, name: str, say: Callable[[str], None], timeout: float = 20) -> None:
         self.cluster.stop_process(name, say, timeout)
