@@ -19,6 +19,7 @@ from realnodeutil import (
     create_running,
     eventually,
     ipv4_of,
+    pod_deleted,
     store_addresses,
     webhook_serving,
 )
@@ -67,9 +68,14 @@ def test_down_releases_every_address_and_stops_the_apiserver_without_a_kill(
         assert not store_addresses(store), "the hot-plugged net1's address leaked"
         assert not _pod_netns_left(real_node), "pod network namespaces left behind"
     finally:
-        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
         real_cluster.up(say=lambda _line: None)
         webhook_serving(real_cluster, real_kube, timeout=120)
+        # The kubelet brings the pod back and the agent plugs net1 again: the pod goes
+        # before the bridge does, or its plugin would make the bridge again.
+        path = f"/api/v1/namespaces/{real_namespace}/pods/held"
+        real_kube.delete(path)
+        eventually(lambda: pod_deleted(real_kube, real_namespace, "held"), 60, "pod deleted")
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
 
 
 def _pod_peers(cluster: LocalCluster) -> list[str]:
