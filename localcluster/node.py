@@ -1074,23 +1074,30 @@ class RealNode:
         if gone.returncode == 0:
             say(f"node network: removed bridge {c.bridge}")
 
-    def _close_dead_pod_connections(self, say: Callable[[str], None]) -> None:
-        """Close the apiserver's connections from pod addresses: no pod is left, so their
-        peers are gone, and one that vanished without a FIN or RST (a pod frozen and then
-        killed, a netns torn down under a process) would hold the apiserver's graceful
-        shutdown until it is killed. `ss -K` closes them on the apiserver's side."""
+    def apiserver_pod_connections(self, *, close: bool = False) -> list[str]:
+        """The peers (address:port) of the apiserver's connections from the pod subnet;
+        with `close`, those connections are closed on the apiserver's side (`ss -K`)."""
         c = self.cluster
-        if not c.running("kube-apiserver"):
-            return
         done = subprocess.run(
             [
-                "ss", "-K", "-tn", "state", "established",
+                "ss", *(["-K"] if close else []), "-tn", "state", "established",
                 "dst", c.pod_subnet, "and", "sport", "=", f":{c.port('apiserver')}",
             ],
             capture_output=True,
             text=True,
         )  # fmt: skip
-        closed = len(done.stdout.splitlines()[1:]) if done.returncode == 0 else 0
+        if done.returncode != 0:
+            return []
+        return [line.split()[-1] for line in done.stdout.splitlines()[1:] if line.strip()]
+
+    def _close_dead_pod_connections(self, say: Callable[[str], None]) -> None:
+        """Close the apiserver's connections from pod addresses: no pod is left, so their
+        peers are gone, and one that vanished without a FIN or RST (a pod frozen and then
+        killed, a netns torn down under a process) would hold the apiserver's graceful
+        shutdown until it is killed."""
+        if not self.cluster.running("kube-apiserver"):
+            return
+        closed = len(self.apiserver_pod_connections(close=True))
         if closed:
             say(f"node: closed {closed} apiserver connection(s) left by pods that are gone")
 

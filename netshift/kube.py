@@ -349,8 +349,8 @@ class Informer:
 
 def _shut(stream: urllib3.BaseHTTPResponse) -> None:
     """End a streaming response from another thread (its reader gets an error at once)."""
-    with contextlib.suppress(OSError, AttributeError):
-        stream.shutdown()  # urllib3 >= 2.3
+    with contextlib.suppress(OSError):  # already closed
+        stream.shutdown()
 
 
 def patch_annotations(kube: Kube, path: str, changes: Mapping[str, str | None]) -> JSON:

@@ -51,7 +51,8 @@ def test_down_releases_every_address_and_stops_the_apiserver_without_a_kill(
     # Peers already gone (earlier tests froze and killed pods): down closes those.
     pods = real_kube.get("/api/v1/pods")["items"]
     live = {p["status"].get("podIP") for p in pods}
-    dead = [peer for peer in _pod_peers(real_cluster) if peer.split(":")[0] not in live]
+    peers = real_node.apiserver_pod_connections()
+    dead = [peer for peer in peers if peer.split(":")[0] not in live]
     said: list[str] = []
     try:
         real_cluster.down(say=said.append)
@@ -76,17 +77,6 @@ def test_down_releases_every_address_and_stops_the_apiserver_without_a_kill(
         real_kube.delete(path)
         eventually(lambda: pod_deleted(real_kube, real_namespace, "held"), 60, "pod deleted")
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
-
-
-def _pod_peers(cluster: LocalCluster) -> list[str]:
-    """The peers (address:port) of the apiserver's connections from the pod subnet."""
-    out = subprocess.run(
-        ["ss", "-tn", "state", "established", "dst", cluster.pod_subnet, "and",
-         "sport", "=", f":{cluster.port('apiserver')}"],
-        capture_output=True,
-        text=True,
-    ).stdout  # fmt: skip
-    return [line.split()[-1] for line in out.splitlines()[1:] if line.strip()]
 
 
 def _pod_netns_left(node: RealNode) -> list[str]:
