@@ -155,9 +155,14 @@ def images_dir() -> Path:
 
 
 def image_tar(key: str) -> Path | None:
-    """The newest OCI archive scripts/build-images.sh wrote for one image
-    (``<name>-<key over its inputs>.tar``, e.g. netshift-0123456789abcdef.tar)."""
+    """The OCI archive scripts/build-images.sh last built for this checkout (build/images.env),
+    else the newest it wrote for one image (``<name>-<key over its inputs>.tar``)."""
     short = image_name(key).rsplit("/", 1)[-1].split(":", 1)[0]
+    with contextlib.suppress(OSError):
+        for line in (binaries.REPO / "build" / "images.env").read_text().splitlines():
+            name, _, value = line.partition("=")
+            if name == f"{short.upper()}_TAR" and Path(value).is_file():
+                return Path(value)
     found = [p for p in images_dir().glob(f"{short}-*.tar") if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 

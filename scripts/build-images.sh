@@ -37,8 +37,9 @@ base_recipe=1   # bump when the base's recipe below changes in a way its key doe
 log() { echo "build-images: $*" >&2; }
 sha() { sha256sum "$@" | cut -c1-64; }
 key() { printf '%s\n' "$@" | sha256sum | cut -c1-16; }
-# Keep the newest three tars of one image; older ones are only disk.
-prune() { ls -1t "$imgs/$1"-*.tar 2>/dev/null | tail -n +4 | xargs -r rm -f; }
+# Keep the newest eight tars of one image (worktrees of one repository share this cache,
+# each with its own netshift image); older ones are only disk.
+prune() { ls -1t "$imgs/$1"-*.tar 2>/dev/null | tail -n +9 | xargs -r rm -f; }
 
 if [[ $(id -u) != 0 ]]; then
   echo "build-images: run as root (debootstrap and chroot need it)" >&2
@@ -259,9 +260,19 @@ build_multus() {
 }
 
 which=("$@"); (( ${#which[@]} )) || which=(pause busybox netshift multus)
+# This tree's own choice of tars (build/images.env, KEY_TAR=path), read by the local
+# cluster before "the newest tar": two checkouts sharing the cache each import their own.
+chosen="$here/build/images.env"
+mkdir -p "$here/build"
 for w in "${which[@]}"; do
   case $w in
-    pause|busybox|netshift|multus) "build_$w" ;;
+    pause|busybox|netshift|multus)
+      out=$("build_$w")
+      echo "$out"
+      tarline=$(grep '_TAR=' <<<"$out")
+      { grep -v "^${tarline%%=*}=" "$chosen" 2>/dev/null || true; echo "$tarline"; } > "$chosen.tmp"
+      mv "$chosen.tmp" "$chosen"
+      ;;
     *) echo "build-images: unknown image $w (pause, busybox, netshift, multus)" >&2; exit 2 ;;
   esac
 done
