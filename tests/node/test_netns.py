@@ -300,7 +300,7 @@ def test_unreadable_host_namespace_is_an_error(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- CRI
 
 
-# (the CRI resolver: tests/test_cri.py)
+# (the CRI resolver: tests/node/test_cri.py)
 
 
 # ----------------------------------------------------------------------------- chain

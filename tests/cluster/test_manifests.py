@@ -22,7 +22,7 @@ from localcluster.cluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
 
-MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 SYSTEM = "netshift-system"
 NAD = "network-attachment-definitions.k8s.cni.cncf.io"
 PROFILES = "networkprofiles.netshift.io"

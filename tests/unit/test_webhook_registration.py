@@ -11,7 +11,9 @@ import yaml
 
 from webhook.registration import ServiceRef, webhook_configurations
 
-MANIFEST = Path(__file__).parent.parent / "manifests" / "webhook" / "webhookconfigurations.yaml"
+MANIFEST = (
+    Path(__file__).resolve().parents[2] / "manifests" / "webhook" / "webhookconfigurations.yaml"
+)
 
 
 def manifest_objects() -> list[dict[str, Any]]:

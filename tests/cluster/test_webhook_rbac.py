@@ -11,7 +11,7 @@ from localcluster.cluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
 
-MANIFESTS = Path(__file__).parent.parent / "manifests" / "webhook"
+MANIFESTS = Path(__file__).resolve().parents[2] / "manifests" / "webhook"
 SA = "system:serviceaccount:netshift-system:netshift-webhook"
 
 ALLOWED = [

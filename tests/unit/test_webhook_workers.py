@@ -110,7 +110,7 @@ def test_every_worker_serves_and_picks_up_a_rotated_keypair(tmp_path: Path) -> N
         [sys.executable, str(script), str(tmp_path)],
         stdout=subprocess.PIPE,
         text=True,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     try:
         assert proc.stdout is not None

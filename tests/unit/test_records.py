@@ -321,7 +321,7 @@ def test_a_writer_killed_at_a_random_moment_leaves_only_whole_records(tmp_path: 
         [sys.executable, "-c", writer],
         stdout=subprocess.PIPE,
         text=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     time.sleep(0.2)
