@@ -398,6 +398,7 @@ def picture(ops: list[Op], floor: list[float], pods: int, concurrency: int) -> s
             "fraction of operations at most this",
             x_log=True,
             y_max=1.0,
+            legend="bottom-right",
         )
         if kind == "add" and floor:
             base = [s * 1000 for s in floor]

@@ -48,6 +48,7 @@ class Panel:
     y_label: str
     x_log: bool = False
     y_max: float | None = None
+    legend: str = "top-left"  # or "bottom-right": where the lines leave room
     lines: list[_Line] = field(default_factory=list)
     marks: list[_Marks] = field(default_factory=list)
     vlines: list[_VLine] = field(default_factory=list)
@@ -79,7 +80,7 @@ class Panel:
     def _x_range(self) -> tuple[float, float]:
         xs = self._xs() or [1.0]
         if self.x_log:
-            return 10 ** math.floor(math.log10(min(xs))), 10 ** math.ceil(math.log10(max(xs)))
+            return nice_floor(min(xs)), nice_ceiling(max(xs), steps=(1, 2, 5, 10))
         high = max(xs)
         return 0.0, nice_ceiling(high if high > 0 else 1.0)
 
@@ -131,7 +132,11 @@ class Panel:
                     f'M{cx - 4:.1f},{y + 4:.1f} L{cx + 4:.1f},{y - 4:.1f}" '
                     f'stroke="{m.color}" stroke-width="2"/>'
                 )
-        out += self._legend(px + 8, py + 8)
+        entries = self._entries()
+        if self.legend == "bottom-right":
+            out += self._legend(entries, px + pw - 290, py + ph - 12 - 16 * len(entries))
+        else:
+            out += self._legend(entries, px + 8, py + 8)
         return out
 
     def _axes(
@@ -169,12 +174,16 @@ class Panel:
         )
         return out
 
-    def _legend(self, x: float, y: float) -> list[str]:
-        entries: list[tuple[str, str, str]] = [(ln.label, ln.color, "line") for ln in self.lines]
+    def _entries(self) -> list[tuple[str, str, str]]:
+        """(label, color, dash or "mark") of everything drawn that has a label."""
+        entries = [(ln.label, ln.color, ln.dash) for ln in self.lines]
         entries += [(m.label, m.color, "mark") for m in self.marks]
-        entries += [(v.label, v.color, "vline") for v in self.vlines]
+        entries += [(v.label, v.color, "4 3") for v in self.vlines]
+        return [e for e in entries if e[0]]
+
+    def _legend(self, entries: list[tuple[str, str, str]], x: float, y: float) -> list[str]:
         out = []
-        for i, (label, color, kind) in enumerate(e for e in entries if e[0]):
+        for i, (label, color, kind) in enumerate(entries):
             ly = y + 8 + 16 * i
             if kind == "mark":
                 out.append(
@@ -182,7 +191,7 @@ class Panel:
                     f'L{x + 14},{ly - 4}" stroke="{color}" stroke-width="2"/>'
                 )
             else:
-                dash = ' stroke-dasharray="4 3"' if kind == "vline" else ""
+                dash = f' stroke-dasharray="{kind}"' if kind else ""
                 out.append(
                     f'<line x1="{x}" y1="{ly}" x2="{x + 20}" y2="{ly}" stroke="{color}" '
                     f'stroke-width="2"{dash}/>'
@@ -233,13 +242,19 @@ def _step_points(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return out
 
 
-def nice_ceiling(value: float) -> float:
-    """The smallest of 1, 2, 2.5, 5 times a power of ten that is at least `value`."""
+def nice_ceiling(value: float, steps: tuple[float, ...] = (1, 2, 2.5, 5, 10)) -> float:
+    """The smallest of `steps` times a power of ten that is at least `value`."""
     power = 10.0 ** math.floor(math.log10(value))
-    for m in (1, 2, 2.5, 5, 10):
+    for m in steps:
         if m * power >= value * (1 - 1e-9):
             return m * power
     return 10 * power
+
+
+def nice_floor(value: float) -> float:
+    """The largest of 1, 2, 5 times a power of ten that is at most `value`."""
+    power = 10.0 ** math.floor(math.log10(value))
+    return max(m * power for m in (1, 2, 5) if m * power <= value * (1 + 1e-9))
 
 
 def linear_ticks(low: float, high: float) -> list[float]:
@@ -249,9 +264,12 @@ def linear_ticks(low: float, high: float) -> list[float]:
 
 
 def log_ticks(low: float, high: float) -> list[float]:
-    ticks, decade = [], low
+    """1, 2, 5 times each power of ten from `low` to `high`."""
+    ticks, decade = [], 10.0 ** math.floor(math.log10(low))
     while decade <= high * (1 + 1e-9):
-        ticks += [decade * m for m in (1, 2, 5) if decade * m <= high * (1 + 1e-9)]
+        ticks += [
+            decade * m for m in (1, 2, 5) if low * (1 - 1e-9) <= decade * m <= high * (1 + 1e-9)
+        ]
         decade *= 10
     return ticks
 

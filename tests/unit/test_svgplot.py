@@ -8,7 +8,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from svgplot import Figure, Panel, ecdf, linear_ticks, log_ticks, nice_ceiling  # noqa: E402
+from svgplot import (
+    Figure,
+    Panel,
+    ecdf,
+    linear_ticks,
+    log_ticks,
+    nice_ceiling,
+    nice_floor,
+)
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -30,12 +38,14 @@ def test_a_figure_is_svg_with_a_line_per_series_and_a_cross_per_mark() -> None:
     assert len(crosses) == 3 + 1  # the marks and the legend's
     texts = {t.text for t in root.iter(f"{SVG}text")}
     assert {"title & <more>", "a lost probe", "floor", "pods switched", "adds"} <= texts
-    assert {"1", "10", "100"} <= texts  # the log axis's decades around 3..40 ms
+    assert {"2", "5", "10", "20", "50"} <= texts  # the log axis around 3..40 ms
 
 
 def test_scales_and_the_distribution() -> None:
     assert [nice_ceiling(v) for v in (0.7, 3, 7.5, 12, 2.2)] == [1, 5, 10, 20, 2.5]
     assert linear_ticks(0, 20) == [0, 5, 10, 15, 20]
     assert log_ticks(1, 100) == [1, 2, 5, 10, 20, 50, 100]
+    assert log_ticks(5, 200) == [5, 10, 20, 50, 100, 200]
+    assert [nice_floor(v) for v in (8.7, 25, 0.3)] == [5, 20, 0.2]
     assert ecdf([2.0, 1.0]) == [(1.0, 0.0), (1.0, 0.5), (2.0, 1.0)]
     assert ecdf([]) == []
