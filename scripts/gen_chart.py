@@ -82,7 +82,6 @@ class Param:
     schema: dict[str, Any]
     targets: tuple[Target, ...] = ()
     default: Any = None  # None: read from the first target
-    source: str = "manifests/"  # where the default lives (for objects not in the kustomization)
 
 
 def _containers(container: str, *rest: Step) -> tuple[Step, ...]:
@@ -253,7 +252,6 @@ def _params() -> list[Param]:
             "The policy: manifests/examples/nad-policy.yaml says what each key does.",
             {"type": "object"},
             (Target("ConfigMap", "netshift-nad-policy", ("data", "policy.yaml"), "text"),),
-            source="manifests/examples/nad-policy.yaml",
         ),
         Param(
             "monitoring.prometheusRule.enabled",
