@@ -134,7 +134,8 @@ class Panel:
                 )
         entries = self._entries()
         if self.legend == "bottom-right":
-            out += self._legend(entries, px + pw - 290, py + ph - 12 - 16 * len(entries))
+            width = 34 + 6.5 * max((len(label) for label, _, _ in entries), default=0)
+            out += self._legend(entries, px + pw - width - 8, py + ph - 12 - 16 * len(entries))
         else:
             out += self._legend(entries, px + 8, py + 8)
         return out
@@ -182,7 +183,12 @@ class Panel:
         return [e for e in entries if e[0]]
 
     def _legend(self, entries: list[tuple[str, str, str]], x: float, y: float) -> list[str]:
-        out = []
+        # A pale box behind the legend, so that a line passing under it does not hide it.
+        width = 34 + 6.5 * max((len(label) for label, _, _ in entries), default=0)
+        out = [
+            f'<rect x="{x}" y="{y}" width="{width:.0f}" height="{16 * len(entries) + 4}" '
+            'fill="white" fill-opacity="0.85"/>'
+        ]
         for i, (label, color, kind) in enumerate(entries):
             ly = y + 8 + 16 * i
             if kind == "mark":
