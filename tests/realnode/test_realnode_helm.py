@@ -13,6 +13,7 @@ the kustomize install is put back as it was, so it runs after the other real-nod
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -214,7 +215,9 @@ def test_helm_install_upgrade_uninstall_with_a_hot_plug_between(
     try:
         # 1. Off with the kustomize install, all but the CRDs (profiles and NADs stay).
         real_cluster.kubectl(
-            "delete", "-f", str(installed_by_kustomize), "--wait", "--timeout=180s", timeout=240
+            *("delete", "-f", str(installed_by_kustomize), "--ignore-not-found", "--wait"),
+            *("--timeout=180s",),
+            timeout=240,
         )
         eventually(lambda: gone(real_kube, f"/api/v1/namespaces/{SYSTEM}"), 120, "namespace gone")
         step("kustomize install removed")
@@ -233,12 +236,19 @@ def test_helm_install_upgrade_uninstall_with_a_hot_plug_between(
         step("helm install --wait")
         webhook_serving(real_cluster, real_kube, timeout=120)
         eventually(lambda: webhook_admits(real_kube, real_namespace), 60, "the webhook admits")
-        status = kubectl_netshift(real_cluster, "status")
-        assert status.returncode == 0, status.stdout + status.stderr
+        # A new Lease and the webhooks' CA bundle come within seconds of the pods.
+        eventually(
+            lambda: kubectl_netshift(real_cluster, "status").returncode == 0,
+            60,
+            "`kubectl netshift status` all well",
+        )
         agent = real_kube.get(f"/apis/apps/v1/namespaces/{SYSTEM}/daemonsets/netshift-agent")
         assert agent["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
-        create_running(
-            real_kube, real_namespace, busybox_pod("web", annotations={NETWORKS: "side"})
+        # Hot-plug: the pod runs with eth0 only, then the annotation asks for the network.
+        create_running(real_kube, real_namespace, busybox_pod("web"))
+        real_kube.patch_merge(
+            f"/api/v1/namespaces/{real_namespace}/pods/web",
+            {"metadata": {"annotations": {NETWORKS: "side"}}},
         )
         eventually(
             lambda: bool(ipv4_of(real_cluster, real_namespace, "web", "net1")), 90, "net1 plugged"
@@ -262,7 +272,8 @@ def test_helm_install_upgrade_uninstall_with_a_hot_plug_between(
             f"/apis/apps/v1/namespaces/{SYSTEM}/deployments/netshift-controller"
         )
         assert controller["spec"]["replicas"] == 1
-        assert "2" in helm("history", RELEASE, "--namespace=default", "--max=5")
+        history = json.loads(helm("history", RELEASE, "--namespace=default", "-o", "json"))
+        assert [(h["revision"], h["status"]) for h in history][-1] == (2, "deployed"), history
         real_kube.patch_merge(
             f"/api/v1/namespaces/{real_namespace}/pods/web",
             {"metadata": {"annotations": {NETWORKS: None}}},
