@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -127,6 +128,7 @@ class SeqPing:
         self.target = target
         self.interval = interval
         self._seen: set[int] = set()
+        self.arrived: dict[int, float] = {}  # seq -> time.monotonic() its echo was read
         self._sent = 0
         self._cond = threading.Condition()
         self._on_stop = on_stop
@@ -147,6 +149,7 @@ class SeqPing:
             if m:
                 with self._cond:
                     self._seen.add(int(m.group(1)))
+                    self.arrived[int(m.group(1))] = time.monotonic()
                     self._cond.notify_all()
 
     def _wait(self, ok: Callable[[], bool], timeout: float) -> bool:
@@ -167,6 +170,7 @@ class SeqPing:
         """Count from the next echo on: what came before was a warm-up."""
         with self._cond:
             self._seen.clear()
+            self.arrived.clear()
 
     def lost(self) -> list[int]:
         """Sequence numbers missing so far between the first and the last echo."""
@@ -174,6 +178,18 @@ class SeqPing:
             if not self._seen:
                 return []
             return sorted(set(range(min(self._seen), max(self._seen) + 1)) - self._seen)
+
+    def lost_at(self) -> list[float]:
+        """When each lost echo was due (time.monotonic()): between the echoes around it."""
+        with self._cond:
+            arrived = dict(self.arrived)
+        times = []
+        for seq in self.lost():
+            before = max(s for s in arrived if s < seq)
+            after = min(s for s in arrived if s > seq)
+            t0, t1 = arrived[before], arrived[after]
+            times.append(t0 + (t1 - t0) * (seq - before) / (after - before))
+        return times
 
     def stop(self) -> tuple[int, list[int]]:
         """(echoes counted, lost sequence numbers)."""
