@@ -100,16 +100,13 @@ class LocalCluster:
     def kubeconfig(self) -> Path:
         return self.plane.kubeconfig
 
-    @property
-    def server(self) -> str:
-        return self.plane.server
-
     def port(self, name: str) -> int:
         """One of the plane's ports (e.g. "apiserver")."""
         return self.plane.ports(name)
 
     @property
     def ports(self) -> dict[str, int]:
+        """The plane's ports (each node keeps its own)."""
         return self.plane.ports.as_dict()
 
     def kube(self) -> Kube:
