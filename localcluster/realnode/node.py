@@ -205,6 +205,14 @@ class RealNode:
     def up(self, services: Sequence[str] | None, say: Say, timeout: float = 180) -> None:
         if services is not None and not services:
             return  # the plane alone
+        replaced = self.start(say)
+        deadline = time.monotonic() + timeout
+        self._wait(lambda: self._node() is not None, deadline, "the kubelet to register its Node")
+        self.deploy(replaced, say, deadline)
+
+    def start(self, say: Say) -> list[str]:
+        """The node's own processes, each healthy, its images imported (returns the keys of
+        images that replaced an older import: their pods need a restart)."""
         self._check_can_start()
         self.prepare()
         self.host_network().ensure()
@@ -216,16 +224,15 @@ class RealNode:
             say(self.supervisor.start(proc))
         for proc in (kubelet, proxy):
             self.supervisor.wait_healthy(proc, timeout=60)
-        deadline = time.monotonic() + timeout
-        self._wait(lambda: self._node() is not None, deadline, "the kubelet to register its Node")
-        deploy.apply_multus(
-            self.plane, self.multus_manifest(), self.layout.manifests_dir / "multus.yaml"
-        )
-        self._wait(
-            lambda: (self.layout.cni_conf / MULTUS_CONF).exists(),
-            deadline,
-            "Multus to write its config",
-        )
+        return replaced
+
+    def deploy(self, replaced: Sequence[str], say: Say, deadline: float) -> None:
+        """Multus, then netshift, as pods; until the node is Ready and netshift's pods run.
+        Multus's conf is the node's only CNI conf: no pod is wired before it is written."""
+        multus_yaml = self.layout.manifests_dir / "multus.yaml"
+        deploy.apply_multus(self.plane, self.multus_manifest(), multus_yaml)
+        multus_conf = self.layout.cni_conf / MULTUS_CONF
+        self._wait(multus_conf.exists, deadline, "Multus to write its config")
         self._wait(self.node_ready, deadline, f"Node {self.name} Ready")
         say(f"node {self.name}: Ready ({self.runtime_version()})")
         if "MULTUS_IMAGE" in replaced:
