@@ -152,10 +152,10 @@ def start_agent(cluster: LocalCluster, work: Path) -> subprocess.Popen[bytes]:
         "cli.main",
         "agent",
         f"--kubeconfig={cluster.kubeconfig}",
-        f"--node={cluster.node}",
+        f"--node={cluster.nodes[0].name}",
         f"--records-dir={work / 'records'}",
-        f"--cluster-network-conf={cluster.state_dir / 'node/net.d/00-netshift-cluster.conflist'}",
-        "--netns-template=/var/run/netns/netshift-{uid}",
+        f"--cluster-network-conf={cluster.nodes[0].cluster_conflist}",
+        *cluster.nodes[0].netns_resolver_args(),
         f"--ready-file={ready}",
         f"--timing-log={work / 'timings.jsonl'}",
     ]

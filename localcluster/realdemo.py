@@ -46,8 +46,8 @@ from localcluster.demokit import (
     switched_count,
     table,
 )
-from localcluster.node import RealNode, image_name
 from localcluster.probe import HttpProbe, SeqPing, Stream
+from localcluster.realnode import image_name
 from localcluster.topology import Subnet, Topology
 from netshift.kube import ApiError, Kube, has_default_service_account, nad_path, wait_for
 
@@ -233,7 +233,7 @@ def topology() -> Topology:
 def ipam_dir(cluster: LocalCluster) -> Path:
     """The demo networks' host-local store: under the node's files, which the agent's and
     Multus's pods mount at the same path."""
-    return RealNode(cluster).root / "cni" / "demo"
+    return cluster.nodes[0].root / "cni" / "demo"
 
 
 def held_addresses(cluster: LocalCluster) -> list[str]:
@@ -317,7 +317,9 @@ def set_up(cluster: LocalCluster, kube: Kube, topo: Topology, pods: int, say: Sa
     """Networks, profile, Deployment, Service and client; returns the Service's ClusterIP."""
     topo.create()
     # The client pod on the cluster network reaches the demo's subnets through the node.
-    subprocess.run(["sysctl", "-qw", f"net.ipv4.conf.{cluster.bridge}.forwarding=1"], check=True)
+    subprocess.run(
+        ["sysctl", "-qw", f"net.ipv4.conf.{cluster.nodes[0].bridge}.forwarding=1"], check=True
+    )
     say(f"== namespace {NS}: networks {OLD[0]} ({OLD[2]}.0/24) and {NEW[0]} ({NEW[2]}.0/24)")
     apply(kube, "/api/v1/namespaces", {"metadata": {"name": NS, "labels": {DEMO_LABEL: "true"}}})
     apply(kube, "/api/v1/namespaces", {"metadata": {"name": CLIENT_NS}})

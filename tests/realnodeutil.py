@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from localcluster import node as realnode
+from localcluster import realnode
 from localcluster.cluster import LocalCluster
 from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
 
@@ -65,7 +65,7 @@ def real_cluster() -> Iterator[LocalCluster]:
 
 @pytest.fixture(scope="session")
 def real_node(real_cluster: LocalCluster) -> realnode.RealNode:
-    return realnode.RealNode(real_cluster)
+    return real_cluster.single_node(realnode.RealNode)
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,7 @@ OFF_LINK = "192.0.2.1"  # TEST-NET-1: reached only through a default route
 
 def cluster_ipam_ips(cluster: LocalCluster) -> set[str]:
     """What the node simulator's host-local store holds for the cluster network."""
-    return ipam_ips(cluster.state_dir / "node" / "ipam", "netshift-cluster")
+    return ipam_ips(cluster.nodes[0].ipam_dir, "netshift-cluster")
 
 
 @contextmanager

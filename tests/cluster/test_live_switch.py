@@ -55,7 +55,7 @@ def agent(
 
 @pytest.fixture
 def controller(cluster: LocalCluster, kube: Kube, tmp_path: Path) -> Iterator[ControllerProcess]:
-    cluster.ensure_namespace("netshift-system")
+    cluster.plane.ensure_namespace("netshift-system")
     proc = ControllerProcess(cluster, tmp_path, f"e2e-{uuid.uuid4().hex[:6]}", "netshift-system")
     yield proc
     proc.stop()

@@ -63,7 +63,7 @@ def test_both_crds_are_established(cluster: LocalCluster) -> None:
 
 
 def test_the_local_node_is_registered_and_ready(cluster: LocalCluster, kube: Kube) -> None:
-    node = kube.get(f"/api/v1/nodes/{cluster.node}")
+    node = kube.get(f"/api/v1/nodes/{cluster.nodes[0].name}")
     ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
     assert ready and ready[0]["status"] == "True"
 
@@ -81,9 +81,9 @@ def test_deployment_pods_are_scheduled_and_run_with_an_ip(
     pods = wait_for(running, 60, what="3 running pods")
     ips = {p["status"]["podIP"] for p in pods}
     assert len(ips) == 3
-    subnet = ipaddress.ip_network(cluster.pod_subnet)
+    subnet = ipaddress.ip_network(cluster.nodes[0].pod_subnet)
     assert all(ipaddress.ip_address(ip) in subnet for ip in ips), ips
-    assert all(p["spec"]["nodeName"] == cluster.node for p in pods)
+    assert all(p["spec"]["nodeName"] == cluster.nodes[0].name for p in pods)
     for pod in pods:
         assert Path(f"/var/run/netns/netshift-{pod['metadata']['uid']}").exists()
 
@@ -178,6 +178,7 @@ def test_down_releases_every_address_and_namespace_the_node_holds(cluster: Local
     state = Path(tempfile.mkdtemp(prefix="netshift-down-"))
     other = LocalCluster(state, pod_subnet=f"10.249.{os.getpid() % 250}.0/24", bridge="nsdown0")
     ipam = state / "nad-ipam"
+    eth0_store = other.nodes[0].ipam_dir / "netshift-cluster"
     bridge = "nsdownnad0"
     try:
         other.up(services=["nodesim", "agent"], say=lambda _l: None)
@@ -228,12 +229,12 @@ def test_down_releases_every_address_and_namespace_the_node_holds(cluster: Local
 
         wait_for(plugged, 60, what="net1 attached")
         uid = kube.get("/api/v1/namespaces/shop/pods/web")["metadata"]["uid"]
-        assert _addresses(ipam / "storage") and _addresses(state / "node/ipam/netshift-cluster")
+        assert _addresses(ipam / "storage") and _addresses(eth0_store)
     finally:
         other.down(say=lambda _l: None)
     try:
         assert not _addresses(ipam / "storage"), "the agent's attachment leaked its address"
-        assert not _addresses(state / "node/ipam/netshift-cluster"), "eth0 leaked its address"
+        assert not _addresses(eth0_store), "eth0 leaked its address"
         assert not Path(f"/var/run/netns/netshift-{uid}").exists()
     finally:
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)

@@ -20,6 +20,7 @@ from agentutil import (
 )
 
 from localcluster.cluster import LocalCluster
+from localcluster.simnode import SimNode
 from netshift import keys
 from netshift.kube import Kube, pod_path, wait_for
 from netshift.records import RecordStore
@@ -48,7 +49,7 @@ def test_creation_time_networks_are_recorded_attached_reported_and_released_with
         assert status["data0"]["ips"] == [static.split("/")[0]]  # the ips capability was passed
         assert ipam_ips(tmp_path, "blue") == {static.split("/")[0]}
 
-        store = RecordStore(cluster.state_dir / "node" / "pods")
+        store = RecordStore(cluster.single_node(SimNode).records_dir)
         records = {r.interface: r for r in store.list_pod(uid)}
         assert set(records) == {"eth0", "data0"}
         assert all(r.state == keys.ATTACHED and r.conflist and r.result for r in records.values())

@@ -32,7 +32,7 @@ from realnodeutil import (
 )
 
 from localcluster.cluster import LocalCluster
-from localcluster.node import RealNode
+from localcluster.realnode import RealNode
 from netshift import keys, podstatus
 from netshift.kube import ApiError, Kube, wait_for
 

@@ -20,7 +20,7 @@ from realnodeutil import eventually, store_addresses
 
 from localcluster.cluster import LocalCluster
 from localcluster.demokit import bridge_nad
-from localcluster.node import RealNode, image_name
+from localcluster.realnode import RealNode, image_name
 from netshift import podstatus
 from netshift.kube import ApiError, Kube, nad_path, wait_for
 

@@ -25,7 +25,7 @@ from realnodeutil import (
 )
 
 from localcluster.cluster import LocalCluster
-from localcluster.node import RealNode
+from localcluster.realnode import RealNode
 from netshift.kube import Kube
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.restarts_node]

@@ -34,7 +34,7 @@ from realnodeutil import (
 )
 
 from localcluster.cluster import LocalCluster
-from localcluster.node import RealNode
+from localcluster.realnode import RealNode
 from netshift import keys, podstatus
 from netshift.kube import ApiError, Kube, pod_path, wait_for
 
@@ -183,12 +183,12 @@ def test_containerd_restarted_during_a_stream_of_hot_plugs_leaks_nothing(
     try:
         eventually(lambda: rounds[0] >= 2, 60, "two rounds of hot-plugs")
         containerd = real_node.procs()[0]
-        real_cluster.stop_process("containerd", lambda _l: None)
+        real_node.supervisor.stop("containerd", lambda _l: None)
         at_stop = edits[0]
         time.sleep(2)  # hot-plugs keep coming while containerd is down
         assert edits[0] > at_stop, "no hot-plug edit while containerd was down"
-        real_cluster.start(containerd)
-        real_cluster.wait_healthy(containerd, timeout=60)
+        real_node.supervisor.start(containerd)
+        real_node.supervisor.wait_healthy(containerd, timeout=60)
         eventually(lambda: rounds[0] >= 6, 120, "more hot-plugs after the restart")
     finally:
         stop.set()
@@ -256,12 +256,12 @@ def test_the_kubelet_restarted_during_a_rollout_the_rollout_converges_and_leaks_
         # resumed while it is down: the switches go on without it.
         _pause(real_kube, name, True)
         kubelet = real_node.procs()[1]
-        real_cluster.stop_process("kubelet", lambda _l: None)
+        real_node.supervisor.stop("kubelet", lambda _l: None)
         assert _started(real_kube, nets.namespace, list(pods)) < PODS, "the rollout was over"
         _pause(real_kube, name, False)
         time.sleep(3)
-        real_cluster.start(kubelet)
-        real_cluster.wait_healthy(kubelet, timeout=60)
+        real_node.supervisor.start(kubelet)
+        real_node.supervisor.wait_healthy(kubelet, timeout=60)
         wait_for(lambda: _on_b(real_kube, nets, list(pods)), 120, what="every pod on b")
         eventually(real_node.node_ready, 60, "the Node Ready again")
         _no_leak(real_kube, nets, real_node, pods, "after a kubelet restart")

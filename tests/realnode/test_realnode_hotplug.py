@@ -29,7 +29,7 @@ from realnodeutil import (
 )
 
 from localcluster.cluster import LocalCluster
-from localcluster.node import RealNode
+from localcluster.realnode import RealNode
 from netshift.kube import ApiError, Kube, nad_path, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode]

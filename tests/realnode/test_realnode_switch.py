@@ -51,8 +51,8 @@ from realnodeutil import (
 )
 
 from localcluster.cluster import LocalCluster
-from localcluster.node import RealNode
 from localcluster.probe import SeqPing
+from localcluster.realnode import RealNode
 from localcluster.topology import V4, Subnet, Topology, subnets
 from netshift import keys, podstatus
 from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
@@ -481,7 +481,7 @@ def _mac(bridge: str) -> tuple[str, str]:
 def test_the_bridges_keep_their_mac_address_as_pods_come_and_go(lab: Lab) -> None:
     """A bridge without an address of its own takes its lowest port's: pods joining or leaving
     would change the gateway's MAC under every other pod's ARP cache (lost packets)."""
-    bridges = [lab.cluster.bridge, *lab.topo.bridges]
+    bridges = [lab.cluster.nodes[0].bridge, *lab.topo.bridges]
     before = {b: _mac(b) for b in bridges}
     assert all(kind == "3" for _addr, kind in before.values()), before
     for i in range(3):
