@@ -40,8 +40,8 @@ from realnodeutil import (
 )
 
 from localcluster.cluster import LocalCluster
-from localcluster.node import RealNode
 from localcluster.procs import clean_env
+from localcluster.realnode import RealNode
 from netshift.kube import Kube, nad_path
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode]

@@ -38,8 +38,8 @@ from realnodeutil import (
 
 from localcluster import binaries
 from localcluster.cluster import LocalCluster
-from localcluster.node import RealNode
 from localcluster.procs import clean_env
+from localcluster.realnode import RealNode
 from netshift.kube import ApiError, Kube
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.restarts_node]
