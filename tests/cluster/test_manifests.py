@@ -36,9 +36,10 @@ ALLOWED: dict[str, list[Check]] = {
         *[(v, PROFILES, None, ()) for v in ("get", "list", "watch")],
         ("patch", PROFILES, None, ("--subresource=status",)),
         ("update", PROFILES, None, ("--subresource=status",)),
-        *[(v, "namespaces", None, ()) for v in ("get", "list", "watch")],
+        *[(v, "namespaces", None, ()) for v in ("get", "list", "watch", "patch")],
         *[(v, "pods", None, ()) for v in ("get", "list", "watch", "patch")],
         ("patch", "pods", "some-app", ()),
+        ("get", f"customresourcedefinitions.apiextensions.k8s.io/{PROFILES}", None, ()),
         *[(v, NAD, None, ()) for v in ("get", "list", "watch")],
         ("create", "events", "default", ()),
         ("create", LEASES, SYSTEM, ()),
@@ -49,7 +50,6 @@ ALLOWED: dict[str, list[Check]] = {
         *[(v, "pods", None, ()) for v in ("get", "list", "watch", "patch")],
         *[(v, NAD, None, ()) for v in ("get", "list", "watch")],
         ("create", "events", "some-app", ()),
-        ("patch", "events", "some-app", ()),
         *[(v, "configmaps/netshift-nad-policy", SYSTEM, ()) for v in ("get", "list", "watch")],
     ],
 }
@@ -65,6 +65,8 @@ DENIED_TO_ALL: list[Check] = [
     ("delete", NAD, "some-app", ()),
     ("delete", PROFILES, None, ()),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io", None, ()),
+    ("delete", "validatingadmissionpolicies.admissionregistration.k8s.io", None, ()),
+    ("delete", "validatingadmissionpolicybindings.admissionregistration.k8s.io", None, ()),
 ]
 
 DENIED: dict[str, list[Check]] = {
@@ -76,8 +78,14 @@ DENIED: dict[str, list[Check]] = {
         ("update", LEASES, "kube-system", ()),
         ("update", f"{LEASES}/someone-else", SYSTEM, ()),
         ("get", "secrets", SYSTEM, ()),
+        ("update", "namespaces", None, ()),  # its label by merge patch only
+        ("delete", "namespaces", None, ()),
+        ("get", f"customresourcedefinitions.apiextensions.k8s.io/{NAD}", None, ()),
+        ("patch", "events", "default", ()),  # Events are created, never patched
     ],
     "netshift-agent": [
+        ("patch", "events", "some-app", ()),
+        ("patch", "namespaces", None, ()),
         ("patch", PROFILES, None, ("--subresource=status",)),
         ("create", LEASES, SYSTEM, ()),
         ("update", "pods", "some-app", ()),
