@@ -970,6 +970,9 @@ class RealNode:
         kustomization = {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",
+            # The base's order (webhook configurations first): kustomize keeps only the
+            # top kustomization's sortOptions.
+            "sortOptions": {"order": "fifo"},
             "resources": [os.path.relpath(base, out)],
             "images": [{"name": "netshift", "newName": image, "newTag": tag}],
             "patches": [{"path": fname} for fname in patches],

@@ -191,7 +191,7 @@ def test_the_controller_runs_two_leader_elected_replicas(
     assert pdb["spec"]["minAvailable"] == 1
 
 
-def test_the_agent_runs_privileged_on_every_node_with_the_host_mounts(
+def test_the_agent_runs_unprivileged_on_every_node_with_the_host_mounts(
     cluster: LocalCluster, installed: list[dict[str, Any]]
 ) -> None:
     out = cluster.kubectl("get", "daemonset/netshift-agent", "-n", SYSTEM, "-o", "yaml")
@@ -199,7 +199,14 @@ def test_the_agent_runs_privileged_on_every_node_with_the_host_mounts(
     assert spec["hostNetwork"] is True and spec["hostPID"] is True
     assert spec["tolerations"] == [{"operator": "Exists"}]
     container = spec["containers"][0]
-    assert container["securityContext"]["privileged"] is True
+    security = container["securityContext"]
+    assert security["privileged"] is False
+    assert security["capabilities"] == {
+        "drop": ["ALL"],
+        "add": ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"],
+    }
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert security["readOnlyRootFilesystem"] is True
     assert container["command"] == ["netshift", "agent", "--node", "$(NODE_NAME)"]
     env = {e["name"]: e for e in container["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
@@ -209,7 +216,13 @@ def test_the_agent_runs_privileged_on_every_node_with_the_host_mounts(
         assert host[mounts[path]["name"]] == path
     assert mounts["/run/netns"]["mountPropagation"] == "HostToContainer"
     assert host[mounts["/host/proc"]["name"]] == "/proc"
+    # What it only reads is mounted read-only; it writes IPAM state and its records.
+    for path in ("/opt/cni/bin", "/usr/lib/cni", "/etc/cni/net.d", "/run/netns", "/host/proc"):
+        assert mounts[path]["readOnly"] is True, path
     assert mounts["/sys/fs/cgroup"]["readOnly"] is True
+    assert not mounts["/var/lib/cni"].get("readOnly") and not mounts["/var/lib/netshift"].get(
+        "readOnly"
+    )
     assert host[mounts["/var/lib/netshift"]["name"]] == "/var/lib/netshift"
 
 
