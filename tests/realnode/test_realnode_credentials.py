@@ -71,9 +71,12 @@ class As:
         )
 
 
-def agent_pod(kube: Kube) -> str:
+def agent_pod(kube: Kube, node: str) -> str:
+    """The agent pod of `node` (the DaemonSet has one on the test's ghost node too)."""
     pods = kube.get(
-        f"/api/v1/namespaces/{SYSTEM}/pods", labelSelector="app.kubernetes.io/component=agent"
+        f"/api/v1/namespaces/{SYSTEM}/pods",
+        labelSelector="app.kubernetes.io/component=agent",
+        fieldSelector=f"spec.nodeName={node}",
     )["items"]
     [pod] = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
     return str(pod["metadata"]["name"])
@@ -137,7 +140,7 @@ def test_a_pod_bound_agent_token_writes_only_the_report_of_its_own_nodes_pods(
             real_cluster,
             "netshift-agent",
             "--bound-object-kind=Pod",
-            f"--bound-object-name={agent_pod(real_kube)}",
+            f"--bound-object-name={agent_pod(real_kube, node)}",
         ),
     )
     claims = json.loads(agent("auth", "whoami", "-o", "json").stdout)["status"]["userInfo"]

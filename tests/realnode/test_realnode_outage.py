@@ -20,7 +20,6 @@ from realnodeutil import (
     eventually,
     profile_object,
     webhook_endpoints,
-    webhook_serving,
 )
 
 from localcluster.cluster import LocalCluster
@@ -69,7 +68,7 @@ def webhook_gone(cluster: LocalCluster, kube: Kube) -> Iterator[None]:
         yield
     finally:
         cluster.kubectl(*scale, "--replicas=2")
-        webhook_serving(cluster, kube, timeout=120)
+        eventually(lambda: webhook_endpoints(kube) == 2, 120, "both webhook replicas serving")
 
 
 def test_with_every_webhook_replica_gone_only_selected_namespaces_refuse_pods(
