@@ -28,7 +28,7 @@ EXIT_UNSAFE = 1
 EXIT_ERROR = 2
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Any, local: bool = True) -> None:
     p = sub.add_parser(
         "plan",
         help="show what applying (or deleting) a NetworkProfile would do; changes nothing",
@@ -41,7 +41,7 @@ def add_parser(sub: Any) -> None:
     )
     what.add_argument("--delete", metavar="NAME", help="plan deleting this NetworkProfile")
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    connect.add_arguments(p)
+    connect.add_arguments(p, local)
     p.set_defaults(func=run)
 
 

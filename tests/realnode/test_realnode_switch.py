@@ -10,7 +10,7 @@ filter by source (strict rp_filter), and a client namespace on a subnet of its o
 routed by the host.
 
 Probes count exactly during the switches: 10 ms pings by sequence number from the
-routed client and from a real container (busybox `ping` through `kubectl exec`),
+routed client and from a real container (localcluster.probe's ping through `kubectl exec`),
 and HTTP requests through the Service ClusterIP from the host, one after the other.
 """
 
@@ -34,6 +34,7 @@ from realnodeutil import (
     HttpLoop,
     bridge_nad_config,
     busybox_pod,
+    client_pod,
     create_nad,
     create_running,
     default_route,
@@ -257,12 +258,10 @@ def _when(ping: SeqPing | ExecPing, lost: list[int], started: float) -> str:
 
 
 def _client_pods(lab: Lab, prefix: str, n: int) -> list[str]:
-    """`n` client pods on the cluster network, one per pinged address: busybox ping reads
-    every ICMP reply of its netns from a raw socket, so pings sharing a pod would share
-    (and overrun) what each socket must read."""
+    """`n` client pods on the cluster network, one per pinged address (ExecPing)."""
     names = [f"{prefix}-{i}" for i in range(n)]
     for name in names:
-        pod = busybox_pod(name, labels={"app": prefix})
+        pod = client_pod(name, labels={"app": prefix})
         lab.kube.create(f"/api/v1/namespaces/{lab.client_namespace}/pods", pod)
     wait_for(
         lambda: running_pods(lab.kube, lab.client_namespace, f"app={prefix}", n),
