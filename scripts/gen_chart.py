@@ -189,7 +189,7 @@ def _params() -> list[Param]:
     params += [
         Param(
             "webhook.failurePolicy",
-            "failurePolicy of the pod and NAD webhooks (docs/webhook.md, \"Reach\"): Fail "
+            'failurePolicy of the pod and NAD webhooks (docs/webhook.md, "Reach"): Fail '
             "refuses pods of selected namespaces, pods naming networks and NAD config writes "
             "while no replica answers; Ignore admits them unchecked, without their networks. "
             "The namespace webhook is always Ignore.",
