@@ -172,6 +172,23 @@ def test_the_whole_kustomization_applies_server_side_and_every_object_exists(
     assert "serverside-applied" in again.stdout
 
 
+def test_the_documented_uninstall_removes_all_but_the_profile_crd_webhooks_first(
+    installed: list[dict[str, Any]],
+) -> None:
+    """`kubectl delete -k manifests/ -l app.kubernetes.io/name=netshift` (README): the
+    label is on every object but the NetworkProfile CRD, and the webhook configurations
+    come first in the build, so a delete removes them before the webhook they call."""
+    unlabelled = [
+        f"{o['kind']}/{o['metadata']['name']}"
+        for o in installed
+        if (o["metadata"].get("labels") or {}).get("app.kubernetes.io/name") != "netshift"
+    ]
+    assert unlabelled == [f"CustomResourceDefinition/{PROFILES}"]
+    kinds = [o["kind"] for o in installed]
+    assert kinds[:2] == ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]
+    assert NAD not in {o["metadata"]["name"] for o in installed}
+
+
 def test_the_controller_runs_two_leader_elected_replicas(
     cluster: LocalCluster, installed: list[dict[str, Any]]
 ) -> None:

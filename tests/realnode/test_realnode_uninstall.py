@@ -1,12 +1,14 @@
 """Uninstalling netshift from the real node leaves a healthy cluster, then a reinstall cleans up.
 
-`kubectl delete -k` of netshift's manifests (the session's overlay of them) while pods run
-with networks the agent hot-plugged: the webhook configurations go first, the pods keep
-running with their interfaces, new pods are created (in the namespace a profile
-selected, too) and pods are deleted. Nothing DELs the hot-plugged attachment of a pod
-deleted while netshift is gone (Multus only DELs what it attached at creation), so its
-address stays reserved; reinstalling netshift releases it (the agent's start-up resync
-DELs the records of pods that no longer exist). It removes netshift from the session's
+The documented uninstall, `kubectl delete -k` of netshift's manifests (the session's
+overlay of them) `-l app.kubernetes.io/name=netshift` (all but the NetworkProfile CRD),
+while pods run with networks the agent hot-plugged: the webhook configurations go first,
+the pods keep running with their interfaces, new pods are created (in the namespace a
+profile selects, too) and pods are deleted. Nothing DELs the hot-plugged attachment of a
+pod deleted while netshift is gone (Multus only DELs what it attached at creation), so
+its address stays reserved; reinstalling netshift releases it (the agent's start-up
+resync DELs the records of pods that no longer exist), and the profile, which stayed,
+rolls its networks onto the pod created meanwhile. It removes netshift from the session's
 cluster, so it runs with the tests that restart the node (after every other real-node
 test) and installs netshift again before it ends.
 """
@@ -74,14 +76,6 @@ def _has_address(cluster: LocalCluster, namespace: str, pod: str, ifname: str) -
     return bool(ipv4_of(cluster, namespace, pod, ifname))
 
 
-def _controller_said(cluster: LocalCluster, text: str) -> bool:
-    logs = cluster.kubectl(
-        *("-n", SYSTEM, "logs", "-l", "app.kubernetes.io/component=controller", "--tail=-1"),
-        check=False,
-    ).stdout
-    return text in logs
-
-
 def test_uninstall_keeps_pods_running_and_a_reinstall_releases_what_deleted_pods_held(
     real_cluster: LocalCluster, real_node: RealNode, real_kube: Kube, real_namespace: str
 ) -> None:
@@ -125,24 +119,21 @@ def test_uninstall_keeps_pods_running_and_a_reinstall_releases_what_deleted_pods
 
     overlay = real_node.netshift_overlay()
     try:
-        # The CRD first, alone, while the controller runs (what `delete -k` races): its
-        # profiles go with it, and the pods are not handed back (they keep net2).
-        real_cluster.kubectl("delete", "crd", "networkprofiles.netshift.io", "--wait=true")
-        eventually(
-            lambda: _controller_said(real_cluster, "CRD is being deleted; no hand-back"),
-            30,
-            "the controller to hold the hand-back",
-        )
+        # The documented uninstall: everything but the NetworkProfile CRD (the only object
+        # without the label), so the profile stays for a reinstall.
         done = real_cluster.kubectl(
-            "delete", "-k", str(overlay), "--ignore-not-found", "--wait=true", timeout=300
+            *("delete", "-k", str(overlay), "-l", "app.kubernetes.io/name=netshift"),
+            "--wait=true",
+            timeout=300,
         )
         deleted = [line for line in done.stdout.splitlines() if " deleted" in line]
         # The registration goes first: no stale configuration ever calls a webhook that is gone.
         assert deleted[0].startswith("mutatingwebhookconfiguration"), deleted
         assert deleted[1].startswith("validatingwebhookconfiguration"), deleted
         eventually(lambda: _gone(real_kube, f"/api/v1/namespaces/{SYSTEM}"), 180, "netshift gone")
-        # The NAD CRD and the NADs are not netshift's to delete.
+        # The NADs and the profile are not netshift's machinery: they stay.
         real_kube.get(f"{nad_path(real_namespace)}/side")
+        real_kube.get(f"{PROFILES}/{name}")
 
         # The pods keep running, with every interface and the annotations they had.
         for pod, uid in uids.items():
@@ -153,10 +144,11 @@ def test_uninstall_keeps_pods_running_and_a_reinstall_releases_what_deleted_pods
             assert ipv4_of(real_cluster, real_namespace, "kept", ifname) == [
                 addresses["kept", ifname]
             ]
-        # New pods, in the namespace a profile selected too: created as if netshift had
+        # New pods, in the namespace the profile selects too: created as if netshift had
         # never been there.
         fresh = create_running(real_kube, real_namespace, busybox_pod("fresh"))
         assert PROFILE_KEY not in (fresh["metadata"].get("annotations") or {})
+        assert not ipv4_of(real_cluster, real_namespace, "fresh", "net2")
         # A pod deleted meanwhile: Multus gives back what it attached (eth0, net2), nobody
         # the agent's net1.
         real_kube.delete(f"/api/v1/namespaces/{real_namespace}/pods/dropped")
@@ -167,7 +159,6 @@ def test_uninstall_keeps_pods_running_and_a_reinstall_releases_what_deleted_pods
             addresses["dropped", "net1"],
         }
     finally:
-        real_cluster.install_crds()
         real_node.apply_netshift()
         for workload in (
             "daemonset/netshift-agent",
@@ -179,14 +170,23 @@ def test_uninstall_keeps_pods_running_and_a_reinstall_releases_what_deleted_pods
             )
         webhook_serving(real_cluster, real_kube, timeout=120)
 
-    # The agent's start-up resync DELs what the deleted pod held; the running pod keeps its.
-    kept = {addresses["kept", "net1"], addresses["kept", "net2"]}
-    eventually(lambda: store_addresses(store) == kept, 60, "dropped's net1 released")
-    assert ipv4_of(real_cluster, real_namespace, "kept", "net1") == [addresses["kept", "net1"]]
+    # The agent's start-up resync DELs what the deleted pod held; the running pod keeps its;
+    # the profile (Live) rolls its network onto the pod created while netshift was gone.
+    eventually(
+        functools.partial(_has_address, real_cluster, real_namespace, "fresh", "net2"),
+        90,
+        "the rollout giving fresh its net2",
+    )
+    (fresh_net2,) = ipv4_of(real_cluster, real_namespace, "fresh", "net2")
+    held = {addresses["kept", "net1"], addresses["kept", "net2"], fresh_net2}
+    eventually(lambda: store_addresses(store) == held, 60, "dropped's net1 released")
+    for ifname in ("net1", "net2"):
+        assert ipv4_of(real_cluster, real_namespace, "kept", ifname) == [addresses["kept", ifname]]
     for pod in ("kept", "fresh"):
         real_kube.delete(f"/api/v1/namespaces/{real_namespace}/pods/{pod}")
     for pod in ("kept", "fresh"):
         gone = functools.partial(pod_deleted, real_kube, real_namespace, pod)
         eventually(gone, 60, f"{pod} deleted")
     eventually(lambda: not store_addresses(store), 60, "every address back in host-local")
+    real_kube.delete(f"{PROFILES}/{name}")
     subprocess.run(["ip", "link", "del", bridge], capture_output=True)
