@@ -183,7 +183,10 @@ class Plane:
     # -- what is in the cluster ------------------------------------------------
 
     def install_crds(self) -> None:
-        self.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(MANIFESTS / "crds"))
+        # The NAD CRD is apart from manifests/ (netshift's uninstall never deletes it): a
+        # real cluster has it from Multus; the local one installs it here.
+        for crds in (MANIFESTS / "crds" / "nad", MANIFESTS / "crds"):
+            self.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(crds))
         self.kubectl(
             "wait",
             "--for=condition=Established",

@@ -10,6 +10,7 @@ real agent live elsewhere.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,7 @@ from controllerutil import (
 from controller.audit import AuditLog
 from controller.reconcile import Controller, ControllerOptions
 from controller.rollout import Settings
+from localcluster.cluster import LocalCluster
 from netshift.keys import (
     DEFAULT_NETWORK_KEY,
     INJECT_LABEL,
@@ -402,6 +404,38 @@ def test_deleting_a_profile_takes_its_networks_back(
     records = [r for r in read_audit(audit_path) if r["profile"] == name]
     assert len([r for r in records if r["event"] == "start"]) == 8  # 4 rolled out, 4 back
     assert audit_max_in_flight(records, name) <= 3
+
+
+def test_profiles_deleted_with_their_crd_are_not_handed_back(
+    kube: Kube,
+    cluster: LocalCluster,
+    namespace: str,
+    controller: Controller,
+    profiles: list[str],
+    audit_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Deleting the NetworkProfile CRD (an uninstall, `kubectl delete -k manifests/`) deletes
+    every profile while the controller may still run: it must not start detaching networks
+    from running pods then, with the agents themselves going away."""
+    rollout_setup(kube, namespace, 2)
+    with agent(kube, namespace, delay=0.3):
+        name = make_profile(kube, profiles, f"crd-{namespace}", labels={"rollout": namespace})
+        wait_condition(kube, name, "Complete", "True")
+        before = annotations_of(kube, namespace)
+        caplog.set_level(logging.INFO, logger="controller.reconcile")
+        try:
+            cluster.kubectl("delete", "crd", "networkprofiles.netshift.io", "--wait=true")
+            wait_for(
+                lambda: "CRD is being deleted; no hand-back" in caplog.text,
+                30,
+                what="the controller to hold the hand-back",
+            )
+            assert annotations_of(kube, namespace) == before
+        finally:
+            cluster.install_crds()
+    starts = [r for r in read_audit(audit_path) if r["event"] == "start"]
+    assert len(starts) == 2  # the two of the rollout; none back
 
 
 # --- the patch itself ------------------------------------------------------------------------

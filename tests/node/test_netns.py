@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -230,6 +232,40 @@ def test_the_earliest_started_process_is_the_sandbox(
         path = path_of(CgroupResolver(cgroup_root=str(tmp_path)), make_pod(uid))
         assert path == f"/proc/{pause}/ns/net"
         assert same_ns(path, netns_path(ns_name))
+
+
+@requires_node
+def test_a_namespace_off_limits_is_an_error_naming_the_capability(
+    pod_ns: tuple[str, int], tmp_path: Path
+) -> None:
+    """Without CAP_SYS_PTRACE, /proc/<pid>/ns/net of a process holding more capabilities is
+    EACCES: the resolver says what is missing instead of reporting "no namespace"."""
+    _, pid = pod_ns
+    uid = str(uuid.uuid4())
+    leaf = tmp_path / cgroupfs_pod_dir(uid, None) / secrets.token_hex(8)
+    leaf.mkdir(parents=True)
+    (leaf / "cgroup.procs").write_text(f"{pid}\n")
+    code = (
+        "from agent.netns import CgroupResolver, NetnsError\n"
+        "try:\n"
+        f"    print(CgroupResolver(cgroup_root={str(tmp_path)!r}).resolve("
+        f"{make_pod(uid)!r}))\n"
+        "except NetnsError as err:\n"
+        "    print('NetnsError:', err)\n"
+    )
+    # Root, as the agent runs, without CAP_SYS_PTRACE (dropped from the bounding set).
+    done = subprocess.run(
+        ["setpriv", "--bounding-set=-sys_ptrace", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("NetnsError:"), done.stdout
+    assert f"/proc/{pid}/ns/net is not permitted" in done.stdout
+    assert "needs CAP_SYS_PTRACE" in done.stdout
+    # With it, the same resolver finds the namespace.
+    assert path_of(CgroupResolver(cgroup_root=str(tmp_path)), make_pod(uid)) is not None
 
 
 def test_host_network_pod_has_no_namespace_of_its_own(tmp_path: Path) -> None:

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realnodeutil import eventually, store_addresses
+from realnodeutil import eventually, store_addresses, wait_webhook_injects
 
 from localcluster.cluster import LocalCluster
 from localcluster.demokit import bridge_nad
 from localcluster.realnode import RealNode, image_name
 from netshift import podstatus
+from netshift.keys import DEFAULT_NETWORK_KEY
 from netshift.kube import ApiError, Kube, nad_path, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
@@ -131,6 +132,8 @@ def test_the_standby_controller_finishes_a_rollout_whose_leader_was_killed(
     name = f"p-{ns}"
     real_kube.create("/apis/netshift.io/v1alpha1/networkprofiles", _profile(name, ns, "a"))
     try:
+        # Created through the webhook (the namespace labelled selected): born on network a.
+        wait_webhook_injects(real_kube, ns, DEFAULT_NETWORK_KEY)
         real_kube.create(f"/apis/apps/v1/namespaces/{ns}/deployments", _deployment())
         wait_for(lambda: _on(real_kube, ns, "a") == PODS, 120, what=f"{PODS} pods on network a")
         before = {p["metadata"]["uid"] for p in _pods(real_kube, ns)}
