@@ -433,7 +433,7 @@ def test_profiles_deleted_with_their_crd_are_not_handed_back(
             )
             assert annotations_of(kube, namespace) == before
         finally:
-            cluster.install_crds()
+            cluster.plane.install_crds()
     starts = [r for r in read_audit(audit_path) if r["event"] == "start"]
     assert len(starts) == 2  # the two of the rollout; none back
 

@@ -32,8 +32,8 @@ from realnodeutil import (
 
 from localcluster import binaries
 from localcluster.cluster import LocalCluster
-from localcluster.node import RealNode
 from localcluster.procs import clean_env
+from localcluster.realnode import RealNode
 from netshift.kube import ApiError, Kube
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
@@ -59,7 +59,7 @@ class As:
                 binaries.find("kubectl"),
                 "--kubeconfig=/dev/null",
                 f"--server=https://127.0.0.1:{self.cluster.port('apiserver')}",
-                f"--certificate-authority={self.cluster.pki_dir / 'ca.crt'}",
+                f"--certificate-authority={self.cluster.plane.ca_file}",
                 f"--token={self.token}",
                 *args,
             ],
@@ -129,7 +129,7 @@ def event(namespace: str, pod: str, *, kind: str, component: str, host: str) -> 
 def test_a_pod_bound_agent_token_writes_only_the_report_of_its_own_nodes_pods(
     real_cluster: LocalCluster, real_kube: Kube, real_namespace: str, ghost_node: str
 ) -> None:
-    node = real_cluster.node
+    node = real_cluster.nodes[0].name
     create_running(real_kube, real_namespace, busybox_pod("mine"))
     theirs = busybox_pod("theirs")
     theirs["spec"]["nodeName"] = ghost_node
@@ -256,8 +256,8 @@ def test_the_agents_own_reports_and_events_pass_its_policy(
 
         eventually(lambda: bool(attached()), 30, "the agent's Attached Event")
         [ev] = attached()
-        assert ev["reportingInstance"] == real_cluster.node
-        assert ev["source"] == {"component": "netshift-agent", "host": real_cluster.node}
+        assert ev["reportingInstance"] == real_cluster.nodes[0].name
+        assert ev["source"] == {"component": "netshift-agent", "host": real_cluster.nodes[0].name}
         pod = real_kube.get(f"/api/v1/namespaces/{real_namespace}/pods/hot")
         assert STATUS in pod["metadata"]["annotations"]
         logs = real_cluster.kubectl(

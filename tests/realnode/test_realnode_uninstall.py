@@ -36,7 +36,7 @@ from realnodeutil import (
 )
 
 from localcluster.cluster import LocalCluster
-from localcluster.node import RealNode
+from localcluster.realnode import RealNode, deploy
 from netshift.annotations import format_networks, parse_networks
 from netshift.keys import PROFILE_KEY
 from netshift.kube import ApiError, Kube, nad_path
@@ -159,7 +159,7 @@ def test_uninstall_keeps_pods_running_and_a_reinstall_releases_what_deleted_pods
             addresses["dropped", "net1"],
         }
     finally:
-        real_node.apply_netshift()
+        deploy.apply_netshift(real_cluster.plane, real_node.netshift_overlay())
         for workload in (
             "daemonset/netshift-agent",
             "deployment/netshift-webhook",
