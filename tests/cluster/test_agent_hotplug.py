@@ -17,7 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agentutil import (
+
+from agent import netlink
+from localcluster.cluster import LocalCluster
+from netshift import annotations as ann
+from netshift import keys
+from netshift.kube import Kube, nad_path, pod_path, wait_for
+from support.agent import (
     NETWORKS,
     AgentProcess,
     Networks,
@@ -45,14 +51,6 @@ from agentutil import (
     wait_running,
     wait_settled,
 )
-
-from agent import netlink
-from localcluster.cluster import LocalCluster
-from netshift import annotations as ann
-from netshift import keys
-from netshift.kube import Kube, nad_path, pod_path, wait_for
-
-pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
 
 @pytest.fixture(scope="module")

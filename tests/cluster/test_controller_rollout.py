@@ -16,23 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from controllerutil import (
-    StandInAgent,
-    annotations_of,
-    audit_max_in_flight,
-    condition,
-    create_nad,
-    create_pods,
-    create_profile,
-    delete_profile,
-    label_namespace,
-    max_overlap,
-    patch_profile,
-    profile_status,
-    read_audit,
-    rollout_setup,
-    wait_running,
-)
 
 from controller.audit import AuditLog
 from controller.reconcile import Controller, ControllerOptions
@@ -49,8 +32,23 @@ from netshift.keys import (
 )
 from netshift.kube import Kube, pod_path, wait_for
 from netshift.podstatus import is_settled
-
-pytestmark = pytest.mark.cluster
+from support.builders import create_nad
+from support.controller import (
+    StandInAgent,
+    annotations_of,
+    audit_max_in_flight,
+    condition,
+    create_pods,
+    create_profile,
+    delete_profile,
+    label_namespace,
+    max_overlap,
+    patch_profile,
+    profile_status,
+    read_audit,
+    rollout_setup,
+    wait_running,
+)
 
 
 @pytest.fixture

@@ -20,8 +20,6 @@ import yaml
 
 from localcluster.cluster import LocalCluster
 
-pytestmark = pytest.mark.cluster
-
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 SYSTEM = "netshift-system"
 NAD = "network-attachment-definitions.k8s.cni.cncf.io"

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nodeutil import requires_node, unique
 
 from agent import netlink
 from localcluster.probe import SeqPing, Stream
 from localcluster.topology import V4, V6, Subnet, Topology, pod_addresses, subnets
+from support.builders import unique
+from support.require import needs_node_host
 
 CNI_DIR = "/usr/lib/cni"
 TABLE_BASE = 1000
@@ -247,7 +248,7 @@ def _leaks(lab: Lab) -> dict[str, int]:
     return {k: v for k, v in lab.topo.leaked().items() if v}
 
 
-@requires_node
+@needs_node_host
 def test_switches_lose_no_probe_and_no_old_address_takes_the_new_interface(lab: Lab) -> None:
     agent, a, b = lab.agent, lab.a, lab.b
     report: list[str] = []
