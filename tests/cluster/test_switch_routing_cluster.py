@@ -27,6 +27,7 @@ from localcluster.probe import SeqPing, Stream
 from localcluster.topology import V4, V6, Subnet, Topology, pod_addresses, subnets
 from netshift import podstatus
 from netshift.kube import Kube, pod_path, wait_for
+from support import timeouts
 from support.builders import PROFILES, bridge_config, create_nad, namespace_profile, unique
 from support.liveswitch import (  # noqa: F401  (agent, controller: fixtures)
     agent,
@@ -34,6 +35,8 @@ from support.liveswitch import (  # noqa: F401  (agent, controller: fixtures)
     create_pods_as_admitted,
     on_default,
 )
+
+pytestmark = pytest.mark.timeout(timeouts.SWITCH_LAB)
 
 PODS = 4
 SWITCHES = 20

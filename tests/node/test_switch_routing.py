@@ -31,10 +31,12 @@ import pytest
 from agent import netlink
 from localcluster.probe import SeqPing, Stream
 from localcluster.topology import V4, V6, Subnet, Topology, pod_addresses, subnets
+from support import timeouts
 from support.builders import unique
-from support.require import needs_node_host
+from support.require import CNI_DIR, needs_node_host
 
-CNI_DIR = "/usr/lib/cni"
+pytestmark = pytest.mark.timeout(timeouts.SWITCH_LAB)
+
 TABLE_BASE = 1000
 PODS = 4
 FAMILIES = {"ipv4": (V4,), "ipv6": (V6,), "dual": (V4, V6)}
