@@ -2,7 +2,7 @@
 
 The pod is bound to a node name that only this agent serves; no kubelet runs for it, so the
 test does the kubelet's and Multus's part: it makes the pod's sandbox in a private containerd
-(tests/criutil.py, labelled with the pod's UID), sets the pod Running and writes the runtime's
+(tests/support/cri.py, labelled with the pod's UID), sets the pod Running and writes the runtime's
 network-status. The full real node (kubelet + containerd + Multus) is issue 9's node work.
 """
 

@@ -301,7 +301,7 @@ def test_the_json_form_is_plain_data() -> None:
 
 # --- against the local cluster ------------------------------------------------------
 # The controller runs as a process, as in production; the stand-in agent
-# (tests/controllerutil.py) reports on the pods it patches.
+# (tests/support/controller.py) reports on the pods it patches.
 
 
 def run_plan(capsys: pytest.CaptureFixture[str], kubeconfig: str, *args: str) -> tuple[int, str]:

@@ -151,7 +151,7 @@ def test_durations_read_like_kubectl_timeouts() -> None:
 
 
 # --- against the local cluster ------------------------------------------------------
-# The controller runs as a process; the stand-in agent (tests/controllerutil.py)
+# The controller runs as a process; the stand-in agent (tests/support/controller.py)
 # reports on the pods it patches. `rollout status` runs as a child process with a
 # pipe for stdout, so it prints plain lines.
 

@@ -1,6 +1,6 @@
 """The rollout controller against the real apiserver: pods patched N at a time, status, Events.
 
-There is no agent in the test cluster yet, so `StandInAgent` (tests/controllerutil.py)
+There is no agent in the test cluster yet, so `StandInAgent` (tests/support/controller.py)
 plays its part: after the controller patches a pod it writes the netshift.io/status
 report the agent would write (observed = desired_hash of the annotations, phase
 Converged, or Degraded for pods it is told to fail). End-to-end tests with the

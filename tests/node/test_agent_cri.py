@@ -1,6 +1,6 @@
 """The agent against a real CRI runtime: sandbox identity and a recreated sandbox.
 
-A private containerd (tests/criutil.py) makes real sandboxes with real netns (its
+A private containerd (tests/support/cri.py) makes real sandboxes with real netns (its
 CNI: bridge + host-local); the agent's own observe -> plan -> execute -> report run
 in-process with the CRI resolver over the runtime's socket. The Kubernetes side is a
 pod dict whose annotations take the report's patch: the cluster path (kubelet,

@@ -1,7 +1,7 @@
 """The real node: a kubelet on containerd, Multus as the primary CNI, kube-proxy for Services.
 
 Everything here runs real containers from the locally built images on the session's
-real-node cluster (see realnodeutil.py).
+real-node cluster (tests/realnode/conftest.py).
 """
 
 from __future__ import annotations

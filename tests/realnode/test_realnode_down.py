@@ -2,7 +2,7 @@
 rather than killed; then `netshift up` brings the node and netshift's pods back.
 
 It takes the session's real node down, so it runs after every other real-node test
-(the `restarts_node` marker, see conftest.py) and leaves the node up again.
+(the `restarts_node` marker, see tests/conftest.py) and leaves the node up again.
 """
 
 from __future__ import annotations
