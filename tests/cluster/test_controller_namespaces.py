@@ -12,13 +12,11 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from controllerutil import create_profile, delete_profile, label_namespace, patch_profile
 
 from controller.reconcile import Controller, ControllerOptions
 from netshift.keys import SELECTED_LABEL
 from netshift.kube import Kube, wait_for
-
-pytestmark = pytest.mark.cluster
+from support.controller import create_profile, delete_profile, label_namespace, patch_profile
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The rollout controller against the real apiserver: pods patched N at a time, status, Events.
 
-There is no agent in the test cluster yet, so `StandInAgent` (tests/controllerutil.py)
+There is no agent in the test cluster yet, so `StandInAgent` (tests/support/controller.py)
 plays its part: after the controller patches a pod it writes the netshift.io/status
 report the agent would write (observed = desired_hash of the annotations, phase
 Converged, or Degraded for pods it is told to fail). End-to-end tests with the
@@ -17,23 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from controllerutil import (
-    StandInAgent,
-    annotations_of,
-    audit_max_in_flight,
-    condition,
-    create_nad,
-    create_pods,
-    create_profile,
-    delete_profile,
-    label_namespace,
-    max_overlap,
-    patch_profile,
-    profile_status,
-    read_audit,
-    rollout_setup,
-    wait_running,
-)
 
 from controller.audit import AuditLog
 from controller.reconcile import Controller, ControllerOptions
@@ -51,8 +34,23 @@ from netshift.keys import (
 )
 from netshift.kube import Kube, pod_path, wait_for
 from netshift.podstatus import is_settled
-
-pytestmark = pytest.mark.cluster
+from support.builders import create_nad
+from support.controller import (
+    StandInAgent,
+    annotations_of,
+    audit_max_in_flight,
+    condition,
+    create_pods,
+    create_profile,
+    delete_profile,
+    label_namespace,
+    max_overlap,
+    patch_profile,
+    profile_status,
+    read_audit,
+    rollout_setup,
+    wait_running,
+)
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ run real containers here (there is no image and no runtime); the objects
 existing and the permissions of every ServiceAccount (`kubectl auth can-i`) are
 what is checked. Everything but the CRDs is deleted afterwards: the webhook
 configurations (failurePolicy Fail, no webhook behind them) would otherwise
-refuse every pod the following tests create.
+refuse every pod the following tests create, and netshift-system is waited for
+until it is gone.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ import pytest
 import yaml
 
 from localcluster.cluster import LocalCluster
-
-pytestmark = pytest.mark.cluster
+from netshift.kube import ApiError, wait_for
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 SYSTEM = "netshift-system"
@@ -124,6 +124,20 @@ def installed(cluster: LocalCluster) -> Iterator[list[dict[str, Any]]]:
             input=yaml.safe_dump_all(doomed),
             check=False,
         )
+        # A namespace that is still terminating refuses new objects: the next test that
+        # runs a controller in netshift-system could not create its Lease there.
+        names = [o["metadata"]["name"] for o in doomed if o["kind"] == "Namespace"]
+        wait_for(lambda: all(_gone(cluster, ns) for ns in names), 120, what=f"{names} deleted")
+
+
+def _gone(cluster: LocalCluster, namespace: str) -> bool:
+    try:
+        cluster.kube().get(f"/api/v1/namespaces/{namespace}")
+    except ApiError as err:
+        if err.status == 404:
+            return True
+        raise
+    return False
 
 
 def can_i(cluster: LocalCluster, sa: str, check: Check) -> bool:

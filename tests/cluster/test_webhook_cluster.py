@@ -34,6 +34,7 @@ from netshift.annotations import parse_networks
 from netshift.keys import DEFAULT_NETWORK_KEY, NETWORKS_KEY, PROFILE_KEY, SELECTED_LABEL
 from netshift.kube import ApiError, Kube, nad_path, wait_for
 from netshift.nadpolicy import POLICY_CONFIGMAP
+from support.builders import create_nad, nad_object
 from webhook.app import WebhookSettings, create_app, create_health_app
 from webhook.certs import (
     MUTATING_PATH,
@@ -49,8 +50,6 @@ from webhook.registration import (
     webhook_configurations,
 )
 from webhook.server import ReloadableTLS, WebhookServer, bind
-
-pytestmark = pytest.mark.cluster
 
 TEST_LABEL = "netshift.io/webhook-test"
 
@@ -168,13 +167,7 @@ class Space:
             "type": "bridge",
             "bridge": f"br-{name}"[:15],
         }
-        body = {
-            "apiVersion": "k8s.cni.cncf.io/v1",
-            "kind": "NetworkAttachmentDefinition",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"config": json.dumps(config)},
-        }
-        self.kube.create(nad_path(ns), body)
+        create_nad(self.kube, ns, name, config)
         wait_for(
             lambda: self.webhook.caches.nad_objects.get(f"{ns}/{name}"), 10, what="NAD in cache"
         )
@@ -632,15 +625,7 @@ def test_managed_tls_fills_a_precreated_secret_and_keeps_its_metadata(
 
 
 def nad_manifest(name: str, config: dict[str, Any] | str) -> str:
-    text = config if isinstance(config, str) else json.dumps(config)
-    return json.dumps(
-        {
-            "apiVersion": "k8s.cni.cncf.io/v1",
-            "kind": "NetworkAttachmentDefinition",
-            "metadata": {"name": name},
-            "spec": {"config": text},
-        }
-    )
+    return json.dumps(nad_object(name, config))
 
 
 def host_local(name: str, **ipam: Any) -> dict[str, Any]:

@@ -9,8 +9,6 @@ import pytest
 
 from localcluster.cluster import LocalCluster
 
-pytestmark = pytest.mark.cluster
-
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests" / "webhook"
 REGISTRATION = MANIFESTS.parent / "registration"
 SA = "system:serviceaccount:netshift-system:netshift-webhook"

@@ -13,8 +13,7 @@ import shutil
 import subprocess
 import sys
 
-from conftest import require
-from nodeutil import requires_node
+from support.require import needs_node_host, require
 
 # In the private namespaces: /proc/sys read-only, then the agent's start-up step, then writes.
 SCRIPT = """
@@ -64,7 +63,7 @@ def run(*prefix: str) -> list[str]:
     return done.stdout.splitlines()
 
 
-@requires_node
+@needs_node_host
 def test_only_the_network_sysctls_become_writable() -> None:
     out = run()
     assert out == [
@@ -76,7 +75,7 @@ def test_only_the_network_sysctls_become_writable() -> None:
     ]
 
 
-@requires_node
+@needs_node_host
 def test_without_cap_sys_admin_the_refusal_names_what_is_missing() -> None:
     require(shutil.which("setpriv") is not None, "needs setpriv (util-linux)")
     out = run("setpriv", "--bounding-set=-sys_admin")

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realnodeutil import eventually, store_addresses, wait_webhook_injects
 
 from localcluster.cluster import LocalCluster
 from localcluster.demokit import bridge_nad
@@ -24,8 +23,9 @@ from localcluster.realnode import RealNode, image_name
 from netshift import podstatus
 from netshift.keys import DEFAULT_NETWORK_KEY
 from netshift.kube import ApiError, Kube, nad_path, wait_for
+from support.builders import namespace_profile
+from support.realnode import eventually, store_addresses, wait_webhook_injects
 
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 PODS = 6
 LEASE = "/apis/coordination.k8s.io/v1/namespaces/netshift-system/leases/netshift-controller"
 
@@ -51,20 +51,6 @@ def two_networks(
     yield stores
     for bridge in bridges:
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
-
-
-def _profile(name: str, namespace: str, network: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "netshift.io/v1alpha1",
-        "kind": "NetworkProfile",
-        "metadata": {"name": name},
-        "spec": {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-            "priority": 1000,
-            "defaultNetwork": f"{namespace}/{network}",
-            "rollout": {"existingPods": "Live", "maxConcurrent": 1, "oldDefault": "Keep"},
-        },
-    }
 
 
 def _deployment() -> dict[str, Any]:
@@ -130,7 +116,10 @@ def test_the_standby_controller_finishes_a_rollout_whose_leader_was_killed(
 ) -> None:
     ns = real_namespace
     name = f"p-{ns}"
-    real_kube.create("/apis/netshift.io/v1alpha1/networkprofiles", _profile(name, ns, "a"))
+    real_kube.create(
+        "/apis/netshift.io/v1alpha1/networkprofiles",
+        namespace_profile(name, ns, "a", maxConcurrent=1, oldDefault="Keep"),
+    )
     try:
         # Created through the webhook (the namespace labelled selected): born on network a.
         wait_webhook_injects(real_kube, ns, DEFAULT_NETWORK_KEY)

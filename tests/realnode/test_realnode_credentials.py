@@ -21,22 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realnodeutil import (
-    bridge_nad_config,
-    busybox_pod,
-    create_nad,
-    create_running,
-    eventually,
-    ipv4_of,
-)
 
 from localcluster import binaries
 from localcluster.cluster import LocalCluster
 from localcluster.procs import clean_env
 from localcluster.realnode import RealNode
 from netshift.kube import ApiError, Kube
+from support.builders import bridge_config, create_nad
+from support.realnode import busybox_pod, create_running, eventually, ipv4_of
 
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
 STATUS = "netshift.io/status"
 SYSTEM = "netshift-system"
@@ -238,7 +231,7 @@ def test_the_agents_own_reports_and_events_pass_its_policy(
         real_kube,
         real_namespace,
         "side",
-        bridge_nad_config(f"cred-{suffix}", bridge, "10.240.9.0/24", Path(store)),
+        bridge_config(f"cred-{suffix}", bridge, "10.240.9.0/24", Path(store)),
     )
     try:
         create_running(real_kube, real_namespace, busybox_pod("hot"))

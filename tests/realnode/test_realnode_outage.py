@@ -13,20 +13,13 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from realnodeutil import (
-    PROFILES,
-    busybox_pod,
-    create_running,
-    eventually,
-    profile_object,
-    webhook_endpoints,
-)
 
 from localcluster.cluster import LocalCluster
 from netshift.keys import SELECTED_LABEL
 from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
+from support.builders import PROFILES, namespace_profile
+from support.realnode import busybox_pod, create_running, eventually, webhook_endpoints
 
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
 
 
@@ -76,7 +69,7 @@ def test_with_every_webhook_replica_gone_only_selected_namespaces_refuse_pods(
 ) -> None:
     team = f"outage-{uuid.uuid4().hex[:6]}"
     name = f"outage-{real_namespace}"
-    profile = profile_object(name, real_namespace, "unused")
+    profile = namespace_profile(name, real_namespace, "unused")
     del profile["spec"]["defaultNetwork"]  # it only has to select: no network is needed
     profile["spec"]["namespaceSelector"] = {"matchLabels": {"netshift.io/team": team}}
     real_kube.create(PROFILES, profile)

@@ -20,28 +20,25 @@ import secrets
 import subprocess
 
 import pytest
-from realnodeutil import (
-    PROFILES,
-    bridge_nad_config,
-    busybox_pod,
-    create_nad,
-    create_running,
-    eventually,
-    ipv4_of,
-    pod_deleted,
-    profile_object,
-    store_addresses,
-    wait_webhook_injects,
-    webhook_serving,
-)
 
 from localcluster.cluster import LocalCluster
 from localcluster.realnode import RealNode, deploy
 from netshift.annotations import format_networks, parse_networks
 from netshift.keys import PROFILE_KEY
 from netshift.kube import ApiError, Kube, nad_path
+from support.builders import PROFILES, bridge_config, create_nad, namespace_profile
+from support.realnode import (
+    busybox_pod,
+    create_running,
+    eventually,
+    ipv4_of,
+    pod_deleted,
+    store_addresses,
+    wait_webhook_injects,
+    webhook_serving,
+)
 
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.restarts_node]
+pytestmark = pytest.mark.restarts_node
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
 SYSTEM = "netshift-system"
 
@@ -85,11 +82,11 @@ def test_uninstall_keeps_pods_running_and_a_reinstall_releases_what_deleted_pods
         real_kube,
         real_namespace,
         "side",
-        bridge_nad_config(f"uninstall-{suffix}", bridge, "10.240.11.0/24", store),
+        bridge_config(f"uninstall-{suffix}", bridge, "10.240.11.0/24", store),
     )
     # A profile gives the namespace's new pods net2 (attached by Multus at creation).
     name = f"uninstall-{real_namespace}"
-    profile = profile_object(name, real_namespace, "side")
+    profile = namespace_profile(name, real_namespace, "side")
     del profile["spec"]["defaultNetwork"]
     profile["spec"]["networks"] = [{"name": "side", "interface": "net2"}]
     real_kube.create(PROFILES, profile)
