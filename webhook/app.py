@@ -41,6 +41,7 @@ from webhook.metrics import WebhookMetrics
 from webhook.mutate import mutate_pod
 from webhook.validate import ValidationOptions, validate_pod
 from webhook.validate_nad import validate_nad
+from webhook.workers import ReadinessBoard
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,10 @@ class WebhookSettings:
     # Extra readiness conditions: a serving certificate is loaded; not shutting down.
     tls_ready: Callable[[], bool] = lambda: True
     stopping: Callable[[], bool] = lambda: False
+    # Several worker processes (webhook/workers.py): each posts its own readiness on the
+    # board as worker `worker`, and /readyz on any of them answers for the replica.
+    board: ReadinessBoard | None = None
+    worker: int = 0
     max_body_bytes: int = MAX_BODY_BYTES
     body_timeout: float = 10.0
     cache_wait: float = 2.0
@@ -103,13 +108,30 @@ class Admission:
     def __init__(self, settings: WebhookSettings) -> None:
         self.s = settings
 
-    def ready(self) -> tuple[bool, dict[str, bool]]:
-        detail = {"caches": self.s.caches.synced(), "tls": self.s.tls_ready()}
-        self.s.metrics.cache_synced.set(1.0 if detail["caches"] else 0.0)
+    def own_ready(self) -> tuple[bool, dict[str, object]]:
+        """This process's readiness, posted on the board and in the cache gauge."""
+        caches, tls = self.s.caches.synced(), self.s.tls_ready()
+        self.s.metrics.cache_synced.set(1.0 if caches else 0.0)
+        detail: dict[str, object] = {"caches": caches, "tls": tls}
+        ok = caches and tls
         if self.s.stopping():
             detail["stopping"] = True
-            return False, detail
-        return all(detail.values()), detail
+            ok = False
+        if self.s.board is not None:
+            self.s.board.post(self.s.worker, ok)
+        return ok, detail
+
+    def ready(self) -> tuple[bool, dict[str, object]]:
+        """The replica's readiness: this process's, and every other worker's from the board."""
+        ok, detail = self.own_ready()
+        board = self.s.board
+        if board is not None and board.workers > 1:
+            waiting = board.waiting()
+            detail["workers"] = board.workers
+            if waiting:
+                detail["workers_not_ready"] = waiting
+                ok = False
+        return ok, detail
 
     async def _wait_for_cache(self, request: AdmissionRequest) -> None:
         caches = self.s.caches
@@ -208,7 +230,7 @@ def _add_health_routes(app: FastAPI, admission: Admission) -> None:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        admission.ready()  # refresh the cache gauge
+        admission.own_ready()  # refresh this worker's cache gauge
         return Response(admission.s.metrics.render(), media_type=CONTENT_TYPE)
 
 
@@ -245,3 +267,8 @@ def create_health_app(settings: WebhookSettings) -> FastAPI:
     app = _bare_app()
     _add_health_routes(app, Admission(settings))
     return app
+
+
+def readiness_tick(settings: WebhookSettings) -> Callable[[], object]:
+    """What a worker runs every second (`WebhookServer(tick=...)`): post its own readiness."""
+    return Admission(settings).own_ready
