@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from netshift.metrics import CONTENT_TYPE
 from webhook.admission import (
@@ -238,28 +239,46 @@ def _bare_app() -> FastAPI:
     return FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 
-def create_app(settings: WebhookSettings) -> FastAPI:
+class AdmissionApp:
+    """The TLS app: a POST to an admission path goes straight to `Admission.handle`,
+    everything else (health, metrics, 404, 405, redirects) to a FastAPI app.
+
+    py-spy put the middleware stack and router of Starlette and FastAPI (server
+    errors, exceptions, telemetry, body limit, exit stack, route matching) at
+    about an eighth of an admission request, for paths that use none of it:
+    `handle` answers every error itself (see the module doc). The FastAPI app
+    keeps the admission routes, so other methods on them still get a 405.
+    """
+
+    def __init__(self, settings: WebhookSettings) -> None:
+        self.admission = admission = Admission(settings)
+        self.endpoints = {
+            "/mutate": "mutate",
+            "/validate": "validate",
+            f"/{NAD_ENDPOINT}": NAD_ENDPOINT,
+        }
+        self.fallback = _bare_app()
+        for path, endpoint in self.endpoints.items():
+
+            async def route(request: Request, endpoint: str = endpoint) -> Response:
+                return await admission.handle(endpoint, request)
+
+            self.fallback.add_route(path, route, methods=["POST"], include_in_schema=False)
+        _add_health_routes(self.fallback, admission)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.endpoints.get(scope["path"])
+            if endpoint is not None:
+                response = await self.admission.handle(endpoint, Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.fallback(scope, receive, send)
+
+
+def create_app(settings: WebhookSettings) -> AdmissionApp:
     """The TLS app: admission endpoints plus health and metrics."""
-    app = _bare_app()
-    admission = Admission(settings)
-
-    # Plain Starlette routes: the handlers take the request as it is, so FastAPI's
-    # dependency solving per request is skipped (webhook/fastpath.py).
-    async def mutate(request: Request) -> Response:
-        return await admission.handle("mutate", request)
-
-    async def validate(request: Request) -> Response:
-        return await admission.handle("validate", request)
-
-    async def validate_nads(request: Request) -> Response:
-        return await admission.handle(NAD_ENDPOINT, request)
-
-    app.add_route("/mutate", mutate, methods=["POST"], include_in_schema=False)
-    app.add_route("/validate", validate, methods=["POST"], include_in_schema=False)
-    app.add_route(f"/{NAD_ENDPOINT}", validate_nads, methods=["POST"], include_in_schema=False)
-
-    _add_health_routes(app, admission)
-    return app
+    return AdmissionApp(settings)
 
 
 def create_health_app(settings: WebhookSettings) -> FastAPI:
