@@ -217,6 +217,7 @@ class RealNode:
         replaced = self.start(say)
         deadline = time.monotonic() + timeout
         self._wait(lambda: self._node() is not None, deadline, "the kubelet to register its Node")
+        self.set_pod_cidrs()
         self.deploy(replaced, say, deadline)
 
     def start(self, say: Say) -> list[str]:
@@ -287,6 +288,17 @@ class RealNode:
             return self.plane.kube().get(f"/api/v1/nodes/{self.name}")
         except (ApiError, OSError):
             return None
+
+    def set_pod_cidrs(self) -> None:
+        """The Node's spec.podCIDRs: its pod subnets, one per IP family. The subnets are the
+        node's own (its cluster network's ranges), not allocated by the controller-manager
+        (no --allocate-node-cidrs); a Node's podCIDRs can be set once, when still empty."""
+        node = self._node() or {}
+        if not node.get("spec", {}).get("podCIDRs"):
+            subnets = self.spec.pod_subnets
+            self.plane.kube().patch_merge(
+                f"/api/v1/nodes/{self.name}", {"spec": {"podCIDR": subnets[0], "podCIDRs": subnets}}
+            )
 
     def node_ready(self) -> bool:
         node = self._node()
