@@ -503,3 +503,22 @@ def test_a_dual_stack_rollout_a_b_a_with_remove_loses_nothing_on_either_family(
     finally:
         with contextlib.suppress(ApiError):
             lab.kube.delete(f"{PROFILES}/{name}")
+
+
+def test_the_demo_on_a_dual_stack_cluster_shows_and_counts_both_families(
+    dual_cluster: LocalCluster,
+) -> None:
+    """`IP_FAMILY=dual make demo`: the same code (localcluster/realdemo.py) on the session's
+    dual-stack cluster; a row per pod and family in the table, both ClusterIPs answering."""
+    from localcluster import realdemo
+
+    lines: list[str] = []
+    ok = realdemo.run(dual_cluster, pods=3, keep=False, say=lines.append)
+    out = "\n".join(lines)
+    print(out)  # the demo's table, for `pytest -s`
+    rows = [line.split() for line in out.splitlines() if " IPv4 " in line or " IPv6 " in line]
+    assert sum("IPv4" in r for r in rows) == 3 and sum("IPv6" in r for r in rows) == 3, out
+    assert out.count("Service web (") == 2 and out.count(", 0 failed;") == 2, out
+    assert "verdict: same pods, same containers, no restart" in out, out
+    assert "host-local holds 0 address(es)" in out, out
+    assert ok, out
