@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from localcluster import realdemo
 from localcluster.demokit import bridge_nad
@@ -60,8 +61,12 @@ def test_the_table_has_a_row_per_pod_and_family_and_any_loss_fails_the_verdict()
     )
     uid, v4, v6 = before.uid, before.ips[0], before.ips[1]
     alive = {"alive": True}
-    seen = {
-        "host_pings": {(uid, v4): (500, []), (uid, v6): (510, [])},
+    host_pings: dict[tuple[str, str], tuple[int, list[int]]] = {
+        (uid, v4): (500, []),
+        (uid, v6): (510, []),
+    }
+    seen: dict[str, Any] = {
+        "host_pings": host_pings,
         "pod_pings": {(uid, v4): (480, []), (uid, v6): (490, [])},
         "streams": {(uid, v4): alive, (uid, v6): alive},
     }
@@ -91,9 +96,9 @@ def test_the_table_has_a_row_per_pod_and_family_and_any_loss_fails_the_verdict()
             "alive",
         ),
     ]
-    seen["host_pings"][(uid, v6)] = (510, [77])
+    host_pings[(uid, v6)] = (510, [77])
     rows, ok = realdemo.rows_and_verdict({uid: before}, {uid: after}, seen)
     assert not ok and rows[1][6] == "510/1"
     still = _view("c1", {**after.default_routes, V6: before.default_routes[V6]})
-    seen["host_pings"][(uid, v6)] = (510, [])
+    host_pings[(uid, v6)] = (510, [])
     assert not realdemo.rows_and_verdict({uid: before}, {uid: still}, seen)[1]
