@@ -16,6 +16,7 @@ the tail of its log.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -57,6 +58,27 @@ def add_network_arguments(parser: argparse.ArgumentParser) -> None:
         "(real node only)",
     )
     parser.add_argument("--pod-subnet6", default=None, help=f"default {DEFAULT_POD_SUBNET6}")
+
+
+def _check_subnets(spec: NodeSpec, asked6: str | None) -> None:
+    """A new node's subnets are of the families they are for (errors a user can act on)."""
+    if asked6 is not None and spec.pod_subnet6 is None:
+        raise ClusterError("--pod-subnet6 is for a dual-stack cluster: add --ip-family dual")
+    for subnet, version in ((spec.pod_subnet, 4), (spec.pod_subnet6, 6)):
+        if subnet is None:
+            continue
+        try:
+            ok = ipaddress.ip_network(subnet).version == version
+        except ValueError:
+            ok = False
+        if not ok:
+            flag = "--pod-subnet" if version == 4 else "--pod-subnet6"
+            raise ClusterError(
+                f"{flag} {subnet} is not an IPv{version} network (e.g. {_EXAMPLE[version]})"
+            )
+
+
+_EXAMPLE = {4: DEFAULT_POD_SUBNET, 6: DEFAULT_POD_SUBNET6}
 
 
 class LocalCluster:
@@ -101,6 +123,8 @@ class LocalCluster:
                 pod_subnet6=(pod_subnet6 or DEFAULT_POD_SUBNET6) if dual else None,
             )
         ]
+        if not made:
+            _check_subnets(specs[0], pod_subnet6)
         kinds = {node} if node is not None else {s.kind for s in specs}
         if dual and kinds != {"real"}:
             # The node simulator wires IPv4 only.

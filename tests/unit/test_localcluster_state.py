@@ -119,3 +119,12 @@ def test_dual_stack_is_refused_on_the_node_simulator(tmp_path: Path) -> None:
         LocalCluster(tmp_path, node="sim", ip_family="dual")
     with pytest.raises(ClusterError, match="real node only"):
         LocalCluster(tmp_path / "default", ip_family="dual")  # a new state dir's default: sim
+
+
+def test_a_subnet_of_the_wrong_family_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ClusterError, match=r"--pod-subnet6 10\.1\.0\.0/24 is not an IPv6 network"):
+        LocalCluster(tmp_path, node="real", ip_family="dual", pod_subnet6="10.1.0.0/24")
+    with pytest.raises(ClusterError, match="--pod-subnet fd00::/64 is not an IPv4 network"):
+        LocalCluster(tmp_path, node="real", pod_subnet="fd00::/64")
+    with pytest.raises(ClusterError, match="add --ip-family dual"):
+        LocalCluster(tmp_path, node="real", pod_subnet6="fd6e:7368:1::/64")
