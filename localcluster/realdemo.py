@@ -167,12 +167,19 @@ class PodView:
     default_routes: dict[int, str]  # `ip -4|-6 route show default` inside the container
 
 
-def _default_route(cluster: LocalCluster, pod: str, family: int) -> str:
+def main_default_route(cluster: LocalCluster, namespace: str, pod: str, family: int) -> str:
+    """The pod's `family` default route of its main table, read with busybox `ip` in the
+    container ("-" if none). busybox's `ip -6 route show` lists the IPv6 routes of every
+    table (the agent keeps an old interface's default in a table of its own, for the old
+    addresses); with `table all` it names each other table, and those lines are left out."""
     flag = "-4" if family == V4 else "-6"
     route = cluster.kubectl(
-        "-n", NS, "exec", pod, "--", "ip", flag, "route", "show", "default", check=False
+        *("-n", namespace, "exec", pod, "--", "ip", flag, "route", "show", "table", "all"),
+        "default",
+        check=False,
     )
-    return (route.stdout.strip().splitlines() or ["-"])[0] if route.returncode == 0 else "-"
+    main = [line.strip() for line in route.stdout.splitlines() if " table " not in line]
+    return (main or ["-"])[0] if route.returncode == 0 else "-"
 
 
 def pod_views(cluster: LocalCluster, kube: Kube) -> list[PodView]:
@@ -187,7 +194,9 @@ def pod_views(cluster: LocalCluster, kube: Kube) -> list[PodView]:
                 ips=[p["ip"] for p in pod.get("status", {}).get("podIPs") or []],
                 restarts=sum(int(c.get("restartCount", 0)) for c in statuses),
                 container=str(statuses[0].get("containerID", "")).split("//")[-1][:12],
-                default_routes={f: _default_route(cluster, name, f) for f in families(cluster)},
+                default_routes={
+                    f: main_default_route(cluster, NS, name, f) for f in families(cluster)
+                },
             )
         )
     return sorted(views, key=lambda v: v.name)

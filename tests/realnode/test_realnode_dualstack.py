@@ -32,6 +32,7 @@ import pytest
 
 from localcluster.cluster import LocalCluster
 from localcluster.probe import SeqPing, Stream
+from localcluster.realdemo import main_default_route
 from localcluster.topology import V4, V6, Subnet, Topology, subnets
 from netshift import keys, podstatus
 from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
@@ -43,7 +44,6 @@ from support.realnode import (
     client_pod,
     deployment,
     eventually,
-    exec_in,
     running_pods,
     settled_on,
     store_addresses,
@@ -207,11 +207,14 @@ def _interfaces(pod: dict[str, Any]) -> list[str]:
 
 
 def _default_routes(lab: Lab, pod: str) -> dict[int, str]:
-    """The pod's default route of each family, read with `ip route` inside the container."""
-    return {
-        f: exec_in(lab.cluster, lab.namespace, pod, "ip", flag, "route", "show", "default").strip()
-        for f, flag in ((V4, "-4"), (V6, "-6"))
-    }
+    """The pod's main-table default route of each family, read inside the container."""
+    return {f: main_default_route(lab.cluster, lab.namespace, pod, f) for f in FAMILIES}
+
+
+def _out_of(route: str, ifname: str) -> bool:
+    """Whether `route` ("default via GW dev IF ...") goes out of `ifname`."""
+    words = route.split()
+    return words[:2] == ["default", "via"] and words[words.index("dev") + 1 :][:1] == [ifname]
 
 
 def _client_pods(lab: Lab, prefix: str) -> list[str]:
@@ -383,14 +386,14 @@ def test_a_dual_stack_rollout_a_b_a_with_keep_loses_nothing_on_either_family(lab
             ifname, _ips = new[pod["metadata"]["uid"]]
             assert ifname != "eth0"
             routes = _default_routes(lab, pod["metadata"]["name"])
-            assert all(f"dev {ifname}" in r for r in routes.values()), routes
+            assert all(_out_of(r, ifname) for r in routes.values()), routes
         probes_new = Probes(lab, [v[1] for v in new.values()], _client_pods(lab, "new"), [])
         back = switch("a")
         for pod in back:
             # Back on A: the kept eth0 (Multus's) carries both default routes again.
             assert _default_of(pod)[0] == "eth0"
             routes = _default_routes(lab, pod["metadata"]["name"])
-            assert all("dev eth0" in r for r in routes.values()), routes
+            assert all(_out_of(r, "eth0") for r in routes.values()), routes
 
         tally_old, problems_old = probes_old.stop()
         tally_new, problems_new = probes_new.stop()
@@ -489,7 +492,7 @@ def test_a_dual_stack_rollout_a_b_a_with_remove_loses_nothing_on_either_family(
             ifname, addresses = _default_of(pod)
             assert (ifname, addresses) == on_a[uid] and ifname not in ("eth0", on_b[uid][0])
             routes = _default_routes(lab, pname)
-            assert all(f"dev {ifname}" in r for r in routes.values()), routes
+            assert all(_out_of(r, ifname) for r in routes.values()), routes
         assert store_addresses(lab.stores["a"]) == {ip for _, pair in on_a.values() for ip in pair}
         assert not store_addresses(lab.stores["b"])
 
@@ -518,7 +521,8 @@ def test_the_demo_on_a_dual_stack_cluster_shows_and_counts_both_families(
     print(out)  # the demo's table, for `pytest -s`
     rows = [line.split() for line in out.splitlines() if " IPv4 " in line or " IPv6 " in line]
     assert sum("IPv4" in r for r in rows) == 3 and sum("IPv6" in r for r in rows) == 3, out
-    assert out.count("Service web (") == 2 and out.count(", 0 failed;") == 2, out
+    services = [line for line in out.splitlines() if line.startswith("Service web (")]
+    assert len(services) == 2 and all(", 0 failed;" in line for line in services), out
     assert "verdict: same pods, same containers, no restart" in out, out
     assert "host-local holds 0 address(es)" in out, out
     assert ok, out
