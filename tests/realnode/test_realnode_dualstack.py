@@ -345,6 +345,23 @@ def _addresses(pods: dict[str, dict[str, Any]]) -> list[list[str]]:
     return [[p["ip"] for p in pod["status"]["podIPs"]] for pod in pods.values()]
 
 
+def test_the_dual_stack_node_has_an_address_and_a_pod_subnet_of_each_family(
+    dual_cluster: LocalCluster,
+) -> None:
+    """`netshift up --ip-family dual`: the Node's InternalIPs and podCIDRs are both families'
+    (IPv4 first, the primary), kube-proxy runs dual-stack."""
+    from localcluster.realnode import RealNode
+
+    node = dual_cluster.single_node(RealNode)
+    got = dual_cluster.kube().get(f"/api/v1/nodes/{node.name}")
+    internal = [a["address"] for a in got["status"]["addresses"] if a["type"] == "InternalIP"]
+    assert internal == node.node_ips and [family_of(ip) for ip in internal] == [V4, V6]
+    assert got["spec"]["podCIDRs"] == node.spec.pod_subnets
+    assert [family_of(str(ipaddress.ip_network(c)[1])) for c in node.spec.pod_subnets] == [V4, V6]
+    log = (node.layout.log_dir / "kube-proxy.log").read_text()
+    assert "kube-proxy running in dual-stack mode" in log
+
+
 def test_dual_stack_control_without_a_switch_loses_nothing(lab: Lab) -> None:
     """The same probes, as long as a switch takes, and no switch: what they count then is
     the floor the switches are held to (issue 20's IPv6 loss appeared here)."""
