@@ -107,7 +107,7 @@ class _Clusters:
         c = LocalCluster(
             state,
             pod_subnet=REAL_POD_SUBNET,
-            pod_subnet6=REAL_POD_SUBNET6,
+            pod_subnet6=REAL_POD_SUBNET6 if family == DUAL else None,
             bridge=REAL_BRIDGE,
             node="real",
             ip_family=family,
