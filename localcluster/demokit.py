@@ -7,6 +7,7 @@ from network old-cni to new-cni through the same NetworkProfile.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,9 +33,12 @@ def selected(kube: Kube, namespace: str) -> bool:
 
 
 def bridge_nad(
-    namespace: str, name: str, bridge: str, subnet: str, ipam_dir: Path
+    namespace: str, name: str, bridge: str, subnet: str | Sequence[str], ipam_dir: Path
 ) -> dict[str, Any]:
-    """A NAD for a bridge network with a gateway and a default route, no masquerading."""
+    """A NAD for a bridge network with a gateway and a default route, no masquerading;
+    `subnet`: one CIDR or one per IP family (a range and a default route each)."""
+    subnets = [subnet] if isinstance(subnet, str) else list(subnet)
+    versions = [ipaddress.ip_network(s).version for s in subnets]
     config = {
         "cniVersion": "1.0.0",
         "name": name,
@@ -46,8 +50,8 @@ def bridge_nad(
                 "ipMasq": False,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": subnet}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "ranges": [[{"subnet": s}] for s in subnets],
+                    "routes": [{"dst": "0.0.0.0/0" if v == 4 else "::/0"} for v in versions],
                     "dataDir": str(ipam_dir),
                 },
             }

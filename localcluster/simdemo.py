@@ -115,7 +115,11 @@ def run(args: argparse.Namespace) -> int:
     # The node simulator: the demo's probes find pods by its namespace names. A state dir
     # running a real-node cluster is refused with a message saying so.
     cluster = LocalCluster(
-        args.state_dir, pod_subnet=args.pod_subnet, bridge=args.bridge, node="sim"
+        args.state_dir,
+        pod_subnet=args.pod_subnet,
+        bridge=args.bridge,
+        ip_family=args.ip_family,  # dual is refused: the node simulator wires IPv4 only
+        node="sim",
     )
     say(f"== bringing up the local cluster in {cluster.state_dir}")
     cluster.up(say=lambda line: say("   " + line))

@@ -37,6 +37,7 @@ SWITCH_LAB = 900  # 4 pods switched 20 times under 10 ms pings and TCP streams, 
 SESSION_SETUP = {
     "cluster": 300,  # etcd, apiserver, controller-manager, scheduler, node simulator
     "real_cluster": 600,  # the plane, containerd, kubelet, Multus, netshift's pods, images
+    "dual_cluster": 900,  # the IPv4 real node down, then a dual-stack one up as above
 }
 # What the last test of the run also waits for: every session cluster going down.
 SESSION_TEARDOWN = 300
