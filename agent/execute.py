@@ -39,6 +39,7 @@ from agent.plan import (
     same_sandbox,
 )
 from netshift import annotations as ann
+from netshift.attachments import AttachmentRecord, PodMeta
 from netshift.cni.config import CniError, CniTimeoutError, RuntimeConf
 from netshift.cni.executor import CniExecutor
 from netshift.cni.nad import attachment_runtime, recorded_invocation
@@ -54,7 +55,7 @@ from netshift.keys import (
     SECONDARY,
 )
 from netshift.kube import now_rfc3339
-from netshift.records import AttachmentRecord, PodMeta, RecordStore
+from netshift.records import RecordStore
 
 log = logging.getLogger("netshift.agent")
 

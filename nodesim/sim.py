@@ -37,6 +37,7 @@ from typing import Any
 
 from netshift import annotations as ann
 from netshift import keys
+from netshift.attachments import AttachmentRecord, PodMeta
 from netshift.cni.config import CniError, ConfList, load_conflist
 from netshift.cni.executor import CniExecutor
 from netshift.cni.nad import attachment_runtime, nad_conflist, recorded_invocation
@@ -53,7 +54,7 @@ from netshift.kube import (
     pod_path,
     record_event,
 )
-from netshift.records import AttachmentRecord, PodMeta, RecordStore
+from netshift.records import RecordStore
 from netshift.workqueue import WorkQueue
 from nodesim import legacy
 
