@@ -33,6 +33,7 @@ from netshift.kube import (
     EventSender,
     Informer,
     Kube,
+    configmap_path,
     nad_path,
     now_rfc3339,
     patch_annotations,
@@ -92,7 +93,7 @@ class Agent:
         self.queue = WorkQueue(self.reconcile, workers=settings.workers, name="agent")
         self.pods = Informer(
             kube,
-            "/api/v1/pods",
+            pod_path(),
             params={"fieldSelector": f"spec.nodeName={settings.node}"},
             on_event=self._on_pod,
             name="agent pods",
@@ -103,7 +104,7 @@ class Agent:
             ns, name = settings.nad_policy
             self.policy_objects = Informer(
                 kube,
-                f"/api/v1/namespaces/{ns}/configmaps",
+                configmap_path(ns),
                 params={"fieldSelector": f"metadata.name={name}"},
                 name="agent nad-policy",
             )

@@ -41,19 +41,21 @@ from controller.status import build_status, failed_pods, transition_events
 from netshift.keys import (
     PROFILE_GROUP,
     PROFILE_KIND,
-    PROFILE_PLURAL,
     PROFILE_VERSION,
     ROLLOUT_PROFILE_KEY,
     SYSTEM_NAMESPACES,
 )
 from netshift.kube import (
+    RUNNING_PODS,
     ApiError,
     Informer,
     Kube,
     nad_path,
+    namespace_path,
     now_rfc3339,
     object_key,
     pod_path,
+    profile_path,
     record_event,
 )
 from netshift.pod import Pod
@@ -65,17 +67,8 @@ log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 COMPONENT = "netshift-controller"
-PROFILES_PATH = f"/apis/{PROFILE_GROUP}/{PROFILE_VERSION}/{PROFILE_PLURAL}"
-NAMESPACES_PATH = "/api/v1/namespaces"
-PODS_PATH = "/api/v1/pods"
-# Only running pods matter to a rollout; the apiserver filters the rest out of the watch.
-RUNNING_PODS = {"fieldSelector": "status.phase=Running"}
 # At most one NetworkProfile.status write per profile this often, unless a condition changes.
 STATUS_INTERVAL = 1.0
-
-
-def profile_status_path(name: str) -> str:
-    return f"{PROFILES_PATH}/{name}/status"
 
 
 class ChangesMemo:
@@ -151,13 +144,13 @@ class Controller:
         self._patcher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pod-patch")
 
         self.profiles = Informer(
-            kube, PROFILES_PATH, on_event=self._profile_event, name="networkprofiles"
+            kube, profile_path(), on_event=self._profile_event, name="networkprofiles"
         )
         self.namespaces = Informer(
-            kube, NAMESPACES_PATH, on_event=self._namespace_event, name="namespaces"
+            kube, namespace_path(), on_event=self._namespace_event, name="namespaces"
         )
         self.pods = Informer(
-            kube, PODS_PATH, params=RUNNING_PODS, on_event=self._pod_event, name="pods"
+            kube, pod_path(), params=RUNNING_PODS, on_event=self._pod_event, name="pods"
         )
         self.nads = Informer(kube, nad_path(), on_event=self._nad_event, name="nads")
         self._informers = (self.profiles, self.namespaces, self.pods, self.nads)
@@ -482,7 +475,7 @@ class Controller:
                 return wait
             self._profile_writes.expect(name)
             try:
-                result = self.kube.patch_merge(profile_status_path(name), {"status": status})
+                result = self.kube.patch_merge(profile_path(name, "status"), {"status": status})
             except ApiError as err:
                 self._profile_writes.cancel(name)
                 if err.status != 404:

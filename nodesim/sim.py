@@ -48,7 +48,9 @@ from netshift.kube import (
     ApiError,
     Informer,
     Kube,
+    lease_path,
     nad_path,
+    node_path,
     now_rfc3339,
     patch_annotations,
     pod_path,
@@ -63,6 +65,7 @@ log = logging.getLogger("netshift.nodesim")
 NETNS_DIR = Path("/var/run/netns")
 CLUSTER_NETWORK = "netshift-cluster"
 COMPONENT = "netshift-nodesim"
+NODE_LEASE_NAMESPACE = "kube-node-lease"  # the kubelet's heartbeat Leases live here
 CLEANUP_RETRY = 10.0  # a sandbox whose DEL failed is torn down again after this long
 
 
@@ -125,7 +128,7 @@ class NodeSimulator:
         self.queue = WorkQueue(self.reconcile, workers=settings.workers, name="nodesim")
         self.pods = Informer(
             kube,
-            "/api/v1/pods",
+            pod_path(),
             params={"fieldSelector": f"spec.nodeName={settings.node}"},
             on_event=self._on_pod,
             name="nodesim pods",
@@ -215,16 +218,17 @@ class NodeSimulator:
                 "kubeProxyVersion": "",
             },
         }
-        self.kube.patch_merge(f"/api/v1/nodes/{self.s.node}/status", {"status": status})
-        lease_path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.s.node}"
+        self.kube.patch_merge(node_path(self.s.node, "status"), {"status": status})
         micro = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
         try:
-            self.kube.patch_merge(lease_path, {"spec": {"renewTime": micro}})
+            self.kube.patch_merge(
+                lease_path(NODE_LEASE_NAMESPACE, self.s.node), {"spec": {"renewTime": micro}}
+            )
         except ApiError as err:
             if err.status != 404:
                 raise
             self.kube.create(
-                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                lease_path(NODE_LEASE_NAMESPACE),
                 {
                     "metadata": {"name": self.s.node},
                     "spec": {

@@ -26,7 +26,17 @@ from controller.rollout import RolloutPlan, Settings, Snapshot, plan_rollout, st
 from localcluster.cluster import LocalCluster
 from localcluster.procs import main_python
 from netshift.keys import CONVERGED, DEGRADED, ROLLOUT_STARTED_KEY, STATUS_KEY
-from netshift.kube import ApiError, Informer, Kube, nad_path, now_rfc3339, pod_path, wait_for
+from netshift.kube import (
+    ApiError,
+    Informer,
+    Kube,
+    lease_path,
+    nad_path,
+    now_rfc3339,
+    pod_path,
+    profile_path,
+    wait_for,
+)
 from netshift.pod import Pod
 from netshift.podstatus import PodNetStatus, desired_hash, parse_status
 from netshift.policy import Profile, profile_from_object
@@ -110,7 +120,7 @@ def states(rollout_plan: RolloutPlan) -> dict[str, str]:
 
 # --- cluster objects -------------------------------------------------------------
 
-PROFILES = "/apis/netshift.io/v1alpha1/networkprofiles"
+PROFILES = profile_path()
 
 
 def profile_object(
@@ -434,7 +444,7 @@ class ControllerProcess:
 
 def lease_holder(kube: Kube, namespace: str, name: str = "netshift-controller") -> str | None:
     try:
-        lease = kube.get(f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}")
+        lease = kube.get(lease_path(namespace, name))
     except ApiError:
         return None
     holder = (lease.get("spec") or {}).get("holderIdentity")

@@ -26,7 +26,7 @@ import pytest
 
 from localcluster import realnode
 from localcluster.cluster import LocalCluster
-from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
+from netshift.kube import ApiError, Kube, has_default_service_account, profile_path, wait_for
 
 # Apart from every other range the tests and bench/ use (10.244-10.253).
 REAL_POD_SUBNET = f"10.242.{os.getpid() % 250}.0/24"
@@ -330,7 +330,7 @@ def profile_object(name: str, namespace: str, default: str, **rollout: Any) -> d
     }
 
 
-PROFILES = "/apis/netshift.io/v1alpha1/networkprofiles"
+PROFILES = profile_path()
 
 
 def wait_webhook_injects(kube: Kube, namespace: str, key: str, timeout: float = 60) -> None:

@@ -34,12 +34,12 @@ from controllerutil import ControllerProcess, max_overlap, read_audit
 from localcluster.cluster import LocalCluster
 from localcluster.probe import ClientNetns, Ping, Stream
 from netshift import keys, podstatus, policy
-from netshift.kube import Kube, patch_annotations, pod_path, wait_for
+from netshift.kube import Kube, patch_annotations, pod_path, profile_path, wait_for
 
 # The real agent runs real CNI plugins in the pods' namespaces, as in the agent tests.
 pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
-PROFILES = "/apis/netshift.io/v1alpha1/networkprofiles"
+PROFILES = profile_path()
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 
 from localcluster.cluster import LocalCluster
 from localcluster.procs import clean_env, pid_alive
-from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
+from netshift.kube import ApiError, Kube, has_default_service_account, nad_path, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -202,7 +202,7 @@ def test_down_releases_every_address_and_namespace_the_node_holds(cluster: Local
             ],
         }
         kube.create(
-            "/apis/k8s.cni.cncf.io/v1/namespaces/shop/network-attachment-definitions",
+            nad_path("shop"),
             {
                 "apiVersion": "k8s.cni.cncf.io/v1",
                 "kind": "NetworkAttachmentDefinition",

@@ -30,7 +30,7 @@ from localcluster.procs import clean_env, free_port, main_python
 from localcluster.samples import deployment_pod, pod_review
 from netshift.annotations import parse_networks
 from netshift.keys import DEFAULT_NETWORK_KEY, NETWORKS_KEY, PROFILE_KEY
-from netshift.kube import ApiError, Kube, nad_path, wait_for
+from netshift.kube import ApiError, Kube, nad_path, profile_path, wait_for
 from netshift.nadpolicy import POLICY_CONFIGMAP
 from webhook.app import WebhookSettings, create_app, create_health_app
 from webhook.certs import (
@@ -39,7 +39,7 @@ from webhook.certs import (
     KubeSecretStore,
     SecretCertManager,
 )
-from webhook.informers import PROFILES_PATH, InformerCaches
+from webhook.informers import InformerCaches
 from webhook.metrics import WebhookMetrics
 from webhook.registration import (
     apply_webhook_configurations,
@@ -149,7 +149,7 @@ class Space:
                 **spec,
             },
         }
-        self.kube.create(PROFILES_PATH, body)
+        self.kube.create(profile_path(), body)
         self.profiles.append(name)
         wait_for(
             lambda: any(p.name == name for p in self.webhook.caches.profiles()),
@@ -219,7 +219,7 @@ def space(namespace: str, kube: Kube, cluster: LocalCluster, webhook: Webhook) -
     yield s
     for name in s.profiles:
         with contextlib.suppress(ApiError):
-            kube.delete(f"{PROFILES_PATH}/{name}")
+            kube.delete(profile_path(name))
 
 
 def pod_annotations(pod: dict[str, Any]) -> dict[str, str]:

@@ -22,11 +22,11 @@ from localcluster.cluster import LocalCluster
 from localcluster.demokit import bridge_nad
 from localcluster.realnode import RealNode, image_name
 from netshift import podstatus
-from netshift.kube import ApiError, Kube, nad_path, wait_for
+from netshift.kube import ApiError, Kube, lease_path, nad_path, profile_path, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 PODS = 6
-LEASE = "/apis/coordination.k8s.io/v1/namespaces/netshift-system/leases/netshift-controller"
+LEASE = lease_path("netshift-system", "netshift-controller")
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def _empty(store: Path) -> Callable[[], bool]:
 
 def _paused(kube: Kube, name: str, paused: bool) -> None:
     kube.patch_merge(
-        f"/apis/netshift.io/v1alpha1/networkprofiles/{name}",
+        profile_path(name),
         {"spec": {"rollout": {"paused": paused}}},
     )
 
@@ -129,7 +129,7 @@ def test_the_standby_controller_finishes_a_rollout_whose_leader_was_killed(
 ) -> None:
     ns = real_namespace
     name = f"p-{ns}"
-    real_kube.create("/apis/netshift.io/v1alpha1/networkprofiles", _profile(name, ns, "a"))
+    real_kube.create(profile_path(), _profile(name, ns, "a"))
     try:
         real_kube.create(f"/apis/apps/v1/namespaces/{ns}/deployments", _deployment())
         wait_for(lambda: _on(real_kube, ns, "a") == PODS, 120, what=f"{PODS} pods on network a")
@@ -138,7 +138,7 @@ def test_the_standby_controller_finishes_a_rollout_whose_leader_was_killed(
         assert leader.startswith("netshift-controller-"), leader
 
         real_kube.patch_merge(
-            f"/apis/netshift.io/v1alpha1/networkprofiles/{name}",
+            profile_path(name),
             {"spec": {"defaultNetwork": f"{ns}/b"}},
         )
         # One pod at a time; once the first has moved, pause the rollout so that work is
@@ -163,14 +163,14 @@ def test_the_standby_controller_finishes_a_rollout_whose_leader_was_killed(
         assert restarts == [0] * PODS, restarts
 
         def complete() -> bool:
-            status = real_kube.get(f"/apis/netshift.io/v1alpha1/networkprofiles/{name}")
+            status = real_kube.get(profile_path(name))
             conditions = status.get("status", {}).get("conditions") or []
             return any(c["type"] == "Complete" and c["status"] == "True" for c in conditions)
 
         eventually(complete, 60, "the profile's status Complete")
     finally:
         with contextlib.suppress(ApiError):
-            real_kube.delete(f"/apis/netshift.io/v1alpha1/networkprofiles/{name}")
+            real_kube.delete(profile_path(name))
     real_kube.delete(f"/apis/apps/v1/namespaces/{ns}/deployments/web")
     eventually(lambda: not _pods(real_kube, ns), 90, "the pods deleted")
     for key, store in two_networks.items():

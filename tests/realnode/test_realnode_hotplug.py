@@ -30,7 +30,7 @@ from realnodeutil import (
 
 from localcluster.cluster import LocalCluster
 from localcluster.realnode import RealNode
-from netshift.kube import ApiError, Kube, nad_path, wait_for
+from netshift.kube import ApiError, Kube, nad_path, profile_path, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
@@ -222,7 +222,7 @@ def test_the_webhook_pods_inject_a_profile_and_multus_attaches_it_at_creation(
     injected network when it creates the sandbox; deleting the pod gives the address back."""
     name = f"p-{real_namespace}"
     real_kube.create(
-        "/apis/netshift.io/v1alpha1/networkprofiles",
+        profile_path(),
         {
             "apiVersion": "netshift.io/v1alpha1",
             "kind": "NetworkProfile",
@@ -259,7 +259,7 @@ def test_the_webhook_pods_inject_a_profile_and_multus_attaches_it_at_creation(
         real_kube.delete(f"/api/v1/namespaces/{real_namespace}/pods/injected")
         eventually(lambda: not store_addresses(side_network.store), 60, "net1's address released")
     finally:
-        real_kube.delete(f"/apis/netshift.io/v1alpha1/networkprofiles/{name}")
+        real_kube.delete(profile_path(name))
 
 
 def _running(kube: Kube, namespace: str, name: str) -> Any:
