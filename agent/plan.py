@@ -1,12 +1,20 @@
 """Decide what to do for one pod: desired networks vs what is there (pure, no I/O).
 
-The reconciler observes the pod (its annotations), the agent's attachment
-records, the pod's `network-status` and the links in its netns, and gets a
-`Plan` of typed actions back: adopt what others attached at creation, release
-what vanished, detach, attach, move the default network, drain an old default.
-Every decision is made here, retries included: which attempt an action is, how
-long to back off when it fails, and when to look at the pod again.
-Detaches come first so that a swap behind one interface name works.
+First the pod's lifecycle (`plan_lifecycle`): a pod that is gone or finished,
+or terminating with its netns gone, is released (`plan_release`: DEL of
+everything the agent holds for it, and when to try again what could not be
+released, `after_release`); a pod that is terminating with its netns, not
+running yet, or on the host network is left as it is; a running pod is
+converged.
+
+To converge, the reconciler observes the pod (its annotations), the agent's
+attachment records, the pod's `network-status` and the links in its netns, and
+gets a `Plan` of typed actions back (`plan_pod`): adopt what others attached at
+creation, release what vanished, detach, attach, move the default network,
+drain an old default. Every decision is made here, retries included: which
+attempt an action is, how long to back off when it fails, what a failed DEL
+leaves, and when to look at the pod again. Detaches come first so that a swap
+behind one interface name works.
 
 A recreated sandbox (a new sandbox id and netns for the same pod, e.g. after the
 runtime restarted it) is noticed on the records: what the agent held in the old
@@ -22,6 +30,7 @@ import json
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from netshift import keys
@@ -45,6 +54,7 @@ from netshift.keys import (
     PREVIOUS_DEFAULT,
     SECONDARY,
 )
+from netshift.pod import Pod
 from netshift.podstatus import SwitchPolicy, parse_switch_policy
 
 MAX_BACKOFF = 300.0
@@ -56,6 +66,13 @@ DRAIN_RECHECK = 0.1
 # it after a sandbox appeared; then the interface is adopted by its name alone.
 SETTLE_SECONDS = 10.0
 UNSETTLED_RECHECK = 1.0
+FINISHED = ("Succeeded", "Failed")
+# What a released pod still holds (its DEL failed) is tried again this often, and at every
+# resync: its address is never forgotten.
+RELEASE_RETRY = 10.0
+TERMINATING_RECHECK = 10.0  # a terminating pod that still has its netns is looked at this often
+NETNS_RETRY = 5.0  # the resolver could not say where the pod's netns is
+SANDBOX_RECHECK = 1.0  # a running pod whose sandbox is not there (yet, or any more)
 _AUTO_NAME = re.compile(r"net[0-9]+")
 
 
@@ -176,12 +193,17 @@ class Adopt:
 
 @dataclass(frozen=True)
 class Detach:
-    """CNI DEL with the recorded config, for `why`: unwanted, replaced, vanished or drained."""
+    """CNI DEL with the recorded config, for `why`: unwanted, replaced, vanished, drained,
+    recreated (its sandbox was replaced) or released (the pod is gone)."""
 
     current: Current
     why: str
     attempt: int
     retry_in: float  # backoff if this DEL fails
+    # A failed ADD, rolled back already: the DEL only sweeps leftovers, and the record goes
+    # even if it fails (nothing is reserved; its plugin may not even exist, and the record
+    # would hold the pod forever). Any other record stays until its DEL succeeds.
+    best_effort: bool = False
 
 
 @dataclass(frozen=True)
@@ -232,7 +254,76 @@ class Plan:
         self.retry_in = seconds if self.retry_in is None else min(self.retry_in, seconds)
 
 
-# -- planning -------------------------------------------------------------------------------
+# -- a pod's lifecycle: converge, keep, or release ---------------------------------------------
+
+
+class Netns(Enum):
+    """What the reconciler found of the pod's network namespace."""
+
+    UNKNOWN = "not looked up"  # `needs_netns` said the decision does not depend on it
+    FOUND = "found"
+    ABSENT = "absent"  # no sandbox: not started yet, torn down, or being replaced
+    UNREADABLE = "unreadable"  # the resolver failed (the reconciler logs why)
+
+
+class Step(Enum):
+    CONVERGE = "converge"  # make the pod's interfaces match its annotations (`plan_pod`)
+    KEEP = "keep"  # leave everything as it is
+    RELEASE = "release"  # DEL everything the agent holds for it (`plan_release`)
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    step: Step
+    why: str
+    requeue_after: float | None = None  # KEEP: when to look again (None: at the next event)
+
+
+def needs_netns(pod: Pod | None) -> bool:
+    """Whether `plan_lifecycle` decides on the pod's netns; else it is not looked up."""
+    if pod is None or pod.phase in FINISHED:
+        return False
+    return pod.terminating or (pod.phase == "Running" and not pod.host_network)
+
+
+def plan_lifecycle(pod: Pod | None, netns: Netns) -> Lifecycle:
+    """What to do with a pod of this node, from its object (None: gone) and its netns."""
+    if pod is None:
+        return Lifecycle(Step.RELEASE, "gone")
+    if pod.phase in FINISHED:
+        return Lifecycle(Step.RELEASE, f"phase {pod.phase}")
+    if pod.terminating:
+        if netns is Netns.ABSENT:
+            return Lifecycle(Step.RELEASE, "terminating, its netns gone")
+        # Graceful shutdown: the pod keeps every network until its sandbox is gone; the
+        # runtime's teardown (or the pod's final deletion) brings it back here too.
+        return Lifecycle(Step.KEEP, "terminating, its netns still there", TERMINATING_RECHECK)
+    if pod.host_network:
+        return Lifecycle(Step.KEEP, "on the host network")  # no netns of its own
+    if pod.phase != "Running":
+        # The runtime (and Multus) may still be setting the sandbox up. The pod's update
+        # to Running queues it again, so an earlier edit is not lost.
+        return Lifecycle(Step.KEEP, f"phase {pod.phase or 'unknown'}")
+    if netns is Netns.FOUND:
+        return Lifecycle(Step.CONVERGE, "running")
+    if netns is Netns.UNREADABLE:
+        return Lifecycle(Step.KEEP, "its netns cannot be found", NETNS_RETRY)
+    # Not started yet (or torn down, or being replaced): the wish waits on the pod.
+    return Lifecycle(Step.KEEP, "running, no sandbox yet", SANDBOX_RECHECK)
+
+
+def plan_release(held: Sequence[Current]) -> list[Detach]:
+    """A released pod: DEL every attachment the agent holds, with its recorded config."""
+    return [Detach(c, "released", 1, RELEASE_RETRY, best_effort=c.state == FAILED) for c in held]
+
+
+def after_release(left: Sequence[Current]) -> float | None:
+    """When to look at a released pod again: once nothing is left, never (its next event
+    or a resync would find nothing to do); else when its DELs are tried again."""
+    return RELEASE_RETRY if left else None
+
+
+# -- planning a running pod -------------------------------------------------------------------
 
 
 def plan_pod(wish: Wish, seen: Seen, now: float) -> Plan:
@@ -329,7 +420,7 @@ def _settled(seen: Seen, now: float) -> bool:
 
 def _detach(c: Current, why: str) -> Detach:
     attempt = c.attempts + 1 if c.state == DETACHING else 1
-    return Detach(c, why, attempt, backoff(attempt))
+    return Detach(c, why, attempt, backoff(attempt), best_effort=c.state == FAILED)
 
 
 def _attach(want: Attachment, role: str, before: Current | None) -> Attach:

@@ -1,11 +1,14 @@
 """The node agent's reconciler: for each pod on this node, make its interfaces match its annotations.
 
-Level-triggered: every run observes the pod (from the watch cache), the agent's
-records and the live netns (`agent.observe`), plans (`agent.plan`, pure),
-carries the plan out with CNI and netlink (`agent.execute`) and reports the
-outcomes through an annotation patch and then Events (`agent.report`), which
-a background sender records so that they never delay the next pod. One pod is
-never handled by two workers at once (the work queue is keyed by pod UID).
+Level-triggered: every run observes the pod (from the watch cache) and, when the
+planner needs it, where its netns is; the planner (`agent.plan`, pure) says
+whether to release the pod, leave it, or converge it. To converge, it observes
+the agent's records and the live netns (`agent.observe`), plans, carries the
+plan out with CNI and netlink (`agent.execute`) and reports the outcomes
+through an annotation patch and then Events (`agent.report`), which a
+background sender records so that they never delay the next pod. Every run
+returns when to look at the pod again, as the planner says. One pod is never
+handled by two workers at once (the work queue is keyed by pod UID).
 """
 
 from __future__ import annotations
@@ -23,7 +26,17 @@ from agent.metrics import AgentMetrics, orphaned
 from agent.netns import NetnsError, NetnsResolver, Sandbox
 from agent.networks import NetworkConfigs
 from agent.observe import as_current, observe
-from agent.plan import Wish, next_requeue, plan_pod
+from agent.plan import (
+    Netns,
+    Step,
+    Wish,
+    after_release,
+    needs_netns,
+    next_requeue,
+    plan_lifecycle,
+    plan_pod,
+    plan_release,
+)
 from agent.report import Report, build_report
 from netshift.cni.config import ConfList, load_conflist
 from netshift.cni.executor import CniExecutor
@@ -47,12 +60,11 @@ from netshift.nadpolicy import (
     policy_from_configmap,
 )
 from netshift.pod import Pod
-from netshift.records import RecordStore
-from netshift.workqueue import WorkQueue
+from netshift.records import CorruptRecord, RecordStore
+from netshift.workqueue import Result, TerminalError, WorkQueue
 
 log = logging.getLogger("netshift.agent")
 COMPONENT = "netshift-agent"
-CLEANUP_RETRY = 10.0
 
 
 @dataclass
@@ -199,12 +211,6 @@ class Agent:
 
     # -- reconcile -------------------------------------------------------------
 
-    def _netns_gone(self, pod: Mapping[str, Any]) -> bool:
-        try:
-            return self.resolver.resolve(pod) is None
-        except NetnsError:
-            return False
-
     def _sandbox_now(self, uid: str) -> Sandbox | None:
         """The pod's sandbox now (None when unknown): a DEL of what was made there runs there."""
         pod = self.pod(uid)
@@ -214,46 +220,42 @@ class Agent:
             return self.resolver.resolve(pod)
         return None
 
-    def _ready_sandbox(
-        self, obj: Mapping[str, Any], pod: Pod
-    ) -> tuple[Sandbox | None, float | None]:
-        """The netns of a running pod on the pod network, or why not now (and when to look again)."""
-        if pod.host_network:
-            return None, None  # no network namespace of its own: nothing to plug into
-        if pod.phase != "Running":
-            # The runtime (and Multus) may still be setting the sandbox up. The pod's
-            # update to Running queues it again, so an earlier edit is not lost.
-            return None, None
+    def _find_netns(self, obj: Mapping[str, Any], pod: Pod) -> tuple[Netns, Sandbox | None]:
         try:
             sandbox = self.resolver.resolve(obj)
         except NetnsError as err:
-            log.warning(
-                "pod %s: cannot find its netns: %s",
-                pod.key,
-                err,
-                extra={"pod": pod.key, "resolver": repr(self.resolver), "error": str(err)},
-            )
-            return None, 5.0
-        # None: not started yet (or torn down, or being replaced): the wish waits on the pod.
-        return sandbox, (None if sandbox else 1.0)
+            if not pod.terminating:
+                log.warning(
+                    "pod %s: cannot find its netns: %s",
+                    pod.key,
+                    err,
+                    extra={"pod": pod.key, "resolver": repr(self.resolver), "error": str(err)},
+                )
+            return Netns.UNREADABLE, None
+        return (Netns.FOUND, sandbox) if sandbox is not None else (Netns.ABSENT, None)
 
-    def reconcile(self, uid: str) -> float | None:
+    def reconcile(self, uid: str) -> Result:
+        try:
+            return Result(requeue_after=self._reconcile(uid))
+        except CorruptRecord as err:
+            # A record file no retry can read: a person has to (RecordStore.corrupt lists it).
+            raise TerminalError(f"pod {uid}: {err}") from err
+
+    def _reconcile(self, uid: str) -> float | None:
+        """Observe, plan, execute, report; when to look at the pod again (None: at its next event)."""
         with self._lock:
             seen = self._seen_at.pop(uid, time.time())
         obj = self.pod(uid)
         pod = Pod.from_object(obj) if obj is not None else None
-        if obj is None or pod is None or pod.phase in ("Succeeded", "Failed"):
-            # What could not be released yet is tried again (and at every resync).
-            return None if self.cleanup(uid) else CLEANUP_RETRY
-        if pod.terminating:
-            if self._netns_gone(obj):
-                return None if self.cleanup(uid) else CLEANUP_RETRY
-            # Graceful shutdown: the pod keeps every network until its sandbox is gone;
-            # the runtime's teardown (or the pod's final deletion) brings it back here.
-            return CLEANUP_RETRY
-        sandbox, wait = self._ready_sandbox(obj, pod)
-        if sandbox is None:
-            return wait
+        netns, sandbox = Netns.UNKNOWN, None
+        if obj is not None and pod is not None and needs_netns(pod):
+            netns, sandbox = self._find_netns(obj, pod)
+        life = plan_lifecycle(pod, netns)
+        if life.step is Step.RELEASE:
+            return self.release(uid)
+        if life.step is not Step.CONVERGE:
+            return life.requeue_after
+        assert pod is not None and sandbox is not None  # converge: running, its netns found
         started = time.monotonic()
         retry, report = self.converge(pod, sandbox)
         if retry is not None:
@@ -314,15 +316,17 @@ class Agent:
         if report.changes and report.problem:
             self.events.send(ref, "InvalidNetworks", report.problem, "Warning")
 
-    def cleanup(self, uid: str) -> bool:
-        """The pod is gone or finished: DEL every attachment the agent holds. True when none is left."""
-        return self.executor.cleanup(uid)
+    def release(self, uid: str) -> float | None:
+        """The pod is gone or finished: DEL what the agent holds for it; when to try the rest."""
+        held = [as_current(r) for r in self.store.list_pod(uid)]
+        left = self.executor.release(uid, plan_release(held))
+        return after_release([as_current(r) for r in left])
 
     def release_all(self) -> int:
         """DEL every attachment in the records, for a node being taken down. Returns what is left."""
         left = 0
         for uid in self.store.pods():
-            if not self.cleanup(uid):
+            if not self.executor.cleanup(uid):
                 left += len(self.store.list_pod(uid))
         return left
 

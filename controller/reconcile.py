@@ -61,7 +61,7 @@ from netshift.kube import (
 from netshift.pod import Pod
 from netshift.podstatus import desired_hash, is_settled
 from netshift.policy import Profile, ProfileError, profile_from_object, resolve
-from netshift.workqueue import WorkQueue
+from netshift.workqueue import Result, WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,19 @@ class Controller:
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the caches; the workers start once they have synced (in the background)."""
         for informer in self._informers:
             informer.start()
+        # As controller-runtime waits for its caches: a plan made from a half-filled cache
+        # would hand back the pods of namespaces it has not seen yet. Events queue keys meanwhile.
+        threading.Thread(target=self._start_workers, name="start-workers", daemon=True).start()
+
+    def _start_workers(self) -> None:
+        while not self.wait_synced(1.0):
+            if self._stopping.is_set():
+                return
+        if self._stopping.is_set():
+            return
         self.queue.start()
         self._resync_thread = threading.Thread(target=self._resync, name="resync", daemon=True)
         self._resync_thread.start()
@@ -322,7 +333,7 @@ class Controller:
 
     # -- reconcile ---------------------------------------------------------------
 
-    def reconcile(self, name: str) -> float | None:
+    def reconcile(self, name: str) -> Result:
         with self._idle:
             self._busy += 1
         began = time.perf_counter()
@@ -337,19 +348,17 @@ class Controller:
                 self._busy -= 1
                 self._idle.notify_all()
 
-    def _reconcile(self, name: str) -> float | None:
+    def _reconcile(self, name: str) -> Result:
         if not self.active():
             self.metrics.forget(name)
-            return None
-        if not self.synced():
-            return 0.5
+            return Result()
         now = datetime.now(UTC)
         snapshot = self.snapshot()
         plan = plan_rollout(name, snapshot, now, self.options.settings, self._desired)
         self._note_finished(plan, snapshot)
         started, conflicts = self._start_pods(plan)
         if not self.active():
-            return None
+            return Result()
         final = plan
         if started:
             # Status counts the pods just started as in flight.
@@ -357,9 +366,11 @@ class Controller:
         status_wait = self._write_status(name, plan, final, started)
         self.metrics.observe_plan(final)
         if conflicts:
-            return 0.5
+            # A pod changed since the plan: its update queues the rollout anyway; this retry
+            # (the key's backoff) is for the case where that event came and went meanwhile.
+            return Result(requeue=True)
         waits = [w for w in (self._next_timeout(final, now), status_wait) if w is not None]
-        return min(waits) if waits else None
+        return Result(requeue_after=min(waits) if waits else None)
 
     def _next_timeout(self, plan: RolloutPlan, now: datetime) -> float | None:
         """Seconds until the first in-flight pod times out, so it is counted failed then."""

@@ -57,7 +57,7 @@ from netshift.kube import (
     record_event,
 )
 from netshift.records import RecordStore
-from netshift.workqueue import WorkQueue
+from netshift.workqueue import Result, WorkQueue
 from nodesim import legacy
 
 log = logging.getLogger("netshift.nodesim")
@@ -257,22 +257,22 @@ class NodeSimulator:
     def _has_sandbox(self, uid: str) -> bool:
         return self.store.get_pod_meta(uid) is not None or bool(self.store.list_pod(uid))
 
-    def reconcile(self, uid: str) -> float | None:
+    def reconcile(self, uid: str) -> Result:
         pod = self._pod_by_uid(uid)
         if pod is None or pod["metadata"].get("deletionTimestamp"):
             if (pod is not None or self._has_sandbox(uid)) and self.teardown(uid, pod):
-                return CLEANUP_RETRY  # a DEL failed: its record stays, try again
-            return None
+                return Result(requeue_after=CLEANUP_RETRY)  # a DEL failed: its record stays
+            return Result()
         eth0 = self.store.get(uid, "eth0")
         if eth0 is None or eth0.state != ATTACHED:
             # A new sandbox (also for a pod that outlived a `netshift down`): new pod IP.
             # One made only in part before a crash goes first, as a runtime would redo it.
             if self._has_sandbox(uid) and self.teardown(uid, None):
-                return CLEANUP_RETRY
+                return Result(requeue_after=CLEANUP_RETRY)
             self.set_running(pod, self.create_sandbox(pod))
         elif pod.get("status", {}).get("phase") != "Running":
             self.set_running(pod, eth0)
-        return None
+        return Result()
 
     def _nad_conflist(self, ref: ann.NetworkRef) -> ConfList:
         try:
