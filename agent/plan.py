@@ -297,7 +297,7 @@ def plan_lifecycle(pod: Pod | None, netns: Netns) -> Lifecycle:
             return Lifecycle(Step.RELEASE, "terminating, its netns gone")
         # Graceful shutdown: the pod keeps every network until its sandbox is gone; the
         # runtime's teardown (or the pod's final deletion) brings it back here too.
-        return Lifecycle(Step.KEEP, "terminating, its netns still there", TERMINATING_RECHECK)
+        return Lifecycle(Step.KEEP, "terminating, its netns there or unknown", TERMINATING_RECHECK)
     if pod.host_network:
         return Lifecycle(Step.KEEP, "on the host network")  # no netns of its own
     if pod.phase != "Running":

@@ -251,10 +251,9 @@ class Agent:
         if obj is not None and pod is not None and needs_netns(pod):
             netns, sandbox = self._find_netns(obj, pod)
         life = plan_lifecycle(pod, netns)
-        if life.step is Step.RELEASE:
-            return self.release(uid)
         if life.step is not Step.CONVERGE:
-            return life.requeue_after
+            log.debug("pod %s: %s (%s)", pod.key if pod else uid, life.step.value, life.why)
+            return self.release(uid) if life.step is Step.RELEASE else life.requeue_after
         assert pod is not None and sandbox is not None  # converge: running, its netns found
         started = time.monotonic()
         retry, report = self.converge(pod, sandbox)
