@@ -369,6 +369,7 @@ CORE_V1: Final = "/api/v1"
 NAD_GROUP_VERSION: Final = "k8s.cni.cncf.io/v1"
 LEASE_GROUP_VERSION: Final = "coordination.k8s.io/v1"
 APPS_V1: Final = "apps/v1"
+ADMISSION_V1: Final = "admissionregistration.k8s.io/v1"
 # Only running pods matter to a rollout: the controller and `netshift plan` ask the
 # apiserver to filter the rest out.
 RUNNING_PODS: Final[Mapping[str, str]] = {"fieldSelector": "status.phase=Running"}
@@ -436,6 +437,11 @@ def lease_path(namespace: str, name: str | None = None) -> str:
 
 def deployment_path(namespace: str, name: str | None = None) -> str:
     return api_path(APPS_V1, "deployments", namespace, name)
+
+
+def webhook_configuration_path(kind: str, name: str | None = None) -> str:
+    """`kind`: "mutating" or "validating"."""
+    return api_path(ADMISSION_V1, f"{kind}webhookconfigurations", None, name)
 
 
 def now_rfc3339() -> str:

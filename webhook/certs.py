@@ -44,13 +44,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from netshift import pki
-from netshift.kube import ApiError, Kube, secret_path
+from netshift.kube import ApiError, Kube, secret_path, webhook_configuration_path
 
 log = logging.getLogger(__name__)
 
 NEXT_CA_SINCE_KEY = "netshift.io/next-ca-since"
-MUTATING_PATH = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
-VALIDATING_PATH = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+MUTATING_PATH = webhook_configuration_path("mutating")
+VALIDATING_PATH = webhook_configuration_path("validating")
 
 
 class CertError(ValueError):

@@ -16,6 +16,7 @@ from netshift.kube import (
     profile_path,
     secret_path,
     service_path,
+    webhook_configuration_path,
 )
 
 
@@ -42,6 +43,10 @@ from netshift.kube import (
         (event_path("ns"), "/api/v1/namespaces/ns/events"),
         (lease_path("ns", "l"), "/apis/coordination.k8s.io/v1/namespaces/ns/leases/l"),
         (deployment_path("ns"), "/apis/apps/v1/namespaces/ns/deployments"),
+        (
+            webhook_configuration_path("validating", "netshift"),
+            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/netshift",
+        ),
     ],
 )
 def test_each_kind_has_the_apiservers_path(path: str, expected: str) -> None:
