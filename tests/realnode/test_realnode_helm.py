@@ -40,7 +40,7 @@ from localcluster import binaries
 from localcluster.cluster import LocalCluster
 from localcluster.procs import clean_env
 from localcluster.realnode import RealNode
-from netshift.kube import ApiError, Kube
+from netshift.kube import ApiError, Kube, nad_path
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.restarts_node]
 
@@ -298,7 +298,7 @@ def test_helm_install_upgrade_uninstall_with_a_hot_plug_between(
         )
         assert not gone(
             real_kube,
-            f"/apis/k8s.cni.cncf.io/v1/namespaces/{real_namespace}/network-attachment-definitions/side",
+            nad_path(real_namespace, "side"),
         )
         step("helm uninstall --wait")
     finally:
