@@ -133,7 +133,8 @@ class Agent:
             self._sandbox_now,
             self.metrics,
         )
-        self.events = EventSender(kube, COMPONENT)
+        # Events name the node they come from: the agent's admission policy requires it.
+        self.events = EventSender(kube, COMPONENT, instance=settings.node)
         self.on_timing = on_timing
         self._stop = threading.Event()
 

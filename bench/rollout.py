@@ -33,7 +33,7 @@ from cnifloor import floor_adds  # bench/cnifloor.py
 from svgplot import COLORS, Figure, Panel  # bench/svgplot.py
 
 from localcluster.cluster import LocalCluster
-from localcluster.demokit import bridge_nad
+from localcluster.demokit import bridge_nad, selected
 from localcluster.probe import ClientNetns, SeqPing
 from netshift import podstatus
 from netshift.kube import (
@@ -80,6 +80,8 @@ def run_size(
         },
     )
     wait_for(lambda: has_default_service_account(kube, ns), 30, what="default service account")
+    # Its pods are created through the webhook (born on OLD) once the namespace is labelled.
+    wait_for(lambda: selected(kube, ns), 30, what=f"{ns} labelled netshift.io/selected")
     kube.create(
         deployment_path(ns),
         {

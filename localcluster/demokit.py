@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from netshift import podstatus
-from netshift.kube import ApiError, Kube
+from netshift.keys import SELECTED_LABEL
+from netshift.kube import ApiError, Kube, namespace_path, pod_path
 
 NS = "netshift-demo"
 PROFILE = "netshift-demo"
@@ -21,6 +22,13 @@ DEMO_LABEL = "netshift.io/demo"
 # (NAD name, bridge, first three octets of its /24)
 OLD = ("old-cni", "nsdemo-old", "10.251.1")
 NEW = ("new-cni", "nsdemo-new", "10.251.2")
+
+
+def selected(kube: Kube, namespace: str) -> bool:
+    """Whether the namespace carries netshift.io/selected: from then on its new pods go
+    through the webhook (the controller labels it once the profile selects it)."""
+    labels = kube.get(namespace_path(namespace))["metadata"].get("labels") or {}
+    return labels.get(SELECTED_LABEL) == "true"
 
 
 def bridge_nad(
@@ -82,7 +90,7 @@ def apply(kube: Kube, path: str, obj: dict[str, Any]) -> None:
 
 def switched_count(kube: Kube, namespace: str, network: str, selector: str) -> int:
     """Pods whose agent reports `network` as their default network."""
-    pods = kube.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector)["items"]
+    pods = kube.get(pod_path(namespace), labelSelector=selector)["items"]
     done = 0
     for pod in pods:
         st = podstatus.parse_status(pod["metadata"].get("annotations") or {})

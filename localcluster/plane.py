@@ -18,7 +18,7 @@ from localcluster.errors import ClusterError
 from localcluster.procs import Proc, clean_env, http_ok
 from localcluster.state import Ports
 from localcluster.supervisor import ProcStatus, Supervisor
-from netshift.kube import ApiError, Kube
+from netshift.kube import ApiError, Kube, namespace_path
 
 MANIFESTS = binaries.REPO / "manifests"
 SERVICE_CIDR = "10.0.0.0/24"
@@ -183,7 +183,10 @@ class Plane:
     # -- what is in the cluster ------------------------------------------------
 
     def install_crds(self) -> None:
-        self.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(MANIFESTS / "crds"))
+        # The NAD CRD is apart from manifests/ (netshift's uninstall never deletes it): a
+        # real cluster has it from Multus; the local one installs it here.
+        for crds in (MANIFESTS / "crds" / "nad", MANIFESTS / "crds"):
+            self.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(crds))
         self.kubectl(
             "wait",
             "--for=condition=Established",
@@ -194,7 +197,7 @@ class Plane:
 
     def ensure_namespace(self, name: str) -> None:
         try:
-            self.kube().create("/api/v1/namespaces", {"metadata": {"name": name}})
+            self.kube().create(namespace_path(), {"metadata": {"name": name}})
         except ApiError as err:
             if err.status != 409:
                 raise

@@ -43,6 +43,7 @@ from localcluster.demokit import (
     apply,
     bridge_nad,
     profile,
+    selected,
     switched_count,
     table,
 )
@@ -338,6 +339,8 @@ def set_up(cluster: LocalCluster, kube: Kube, topo: Topology, pods: int, say: Sa
         apply(kube, nad_path(NS), bridge_nad(NS, name, bridge, f"{prefix}.0/24", ipam_dir(cluster)))
     say(f"== NetworkProfile {PROFILE}: default network {NS}/{OLD[0]}, rollout Live, old Keep")
     apply(kube, profile_path(), profile(f"{NS}/{OLD[0]}"))
+    # The Deployment's pods get the profile at creation once the namespace is labelled.
+    wait_for(lambda: selected(kube, NS), 30, what=f"{NS} labelled netshift.io/selected")
     for ns in (NS, CLIENT_NS):
         wait_for(_service_account(kube, ns), 30, what=f"the default ServiceAccount of {ns}")
     say(f"== Deployment web ({pods} busybox pods: httpd and a TCP echo) behind Service web")

@@ -20,7 +20,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from localcluster.cluster import LocalCluster
-from localcluster.demokit import NEW, NS, OLD, PROFILE, apply, bridge_nad, profile, table
+from localcluster.demokit import (
+    NEW,
+    NS,
+    OLD,
+    PROFILE,
+    apply,
+    bridge_nad,
+    profile,
+    selected,
+    table,
+)
 from localcluster.probe import ClientNetns, Ping, Stream
 from netshift import podstatus
 from netshift.kube import (
@@ -136,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
     say(f"== NetworkProfile {PROFILE}: default network {NS}/{OLD[0]}, rollout Live")
     apply(kube, profile_path(), profile(f"{NS}/{OLD[0]}"))
     wait_for(lambda: has_default_service_account(kube, NS), 30, what="the default ServiceAccount")
+    # The Deployment's pods get the profile at creation once the namespace is labelled.
+    wait_for(lambda: selected(kube, NS), 30, what=f"{NS} labelled netshift.io/selected")
     say(f"== Deployment web with {args.pods} pods")
     apply(kube, deployment_path(NS), deployment(args.pods))
     wait_for(

@@ -370,6 +370,7 @@ NAD_GROUP_VERSION: Final = "k8s.cni.cncf.io/v1"
 LEASE_GROUP_VERSION: Final = "coordination.k8s.io/v1"
 APPS_V1: Final = "apps/v1"
 ADMISSION_V1: Final = "admissionregistration.k8s.io/v1"
+APIEXTENSIONS_V1: Final = "apiextensions.k8s.io/v1"
 # Only running pods matter to a rollout: the controller and `netshift plan` ask the
 # apiserver to filter the rest out.
 RUNNING_PODS: Final[Mapping[str, str]] = {"fieldSelector": "status.phase=Running"}
@@ -405,6 +406,16 @@ def nad_path(namespace: str | None = None, name: str | None = None) -> str:
 def profile_path(name: str | None = None, subresource: str | None = None) -> str:
     """A NetworkProfile (cluster-scoped); `subresource="status"` is where its status is written."""
     return api_path(f"{PROFILE_GROUP}/{PROFILE_VERSION}", PROFILE_PLURAL, None, name, subresource)
+
+
+def crd_path(name: str | None = None) -> str:
+    """A CustomResourceDefinition; its name is `<plural>.<group>`."""
+    return api_path(APIEXTENSIONS_V1, "customresourcedefinitions", None, name)
+
+
+def profile_crd_path() -> str:
+    """The NetworkProfile CRD: deleting it is how netshift is uninstalled."""
+    return crd_path(f"{PROFILE_PLURAL}.{PROFILE_GROUP}")
 
 
 def namespace_path(name: str | None = None) -> str:
@@ -456,9 +467,11 @@ def record_event(
     type_: str = "Normal",
     component: str = "netshift",
     at: str | None = None,
+    instance: str | None = None,
 ) -> None:
     """Create a core/v1 Event about `obj` (that happened `at`, default now); failures are
-    logged, never raised."""
+    logged, never raised. `instance` is the reporting instance (default: this host's name);
+    the agent passes its node's name, which its admission policy requires."""
     meta = obj.get("metadata") or {}
     namespace = meta.get("namespace") or "default"
     stamp = at or now_rfc3339()
@@ -477,9 +490,9 @@ def record_event(
         "reason": reason,
         "message": message[:1024],
         "type": type_,
-        "source": {"component": component},
+        "source": {"component": component, **({"host": instance} if instance else {})},
         "reportingComponent": component,
-        "reportingInstance": os.uname().nodename,
+        "reportingInstance": instance or os.uname().nodename,
         "firstTimestamp": stamp,
         "lastTimestamp": stamp,
         "count": 1,
@@ -501,9 +514,12 @@ class EventSender:
     never loses a Warning. `flush` waits for what is queued (shutdown, tests).
     """
 
-    def __init__(self, kube: Kube, component: str, limit: int = 1000) -> None:
+    def __init__(
+        self, kube: Kube, component: str, limit: int = 1000, instance: str | None = None
+    ) -> None:
         self.kube = kube
         self.component = component
+        self.instance = instance
         self.limit = limit
         self.dropped = 0
         self._queue: collections.deque[_EventArgs] = collections.deque()
@@ -537,7 +553,9 @@ class EventSender:
 
     def _record(self, args: _EventArgs) -> None:
         obj, reason, message, type_, at = args
-        record_event(self.kube, obj, reason, message, type_, self.component, at=at)
+        record_event(
+            self.kube, obj, reason, message, type_, self.component, at=at, instance=self.instance
+        )
 
     def _run(self) -> None:
         while True:

@@ -93,9 +93,11 @@ WEBHOOK = ("Deployment", "netshift-webhook", "webhook")
 CONTROLLER = ("Deployment", "netshift-controller", "controller")
 AGENT = ("DaemonSet", "netshift-agent", "agent")
 COMPONENTS = {"webhook": WEBHOOK, "controller": CONTROLLER, "agent": AGENT}
-WEBHOOK_CONFIGS = (
-    ("MutatingWebhookConfiguration", "netshift"),
-    ("ValidatingWebhookConfiguration", "netshift"),
+# The webhooks whose failurePolicy is a value; mutate.namespaces.netshift.io stays Ignore.
+FAIL_CLOSED_WEBHOOKS = (
+    ("MutatingWebhookConfiguration", "mutate.pods.netshift.io"),
+    ("ValidatingWebhookConfiguration", "validate.pods.netshift.io"),
+    ("ValidatingWebhookConfiguration", "validate.networkattachmentdefinitions.netshift.io"),
 )
 OBJECT_LIST = {"type": "array", "items": {"type": "object"}}
 RESOURCES = {
@@ -187,18 +189,20 @@ def _params() -> list[Param]:
     params += [
         Param(
             "webhook.failurePolicy",
-            "failurePolicy of every webhook (docs/webhook.md): Fail refuses pods and NADs "
-            "while no replica answers; Ignore admits them unchecked, without their networks.",
+            'failurePolicy of the pod and NAD webhooks (docs/webhook.md, "Reach"): Fail '
+            "refuses pods of selected namespaces, pods naming networks and NAD config writes "
+            "while no replica answers; Ignore admits them unchecked, without their networks. "
+            "The namespace webhook is always Ignore.",
             {"enum": ["Fail", "Ignore"]},
             tuple(
                 Target(
                     kind,
-                    name,
-                    ("webhooks", "*", "failurePolicy"),
+                    "netshift",
+                    ("webhooks", {"name": hook}, "failurePolicy"),
                     "inline",
                     "{{ .Values.webhook.failurePolicy }}",
                 )
-                for kind, name in WEBHOOK_CONFIGS
+                for kind, hook in FAIL_CLOSED_WEBHOOKS
             ),
         ),
         Param(

@@ -16,8 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-from agentutil import (
+from localcluster.cluster import LocalCluster
+from localcluster.probe import socket_in
+from netshift import keys
+from netshift.kube import Kube, wait_for
+from support.agent import (
     DEFAULT_NETWORK,
     SWITCH_POLICY,
     AgentProcess,
@@ -37,16 +40,8 @@ from agentutil import (
     pod_events,
     route_get,
     sh,
-    socket_in_netns,
     wait_settled,
 )
-
-from localcluster.cluster import LocalCluster
-from netshift import keys
-from netshift.kube import Kube, wait_for
-
-pytestmark = [pytest.mark.cluster, pytest.mark.node]
-
 
 OFF_LINK = "192.0.2.1"  # TEST-NET-1: reached only through a default route
 
@@ -61,8 +56,8 @@ def tcp_connection(
     client_netns: str, server_netns: str, server_ip: str
 ) -> Iterator[tuple[socket.socket, socket.socket]]:
     """An established TCP connection from the pod to a server in another pod."""
-    server = socket_in_netns(server_netns)
-    client = socket_in_netns(client_netns)
+    server = socket_in(server_netns, socket.AF_INET)
+    client = socket_in(client_netns, socket.AF_INET)
     try:
         server.bind((server_ip, 0))
         server.listen(1)

@@ -13,14 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
-from conftest import plane_prerequisites, require
 
 from localcluster import binaries
 from netshift.nadpolicy import policy_from_configmap
-
-pytestmark = pytest.mark.cluster
+from support.require import plane_prerequisites, require
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "netshift"

@@ -10,24 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
-from controllerutil import (
-    PROFILES,
-    create_nad,
-    create_pods,
-    create_profile,
-    label_namespace,
-    profile_object,
-    wait_running,
-)
 
 from localcluster import binaries
 from localcluster.cluster import LocalCluster
 from localcluster.procs import clean_env
 from netshift.kube import Kube
+from support.builders import PROFILES, create_nad, profile_object
+from support.controller import create_pods, create_profile, label_namespace, wait_running
 
-pytestmark = pytest.mark.cluster
 VENV_BIN = str(Path(sys.executable).parent)
 
 

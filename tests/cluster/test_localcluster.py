@@ -14,13 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from localcluster.cluster import LocalCluster
 from localcluster.procs import clean_env, pid_alive
-from netshift.kube import ApiError, Kube, has_default_service_account, nad_path, wait_for
-
-pytestmark = pytest.mark.cluster
+from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
+from support.builders import bridge_config, create_nad
 
 
 def _pods(kube: Kube, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -185,31 +182,7 @@ def test_down_releases_every_address_and_namespace_the_node_holds(cluster: Local
         kube = other.kube()
         kube.create("/api/v1/namespaces", {"metadata": {"name": "shop"}})
         wait_for(lambda: has_default_service_account(kube, "shop"), 30, what="service account")
-        config = {
-            "cniVersion": "1.0.0",
-            "name": "storage",
-            "plugins": [
-                {
-                    "type": "bridge",
-                    "bridge": bridge,
-                    "ipMasq": False,
-                    "ipam": {
-                        "type": "host-local",
-                        "ranges": [[{"subnet": "10.252.9.0/24"}]],
-                        "dataDir": str(ipam),
-                    },
-                }
-            ],
-        }
-        kube.create(
-            nad_path("shop"),
-            {
-                "apiVersion": "k8s.cni.cncf.io/v1",
-                "kind": "NetworkAttachmentDefinition",
-                "metadata": {"name": "storage"},
-                "spec": {"config": json.dumps(config)},
-            },
-        )
+        create_nad(kube, "shop", "storage", bridge_config("storage", bridge, "10.252.9.0/24", ipam))
         kube.create(
             "/api/v1/namespaces/shop/pods",
             {

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from nodeutil import CNI_DIR, requires_node, unique
 
 from localcluster.probe import SeqPing, container_ping_argv
 from localcluster.topology import V4, V6, Subnet, Topology, pod_addresses, subnets
+from support.builders import unique
+from support.require import CNI_DIR, needs_node_host
 
 
 @dataclass
@@ -102,7 +103,7 @@ def _ignore_resolution(netns: str, family: int, on: bool) -> None:
         subprocess.run(["ip", "-n", netns, "link", "set", "eth0", "arp", state], check=True)
 
 
-@requires_node
+@needs_node_host
 @pytest.mark.parametrize("family", [V4, V6], ids=["ipv4", "ipv6"])
 def test_the_container_ping_counts_every_echo_of_a_burst_after_neighbour_discovery_held_them(
     pods: Pods, family: int

@@ -29,22 +29,13 @@ from typing import Any
 
 import pytest
 import yaml
-from realnodeutil import (
-    PROFILES,
-    bridge_nad_config,
-    busybox_pod,
-    create_nad,
-    create_running,
-    eventually,
-    ipv4_of,
-)
 
 from localcluster.cluster import LocalCluster
 from localcluster.procs import clean_env
 from localcluster.realnode import RealNode
 from netshift.kube import Kube, nad_path
-
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
+from support.builders import PROFILES, bridge_config, create_nad
+from support.realnode import busybox_pod, create_running, eventually, ipv4_of
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "manifests" / "monitoring" / "netshift.rules.yaml"
@@ -57,7 +48,7 @@ class Prometheus:
     targets the metrics endpoints of netshift-system's Services (see `discover`)."""
 
     def __init__(self, work: Path, kube: Kube) -> None:
-        from conftest import require
+        from support.require import require
 
         binary = shutil.which("prometheus")
         require(binary is not None, "needs prometheus (Debian's package, scripts/setup.sh)")
@@ -253,7 +244,7 @@ def test_a_broken_rollout_fires_its_alert_and_the_fix_resolves_it(
         # The fix: the NAD gets a plugin that exists; the agent retries (backing off), the
         # pods converge, the rollout completes and the alert resolves.
         bridge, subnet, store = side_net
-        config = json.dumps(bridge_nad_config("extra", bridge, subnet, store))
+        config = json.dumps(bridge_config("extra", bridge, subnet, store))
         real_kube.patch_merge(f"{nad_path(ns)}/extra", {"spec": {"config": config}})
         fixed = time.monotonic()
         eventually(

@@ -1,7 +1,7 @@
 """The real node: a kubelet on containerd, Multus as the primary CNI, kube-proxy for Services.
 
 Everything here runs real containers from the locally built images on the session's
-real-node cluster (see realnodeutil.py).
+real-node cluster (tests/realnode/conftest.py).
 """
 
 from __future__ import annotations
@@ -9,16 +9,12 @@ from __future__ import annotations
 import ipaddress
 import urllib.request
 
-import pytest
-from realnodeutil import busybox_pod, create_running, exec_in, ipv4_of, network_status
-
 from localcluster import realnode
 from localcluster.binaries import pinned_versions
 from localcluster.cluster import LocalCluster
 from localcluster.realnode import RealNode
 from netshift.kube import Kube, wait_for
-
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
+from support.realnode import busybox_pod, create_running, exec_in, ipv4_of, network_status
 
 
 def test_the_node_is_ready_on_containerd_2(real_cluster: LocalCluster, real_kube: Kube) -> None:

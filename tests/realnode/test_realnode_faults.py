@@ -20,25 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realnodeutil import (
-    PROFILES,
-    bridge_nad_config,
-    busybox_pod,
-    create_nad,
-    eventually,
-    ipv4_of,
-    pod_deleted,
-    profile_object,
-    settled_on,
-    store_addresses,
-)
 
 from localcluster.cluster import LocalCluster
 from localcluster.realnode import RealNode
 from netshift import keys, podstatus
 from netshift.kube import ApiError, Kube, pod_path, wait_for
-
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
+from support.builders import PROFILES, bridge_config, create_nad, namespace_profile
+from support.realnode import (
+    busybox_pod,
+    eventually,
+    ipv4_of,
+    pod_deleted,
+    settled_on,
+    store_addresses,
+)
 
 PODS = 4
 
@@ -73,7 +68,7 @@ def nets(
         real_kube,
         real_namespace,
         "b",
-        bridge_nad_config(
+        bridge_config(
             "b",
             made.bridges[0],
             f"10.240.{base}.0/24",
@@ -86,7 +81,7 @@ def nets(
         real_kube,
         real_namespace,
         "side",
-        bridge_nad_config("side", made.bridges[1], f"10.240.{base + 1}.0/24", made.stores["side"]),
+        bridge_config("side", made.bridges[1], f"10.240.{base + 1}.0/24", made.stores["side"]),
     )
     try:
         yield made
@@ -210,7 +205,7 @@ def test_containerd_restarted_during_a_stream_of_hot_plugs_leaks_nothing(
 
 
 def _rollout(kube: Kube, nets: Nets, name: str, **rollout: Any) -> None:
-    kube.create(PROFILES, profile_object(name, nets.namespace, "b", **rollout))
+    kube.create(PROFILES, namespace_profile(name, nets.namespace, "b", **rollout))
 
 
 def _under_way(kube: Kube, namespace: str, names: list[str]) -> bool:

@@ -25,10 +25,15 @@ from typing import Any
 
 import pytest
 import yaml
-from realnodeutil import (
-    bridge_nad_config,
+
+from localcluster import binaries
+from localcluster.cluster import LocalCluster
+from localcluster.procs import clean_env
+from localcluster.realnode import RealNode
+from netshift.kube import ApiError, Kube, nad_path, profile_crd_path
+from support.builders import bridge_config, create_nad
+from support.realnode import (
     busybox_pod,
-    create_nad,
     create_running,
     eventually,
     ipv4_of,
@@ -36,13 +41,7 @@ from realnodeutil import (
     webhook_serving,
 )
 
-from localcluster import binaries
-from localcluster.cluster import LocalCluster
-from localcluster.procs import clean_env
-from localcluster.realnode import RealNode
-from netshift.kube import ApiError, Kube, nad_path
-
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.restarts_node]
+pytestmark = pytest.mark.restarts_node
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "netshift"
@@ -110,7 +109,7 @@ class Helm:
         try:
             self.binary = binaries.helm()
         except binaries.MissingBinary as err:
-            from conftest import require
+            from support.require import require
 
             require(False, str(err))
             raise
@@ -205,7 +204,7 @@ def test_helm_install_upgrade_uninstall_with_a_hot_plug_between(
     step("helm template == kustomize overlay")
 
     bridge, subnet, store = side_net
-    create_nad(real_kube, real_namespace, "side", bridge_nad_config("side", bridge, subnet, store))
+    create_nad(real_kube, real_namespace, "side", bridge_config("side", bridge, subnet, store))
     installed_by_kustomize = tmp_path / "kustomize-install.yaml"
     installed_by_kustomize.write_text(
         yaml.safe_dump_all(
@@ -292,14 +291,8 @@ def test_helm_install_upgrade_uninstall_with_a_hot_plug_between(
             "/apis/rbac.authorization.k8s.io/v1/clusterroles/netshift-agent",
         ):
             assert gone(real_kube, path), path
-        assert not gone(
-            real_kube,
-            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/networkprofiles.netshift.io",
-        )
-        assert not gone(
-            real_kube,
-            nad_path(real_namespace, "side"),
-        )
+        assert not gone(real_kube, profile_crd_path())
+        assert not gone(real_kube, nad_path(real_namespace, "side"))
         step("helm uninstall --wait")
     finally:
         # 5. The kustomize install back, as the session had it (after an uninstall of

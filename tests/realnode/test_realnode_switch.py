@@ -27,28 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realnodeutil import (
-    HTTPD,
-    PROFILES,
-    ExecPing,
-    HttpLoop,
-    bridge_nad_config,
-    busybox_pod,
-    client_pod,
-    create_nad,
-    create_running,
-    default_route,
-    deployment,
-    eventually,
-    ipv4_of,
-    pod_deleted,
-    profile_object,
-    running_pods,
-    service,
-    settled_on,
-    store_addresses,
-    wait_webhook_injects,
-)
 
 from localcluster.cluster import LocalCluster
 from localcluster.probe import SeqPing
@@ -56,8 +34,25 @@ from localcluster.realnode import RealNode
 from localcluster.topology import V4, Subnet, Topology, subnets
 from netshift import keys, podstatus
 from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
-
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
+from support.builders import PROFILES, bridge_config, create_nad, namespace_profile
+from support.realnode import (
+    HTTPD,
+    ExecPing,
+    HttpLoop,
+    busybox_pod,
+    client_pod,
+    create_running,
+    default_route,
+    deployment,
+    eventually,
+    ipv4_of,
+    pod_deleted,
+    running_pods,
+    service,
+    settled_on,
+    store_addresses,
+    wait_webhook_injects,
+)
 
 PODS = 4
 SELECTOR = "app=web"
@@ -118,7 +113,7 @@ def lab(
     topo.create()
     try:
         for key, subnet in made.subnets.items():
-            config = bridge_nad_config(
+            config = bridge_config(
                 key,
                 bridges[key],
                 subnet.cidr(V4),
@@ -273,7 +268,7 @@ def _client_pods(lab: Lab, prefix: str, n: int) -> list[str]:
 
 def test_a_rollout_switches_4_real_pods_a_b_a_b_with_keep_and_loses_nothing(lab: Lab) -> None:
     name = f"sw-{lab.namespace}"
-    before = _start_web(lab, profile_object(name, lab.namespace, "a", maxConcurrent=PODS))
+    before = _start_web(lab, namespace_profile(name, lab.namespace, "a", maxConcurrent=PODS))
     try:
         url = f"http://{service(lab.kube, lab.namespace, 'web', {'app': 'web'})}/"
         old = [p["status"]["podIP"] for p in before.values()]
@@ -349,7 +344,7 @@ def test_a_rollout_with_remove_releases_multus_eth0_and_loses_nothing_on_the_way
     name = f"swrm-{lab.namespace}"
     # Long enough for the 4 switches to be counted before the first old address goes.
     drain = 15
-    prof = profile_object(
+    prof = namespace_profile(
         name, lab.namespace, "a", maxConcurrent=PODS, oldDefault="Remove", drainSeconds=drain
     )
     before = _start_web(lab, prof)
@@ -436,7 +431,7 @@ def test_a_pod_with_a_hot_plugged_network_and_a_switched_default_leaks_nothing(
         lab.kube,
         lab.namespace,
         "side",
-        bridge_nad_config(
+        bridge_config(
             "side", side, f"10.241.{secrets.randbelow(250) + 1}.0/24", lab.stores["side"]
         ),
     )

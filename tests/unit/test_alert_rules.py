@@ -16,12 +16,12 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from conftest import require
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.metrics import AgentMetrics
 from controller.metrics import ControllerMetrics
 from netshift.metrics import render
+from support.require import require
 from webhook.metrics import WebhookMetrics
 
 REPO = Path(__file__).resolve().parents[2]

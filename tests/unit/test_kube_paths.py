@@ -6,6 +6,7 @@ import pytest
 
 from netshift.kube import (
     configmap_path,
+    crd_path,
     deployment_path,
     event_path,
     lease_path,
@@ -13,6 +14,7 @@ from netshift.kube import (
     namespace_path,
     node_path,
     pod_path,
+    profile_crd_path,
     profile_path,
     secret_path,
     service_path,
@@ -34,6 +36,11 @@ from netshift.kube import (
         (profile_path(), "/apis/netshift.io/v1alpha1/networkprofiles"),
         (profile_path("corp"), "/apis/netshift.io/v1alpha1/networkprofiles/corp"),
         (profile_path("corp", "status"), "/apis/netshift.io/v1alpha1/networkprofiles/corp/status"),
+        (
+            profile_crd_path(),
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/networkprofiles.netshift.io",
+        ),
+        (crd_path(), "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"),
         (namespace_path(), "/api/v1/namespaces"),
         (namespace_path("ns"), "/api/v1/namespaces/ns"),
         (node_path("n1", "status"), "/api/v1/nodes/n1/status"),

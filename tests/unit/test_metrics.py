@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import httpx
-from controllerutil import plan as make_plan
-from controllerutil import pods, profile, reported, snapshot, start
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.metrics import AgentMetrics, orphaned
 from controller.metrics import ControllerMetrics
 from netshift.keys import DEGRADED
 from netshift.metrics import HealthServer, render
+from support.controller import plan as make_plan
+from support.controller import pods, profile, reported, snapshot, start
 
 IN_PROGRESS = "netshift_controller_rollouts_in_progress"
 IN_FLIGHT = "netshift_controller_pods_in_flight"

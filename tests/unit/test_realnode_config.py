@@ -17,12 +17,13 @@ import yaml
 from localcluster import binaries, planepki, realnode
 from localcluster.cluster import LocalCluster
 from localcluster.realnode import RealNode
+from support.require import require
 
 
 @pytest.fixture
 def node(tmp_path: Path) -> RealNode:
-    if shutil.which("runc", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
-        pytest.skip("needs Debian's runc (named in containerd's config)")
+    runc = shutil.which("runc", path="/usr/sbin:/usr/bin:/sbin:/bin")
+    require(runc is not None, "needs Debian's runc (named in containerd's config)")
     cluster = LocalCluster(tmp_path, pod_subnet="10.246.77.0/24", bridge="nscfg0", node="real")
     planepki.ensure(cluster.plane.pki_dir)
     n = cluster.single_node(RealNode)
@@ -104,7 +105,7 @@ def test_the_overlay_runs_netshift_from_the_local_image(node: RealNode) -> None:
     try:
         binaries.find("kubectl")
     except binaries.MissingBinary as err:
-        pytest.skip(str(err))
+        require(False, str(err))
     out = node.plane.kubectl("kustomize", str(node.netshift_overlay())).stdout
     workloads = {
         d["metadata"]["name"]: d["spec"]["template"]["spec"]
