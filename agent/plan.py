@@ -26,6 +26,7 @@ adopted, what only the agent had is plugged again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Collection, Mapping, Sequence
@@ -323,11 +324,54 @@ def after_release(left: Sequence[Current]) -> float | None:
     return RELEASE_RETRY if left else None
 
 
+# -- a NetworkAttachmentDefinition added, changed or deleted -----------------------------------
+
+
+def networks_named(wish: Wish | None, held: Collection[NetworkRef]) -> set[NetworkRef]:
+    """The NADs a pod depends on: those its annotations ask for (secondary networks and
+    its default) and those the agent holds attachments of (`held`: the networks of its
+    records). `wish` None: the pod is gone, only its records count."""
+    named = set(held)
+    if wish is None:
+        return named
+    value = wish.annotations.get(keys.DEFAULT_NETWORK_KEY)
+    if value:
+        with contextlib.suppress(AnnotationError):  # unreadable: no NAD mends it (reported)
+            named.add(parse_default_network(value, wish.namespace))
+    with contextlib.suppress(AnnotationError):
+        selections = parse_networks(wish.annotations.get(keys.NETWORKS_KEY, ""))
+        named.update(s.ref(wish.namespace) for s in selections)
+    return named
+
+
+def pods_naming(
+    ref: NetworkRef,
+    wishes: Mapping[str, Wish],
+    held: Mapping[str, Collection[NetworkRef]],
+) -> list[str]:
+    """The pods (UIDs) that a change of the NAD `ref` (added, edited, deleted) concerns, of
+    the pods on this node (`wishes`) and those the agent holds records for (`held`, gone
+    pods included).
+
+    They are reconciled at once, with `ref` among the networks changed since they were last
+    looked at (`plan_pod`): a pod that names a NAD before the NAD exists is attached when
+    the NAD comes, not when its backoff is over.
+    """
+    uids = sorted(set(wishes) | set(held))
+    return [uid for uid in uids if ref in networks_named(wishes.get(uid), held.get(uid, ()))]
+
+
 # -- planning a running pod -------------------------------------------------------------------
 
 
-def plan_pod(wish: Wish, seen: Seen, now: float) -> Plan:
-    """Plan one pod: bookkeeping of what is there, then the diff against the wish."""
+def plan_pod(wish: Wish, seen: Seen, now: float, changed: Collection[NetworkRef] = ()) -> Plan:
+    """Plan one pod: bookkeeping of what is there, then the diff against the wish.
+
+    `changed`: the networks whose NAD was added, changed or deleted since the pod was last
+    looked at. A failed attachment of one of them is tried again now, whatever its backoff
+    says: the failure may have been the NAD's (missing, or a config since mended). Its
+    attempts count on, so a NAD that is still wrong backs off further.
+    """
     plan = Plan()
     current = _bookkeeping(plan, seen, now)
     if plan.unsettled:
@@ -337,14 +381,20 @@ def plan_pod(wish: Wish, seen: Seen, now: float) -> Plan:
     try:
         selections = parse_networks(wish.annotations.get(keys.NETWORKS_KEY, ""))
         desired_default = _desired_default(wish)
-        _plan_secondaries(plan, selections, wish.namespace, current, now)
+        _plan_secondaries(plan, selections, wish.namespace, current, now, changed)
     except AnnotationError as err:
         plan.problem = str(err)
         del plan.detach[len(_vanished(plan)) :]
         plan.attach.clear()
         return plan
     _plan_default(
-        plan, current, switches, desired_default, parse_switch_policy(wish.annotations), now
+        plan,
+        current,
+        switches,
+        desired_default,
+        parse_switch_policy(wish.annotations),
+        now,
+        changed,
     )
     return plan
 
@@ -435,6 +485,7 @@ def _plan_secondaries(
     namespace: str,
     current: Sequence[Current],
     now: float,
+    changed: Collection[NetworkRef],
 ) -> None:
     secondaries = [c for c in current if c.role == SECONDARY]
     reserved = {"eth0", "lo"} | {c.interface for c in current if c.role != SECONDARY}
@@ -456,7 +507,7 @@ def _plan_secondaries(
             plan.detach.append(_detach(have, "replaced"))
             plan.attach.append(_attach(want, SECONDARY, have))
         elif have.state == FAILED:
-            if now >= have.retry_at:
+            if now >= have.retry_at or have.ref in changed:
                 plan.attach.append(_attach(want, SECONDARY, have))
             else:
                 plan.waiting.append(have)
@@ -471,12 +522,13 @@ def _plan_default(
     desired: NetworkRef | None,
     policy: SwitchPolicy,
     now: float,
+    changed: Collection[NetworkRef],
 ) -> None:
     default = next((c for c in current if c.role == DEFAULT), None)
     incoming = [c for c in current if c.role == INCOMING_DEFAULT]
     target: Current | None = None
     if desired is not None and (default is None or default.ref != desired):
-        target = _switch_target(plan, current, desired, default, switches, policy, now)
+        target = _switch_target(plan, current, desired, default, switches, policy, now, changed)
     for c in incoming:
         if target is None or c.interface != target.interface:
             plan.detach.append(_detach(c, "unwanted"))  # left over from a switch not wanted now
@@ -498,6 +550,7 @@ def _switch_target(
     switches: Sequence[EarlierSwitch],
     policy: SwitchPolicy,
     now: float,
+    changed: Collection[NetworkRef],
 ) -> Current:
     """Plan the switch to `desired` (or its wait); returns the interface it uses."""
     candidates = [c for c in current if c.role in (INCOMING_DEFAULT, PREVIOUS_DEFAULT)]
@@ -514,7 +567,7 @@ def _switch_target(
         None,
     )
     target = up or failed
-    if failed is not None and up is None and now < failed.retry_at:
+    if failed is not None and up is None and now < failed.retry_at and desired not in changed:
         plan.waiting.append(failed)
         plan.retry(failed.retry_at - now)
         return failed

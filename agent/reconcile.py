@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,12 +32,16 @@ from agent.plan import (
     Wish,
     after_release,
     needs_netns,
+    networks_named,
     next_requeue,
+    parse_network_id,
     plan_lifecycle,
     plan_pod,
     plan_release,
+    pods_naming,
 )
 from agent.report import Report, build_report
+from netshift.annotations import NetworkRef
 from netshift.cni.config import ConfList, load_conflist
 from netshift.cni.executor import CniExecutor
 from netshift.keys import NETSHIFT_NAMESPACE
@@ -101,6 +105,11 @@ class Agent:
                 cluster_net = load_conflist(f.read())
         self._pods_by_uid: dict[str, dict[str, Any]] = {}
         self._seen_at: dict[str, float] = {}
+        # The NADs changed since each pod was last reconciled (see `_on_nad`), and the
+        # resourceVersion of each NAD last seen (a re-list replays unchanged ones).
+        self._changed: dict[str, set[NetworkRef]] = {}
+        self._nad_versions: dict[str, str] = {}
+        self._started = False
         self._lock = threading.Lock()
         self.queue = WorkQueue(self.reconcile, workers=settings.workers, name="agent")
         self.pods = Informer(
@@ -110,7 +119,7 @@ class Agent:
             on_event=self._on_pod,
             name="agent pods",
         )
-        self.nads = Informer(kube, nad_path(), name="agent nads")
+        self.nads = Informer(kube, nad_path(), on_event=self._on_nad, name="agent nads")
         self.policy_objects: Informer | None = None
         if settings.nad_policy is not None:
             ns, name = settings.nad_policy
@@ -151,6 +160,16 @@ class Agent:
         for informer in self.informers:
             if not informer.wait_synced(60):
                 raise RuntimeError(f"informer {informer.name} did not sync in 60s")
+        with self._lock:
+            self._started = True
+        # The NADs may have changed in any way while the agent was away: for each pod's
+        # first reconcile, all the networks it names count as changed.
+        wishes = self._wishes()
+        held = self._held()
+        with self._lock:
+            for uid in set(wishes) | set(held):
+                named = networks_named(wishes.get(uid), held.get(uid, ()))
+                self._changed.setdefault(uid, set()).update(named)
         self.queue.start()
         self.resync()  # full reconcile at start-up: records against live pods
         threading.Thread(target=self._resync_loop, name="resync", daemon=True).start()
@@ -206,6 +225,47 @@ class Agent:
             self._seen_at.setdefault(uid, time.time())
         self.queue.add(uid)
 
+    def _on_nad(self, kind: str, nad: dict[str, Any]) -> None:
+        """A NAD added, changed or deleted: reconcile now the pods it concerns (the planner
+        says which), with the NAD among their changed networks, so that a failed attachment
+        of it is tried again at once rather than after its backoff."""
+        meta = nad.get("metadata") or {}
+        ref = NetworkRef(str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        version = str(meta.get("resourceVersion") or "")
+        with self._lock:
+            if kind == "DELETED":
+                self._nad_versions.pop(str(ref), None)
+            elif version and self._nad_versions.get(str(ref)) == version:
+                return  # a re-list replaying a NAD that did not change
+            else:
+                self._nad_versions[str(ref)] = version
+            if not self._started:
+                return  # the start-up reconcile of every pod covers it
+        uids = pods_naming(ref, self._wishes(), self._held())
+        if uids:
+            log.debug("NAD %s %s: reconciling %d pod(s)", ref, kind.lower(), len(uids))
+        for uid in uids:
+            with self._lock:
+                self._changed.setdefault(uid, set()).add(ref)
+            self.queue.add(uid)
+
+    def _wishes(self) -> dict[str, Wish]:
+        """What each pod of this node asks for, from the watch cache."""
+        with self._lock:
+            objects = list(self._pods_by_uid.items())
+        wishes = {}
+        for uid, obj in objects:
+            pod = Pod.from_object(obj)
+            wishes[uid] = Wish(pod.namespace, pod.annotations)
+        return wishes
+
+    def _held(self) -> dict[str, set[NetworkRef]]:
+        """The networks of the agent's records, per pod (gone pods included)."""
+        return {
+            uid: {parse_network_id(r.network) for r in self.store.list_pod(uid)}
+            for uid in self.store.pods()
+        }
+
     def pod(self, uid: str) -> dict[str, Any] | None:
         with self._lock:
             return self._pods_by_uid.get(uid)
@@ -246,6 +306,7 @@ class Agent:
         """Observe, plan, execute, report; when to look at the pod again (None: at its next event)."""
         with self._lock:
             seen = self._seen_at.pop(uid, time.time())
+            changed = self._changed.pop(uid, set())
         obj = self.pod(uid)
         pod = Pod.from_object(obj) if obj is not None else None
         netns, sandbox = Netns.UNKNOWN, None
@@ -257,7 +318,12 @@ class Agent:
             return self.release(uid) if life.step is Step.RELEASE else life.requeue_after
         assert pod is not None and sandbox is not None  # converge: running, its netns found
         started = time.monotonic()
-        retry, report = self.converge(pod, sandbox)
+        try:
+            retry, report = self.converge(pod, sandbox, changed)
+        except BaseException:
+            with self._lock:  # not looked at after all: the next run gets them
+                self._changed.setdefault(uid, set()).update(changed)
+            raise
         if retry is not None:
             self.metrics.queue_retries.inc()
         cni_seconds = time.monotonic() - started
@@ -276,12 +342,15 @@ class Agent:
             )
         return retry
 
-    def converge(self, pod: Pod, sandbox: Sandbox) -> tuple[float | None, Report]:
-        """Observe, plan, execute; the report of it and when to look again."""
+    def converge(
+        self, pod: Pod, sandbox: Sandbox, changed: Collection[NetworkRef] = ()
+    ) -> tuple[float | None, Report]:
+        """Observe, plan, execute; the report of it and when to look again. `changed`: the
+        NADs added, changed or deleted since the pod was last looked at."""
         obs = observe(pod, sandbox, self.store)
         cluster = self.configs.cluster_net
         wish = Wish(pod.namespace, pod.annotations, cluster.name if cluster else None)
-        plan = plan_pod(wish, obs.seen(), time.time())
+        plan = plan_pod(wish, obs.seen(), time.time(), changed)
         done = self.executor.run(obs, plan)
         report = build_report(
             pod.annotations,
