@@ -96,9 +96,35 @@ def selection_key(selection: Mapping[str, Any] | NetworkSelection) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
+@dataclass(frozen=True)
+class Retry:
+    """How long a failed attachment (ADD or DEL) waits before its next attempt: `base`
+    seconds after the first, doubling after each one, at most `cap`. The agent's
+    `--retry-base-seconds` and `--retry-max-seconds`."""
+
+    base: float = 1.0
+    cap: float = MAX_BACKOFF
+
+    def __post_init__(self) -> None:
+        if not 0 < self.base <= self.cap:
+            raise ValueError(
+                f"retry base {self.base}s and maximum {self.cap}s: "
+                "the base must be above 0 and at most the maximum"
+            )
+
+    def after(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (from 1)."""
+        n = max(attempt - 1, 0)
+        # 2**n overflows a float long after the cap is reached.
+        return self.cap if n >= 64 else float(min(self.base * 2**n, self.cap))
+
+
+DEFAULT_RETRY = Retry()
+
+
 def backoff(attempt: int) -> float:
     """Seconds to wait after failed attempt number `attempt`: 1, 2, 4, ... at most MAX_BACKOFF."""
-    return float(min(2 ** max(attempt - 1, 0), MAX_BACKOFF))
+    return DEFAULT_RETRY.after(attempt)
 
 
 # -- what the planner is given -----------------------------------------------------------
@@ -364,16 +390,23 @@ def pods_naming(
 # -- planning a running pod -------------------------------------------------------------------
 
 
-def plan_pod(wish: Wish, seen: Seen, now: float, changed: Collection[NetworkRef] = ()) -> Plan:
+def plan_pod(
+    wish: Wish,
+    seen: Seen,
+    now: float,
+    changed: Collection[NetworkRef] = (),
+    retry: Retry = DEFAULT_RETRY,
+) -> Plan:
     """Plan one pod: bookkeeping of what is there, then the diff against the wish.
 
     `changed`: the networks whose NAD was added, changed or deleted since the pod was last
     looked at. A failed attachment of one of them is tried again now, whatever its backoff
     says: the failure may have been the NAD's (missing, or a config since mended). Its
-    attempts count on, so a NAD that is still wrong backs off further.
+    attempts count on, so a NAD that is still wrong backs off further. `retry`: how long
+    failed attempts wait.
     """
     plan = Plan()
-    current = _bookkeeping(plan, seen, now)
+    current = _bookkeeping(plan, seen, now, retry)
     if plan.unsettled:
         plan.retry(UNSETTLED_RECHECK)
         return plan
@@ -381,7 +414,7 @@ def plan_pod(wish: Wish, seen: Seen, now: float, changed: Collection[NetworkRef]
     try:
         selections = parse_networks(wish.annotations.get(keys.NETWORKS_KEY, ""))
         desired_default = _desired_default(wish)
-        _plan_secondaries(plan, selections, wish.namespace, current, now, changed)
+        _plan_secondaries(plan, selections, wish.namespace, current, now, changed, retry)
     except AnnotationError as err:
         plan.problem = str(err)
         del plan.detach[len(_vanished(plan)) :]
@@ -395,6 +428,7 @@ def plan_pod(wish: Wish, seen: Seen, now: float, changed: Collection[NetworkRef]
         parse_switch_policy(wish.annotations),
         now,
         changed,
+        retry,
     )
     return plan
 
@@ -413,13 +447,13 @@ def _desired_default(wish: Wish) -> NetworkRef | None:
     return None
 
 
-def _bookkeeping(plan: Plan, seen: Seen, now: float) -> list[Current]:
+def _bookkeeping(plan: Plan, seen: Seen, now: float, retry: Retry) -> list[Current]:
     """Release what a replaced sandbox held, adopt creation-time attachments, release
     vanished ones; what is there afterwards."""
     held: dict[str, Current] = {}
     for c in seen.current:
         if not same_sandbox(c.sandbox, c.netns, seen.sandbox, {seen.netns, *seen.netns_aliases}):
-            plan.release.append(_detach(c, "recreated"))
+            plan.release.append(_detach(c, "recreated", retry))
             plan.recreated = True
             continue
         if c.adopted and c.sandbox != seen.sandbox and seen.sandbox:
@@ -450,7 +484,7 @@ def _bookkeeping(plan: Plan, seen: Seen, now: float) -> list[Current]:
         if c.state == ATTACHED and interface not in seen.links:
             # Gone behind the agent's back (e.g. `ip link del`): release its address and
             # forget it, so that it is attached again below if still wanted.
-            plan.detach.append(_detach(c, "vanished"))
+            plan.detach.append(_detach(c, "vanished", retry))
             del held[interface]
     return list(held.values())
 
@@ -468,15 +502,15 @@ def _settled(seen: Seen, now: float) -> bool:
     return now - since >= SETTLE_SECONDS
 
 
-def _detach(c: Current, why: str) -> Detach:
+def _detach(c: Current, why: str, retry: Retry) -> Detach:
     attempt = c.attempts + 1 if c.state == DETACHING else 1
-    return Detach(c, why, attempt, backoff(attempt), best_effort=c.state == FAILED)
+    return Detach(c, why, attempt, retry.after(attempt), best_effort=c.state == FAILED)
 
 
-def _attach(want: Attachment, role: str, before: Current | None) -> Attach:
+def _attach(want: Attachment, role: str, before: Current | None, retry: Retry) -> Attach:
     """A failed attachment behind the same name counts on; anything else starts at 1."""
     attempt = before.attempts + 1 if before is not None and before.state == FAILED else 1
-    return Attach(want, role, attempt, backoff(attempt))
+    return Attach(want, role, attempt, retry.after(attempt))
 
 
 def _plan_secondaries(
@@ -486,6 +520,7 @@ def _plan_secondaries(
     current: Sequence[Current],
     now: float,
     changed: Collection[NetworkRef],
+    retry: Retry,
 ) -> None:
     secondaries = [c for c in current if c.role == SECONDARY]
     reserved = {"eth0", "lo"} | {c.interface for c in current if c.role != SECONDARY}
@@ -499,20 +534,20 @@ def _plan_secondaries(
     for want in wanted:
         have = by_interface.pop(want.interface, None)
         if have is None:
-            plan.attach.append(_attach(want, SECONDARY, None))
+            plan.attach.append(_attach(want, SECONDARY, None, retry))
             continue
         same = have.ref == want.ref and (not have.key or have.key == selection_key(want.selection))
         if not same or have.state in (ATTACHING, DETACHING):
             # Another network (or other ips/mac) behind the same name: detach first, then attach.
-            plan.detach.append(_detach(have, "replaced"))
-            plan.attach.append(_attach(want, SECONDARY, have))
+            plan.detach.append(_detach(have, "replaced", retry))
+            plan.attach.append(_attach(want, SECONDARY, have, retry))
         elif have.state == FAILED:
             if now >= have.retry_at or have.ref in changed:
-                plan.attach.append(_attach(want, SECONDARY, have))
+                plan.attach.append(_attach(want, SECONDARY, have, retry))
             else:
                 plan.waiting.append(have)
                 plan.retry(have.retry_at - now)
-    plan.detach.extend(_detach(c, "unwanted") for c in by_interface.values())
+    plan.detach.extend(_detach(c, "unwanted", retry) for c in by_interface.values())
 
 
 def _plan_default(
@@ -523,21 +558,26 @@ def _plan_default(
     policy: SwitchPolicy,
     now: float,
     changed: Collection[NetworkRef],
+    retry: Retry,
 ) -> None:
     default = next((c for c in current if c.role == DEFAULT), None)
     incoming = [c for c in current if c.role == INCOMING_DEFAULT]
     target: Current | None = None
     if desired is not None and (default is None or default.ref != desired):
-        target = _switch_target(plan, current, desired, default, switches, policy, now, changed)
+        target = _switch_target(
+            plan, current, desired, default, switches, policy, now, changed, retry
+        )
     for c in incoming:
         if target is None or c.interface != target.interface:
-            plan.detach.append(_detach(c, "unwanted"))  # left over from a switch not wanted now
+            plan.detach.append(
+                _detach(c, "unwanted", retry)
+            )  # left over from a switch not wanted now
     for c in current:
         if c.role != PREVIOUS_DEFAULT or (target is not None and c.interface == target.interface):
             continue
         if c.drain_until is not None:
             if now >= c.drain_until:
-                plan.drain.append(_detach(c, "drained"))
+                plan.drain.append(_detach(c, "drained", retry))
             else:
                 plan.retry(c.drain_until - now)
 
@@ -551,6 +591,7 @@ def _switch_target(
     policy: SwitchPolicy,
     now: float,
     changed: Collection[NetworkRef],
+    retry: Retry,
 ) -> Current:
     """Plan the switch to `desired` (or its wait); returns the interface it uses."""
     candidates = [c for c in current if c.role in (INCOMING_DEFAULT, PREVIOUS_DEFAULT)]
@@ -578,7 +619,9 @@ def _switch_target(
         sel = NetworkSelection(
             name=desired.name, namespace=desired.namespace or None, interface=target.interface
         )
-        attach = _attach(Attachment(desired, target.interface, sel, True), INCOMING_DEFAULT, failed)
+        attach = _attach(
+            Attachment(desired, target.interface, sel, True), INCOMING_DEFAULT, failed, retry
+        )
     plan.switch = Switch(
         target=desired,
         interface=target.interface,

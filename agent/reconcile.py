@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent.execute import Executor
@@ -28,6 +28,7 @@ from agent.networks import NetworkConfigs
 from agent.observe import as_current, observe
 from agent.plan import (
     Netns,
+    Retry,
     Step,
     Wish,
     after_release,
@@ -83,6 +84,8 @@ class AgentSettings:
     workers: int = 10  # pods are independent (one worker per pod at a time); CNI waits on plugins
     resync_seconds: float = 60.0
     cni_timeout: float = 30.0
+    # A failed ADD or DEL is tried again after this backoff (agent.plan.Retry).
+    retry: Retry = field(default_factory=Retry)
     # (namespace, name) of the cluster's NAD policy ConfigMap; None: no policy.
     nad_policy: tuple[str, str] | None = (NETSHIFT_NAMESPACE, POLICY_CONFIGMAP)
 
@@ -350,7 +353,7 @@ class Agent:
         obs = observe(pod, sandbox, self.store)
         cluster = self.configs.cluster_net
         wish = Wish(pod.namespace, pod.annotations, cluster.name if cluster else None)
-        plan = plan_pod(wish, obs.seen(), time.time(), changed)
+        plan = plan_pod(wish, obs.seen(), time.time(), changed, self.s.retry)
         done = self.executor.run(obs, plan)
         report = build_report(
             pod.annotations,
