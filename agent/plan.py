@@ -16,6 +16,10 @@ attempt an action is, how long to back off when it fails, what a failed DEL
 leaves, and when to look at the pod again. Detaches come first so that a swap
 behind one interface name works.
 
+When a NAD is added, changed or deleted, `pods_naming` says which pods that
+concerns (they are reconciled at once), and `plan_pod` tries a failed
+attachment of a changed NAD again without waiting for its backoff.
+
 A recreated sandbox (a new sandbox id and netns for the same pod, e.g. after the
 runtime restarted it) is noticed on the records: what the agent held in the old
 sandbox is released (DEL with its recorded config and container id, in its old
