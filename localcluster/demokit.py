@@ -15,7 +15,7 @@ from typing import Any
 
 from netshift import podstatus
 from netshift.keys import SELECTED_LABEL
-from netshift.kube import ApiError, Kube
+from netshift.kube import ApiError, Kube, namespace_path, pod_path
 
 NS = "netshift-demo"
 PROFILE = "netshift-demo"
@@ -28,7 +28,7 @@ NEW = ("new-cni", "nsdemo-new", "10.251.2")
 def selected(kube: Kube, namespace: str) -> bool:
     """Whether the namespace carries netshift.io/selected: from then on its new pods go
     through the webhook (the controller labels it once the profile selects it)."""
-    labels = kube.get(f"/api/v1/namespaces/{namespace}")["metadata"].get("labels") or {}
+    labels = kube.get(namespace_path(namespace))["metadata"].get("labels") or {}
     return labels.get(SELECTED_LABEL) == "true"
 
 
@@ -94,7 +94,7 @@ def apply(kube: Kube, path: str, obj: dict[str, Any]) -> None:
 
 def switched_count(kube: Kube, namespace: str, network: str, selector: str) -> int:
     """Pods whose agent reports `network` as their default network."""
-    pods = kube.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector)["items"]
+    pods = kube.get(pod_path(namespace), labelSelector=selector)["items"]
     done = 0
     for pod in pods:
         st = podstatus.parse_status(pod["metadata"].get("annotations") or {})

@@ -18,7 +18,7 @@ from localcluster.errors import ClusterError
 from localcluster.procs import Proc, clean_env, http_ok
 from localcluster.state import IPV4, SERVICE_CIDRS, Ports
 from localcluster.supervisor import ProcStatus, Supervisor
-from netshift.kube import ApiError, Kube
+from netshift.kube import ApiError, Kube, namespace_path
 
 MANIFESTS = binaries.REPO / "manifests"
 PROCS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -200,7 +200,7 @@ class Plane:
 
     def ensure_namespace(self, name: str) -> None:
         try:
-            self.kube().create("/api/v1/namespaces", {"metadata": {"name": name}})
+            self.kube().create(namespace_path(), {"metadata": {"name": name}})
         except ApiError as err:
             if err.status != 409:
                 raise

@@ -56,7 +56,18 @@ from localcluster.demokit import (
 from localcluster.probe import HttpProbe, SeqPing, Stream, container_ping_argv
 from localcluster.realnode import image_name
 from localcluster.topology import V4, V6, Subnet, Topology
-from netshift.kube import ApiError, Kube, has_default_service_account, nad_path, wait_for
+from netshift.kube import (
+    ApiError,
+    Kube,
+    deployment_path,
+    has_default_service_account,
+    nad_path,
+    namespace_path,
+    pod_path,
+    profile_path,
+    service_path,
+    wait_for,
+)
 
 CLIENT_NS = "netshift-demo-client"  # not selected by the profile: stays on the cluster network
 ROUTED = ("10.251.9.0/24", "fd6e:7368:251:9::/64")  # the routed client's own subnet
@@ -184,7 +195,7 @@ def main_default_route(cluster: LocalCluster, namespace: str, pod: str, family: 
 
 def pod_views(cluster: LocalCluster, kube: Kube) -> list[PodView]:
     views = []
-    for pod in kube.get(f"/api/v1/namespaces/{NS}/pods", labelSelector=SELECTOR)["items"]:
+    for pod in kube.get(pod_path(NS), labelSelector=SELECTOR)["items"]:
         name = pod["metadata"]["name"]
         statuses = pod.get("status", {}).get("containerStatuses") or [{}]
         views.append(
@@ -203,7 +214,7 @@ def pod_views(cluster: LocalCluster, kube: Kube) -> list[PodView]:
 
 
 def _ready(kube: Kube, namespace: str, selector: str, count: int) -> bool:
-    pods = kube.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector)["items"]
+    pods = kube.get(pod_path(namespace), labelSelector=selector)["items"]
     ready = [
         p
         for p in pods
@@ -314,15 +325,15 @@ def _is_address(name: str) -> bool:
 
 def cleanup(cluster: LocalCluster, kube: Kube, topo: Topology, say: Say) -> None:
     with contextlib.suppress(ApiError):
-        kube.delete(f"/apis/netshift.io/v1alpha1/networkprofiles/{PROFILE}")
+        kube.delete(profile_path(PROFILE))
     for ns in (NS, CLIENT_NS):
         with contextlib.suppress(ApiError):
-            kube.delete(f"/api/v1/namespaces/{ns}")
+            kube.delete(namespace_path(ns))
 
     def gone() -> bool:
         for ns in (NS, CLIENT_NS):
             try:
-                kube.get(f"/api/v1/namespaces/{ns}")
+                kube.get(namespace_path(ns))
                 return False
             except ApiError as err:
                 if err.status != 404:
@@ -402,25 +413,25 @@ def set_up(cluster: LocalCluster, kube: Kube, topo: Topology, pods: int, say: Sa
         for (name, _, _), s in zip((OLD, NEW), topo.bridges.values(), strict=True)
     }
     say(f"== namespace {NS}: networks {OLD[0]} ({ranges[OLD[0]]}) and {NEW[0]} ({ranges[NEW[0]]})")
-    apply(kube, "/api/v1/namespaces", {"metadata": {"name": NS, "labels": {DEMO_LABEL: "true"}}})
-    apply(kube, "/api/v1/namespaces", {"metadata": {"name": CLIENT_NS}})
+    apply(kube, namespace_path(), {"metadata": {"name": NS, "labels": {DEMO_LABEL: "true"}}})
+    apply(kube, namespace_path(), {"metadata": {"name": CLIENT_NS}})
     for (name, bridge_name, _), addressing in zip((OLD, NEW), topo.bridges.values(), strict=True):
         cidrs = [addressing.cidr(f) for f in addressing.families]
         apply(kube, nad_path(NS), bridge_nad(NS, name, bridge_name, cidrs, ipam_dir(cluster)))
     say(f"== NetworkProfile {PROFILE}: default network {NS}/{OLD[0]}, rollout Live, old Keep")
-    apply(kube, "/apis/netshift.io/v1alpha1/networkprofiles", profile(f"{NS}/{OLD[0]}"))
+    apply(kube, profile_path(), profile(f"{NS}/{OLD[0]}"))
     # The Deployment's pods get the profile at creation once the namespace is labelled.
     wait_for(lambda: selected(kube, NS), 30, what=f"{NS} labelled netshift.io/selected")
     for ns in (NS, CLIENT_NS):
         wait_for(_service_account(kube, ns), 30, what=f"the default ServiceAccount of {ns}")
     say(f"== Deployment web ({pods} busybox pods: httpd and a TCP echo) behind Service web")
-    apply(kube, f"/apis/apps/v1/namespaces/{NS}/deployments", deployment(pods))
-    apply(kube, f"/api/v1/namespaces/{NS}/services", service())
+    apply(kube, deployment_path(NS), deployment(pods))
+    apply(kube, service_path(NS), service())
     for i in range(pods):
-        apply(kube, f"/api/v1/namespaces/{CLIENT_NS}/pods", client_pod(i))
+        apply(kube, pod_path(CLIENT_NS), client_pod(i))
     wait_for(lambda: _ready(kube, NS, SELECTOR, pods), 180, what=f"{pods} web pods ready")
     wait_for(lambda: _ready(kube, CLIENT_NS, "app=client", pods), 120, what="the client pods")
-    spec = kube.get(f"/api/v1/namespaces/{NS}/services/web")["spec"]
+    spec = kube.get(service_path(NS, "web"))["spec"]
     return [str(ip) for ip in spec.get("clusterIPs") or [spec["clusterIP"]]]
 
 
@@ -478,7 +489,7 @@ def run(cluster: LocalCluster, pods: int, keep: bool, say: Say = print) -> bool:
         cleanup(cluster, kube, topo, say)  # a previous --keep run
     cluster_ips = set_up(cluster, kube, topo, pods, say)
     before = {v.uid: v for v in pod_views(cluster, kube)}
-    sample = kube.get(f"/api/v1/namespaces/{NS}/pods", labelSelector=SELECTOR)["items"][0]
+    sample = kube.get(pod_path(NS), labelSelector=SELECTOR)["items"][0]
     injected = (sample["metadata"].get("annotations") or {}).get(
         "v1.multus-cni.io/default-network", "(none: is the webhook running?)"
     )
@@ -496,7 +507,7 @@ def run(cluster: LocalCluster, pods: int, keep: bool, say: Say = print) -> bool:
     say(f"== switching the profile to {NS}/{NEW[0]}")
     t0 = time.monotonic()
     kube.patch_merge(
-        f"/apis/netshift.io/v1alpha1/networkprofiles/{PROFILE}",
+        profile_path(PROFILE),
         {"spec": {"defaultNetwork": f"{NS}/{NEW[0]}"}},
     )
     done = f"{NS}/{NEW[0]}"

@@ -31,7 +31,7 @@ from localcluster.realnode.shutdown import Shutdown
 from localcluster.realnode.tools import host_tool, missing_binaries
 from localcluster.state import NodeSpec, Ports
 from localcluster.supervisor import ProcStatus, Supervisor
-from netshift.kube import ApiError
+from netshift.kube import ApiError, node_path
 
 
 def missing_prerequisites() -> list[str]:
@@ -285,7 +285,7 @@ class RealNode:
 
     def _node(self) -> dict[str, Any] | None:
         try:
-            return self.plane.kube().get(f"/api/v1/nodes/{self.name}")
+            return self.plane.kube().get(node_path(self.name))
         except (ApiError, OSError):
             return None
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from netshift.annotations import AnnotationError, NetworkRef, NetworkSelection, parse_networks
+from netshift.attachments import AttachmentRecord
 from netshift.cni.config import (
     CniError,
     ConfList,
@@ -22,9 +23,6 @@ from netshift.cni.config import (
     k8s_cni_args,
     load_conflist,
 )
-
-if TYPE_CHECKING:
-    from netshift.records import AttachmentRecord
 
 __all__ = [
     "NadError",

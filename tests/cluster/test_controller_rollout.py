@@ -32,7 +32,7 @@ from netshift.keys import (
     ROLLOUT_STARTED_KEY,
     SWITCH_POLICY_KEY,
 )
-from netshift.kube import Kube, pod_path, wait_for
+from netshift.kube import Kube, pod_path, profile_path, wait_for
 from netshift.podstatus import is_settled
 from support.builders import create_nad
 from support.controller import (
@@ -171,10 +171,7 @@ def test_a_live_rollout_keeps_at_most_max_concurrent_in_flight_and_completes(
         "inFlight": 0,
     }
     assert status["selectedNamespaces"] == [namespace] and status["namespaceCount"] == 1
-    assert (
-        status["observedGeneration"]
-        == kube.get(f"/apis/netshift.io/v1alpha1/networkprofiles/{name}")["metadata"]["generation"]
-    )
+    assert status["observedGeneration"] == kube.get(profile_path(name))["metadata"]["generation"]
     assert condition(status, "Progressing")["status"] == "False"
     assert condition(status, "Conflict")["status"] == "False"
 
@@ -207,7 +204,7 @@ def test_status_is_written_only_when_it_changes(
     with agent(kube, namespace, delay=0.1):
         name = make_profile(kube, profiles, f"quiet-{namespace}", labels={"rollout": namespace})
         wait_condition(kube, name, "Complete", "True")
-        path = f"/apis/netshift.io/v1alpha1/networkprofiles/{name}"
+        path = profile_path(name)
         before = kube.get(path)["metadata"]["resourceVersion"]
         pods_before = {
             n: p["metadata"]["resourceVersion"]

@@ -32,7 +32,7 @@ from localcluster.procs import clean_env, free_port, main_python
 from localcluster.samples import deployment_pod, pod_review
 from netshift.annotations import parse_networks
 from netshift.keys import DEFAULT_NETWORK_KEY, NETWORKS_KEY, PROFILE_KEY, SELECTED_LABEL
-from netshift.kube import ApiError, Kube, nad_path, wait_for
+from netshift.kube import ApiError, Kube, nad_path, profile_path, wait_for
 from netshift.nadpolicy import POLICY_CONFIGMAP
 from support.builders import create_nad, nad_object
 from webhook.app import WebhookSettings, create_app, create_health_app
@@ -42,7 +42,7 @@ from webhook.certs import (
     KubeSecretStore,
     SecretCertManager,
 )
-from webhook.informers import PROFILES_PATH, InformerCaches
+from webhook.informers import InformerCaches
 from webhook.metrics import WebhookMetrics
 from webhook.registration import (
     apply_webhook_configurations,
@@ -150,7 +150,7 @@ class Space:
                 **spec,
             },
         }
-        self.kube.create(PROFILES_PATH, body)
+        self.kube.create(profile_path(), body)
         self.profiles.append(name)
         wait_for(
             lambda: any(p.name == name for p in self.webhook.caches.profiles()),
@@ -219,7 +219,7 @@ def space(namespace: str, kube: Kube, cluster: LocalCluster, webhook: Webhook) -
     yield s
     for name in s.profiles:
         with contextlib.suppress(ApiError):
-            kube.delete(f"{PROFILES_PATH}/{name}")
+            kube.delete(profile_path(name))
 
 
 def pod_annotations(pod: dict[str, Any]) -> dict[str, str]:
@@ -459,7 +459,7 @@ def test_the_namespace_webhook_labels_a_namespace_in_the_write_that_selects_it(
     team = uuid.uuid4().hex[:8]
     profile = f"labels-{team}"
     kube.create(
-        PROFILES_PATH,
+        profile_path(),
         {
             "apiVersion": "netshift.io/v1alpha1",
             "kind": "NetworkProfile",
@@ -487,7 +487,7 @@ def test_the_namespace_webhook_labels_a_namespace_in_the_write_that_selects_it(
         assert webhook.metrics.requests_value("mutate-namespace", "allowed") == before
         assert webhook.metrics.requests_value("mutate-namespace", "patched") >= 2
     finally:
-        kube.delete(f"{PROFILES_PATH}/{profile}")
+        kube.delete(profile_path(profile))
         with contextlib.suppress(ApiError):
             kube.delete(path)
 
