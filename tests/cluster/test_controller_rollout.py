@@ -429,17 +429,21 @@ def test_profiles_deleted_with_their_crd_are_not_handed_back(
                 what="the controller to hold the hand-back",
             )
             assert annotations_of(kube, namespace) == before
-            starts = [r for r in read_audit(audit_path) if r["event"] == "start"]
-            assert len(starts) == 2  # the two of the rollout; none back
+            assert len(_starts(audit_path, name)) == 2  # the two of the rollout; none back
         finally:
             cluster.plane.install_crds()
         # The CRD back without the profile is a reinstall (docs/controller.md): from then on
         # the pods of the profile that no longer exists are handed back, as after any delete.
         wait_for(
-            lambda: len([r for r in read_audit(audit_path) if r["event"] == "start"]) == 4,
+            lambda: len(_starts(audit_path, name)) == 4,
             90,
             what="the hand-back once the CRD is installed again",
         )
+
+
+def _starts(audit_path: Path, profile: str) -> list[dict[str, Any]]:
+    """The audit's starts of one profile (other tests' controllers may share the log)."""
+    return [r for r in read_audit(audit_path) if r["event"] == "start" and r["profile"] == profile]
 
 
 # --- the patch itself ------------------------------------------------------------------------
