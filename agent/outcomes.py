@@ -10,6 +10,9 @@ from agent.plan import Attach
 if TYPE_CHECKING:
     from netshift.records import AttachmentRecord
 
+# A record's extra key: the node conf file its config came from (a NAD without spec.config).
+NODE_CONF = "node_conf_file"
+
 
 @dataclass(frozen=True)
 class Attached:

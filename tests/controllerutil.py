@@ -174,7 +174,8 @@ def create_nad(kube: Kube, namespace: str, name: str) -> None:
         "name": name,
         "type": "bridge",
         "bridge": f"nst{name[-6:]}",
-        "ipam": {"type": "host-local", "subnet": "10.250.0.0/24"},
+        # A default route: a profile may make it the pods' default (`netshift plan` checks).
+        "ipam": {"type": "host-local", "subnet": "10.250.0.0/24", "routes": [{"dst": "0.0.0.0/0"}]},
     }
     kube.create(
         nad_path(namespace),
