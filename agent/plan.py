@@ -509,9 +509,8 @@ def not_a_default_network(network: str, interface: str, result: Mapping[str, Any
     routes = ", ".join(str(r["dst"]) for r in result_routes(result)) or "none"
     return (
         f"{network} is not a default network: the CNI result for {interface} has no default "
-        f"route (routes: {routes}){gw_text}; the old default stays, and {interface} was "
-        "released. Give the network a default route (bridge isDefaultGateway, or 0.0.0.0/0 "
-        "or ::/0 in its IPAM routes)"
+        f"route (routes: {routes}){gw_text}, so {interface} was released; give the network a "
+        "default route (bridge isDefaultGateway, or 0.0.0.0/0 or ::/0 in its IPAM routes)"
     )
 
 

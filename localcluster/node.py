@@ -10,7 +10,9 @@ logs/, reused while they run); everything they write lives under
     realnode/kube-proxy/   config.yaml, kubeconfig
     realnode/cni/bin/      multus-shim (installed by Multus's init container)
     realnode/cni/net.d/    containerd's CNI conf dir: only Multus's 00-multus.conf
-    realnode/cni/cluster.d/ the cluster network conflist (Multus's default delegate)
+    realnode/cni/cluster.d/ Multus's confDir: the cluster network conflist (its default
+                           delegate) and the conf files of networks defined per node
+                           (NADs without spec.config); the agent reads it too
     realnode/cni/networks/ host-local store of the cluster network
     realnode/multus/       the Multus daemon's socket and cache
     realnode/agent/        netshift agent's attachment records (a hostPath of its DaemonSet)
@@ -939,6 +941,15 @@ class RealNode:
                             {
                                 "name": "node-root",
                                 "hostPath": {"path": str(self.root), "type": "Directory"},
+                            },
+                            # Multus's confDir here: the agent reads it where the
+                            # DaemonSet mounts a node's (a NAD without spec.config).
+                            {
+                                "name": "multus-conf",
+                                "hostPath": {
+                                    "path": str(self.cluster_conf_dir),
+                                    "type": "Directory",
+                                },
                             },
                         ],
                     }

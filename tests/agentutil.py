@@ -92,6 +92,8 @@ class AgentProcess:
         self.ready_file = workdir / "ready"
         self.timing_log = workdir / "timings.jsonl"
         self.log_path = workdir / "agent.log"
+        # Its node's Multus conf dir: where a NAD without spec.config finds its conf file.
+        self.node_conf_dir = workdir / "node-conf.d"
         self.extra_bin_dirs = extra_bin_dirs
         self.resync_seconds = resync_seconds
         self.health_port = free_port()  # /healthz, /readyz, /metrics
@@ -117,6 +119,8 @@ class AgentProcess:
             str(self.cluster.state_dir / "node/net.d/00-netshift-cluster.conflist"),
             "--netns-template",
             NETNS_TEMPLATE,
+            "--node-conf-dir",
+            str(self.node_conf_dir),
             *bin_dirs,
             "--resync-seconds",
             str(self.resync_seconds),
@@ -145,6 +149,7 @@ class AgentProcess:
     def start(self, timeout: float = 60) -> None:
         assert not self.running(), "the agent is running already"
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.node_conf_dir.mkdir(exist_ok=True)
         self.ready_file.unlink(missing_ok=True)
         with open(self.log_path, "ab") as logf:
             logf.write(f"--- agent starting at {time.strftime('%H:%M:%S')}\n".encode())

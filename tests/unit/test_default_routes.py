@@ -68,7 +68,7 @@ def test_the_refusal_says_why_and_what_would_make_it_a_default_network() -> None
     message = not_a_default_network("shop/storage", "net2", STORAGE)
     assert message.startswith(
         "shop/storage is not a default network: the CNI result for net2 has no default route "
-        "(routes: none) (its gateway 10.252.0.1 alone is not a route); the old default stays"
+        "(routes: none) (its gateway 10.252.0.1 alone is not a route), so net2 was released"
     )
     assert "isDefaultGateway" in message and "0.0.0.0/0" in message
 

@@ -1,0 +1,423 @@
+"""Pods born on the cluster network, moved by a NetworkProfile to another network and back.
+
+Three web pods (busybox httpd on 8080 behind a Service, a TCP echo on 7000, a TCP
+readiness probe) are created without any netshift annotation: Multus gives them
+the cluster network as eth0. A profile then makes a `ptp` network their default
+(another plugin type: the shape Calico gives pods, an address of its own and
+every route through a host-side veth), rolled out live; deleting the profile
+hands them back to the cluster network. Old defaults are kept, so the pod IPs (and
+the Service's endpoints) stay on eth0 throughout.
+
+Everything is counted from a client namespace on a subnet of its own that the node
+routes: 10 ms pings to every pod IP by sequence number, a TCP echo stream to every
+pod (2 s timeout: a stall is a failure), and HTTP requests through the Service's
+ClusterIP, one after the other on fresh connections. The node drops (and counts)
+any packet from the cluster network's subnet that does not arrive on its bridge,
+and any from the ptp subnet that does: a reply that left a pod by the wrong
+interface.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import secrets
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from realnodeutil import (
+    PROFILES,
+    create_nad,
+    default_route,
+    deployment,
+    eventually,
+    profile_object,
+    running_pods,
+    settled_on,
+    store_addresses,
+)
+
+from localcluster.cluster import LocalCluster
+from localcluster.node import CLUSTER_NETWORK, RealNode
+from localcluster.probe import SeqPing, Stream, socket_in
+from localcluster.topology import V4, Subnet, Topology, subnets
+from netshift import keys
+from netshift.kube import ApiError, Kube, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
+
+PODS = 3
+SELECTOR = "app=web"
+HTTP_PORT, ECHO_PORT = 8080, 7000
+WEB = [
+    "sh",
+    "-c",
+    'mkdir -p /www && echo "served-by-$(hostname)" > /www/index.html && '
+    f"(nc -ll -p {ECHO_PORT} -e cat &) && exec httpd -f -p {HTTP_PORT} -h /www",
+]
+
+
+class NetnsHttp:
+    """GETs of http://host:port/ from a network namespace, one after the other on fresh
+    connections every `interval`, each with `timeout`; every request is kept with its time
+    (monotonic) and its outcome: the pod that served it, or the error."""
+
+    def __init__(
+        self, netns: str, host: str, port: int = 80, interval: float = 0.05, timeout: float = 2.0
+    ) -> None:
+        self.netns, self.host, self.port = netns, host, port
+        self.interval, self.timeout = interval, timeout
+        self.requests: list[tuple[float, bool, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _once(self) -> tuple[bool, str]:
+        sock = socket_in(self.netns, socket.AF_INET)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect((self.host, self.port))
+            sock.sendall(f"GET / HTTP/1.0\r\nHost: {self.host}\r\n\r\n".encode())
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+        except OSError as err:
+            name = errno.errorcode.get(err.errno or 0, type(err).__name__)
+            return False, name
+        finally:
+            sock.close()
+        text = data.decode(errors="replace")
+        body = text.split("\r\n\r\n", 1)[-1].strip()
+        if not text.startswith("HTTP/1.") or " 200 " not in text.split("\r\n", 1)[0]:
+            return False, f"status {text[:40]!r}"
+        if not body.startswith("served-by-"):
+            return False, f"body {body[:40]!r}"
+        return True, body.removeprefix("served-by-")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            ok, what = self._once()
+            self.requests.append((started, ok, what))
+            self._stop.wait(self.interval)
+
+    def wait_ok(self, n: int, timeout: float = 60) -> None:
+        """Until `n` requests in a row succeeded (kube-proxy programs the Service once its
+        EndpointSlice exists); what came before is not counted."""
+
+        def streak() -> bool:
+            tail = self.requests[-n:]
+            return len(tail) == n and all(ok for _t, ok, _w in tail)
+
+        eventually(streak, timeout, f"{n} answers from {self.host}")
+        self.requests.clear()
+
+    def stop(self) -> tuple[int, list[tuple[float, str]]]:
+        """(requests, failures as (time, error))."""
+        self._stop.set()
+        self._thread.join(timeout=self.timeout + 2)
+        return len(self.requests), [(t, w) for t, ok, w in self.requests if not ok]
+
+
+class SourceGuard:
+    """Drops and counts packets from a subnet arriving where it does not belong: from the
+    cluster network's subnet anywhere but its bridge (and the host's own loopback), from the
+    ptp subnet on the cluster network's bridge. Scoped to these two subnets (this test's)."""
+
+    def __init__(self, tag: str, cluster_subnet: str, bridge: str, ptp_subnet: str) -> None:
+        self.chains = {f"NSG{tag}c": cluster_subnet, f"NSG{tag}p": ptp_subnet}
+        self.bridge = bridge
+
+    def _ipt(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["iptables", "-t", "raw", *args], capture_output=True, text=True, check=check
+        )
+
+    def create(self) -> None:
+        (cluster_chain, cluster_subnet), (ptp_chain, ptp_subnet) = self.chains.items()
+        for chain in self.chains:
+            self._ipt("-N", chain)
+        self._ipt("-A", cluster_chain, "-i", self.bridge, "-j", "RETURN")
+        self._ipt("-A", cluster_chain, "-i", "lo", "-j", "RETURN")
+        self._ipt("-A", cluster_chain, "-j", "DROP")
+        self._ipt("-A", ptp_chain, "-i", self.bridge, "-j", "DROP")
+        self._ipt("-I", "PREROUTING", "-s", cluster_subnet, "-j", cluster_chain)
+        self._ipt("-I", "PREROUTING", "-s", ptp_subnet, "-j", ptp_chain)
+
+    def dropped(self) -> int:
+        total = 0
+        for chain in self.chains:
+            listing = self._ipt("-L", chain, "-v", "-x", "-n").stdout
+            for line in listing.splitlines():
+                words = line.split()
+                if len(words) > 2 and words[0].isdigit() and words[2] == "DROP":
+                    total += int(words[0])
+        return total
+
+    def delete(self) -> None:
+        for chain, subnet in self.chains.items():
+            while (
+                self._ipt("-D", "PREROUTING", "-s", subnet, "-j", chain, check=False).returncode
+                == 0
+            ):
+                pass
+            self._ipt("-F", chain, check=False)
+            self._ipt("-X", chain, check=False)
+
+
+@dataclass
+class Lab:
+    cluster: LocalCluster
+    node: RealNode
+    kube: Kube
+    namespace: str
+    topo: Topology
+    guard: SourceGuard
+    ptp: Subnet
+    store: Path
+
+    def pods(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.kube.get(
+            f"/api/v1/namespaces/{self.namespace}/pods", labelSelector=SELECTOR
+        )["items"]
+        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+    def settled_on(self, network: str) -> list[dict[str, Any]] | None:
+        items = self.pods()
+        done = [p for p in items if settled_on(p, network)]
+        return done if len(done) == PODS == len(items) else None
+
+
+@pytest.fixture
+def lab(
+    real_cluster: LocalCluster, real_node: RealNode, real_kube: Kube, real_namespace: str
+) -> Iterator[Lab]:
+    tag = secrets.token_hex(2)
+    ptp, routed = subnets(2, (V4,), second=240)
+    topo = Topology(name=f"cn{tag}", bridges={}, routed=routed)
+    guard = SourceGuard(tag, real_cluster.pod_subnet, real_cluster.bridge, ptp.cidr(V4))
+    store = real_node.root / "cni" / "test-networks" / f"ptp{tag}"
+    made = Lab(real_cluster, real_node, real_kube, real_namespace, topo, guard, ptp, store)
+    forwarding = f"net.ipv4.conf.{real_cluster.bridge}.forwarding"
+    before = subprocess.run(["sysctl", "-n", forwarding], capture_output=True, text=True)
+    # The routed client reaches the pods' cluster network addresses through the node.
+    subprocess.run(["sysctl", "-qw", f"{forwarding}=1"], check=True)
+    topo.create()
+    guard.create()
+    try:
+        config = {
+            "cniVersion": "1.0.0",
+            "name": "ptp",
+            "plugins": [
+                {
+                    "type": "ptp",
+                    "ipMasq": False,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": ptp.cidr(V4)}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": str(store),
+                    },
+                }
+            ],
+        }
+        create_nad(real_kube, real_namespace, "ptp", config)
+        yield made
+    finally:
+        real_cluster.kubectl(
+            "-n",
+            real_namespace,
+            "delete",
+            "deployment,pods",
+            "--all",
+            "--wait=true",
+            check=False,
+            timeout=90,
+        )
+        guard.delete()
+        topo.delete()
+        if before.returncode == 0:
+            subprocess.run(["sysctl", "-qw", f"{forwarding}={before.stdout.strip()}"])
+
+
+def _web(lab: Lab) -> str:
+    """The Deployment (no annotation: born on the cluster network) and its Service; returns
+    the ClusterIP once every pod is ready."""
+    dep = deployment("web", PODS, command=WEB)
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    container["ports"] = [{"containerPort": HTTP_PORT}, {"containerPort": ECHO_PORT}]
+    container["readinessProbe"] = {"tcpSocket": {"port": HTTP_PORT}, "periodSeconds": 2}
+    lab.kube.create(f"/apis/apps/v1/namespaces/{lab.namespace}/deployments", dep)
+    svc = lab.kube.create(
+        f"/api/v1/namespaces/{lab.namespace}/services",
+        {
+            "metadata": {"name": "web"},
+            "spec": {
+                "selector": {"app": "web"},
+                "ports": [{"port": 80, "targetPort": HTTP_PORT, "protocol": "TCP"}],
+            },
+        },
+    )
+    wait_for(lambda: running_pods(lab.kube, lab.namespace, SELECTOR, PODS), 120, what="web pods")
+    for pod in lab.pods():
+        assert keys.DEFAULT_NETWORK_KEY not in (pod["metadata"].get("annotations") or {})
+    return str(svc["spec"]["clusterIP"])
+
+
+class EndpointLog:
+    """The Service's EndpointSlices as they change (a clue for the reader when a request
+    fails; never asserted)."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kube, self.namespace = kube, namespace
+        self.changes: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _view(self) -> str:
+        slices = self.kube.get(
+            f"/apis/discovery.k8s.io/v1/namespaces/{self.namespace}/endpointslices",
+            labelSelector="kubernetes.io/service-name=web",
+        )["items"]
+        return " ".join(
+            sorted(
+                f"{a}:{'R' if (e.get('conditions') or {}).get('ready') else 'n'}"
+                for s in slices
+                for e in s.get("endpoints") or []
+                for a in e.get("addresses") or []
+            )
+        )
+
+    def _run(self) -> None:
+        last = ""
+        while not self._stop.is_set():
+            try:
+                view = self._view()
+            except (ApiError, OSError):
+                view = last
+            if view != last:
+                self.changes.append((time.monotonic(), view))
+                last = view
+            self._stop.wait(0.1)
+
+    def stop(self) -> list[tuple[float, str]]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.changes
+
+
+class Probes:
+    """Every probe of the test, from the routed client; all counted exactly."""
+
+    def __init__(self, lab: Lab, addresses: list[str], cluster_ip: str) -> None:
+        client = lab.topo.routed_client
+        self.lab = lab
+        self.pings = [SeqPing(client, ip) for ip in addresses]
+        for ping in self.pings:
+            assert ping.wait_first(), f"no first echo from {ping.target}"
+            ping.settle(20)
+        self.streams = [Stream(None, client, ip, port=ECHO_PORT, timeout=2.0) for ip in addresses]
+        self.http = NetnsHttp(client, cluster_ip)
+        self.http.wait_ok(10)
+        self.endpoints = EndpointLog(lab.kube, lab.namespace)
+        self.started = time.monotonic()
+
+    def settle(self) -> None:
+        for ping in self.pings:
+            assert ping.settle(20), f"no echoes from {ping.target} any more"
+
+    def stop(self) -> tuple[str, list[str]]:
+        """(the totals, every problem described)."""
+        self.settle()
+        time.sleep(0.5)  # a few more requests after the last change
+        echoes = lost = 0
+        problems: list[str] = []
+        for ping in self.pings:
+            n, missing = ping.stop()
+            echoes, lost = echoes + n, lost + len(missing)
+            if missing:
+                problems.append(f"pings to {ping.target}: lost {len(missing)} of {n}")
+        dead = [r for r in (s.stop() for s in self.streams) if not r["alive"]]
+        problems += [f"TCP stream died: {d['error']}" for d in dead]
+        requests, failed = self.http.stop()
+        changes = self.endpoints.stop()
+        dropped = self.lab.guard.dropped()
+        if failed:
+            at = self.started
+            problems.append(
+                f"Service: {len(failed)} of {requests} requests failed: "
+                + ", ".join(f"{t - at:.2f}s {w}" for t, w in failed[:10])
+                + "; EndpointSlices: "
+                + "; ".join(f"{t - at:.2f}s [{v}]" for t, v in changes)
+            )
+        if dropped:
+            problems.append(f"{dropped} packets from a subnet on the wrong interface")
+        totals = (
+            f"{echoes} echoes, {lost} lost; {len(self.streams)} TCP streams, {len(dead)} dead; "
+            f"{requests} Service requests, {len(failed)} failed; {dropped} misrouted"
+        )
+        return totals, problems
+
+
+def _default_routes(lab: Lab) -> list[str]:
+    return [
+        default_route(lab.cluster, lab.namespace, pod["metadata"]["name"]) for pod in lab.pods()
+    ]
+
+
+def _there_and_back(lab: Lab, probes: Probes) -> str:
+    """The profile moves the pods to ptp; deleting it brings them back. Returns when."""
+    name = f"cn-{lab.namespace}"
+    profile = profile_object(name, lab.namespace, "ptp", maxConcurrent=PODS, oldDefault="Keep")
+    try:
+        lab.kube.create(PROFILES, profile)
+        wait_for(lambda: lab.settled_on(f"{lab.namespace}/ptp"), 120, what=f"{PODS} pods on ptp")
+        moved = time.monotonic() - probes.started
+        for route in _default_routes(lab):
+            # ptp's own route: via its gateway (on the host's veth), out of the new interface.
+            assert route.startswith(f"default via {lab.ptp.gateway(V4)} dev net"), route
+        probes.settle()
+        lab.kube.delete(f"{PROFILES}/{name}")
+        wait_for(lambda: lab.settled_on(CLUSTER_NETWORK), 120, what=f"{PODS} pods back on eth0")
+        back = time.monotonic() - probes.started
+    finally:
+        with contextlib.suppress(ApiError):
+            lab.kube.delete(f"{PROFILES}/{name}")
+    for route in _default_routes(lab):
+        assert " dev eth0 " in f"{route} ", route
+    return f"on ptp by {moved:.1f}s, back by {back:.1f}s"
+
+
+def test_pods_born_on_the_cluster_network_go_to_ptp_and_back_with_the_profile_and_lose_nothing(
+    lab: Lab,
+) -> None:
+    cluster_ip = _web(lab)
+    pods = {p["metadata"]["uid"]: p for p in lab.pods()}
+    addresses = [p["status"]["podIP"] for p in pods.values()]
+    probes = Probes(lab, addresses, cluster_ip)
+    when = _there_and_back(lab, probes)
+    totals, problems = probes.stop()
+    print(f"cluster network > ptp > back ({when}): {totals}")
+    assert not problems, problems
+    after = {p["metadata"]["uid"]: p for p in lab.pods()}
+    assert set(after) == set(pods), "pods were recreated"
+    for uid, pod in after.items():
+        assert pod["status"]["podIP"] == pods[uid]["status"]["podIP"]
+        assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+
+    lab.kube.delete(f"/apis/apps/v1/namespaces/{lab.namespace}/deployments/web")
+    eventually(lambda: not lab.pods(), 90, "the pods deleted")
+    eventually(lambda: not store_addresses(lab.store), 60, "every ptp address back in host-local")
+    eventually(
+        lambda: not set(addresses) & store_addresses(lab.node.ipam_dir),
+        60,
+        "the pods' cluster network addresses released",
+    )
