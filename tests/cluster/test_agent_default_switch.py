@@ -239,13 +239,18 @@ def test_a_new_default_whose_result_has_no_default_route_is_refused_and_released
         f"{namespace}/storage is not a default network: the CNI result for {failed.interface} "
         "has no default route (routes: none) (its gateway "
     ), failed.message
-    warnings = [
-        e["message"]
-        for e in pod_events(kube, namespace, "web")
-        if e["reason"] == "DefaultSwitchFailed" and e["type"] == "Warning"
-    ]
-    assert warnings and "is not a default network" in warnings[0], warnings
-    assert warnings[0].endswith("the old default stays"), warnings[0]
+
+    def warnings() -> list[str]:
+        return [
+            e["message"]
+            for e in pod_events(kube, namespace, "web")
+            if e["reason"] == "DefaultSwitchFailed" and e["type"] == "Warning"
+        ]
+
+    # Events go out after the status patch, from the agent's background sender.
+    (first, *_) = wait_for(warnings, 10, what="a DefaultSwitchFailed Warning")
+    assert "is not a default network" in first, first
+    assert first.endswith("the old default stays"), first
     # The old default as it was, no trace of the refused network, its address released.
     assert default_route_ifnames(path) == ["eth0"]
     assert sh("ip", "-n", Path(path).name, "route", "show").stdout == routes_before

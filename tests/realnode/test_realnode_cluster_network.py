@@ -352,8 +352,10 @@ class Probes:
         dropped = self.lab.guard.dropped()
         if failed:
             at = self.started
+            wall = time.time() - (time.monotonic() - at)
             problems.append(
-                f"Service: {len(failed)} of {requests} requests failed: "
+                f"Service: {len(failed)} of {requests} requests failed (times from "
+                f"{time.strftime('%H:%M:%S', time.localtime(wall))}{wall % 1:.3f}): "
                 + ", ".join(f"{t - at:.2f}s {w}" for t, w in failed[:10])
                 + "; EndpointSlices: "
                 + "; ".join(f"{t - at:.2f}s [{v}]" for t, v in changes)
