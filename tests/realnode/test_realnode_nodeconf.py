@@ -210,7 +210,7 @@ def test_the_nodes_network_becomes_the_default_with_its_own_route_and_no_probe_i
     (new_ip,) = ipv4_of(lab.cluster, lab.namespace, name, ifname)
     # Exactly the route its result gives: via the file's gateway (host 1 of its subnet).
     (route,) = default_route(lab.cluster, lab.namespace, name).splitlines()
-    assert route.startswith(f"default via {lab.subnet.gateway(V4)} dev {ifname} "), route
+    assert f"{route} ".startswith(f"default via {lab.subnet.gateway(V4)} dev {ifname} "), route
     new = _probe(lab, new_ip)
     if old_default == "Remove":
         # After the drain the old address goes (its probe ends there) and eth0 is DEL'd.
