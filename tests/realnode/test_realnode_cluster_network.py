@@ -56,6 +56,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 PODS = 3
 SELECTOR = "app=web"
 HTTP_PORT, ECHO_PORT = 8080, 7000
+HOLD = 3.0  # seconds of traffic on each side of a switch, so that what follows it is counted
 WEB = [
     "sh",
     "-c",
@@ -386,6 +387,7 @@ def _there_and_back(lab: Lab, probes: Probes) -> str:
         for route in _default_routes(lab):
             # ptp's own route: via its gateway (on the host's veth), out of the new interface.
             assert route.startswith(f"default via {lab.ptp.gateway(V4)} dev net"), route
+        time.sleep(HOLD)
         probes.settle()
         lab.kube.delete(f"{PROFILES}/{name}")
         wait_for(lambda: lab.settled_on(CLUSTER_NETWORK), 120, what=f"{PODS} pods back on eth0")
@@ -395,6 +397,7 @@ def _there_and_back(lab: Lab, probes: Probes) -> str:
             lab.kube.delete(f"{PROFILES}/{name}")
     for route in _default_routes(lab):
         assert " dev eth0 " in f"{route} ", route
+    time.sleep(HOLD)
     return f"on ptp by {moved:.1f}s, back by {back:.1f}s"
 
 

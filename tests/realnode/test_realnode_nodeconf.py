@@ -263,7 +263,8 @@ def test_a_gateway_less_default_is_refused_by_the_plan_and_by_the_agent_and_the_
     manifest.write_text(json.dumps(profile_object(name, lab.namespace, "storage")))
     code = main(["plan", "-f", str(manifest), f"--kubeconfig={lab.cluster.kubeconfig}"])
     out = capsys.readouterr().out
-    print(f"$ netshift plan -f {manifest}  # exit {code}\n{out}")
+    with capsys.disabled():
+        print(f"\n$ netshift plan -f {manifest}  # exit {code}\n{out}")
     assert code == 1
     assert f"NOT SAFE to apply: {lab.namespace}/storage is not a default network" in out
 
@@ -272,7 +273,8 @@ def test_a_gateway_less_default_is_refused_by_the_plan_and_by_the_agent_and_the_
     local = [f"--kubeconfig={lab.cluster.kubeconfig}", f"--state-dir={lab.cluster.state_dir}"]
     code = main(["plan", "-f", str(manifest), *local])
     out = capsys.readouterr().out
-    print(f"$ netshift plan -f {manifest}  # exit {code}\n{out}")
+    with capsys.disabled():
+        print(f"\n$ netshift plan -f {manifest}  # exit {code}\n{out}")
     assert code == 0, out
     assert f"per node ({lab.cluster.node}: {lab.conf_file})" in out
     assert f'"name": "{lab.name}"' in out
