@@ -240,3 +240,29 @@ def test_a_per_node_network_becomes_the_default_and_gives_its_own_default_route(
     gateway = record["result"]["ips"][0]["gateway"]
     routes = netlink.default_routes(path)
     assert [(r.ifname, r.gateway) for r in routes] == [(new, gateway)], routes
+
+
+def test_a_swap_behind_one_name_goes_from_a_nad_config_to_the_nodes_file_and_back(
+    kube: Kube, namespace: str, nets: Networks, files: NodeFiles
+) -> None:
+    pod = create_running_pod(kube, namespace, "web")
+    path = netns_of(pod)
+    nets.bridge("blue")
+    files.write("30-nodenet.conflist", "nodenet", "node")
+    per_node_nad(kube, namespace, "nodenet")
+    annotate(kube, namespace, "web", {NETWORKS: "blue@data0"})
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
+    (blue_ip,) = v4_addresses(interfaces(path)["data0"])
+    assert nets.ips("blue") == {blue_ip.split("/")[0]}
+
+    annotate(kube, namespace, "web", {NETWORKS: "nodenet@data0"})
+    pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
+    report = agent_status(pod)
+    assert report is not None and attachment(report, "data0").network == f"{namespace}/nodenet"
+    (node_ip,) = v4_addresses(interfaces(path)["data0"])
+    assert nets.ips("blue") == set()
+    assert files.ips("node", "nodenet") == {node_ip.split("/")[0]}
+
+    annotate(kube, namespace, "web", {NETWORKS: "blue@data0"})
+    wait_settled(kube, namespace, "web", keys.CONVERGED)
+    assert files.ips("node", "nodenet") == set() and len(nets.ips("blue")) == 1
