@@ -363,6 +363,12 @@ class Probes:
             )
         if dropped:
             problems.append(f"{dropped} packets from a subnet on the wrong interface")
+        if len(changes) != 1 or changes[0][1].count(":R") != len(self.pings):
+            # Keep: the pod IPs stay on eth0, and nothing should touch the pods' readiness.
+            problems.append(
+                "the Service's endpoints changed: "
+                + "; ".join(f"{t - self.started:.2f}s [{v}]" for t, v in changes)
+            )
         totals = (
             f"{echoes} echoes, {lost} lost; {len(self.streams)} TCP streams, {len(dead)} dead; "
             f"{requests} Service requests, {len(failed)} failed; {dropped} misrouted"
@@ -379,7 +385,8 @@ def _default_routes(lab: Lab) -> list[str]:
 def _there_and_back(lab: Lab, probes: Probes) -> str:
     """The profile moves the pods to ptp; deleting it brings them back. Returns when."""
     name = f"cn-{lab.namespace}"
-    profile = profile_object(name, lab.namespace, "ptp", maxConcurrent=PODS, oldDefault="Keep")
+    # maxConcurrent as a profile has it unless told: one pod at a time.
+    profile = profile_object(name, lab.namespace, "ptp", oldDefault="Keep")
     try:
         lab.kube.create(PROFILES, profile)
         wait_for(lambda: lab.settled_on(f"{lab.namespace}/ptp"), 120, what=f"{PODS} pods on ptp")
