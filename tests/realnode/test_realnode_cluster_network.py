@@ -14,7 +14,14 @@ pod (2 s timeout: a stall is a failure), and HTTP requests through the Service's
 ClusterIP, one after the other on fresh connections. The node drops (and counts)
 any packet from the cluster network's subnet that does not arrive on its bridge,
 and any from the ptp subnet that does: a reply that left a pod by the wrong
-interface.
+interface. The Service's endpoints must not change at all (the pod IPs stay on eth0).
+
+Requests are counted from when the Service answers, not from when the pods are
+Ready: a new Service refuses (kube-proxy's "has no endpoints" REJECT, an ICMP port
+unreachable, ECONNREFUSED) until kube-proxy has synced its first ready endpoint —
+measured on the real node: 2-7 refused requests within the first 1.3 s of a new
+Service, 2 of them after the API already showed all three pods Ready. Counted from
+the pods' readiness, that window looked like refusals "during the switch" (issue 17).
 """
 
 from __future__ import annotations
@@ -110,8 +117,9 @@ class NetnsHttp:
             self._stop.wait(self.interval)
 
     def wait_ok(self, n: int, timeout: float = 60) -> None:
-        """Until `n` requests in a row succeeded (kube-proxy programs the Service once its
-        EndpointSlice exists); what came before is not counted."""
+        """Until `n` requests in a row succeeded: kube-proxy REJECTs a Service without ready
+        endpoints (ECONNREFUSED) until its sync after the EndpointSlice gets one, which can
+        come after the API shows the pods Ready; what came before is not counted."""
 
         def streak() -> bool:
             tail = self.requests[-n:]
