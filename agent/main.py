@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import threading
@@ -18,12 +19,15 @@ from agent.netns import (
     NetnsResolver,
     PathTemplateResolver,
 )
+from agent.procsys import NET_SYSCTLS, make_net_sysctls_writable
 from agent.reconcile import Agent, AgentSettings
 from netshift.cni.nodeconf import DEFAULT_CONF_DIR
 from netshift.keys import NETSHIFT_NAMESPACE
 from netshift.kube import Kube
 from netshift.metrics import HealthServer
 from netshift.nadpolicy import POLICY_CONFIGMAP
+
+log = logging.getLogger("netshift.agent")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +99,11 @@ def build_resolver(args: argparse.Namespace) -> NetnsResolver:
 def run(args: argparse.Namespace) -> int:
     if not args.node:
         raise SystemExit("netshift agent: --node (or $NODE_NAME) is required")
+    try:
+        if make_net_sysctls_writable():
+            log.info("%s made writable for the CNI plugins (this container only)", NET_SYSCTLS)
+    except OSError as err:
+        log.warning("%s; plugins that write network sysctls will fail", err.strerror)
     timing_lock = threading.Lock()
 
     def on_timing(entry: dict[str, Any]) -> None:

@@ -2,14 +2,16 @@
 
 Defined here, called from the agent's reconcile by whoever wires them in:
 `observe(operation, seconds, ok)` after each attach, detach or default switch,
-`failed(operation, reason)` for each failure, `records_on_disk` and
-`queue_depth` as live gauges (`set_function`), `queue_retries` per retry.
+`failed(operation, reason)` for each failure, `records_on_disk`,
+`orphaned_records` (see `orphaned`) and `queue_depth` as live gauges
+(`set_function`), `queue_retries` per retry.
 Serve them with `netshift.metrics.HealthServer(metrics.registry, host, port)`.
 """
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from collections.abc import Iterable, Mapping
+from typing import Any, Final, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -90,6 +92,13 @@ class AgentMetrics:
             "Attachment records in the node's record store.",
             registry=r,
         )
+        self.orphaned_records = Gauge(
+            "netshift_agent_orphaned_records",
+            "Attachment records of pods that are gone (deleted, Succeeded or Failed) whose CNI "
+            "DEL has not succeeded yet: they still hold addresses. Above 0 for long, the "
+            "clean-up is stuck.",
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "netshift_agent_queue_depth",
             "Pods queued, being reconciled or waiting for a retry.",
@@ -115,3 +124,17 @@ class AgentMetrics:
 
     def value(self, name: str, **labels: str) -> float:
         return sample_value(self.registry, name, **labels)
+
+
+def orphaned(records: Iterable[tuple[str, int]], pods: Mapping[str, Mapping[str, Any]]) -> int:
+    """Records (pod UID, how many) whose pod is gone: not watched any more, or finished.
+
+    The pods the reconciler releases at once (agent/reconcile.py): a terminating pod
+    whose sandbox is still there keeps its networks on purpose and is not counted.
+    """
+    finished = ("Succeeded", "Failed")
+    return sum(
+        n
+        for uid, n in records
+        if uid not in pods or (pods[uid].get("status") or {}).get("phase") in finished
+    )

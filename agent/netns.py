@@ -156,14 +156,19 @@ class CgroupResolver:
         if not pod_dirs:
             return None
         host = self._host_netns_id()
+        denied: list[str] = []
         for pod_dir in pod_dirs:
             # The sandbox (pause) process starts first and holds the pod's
             # namespace; a container that made a namespace of its own started later.
             candidates: list[tuple[int, int, str]] = []
             for pid, cgroup in _cgroup_pids(pod_dir):
+                ns = os.path.join(self.proc_root, str(pid), "ns", "net")
                 try:
-                    st = os.stat(os.path.join(self.proc_root, str(pid), "ns", "net"))
+                    st = os.stat(ns)
                     started = _start_time(self.proc_root, pid)
+                except PermissionError:
+                    denied.append(ns)
+                    continue
                 except (OSError, ValueError):  # exited, or a zombie
                     continue
                 if (st.st_dev, st.st_ino) != host:
@@ -173,6 +178,13 @@ class CgroupResolver:
                 path = os.path.join(self.proc_root, str(pid), "ns", "net")
                 sandbox = _container_id(cgroup) if cgroup != pod_dir else None
                 return Sandbox(sandbox or uid, path)
+        if denied:
+            # Not "no namespace": the pod's processes are there, their namespaces off limits.
+            raise NetnsError(
+                f"pod {uid}: reading {denied[0]} is not permitted; finding a pod's network "
+                "namespace through its cgroup needs CAP_SYS_PTRACE (the pod's processes hold "
+                "capabilities the agent lacks) and the host's PID namespace, or use --cri-socket"
+            )
         return None
 
     def _host_netns_id(self) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.execute import Executor
-from agent.metrics import AgentMetrics
+from agent.metrics import AgentMetrics, orphaned
 from agent.netns import NetnsError, NetnsResolver, Sandbox
 from agent.networks import NetworkConfigs
 from agent.observe import as_current, observe
@@ -120,6 +120,7 @@ class Agent:
         self.metrics = AgentMetrics()
         self.metrics.queue_depth.set_function(lambda: float(self.queue.pending()))
         self.metrics.records_on_disk.set_function(self._records_on_disk)
+        self.metrics.orphaned_records.set_function(self._orphaned_records)
         self.metrics.nad_policy_enabled.set_function(self._nad_policy_state)
         self.executor = Executor(
             self.store,
@@ -128,7 +129,8 @@ class Agent:
             self._sandbox_now,
             self.metrics,
         )
-        self.events = EventSender(kube, COMPONENT)
+        # Events name the node they come from: the agent's admission policy requires it.
+        self.events = EventSender(kube, COMPONENT, instance=settings.node)
         self.on_timing = on_timing
         self._stop = threading.Event()
 
@@ -174,6 +176,11 @@ class Agent:
 
     def _records_on_disk(self) -> float:
         return float(sum(len(self.store.list_pod(uid)) for uid in self.store.pods()))
+
+    def _orphaned_records(self) -> float:
+        records = [(uid, len(self.store.list_pod(uid))) for uid in self.store.pods()]
+        with self._lock:
+            return float(orphaned(records, dict(self._pods_by_uid)))
 
     def _resync_loop(self) -> None:
         while not self._stop.wait(self.s.resync_seconds):

@@ -1,6 +1,7 @@
 """Hot-plug latency with N pods on one node: annotation patch → interface in the netns, and status.
 
     sudo .venv/bin/python bench/hotplug.py [--pods 100] [--plugs K] [--concurrency 10]
+                                           [--svg docs/bench/hotplug.svg]
 
 What runs: its own local cluster (localcluster.cluster.LocalCluster: real
 etcd, kube-apiserver, controller-manager, scheduler) in a temporary state
@@ -41,6 +42,10 @@ The agent's numbers come from its timing log (one JSON line per reconcile that
 changed something: seen_at, cni_seconds, status_seconds, done_at); the clocks
 are the same machine's.
 
+Beside the tables, a picture (SVG, `--svg`): the distribution of the adds' and the
+removes' latencies (annotate -> the change in the pod's netns, and -> status seen; one
+at a time and concurrently) against the floor's, with the goals drawn where they lie.
+
 At the end the pods are deleted (and released by the agent), the cluster is
 stopped, the bridges are deleted and the state directory is removed (unless
 --keep-state). Takes about 70 s on 2 cores with the defaults.
@@ -67,6 +72,7 @@ from typing import Any
 
 from cnifloor import Floor  # bench/cnifloor.py
 from netnswatch import NetnsWatch  # bench/netnswatch.py
+from svgplot import Figure, Panel, ecdf  # bench/svgplot.py
 
 from agent import netlink
 from localcluster.cluster import LocalCluster
@@ -146,10 +152,10 @@ def start_agent(cluster: LocalCluster, work: Path) -> subprocess.Popen[bytes]:
         "cli.main",
         "agent",
         f"--kubeconfig={cluster.kubeconfig}",
-        f"--node={cluster.node}",
+        f"--node={cluster.nodes[0].name}",
         f"--records-dir={work / 'records'}",
-        f"--cluster-network-conf={cluster.state_dir / 'node/net.d/00-netshift-cluster.conflist'}",
-        "--netns-template=/var/run/netns/netshift-{uid}",
+        f"--cluster-network-conf={cluster.nodes[0].cluster_conflist}",
+        *cluster.nodes[0].netns_resolver_args(),
         f"--ready-file={ready}",
         f"--timing-log={work / 'timings.jsonl'}",
     ]
@@ -381,6 +387,47 @@ def floor_report(ops: list[Op], floor: list[float]) -> list[str]:
     ]
 
 
+def picture(ops: list[Op], floor: list[float], pods: int, concurrency: int) -> str:
+    """Latency distributions (ms, log scale) of netshift's adds and removes and of the floor."""
+    panels = []
+    for kind in ("add", "remove"):
+        verb = "net1 up with its address" if kind == "add" else "net1 gone"
+        panel = Panel(
+            f"{kind}: annotate -> {verb} in the pod's netns",
+            "milliseconds (log scale)",
+            "fraction of operations at most this",
+            x_log=True,
+            y_max=1.0,
+            legend="bottom-right",
+        )
+        if kind == "add" and floor:
+            base = [s * 1000 for s in floor]
+            panel.line(ecdf(base), "floor: bridge + host-local ADD run directly", "#555", step=True)
+            panel.vline(
+                pct(base, 50) * GOAL_P50, f"goal: p50 <= {GOAL_P50}x the floor's", "#2ca02c"
+            )
+            panel.vline(
+                pct(base, 99) * GOAL_P99, f"goal: p99 <= {GOAL_P99}x the floor's", "#9467bd"
+            )
+        for mode, color, label in (
+            ("sequential", "#1f77b4", "one at a time"),
+            ("concurrent", "#ff7f0e", f"{concurrency} in flight"),
+        ):
+            group = [op for op in ops if op.mode == mode and op.kind == kind]
+            netns = [((op.t_netns or 0.0) - op.t_patch) * 1000 for op in group]
+            seen = [((op.t_seen or 0.0) - op.t_patch) * 1000 for op in group]
+            panel.line(ecdf(netns), f"netshift, {label}: in the netns", color, step=True)
+            panel.line(ecdf(seen), f"netshift, {label}: status seen", color, step=True, dash="5 3")
+        panels.append(panel)
+    return Figure(
+        f"Hot-plug latency, {pods} pods on the node, bridge + host-local",
+        panels,
+        panel_height=330,
+        note="node simulator + netshift agent; floor measured in the same run, one ADD before "
+        "each one-at-a-time add; bench/hotplug.py",
+    ).svg()
+
+
 # --- main ----------------------------------------------------------------------------------
 
 
@@ -390,6 +437,7 @@ def main() -> int:
     parser.add_argument("--plugs", type=int, default=None, help="pods to hot-plug (default all)")
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--keep-state", action="store_true")
+    parser.add_argument("--svg", default="docs/bench/hotplug.svg", help="where to draw the picture")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/hotplug.py needs root (network namespaces)", file=sys.stderr)
@@ -435,6 +483,10 @@ def main() -> int:
         print(report(ops, args.concurrency))
         print()
         print("\n".join(floor_report(ops, floor)))
+        out = Path(args.svg)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(picture(ops, floor, args.pods, args.concurrency))
+        print(f"picture: {out}")
 
         # Tear down while the agent runs, so that it releases what it plugged.
         kube.delete(f"/api/v1/namespaces/{NAMESPACE}")

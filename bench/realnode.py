@@ -34,7 +34,7 @@ from typing import Any
 
 from netnswatch import NetnsWatch  # bench/netnswatch.py
 
-from localcluster import node as realnode
+from localcluster import realnode
 from localcluster.cluster import LocalCluster
 from netshift.kube import Informer, nad_path, patch_annotations, pod_path
 
@@ -79,8 +79,8 @@ def memory_table(cluster: LocalCluster, uid_names: dict[str, str]) -> list[tuple
     for name, pid, alive in cluster.status():
         if alive and pid is not None:
             rows.append((name, rss_kib(pid)))
-    node = realnode.RealNode(cluster)
-    for shim in node._shim_pids():
+    node = cluster.single_node(realnode.RealNode)
+    for shim in node.runtime.shim_pids():
         rows.append(("containerd-shim-runc-v2", rss_kib(shim)))
         for child in children(shim):
             comm = Path(f"/proc/{child}/comm").read_text().strip()
@@ -138,8 +138,8 @@ def has_net1(pod: dict[str, Any]) -> bool:
 
 def sandbox_netns(node: realnode.RealNode, namespace: str, name: str) -> str:
     """The netns path of the pod's sandbox, as containerd's CRI tells it."""
-    ids = node.crictl("pods", "--namespace", namespace, "--name", name, "-q").stdout.split()
-    spec = json.loads(node.crictl("inspectp", ids[0]).stdout)["info"]["runtimeSpec"]
+    ids = node.runtime.crictl("pods", "--namespace", namespace, "--name", name, "-q").stdout.split()
+    spec = json.loads(node.runtime.crictl("inspectp", ids[0]).stdout)["info"]["runtimeSpec"]
     return str(next(n["path"] for n in spec["linux"]["namespaces"] if n["type"] == "network"))
 
 
@@ -149,7 +149,7 @@ def hotplug_ms(cluster: LocalCluster, pods: list[str], rounds: int) -> dict[str,
     bench/hotplug.py times the node simulator's); and PATCH → the kernel's event in the
     pod's netns (net1 up with its address, net1 deleted), "plug in netns" / "unplug in netns"."""
     kube = cluster.kube()
-    node = realnode.RealNode(cluster)
+    node = cluster.single_node(realnode.RealNode)
     netns = {name: sandbox_netns(node, "default", name) for name in pods}
     config = {
         "cniVersion": "1.0.0",
@@ -162,7 +162,7 @@ def hotplug_ms(cluster: LocalCluster, pods: list[str], rounds: int) -> dict[str,
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{"subnet": "10.246.251.0/24"}]],
-                    "dataDir": str(realnode.RealNode(cluster).root / "cni" / "bench"),
+                    "dataDir": str(node.root / "cni" / "bench"),
                 },
             }
         ],

@@ -1,6 +1,7 @@
 """Time to switch the default network of N running pods through a NetworkProfile change.
 
     .venv/bin/python bench/rollout.py [--sizes 20,100,200] [--max-concurrent 10] [--probe-pods 10]
+                                      [--svg docs/bench/rollout.svg]
 
 Brings up its own local cluster (all of netshift: node simulator, agent,
 webhook, controller) in a temporary state directory, then for each N: a fresh
@@ -11,8 +12,10 @@ the time until every pod's agent reports the new default. Just before the
 switch, the floor: N bridge + host-local ADDs run directly, one after another,
 into fresh namespaces. Prints one row per N: switch time, the floor and the
 ratio, pods/s, restarts, probes sent/lost; and a verdict for N=200 (<= 10 s,
-0 probes lost, 0 restarts). Everything is torn down at the
-end. Loopback and the bench's own namespaces only.
+0 probes lost, 0 restarts). Beside the table, a picture (SVG, `--svg`): per N, the pods
+switched over time since the profile changed, each lost probe marked where it was due,
+and the floor's time. Everything is torn down at the end. Loopback and the bench's own
+namespaces only.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from cnifloor import floor_adds  # bench/cnifloor.py
+from svgplot import COLORS, Figure, Panel  # bench/svgplot.py
 
 from localcluster.cluster import LocalCluster
-from localcluster.demokit import bridge_nad
-from localcluster.probe import ClientNetns, Ping
+from localcluster.demokit import bridge_nad, selected
+from localcluster.probe import ClientNetns, SeqPing
 from netshift import podstatus
 from netshift.kube import Kube, has_default_service_account, nad_path, wait_for
 
@@ -67,6 +71,8 @@ def run_size(
         },
     )
     wait_for(lambda: has_default_service_account(kube, ns), 30, what="default service account")
+    # Its pods are created through the webhook (born on OLD) once the namespace is labelled.
+    wait_for(lambda: selected(kube, ns), 30, what=f"{ns} labelled netshift.io/selected")
     kube.create(
         f"/apis/apps/v1/namespaces/{ns}/deployments",
         {
@@ -96,8 +102,11 @@ def run_size(
     wait_for(running, 60 + n, interval=0.5, what=f"{n} running pods")
     start_s = time.monotonic() - t0
     before = {p["metadata"]["uid"]: p for p in pods_of(kube, ns)}
-    probes = [Ping(CLIENT.name, p["status"]["podIP"]) for p in list(before.values())[:probe_pods]]
-    time.sleep(0.5)
+    probes = [
+        SeqPing(CLIENT.name, p["status"]["podIP"]) for p in list(before.values())[:probe_pods]
+    ]
+    for probe in probes:
+        probe.wait_first()
 
     # The floor, same run: N bridge + host-local ADDs one after another, nothing of netshift.
     floor_s = sum(floor_adds(n, state / f"ipam-floor-{n}", FLOOR_BRIDGE, FLOOR_SUBNET, "eth9"))
@@ -108,20 +117,25 @@ def run_size(
         {"spec": {"defaultNetwork": f"{ns}/{NEW[0]}"}},
     )
 
+    timeline: list[tuple[float, int]] = [(0.0, 0)]  # (seconds since the patch, pods switched)
+
     def switched() -> bool:
         done = 0
         for p in pods_of(kube, ns):
             st = podstatus.parse_status(p["metadata"].get("annotations") or {})
             done += bool(st and st.default_network == f"{ns}/{NEW[0]}")
+        timeline.append((time.monotonic() - t1, done))
         return done == n
 
     wait_for(switched, 120 + 2 * n, interval=0.2, what=f"{n} pods switched")
     switch_s = time.monotonic() - t1
-    time.sleep(0.5)
     sent = lost = 0
+    lost_at: list[float] = []
     for probe in probes:
+        probe.settle()  # the last echo counted was sent after the switch
+        lost_at += [t - t1 for t in probe.lost_at()]
         s, lo = probe.stop()
-        sent, lost = sent + s, lost + lo
+        sent, lost = sent + s, lost + len(lo)
     after = {p["metadata"]["uid"]: p for p in pods_of(kube, ns)}
     restarts = sum(
         int(c.get("restartCount", 0))
@@ -141,7 +155,33 @@ def run_size(
         "same_pods": same,
         "sent": sent,
         "lost": lost,
+        "timeline": timeline,
+        "lost_at": lost_at,
     }
+
+
+def picture(rows: list[dict[str, Any]], max_concurrent: int, probe_pods: int) -> str:
+    """Per N: pods switched over time, each lost probe marked when it was due, the floor."""
+    panels = []
+    for i, r in enumerate(rows):
+        panel = Panel(
+            f"{r['pods']} pods: switched in {r['switch_s']:.1f} s, "
+            f"{r['lost']} of {r['sent']} probes lost",
+            "seconds since the NetworkProfile's defaultNetwork changed",
+            "pods on the new network",
+            y_max=float(r["pods"]),
+        )
+        color = COLORS[i % len(COLORS)]
+        panel.line([(t, float(d)) for t, d in r["timeline"]], "pods switched", color, step=True)
+        panel.vline(r["floor_s"], f"floor: {r['pods']} bridge ADDs in a row", "#555")
+        panel.mark(r["lost_at"], 0.0, f"a lost probe ({len(r['lost_at'])})", "#d62728")
+        panels.append(panel)
+    return Figure(
+        f"Rollout of a default-network switch (maxConcurrent={max_concurrent})",
+        panels,
+        note=f"10 ms pings to {probe_pods} pods per run, from a client namespace; "
+        "node simulator, real bridge + host-local; bench/rollout.py",
+    ).svg()
 
 
 FLOOR_BRIDGE, FLOOR_SUBNET = "nsbenchf", "10.253.8.0/22"
@@ -155,6 +195,7 @@ def main() -> int:
     ap.add_argument("--sizes", default="20,100,200")
     ap.add_argument("--max-concurrent", type=int, default=10)
     ap.add_argument("--probe-pods", type=int, default=10)
+    ap.add_argument("--svg", default="docs/bench/rollout.svg", help="where to draw the picture")
     args = ap.parse_args()
     state = Path(tempfile.mkdtemp(prefix="netshift-bench-rollout-"))
     cluster = LocalCluster(state, pod_subnet="10.248.0.0/22", bridge="nsbench0")
@@ -212,6 +253,10 @@ def main() -> int:
         "floor: the same number of bridge + host-local ADDs run one after another into fresh "
         "namespaces, in the same run (shared machine: only same-run ratios count)"
     )
+    out = Path(args.svg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(picture(rows, args.max_concurrent, args.probe_pods))
+    print(f"picture: {out}")
     for r in rows:
         if r["pods"] == GOAL_PODS:
             ok = r["switch_s"] <= GOAL_SECONDS and r["lost"] == 0 and r["restarts"] == 0

@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from localcluster.cluster import LocalCluster
-from localcluster.demokit import bridge_nad
+from localcluster.demokit import bridge_nad, selected
 from netshift import podstatus
 from netshift.keys import NETWORK_STATUS_KEY, NETWORKS_KEY
 from netshift.kube import ApiError, Kube, has_default_service_account, nad_path, pod_path, wait_for
@@ -209,7 +209,9 @@ def rollout_writes(cluster: LocalCluster, kube: Kube, n: int) -> tuple[Counts, i
             },
         },
     )
-    time.sleep(1.0)  # the webhook's watch sees the profile
+    # The controller labels the namespace selected; the webhook's watch sees the profile.
+    wait_for(lambda: selected(kube, OPS_NS), 30, what=f"{OPS_NS} labelled netshift.io/selected")
+    time.sleep(1.0)
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda i: create_pod(kube, OPS_NS, f"ro-{i}", {"role": "ro"}), range(n)))
     running_pods(kube, "role=ro", n)

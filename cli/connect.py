@@ -2,6 +2,7 @@
 
 `--kubeconfig` if given, else `$KUBECONFIG`, else the local cluster's kubeconfig in
 `--state-dir` when there is one, else the usual in-cluster / `~/.kube/config` lookup.
+As a kubectl plugin (`local=False`) there is no local cluster step: kubectl's own lookup.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ if TYPE_CHECKING:
 DEFAULT_STATE_DIR = "./.netshift"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, local: bool = True) -> None:
+    if not local:
+        parser.add_argument(
+            "--kubeconfig", default=None, help="kubeconfig (default: $KUBECONFIG, ~/.kube/config)"
+        )
+        parser.set_defaults(state_dir=None)
+        return
     parser.add_argument(
         "--kubeconfig",
         default=None,
@@ -29,11 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def kubeconfig_path(explicit: str | None, state_dir: str) -> str | None:
+def kubeconfig_path(explicit: str | None, state_dir: str | None) -> str | None:
     if explicit:
         return explicit
-    if os.environ.get("KUBECONFIG"):
-        return None  # Kube.from_kubeconfig reads it
+    if os.environ.get("KUBECONFIG") or state_dir is None:
+        return None  # Kube.from_kubeconfig reads $KUBECONFIG, else in-cluster or ~/.kube/config
     local = os.path.join(state_dir, "kubeconfig")
     return local if os.path.isfile(local) else None
 

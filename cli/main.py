@@ -31,21 +31,23 @@ COMPONENTS: dict[str, tuple[str, str]] = {
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from localcluster.cluster import ClusterError, LocalCluster
-    from localcluster.node import NodeError, stored_mode
+    from localcluster.cluster import LocalCluster
+    from localcluster.errors import ClusterError
+    from localcluster.state import stored_kind
 
     started = time.monotonic()
     try:
         # A state dir keeps the node it was made with; a new one gets a real node.
-        node = args.node or stored_mode(args.state_dir) or "real"
+        node = args.node or stored_kind(args.state_dir) or "real"
         cluster = LocalCluster(
             args.state_dir, pod_subnet=args.pod_subnet, bridge=args.bridge, node=node
         )
         cluster.up(services=[] if args.plane_only else None)
-    except (ClusterError, NodeError) as err:
+    except ClusterError as err:
         print(f"netshift up failed: {err}", file=sys.stderr)
         return 1
-    print(f"local cluster ready in {time.monotonic() - started:.1f}s (node {cluster.node})")
+    names = ", ".join(n.name for n in cluster.nodes)
+    print(f"local cluster ready in {time.monotonic() - started:.1f}s (node {names})")
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     return 0
 

@@ -34,7 +34,7 @@ EXIT_UNSAFE = 1
 EXIT_ERROR = 2
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Any, local: bool = True) -> None:
     p = sub.add_parser(
         "plan",
         help="show what applying (or deleting) a NetworkProfile would do; changes nothing",
@@ -53,9 +53,9 @@ def add_parser(sub: Any) -> None:
         default=[],
         metavar="NODE=DIR",
         help="a node's Multus conf dir, readable from here, for the networks defined per node "
-        "(repeatable; on the local cluster its node's is used)",
+        "(repeatable)" + ("; on the local cluster, its real nodes' are used" if local else ""),
     )
-    connect.add_arguments(p)
+    connect.add_arguments(p, local)
     p.set_defaults(func=run)
 
 
@@ -131,17 +131,17 @@ def node_conf_dirs(args: argparse.Namespace) -> dict[str, str]:
         if not sep or not node or not path:
             raise ValueError(f"--node-conf-dir {item!r}: expected NODE=DIR")
         dirs[node] = path
-    if dirs:
+    if dirs or args.state_dir is None:  # given, or a kubectl plugin: no local cluster
         return dirs
     local = os.path.join(args.state_dir, "kubeconfig")
     used = connect.kubeconfig_path(args.kubeconfig, args.state_dir)
     if used is not None and os.path.isfile(local) and os.path.samefile(used, local):
         from localcluster.cluster import LocalCluster
-        from localcluster.node import RealNode
+        from localcluster.realnode import RealNode
 
-        cluster = LocalCluster(args.state_dir)
-        if cluster.node_mode == "real":
-            dirs[cluster.node] = str(RealNode(cluster).cluster_conf_dir)
+        for node in LocalCluster(args.state_dir).nodes:
+            if isinstance(node, RealNode):
+                dirs[node.name] = str(node.layout.cluster_conf_dir)
     return dirs
 
 

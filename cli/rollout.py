@@ -41,7 +41,7 @@ def duration(text: str) -> float:
     return total
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Any, local: bool = True) -> None:
     p = sub.add_parser(
         "rollout",
         help="follow, pause or resume a NetworkProfile's rollout",
@@ -58,14 +58,14 @@ def add_parser(sub: Any) -> None:
         help="give up after this long (default 10m; 0: never)",
     )
     status.add_argument("--interval", type=duration, default=1.0, help=argparse.SUPPRESS)
-    connect.add_arguments(status)
+    connect.add_arguments(status, local)
     status.set_defaults(func=run_status)
     for verb, paused in (("pause", True), ("resume", False)):
         v = verbs.add_parser(
             verb, help=f"{verb} the rollout (spec.rollout.paused={str(paused).lower()})"
         )
         v.add_argument("profile")
-        connect.add_arguments(v)
+        connect.add_arguments(v, local)
         v.set_defaults(func=run_pause, paused=paused)
 
 

@@ -82,20 +82,31 @@ def read_progress(obj: Mapping[str, Any]) -> Progress:
             "",
             f"waiting for the controller to observe generation {base.generation}",
         )
-    progressing = condition_of(status, PROGRESSING)
-    complete = condition_of(status, COMPLETE)
+    state, reason, message = classify(
+        condition_of(status, PROGRESSING), condition_of(status, COMPLETE)
+    )
+    return _with(base, state, reason, message)
+
+
+def classify(progressing: Mapping[str, Any], complete: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(state, reason, message) of a rollout from its Progressing and Complete conditions.
+
+    One reading for `netshift rollout status` (from the status it fetched) and for the
+    controller's rollout_state metric (from the conditions it is about to write), so
+    that an alert and the command never disagree about a rollout.
+    """
     reason = str(progressing.get("reason", ""))
     if complete.get("status") == "True":
-        return _with(base, DONE, str(complete.get("reason", "")), str(complete.get("message", "")))
+        return DONE, str(complete.get("reason", "")), str(complete.get("message", ""))
     if reason == BLOCKED_FAILURES:
-        return _with(base, FAILED, reason, str(progressing.get("message", "")))
+        return FAILED, reason, str(progressing.get("message", ""))
     if complete.get("reason") == PODS_FAILED:
-        return _with(base, FAILED, PODS_FAILED, str(complete.get("message", "")))
+        return FAILED, PODS_FAILED, str(complete.get("message", ""))
     if reason in (BLOCKED_INVALID, BLOCKED_IGNORE):
-        return _with(base, STUCK, reason, str(progressing.get("message", "")))
+        return STUCK, reason, str(progressing.get("message", ""))
     if reason == BLOCKED_PAUSED:
-        return _with(base, PAUSED, reason, str(progressing.get("message", "")))
-    return _with(base, ROLLING, reason, str(progressing.get("message", "")))
+        return PAUSED, reason, str(progressing.get("message", ""))
+    return ROLLING, reason, str(progressing.get("message", ""))
 
 
 def _with(base: Progress, state: str, reason: str, message: str) -> Progress:

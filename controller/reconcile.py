@@ -11,6 +11,10 @@ Pods are patched with a JSON merge patch of their annotations that carries the
 resourceVersion the plan was computed from, so a pod changed meanwhile (by a
 user, by the agent) is not overwritten from a stale read: the apiserver
 answers 409 and the pod is planned again from the newer state.
+
+Beside the rollouts, the same caches drive controller.namespacelabels: the label
+on the namespaces some profile selects, which is what sends their pods to the
+webhook.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 from controller.audit import FAILED as AUDIT_FAILED
 from controller.audit import GONE, SETTLED, START, AuditLog
 from controller.metrics import ControllerMetrics
+from controller.namespacelabels import NamespaceLabeler
 from controller.overlay import WriteOverlay
 from controller.rollout import (
     PodPlan,
@@ -68,6 +73,9 @@ COMPONENT = "netshift-controller"
 PROFILES_PATH = f"/apis/{PROFILE_GROUP}/{PROFILE_VERSION}/{PROFILE_PLURAL}"
 NAMESPACES_PATH = "/api/v1/namespaces"
 PODS_PATH = "/api/v1/pods"
+PROFILE_CRD_PATH = (
+    f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{PROFILE_PLURAL}.{PROFILE_GROUP}"
+)
 # Only running pods matter to a rollout; the apiserver filters the rest out of the watch.
 RUNNING_PODS = {"fieldSelector": "status.phase=Running"}
 # At most one NetworkProfile.status write per profile this often, unless a condition changes.
@@ -162,6 +170,14 @@ class Controller:
         self.nads = Informer(kube, nad_path(), on_event=self._nad_event, name="nads")
         self._informers = (self.profiles, self.namespaces, self.pods, self.nads)
         self.queue = WorkQueue(self.reconcile, workers=self.options.workers, name="rollout")
+        self.labeler = NamespaceLabeler(
+            kube,
+            self.namespaces,
+            lambda: self.parsed_profiles()[0],
+            ready=lambda: self.namespaces.has_synced() and self.profiles.has_synced(),
+            active=self.active,
+            excluded=self.options.excluded_namespaces,
+        )
         self.metrics.leader.set_function(lambda: 1.0 if self.active() else 0.0)
         self.metrics.queue_depth.set_function(self.queue.pending)
         self._resync_thread: threading.Thread | None = None
@@ -172,6 +188,7 @@ class Controller:
         for informer in self._informers:
             informer.start()
         self.queue.start()
+        self.labeler.start()
         self._resync_thread = threading.Thread(target=self._resync, name="resync", daemon=True)
         self._resync_thread.start()
 
@@ -179,6 +196,7 @@ class Controller:
         """Stop patching at once, wait for running reconciles, then stop the machinery."""
         self._stopping.set()
         self.queue.stop()
+        self.labeler.stop()
         with self._idle:
             self._idle.wait_for(lambda: self._busy == 0, timeout=drain_timeout)
         for informer in self._informers:
@@ -213,6 +231,7 @@ class Controller:
     def enqueue_all(self) -> None:
         for name in self.rollout_names():
             self.queue.add(name)
+        self.labeler.add_all()
 
     def _enqueue_profiles(self) -> None:
         for obj in self.profiles.items():
@@ -231,11 +250,15 @@ class Controller:
                 self._generations[name] = meta.get("generation")
         self.queue.add(name)
         if not (kind == "MODIFIED" and before == meta.get("generation")):
-            # A spec change may move namespaces between profiles: everyone's plan changes.
+            # A spec change may move namespaces between profiles: everyone's plan changes,
+            # and which namespaces some profile selects.
             self._enqueue_profiles()
+            self.labeler.add_all()
 
     def _namespace_event(self, kind: str, obj: JSON) -> None:
         name = str((obj.get("metadata") or {}).get("name"))
+        if kind != "DELETED":
+            self.labeler.add(name)
         self._enqueue_profiles()
         with self._lock:
             refs = set().union(*self._refs_by_ns.get(name, {}).values())
@@ -354,6 +377,14 @@ class Controller:
         snapshot = self.snapshot()
         plan = plan_rollout(name, snapshot, now, self.options.settings, self._desired)
         self._note_finished(plan, snapshot)
+        if plan.starts and self.profile_object(name) is None:
+            uninstalling = self._uninstalling()
+            if uninstalling is None:
+                return 5.0
+            if uninstalling:
+                # Its pods keep their networks: netshift is being removed, not this profile.
+                log.info("rollout %s: the NetworkProfile CRD is being deleted; no hand-back", name)
+                return None
         started, conflicts = self._start_pods(plan)
         if not self.active():
             return None
@@ -367,6 +398,22 @@ class Controller:
             return 0.5
         waits = [w for w in (self._next_timeout(final, now), status_wait) if w is not None]
         return min(waits) if waits else None
+
+    def _uninstalling(self) -> bool | None:
+        """Whether the NetworkProfile CRD is gone or being deleted (None: cannot tell now).
+
+        Deleting the CRD deletes every profile with it: that is netshift being removed,
+        and pods are not handed back from profiles deleted that way. Asked of the
+        apiserver, not a cache: hand-backs are rare, and a watch could lag the profiles'.
+        """
+        try:
+            crd = self.kube.get(PROFILE_CRD_PATH)
+        except ApiError as err:
+            if err.status == 404:
+                return True
+            log.warning("cannot read the NetworkProfile CRD (%s); hand-backs wait", err)
+            return None
+        return bool((crd.get("metadata") or {}).get("deletionTimestamp"))
 
     def _next_timeout(self, plan: RolloutPlan, now: datetime) -> float | None:
         """Seconds until the first in-flight pod times out, so it is counted failed then."""

@@ -38,6 +38,18 @@ class MissingBinary(RuntimeError):
     pass
 
 
+def helm() -> str:
+    """The pinned helm (HELM_VERSION in versions.env), built by scripts/build-helm.sh."""
+    version = pinned_versions()["HELM_VERSION"]
+    path = cache_dir() / "bin" / f"helm-{version}" / "helm"
+    if path.is_file() and os.access(path, os.X_OK):
+        return str(path)
+    raise MissingBinary(
+        f"helm {version} not found at {path}; run scripts/build-helm.sh (it builds the pinned "
+        "version from the Go module proxy)"
+    )
+
+
 def find(name: str) -> str:
     """Locate one binary; the project's own pinned build wins over whatever PATH holds."""
     candidates = []

@@ -12,7 +12,7 @@ import sys
 
 from localcluster import realdemo, simdemo
 from localcluster.cluster import LocalCluster, add_network_arguments
-from localcluster.node import stored_mode
+from localcluster.state import stored_kind
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    node = args.node or stored_mode(args.state_dir) or "real"
+    node = args.node or stored_kind(args.state_dir) or "real"
     if node == "sim":
         return simdemo.run(args)
     say = print

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from netshift import podstatus
+from netshift.keys import SELECTED_LABEL
 from netshift.kube import ApiError, Kube
 
 NS = "netshift-demo"
@@ -21,6 +22,13 @@ DEMO_LABEL = "netshift.io/demo"
 # (NAD name, bridge, first three octets of its /24)
 OLD = ("old-cni", "nsdemo-old", "10.251.1")
 NEW = ("new-cni", "nsdemo-new", "10.251.2")
+
+
+def selected(kube: Kube, namespace: str) -> bool:
+    """Whether the namespace carries netshift.io/selected: from then on its new pods go
+    through the webhook (the controller labels it once the profile selects it)."""
+    labels = kube.get(f"/api/v1/namespaces/{namespace}")["metadata"].get("labels") or {}
+    return labels.get(SELECTED_LABEL) == "true"
 
 
 def bridge_nad(

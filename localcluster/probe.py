@@ -128,6 +128,7 @@ class SeqPing:
         self.target = target
         self.interval = interval
         self._seen: set[int] = set()
+        self.arrived: dict[int, float] = {}  # seq -> time.monotonic() its echo was read
         self._sent = 0
         self._cond = threading.Condition()
         self._on_stop = on_stop
@@ -148,6 +149,7 @@ class SeqPing:
             if m:
                 with self._cond:
                     self._seen.add(int(m.group(1)))
+                    self.arrived[int(m.group(1))] = time.monotonic()
                     self._cond.notify_all()
 
     def _wait(self, ok: Callable[[], bool], timeout: float) -> bool:
@@ -168,6 +170,7 @@ class SeqPing:
         """Count from the next echo on: what came before was a warm-up."""
         with self._cond:
             self._seen.clear()
+            self.arrived.clear()
 
     def lost(self) -> list[int]:
         """Sequence numbers missing so far between the first and the last echo."""
@@ -175,6 +178,18 @@ class SeqPing:
             if not self._seen:
                 return []
             return sorted(set(range(min(self._seen), max(self._seen) + 1)) - self._seen)
+
+    def lost_at(self) -> list[float]:
+        """When each lost echo was due (time.monotonic()): between the echoes around it."""
+        with self._cond:
+            arrived = dict(self.arrived)
+        times = []
+        for seq in self.lost():
+            before = max(s for s in arrived if s < seq)
+            after = min(s for s in arrived if s > seq)
+            t0, t1 = arrived[before], arrived[after]
+            times.append(t0 + (t1 - t0) * (seq - before) / (after - before))
+        return times
 
     def stop(self) -> tuple[int, list[int]]:
         """(echoes counted, lost sequence numbers)."""
@@ -191,6 +206,61 @@ class SeqPing:
         with self._cond:
             counted = (max(self._seen) - min(self._seen) + 1) if self._seen else 0
         return counted, lost
+
+
+# The ping a client container runs (`kubectl exec POD -- python3 -c PINGER TARGET INTERVAL`),
+# with output SeqPing reads. Not busybox's ping: that one sets its socket's receive buffer
+# to about 14 KiB, 18 echoes. When neighbour discovery holds a flow's first echoes (the next
+# solicitation is a second later), the held echoes come back together and the socket drops
+# every one past the 18th: counted as lost although the network delivered them. This one
+# receives on an ICMP datagram socket (only its own echoes; needs net.ipv4.ping_group_range
+# in the pod) with a buffer that holds such a burst, and the kernel counts what it still
+# drops (SO_RXQ_OVFL, printed at the end).
+PINGER = r"""
+import select, signal, socket, struct, sys, time
+target, interval = sys.argv[1], float(sys.argv[2])
+six = ":" in target
+family, proto, request, reply = (
+    (socket.AF_INET6, socket.IPPROTO_ICMPV6, 128, 129) if six
+    else (socket.AF_INET, socket.IPPROTO_ICMP, 8, 0))
+RXQ_OVFL = 40
+sock = socket.socket(family, socket.SOCK_DGRAM, proto)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+sock.setsockopt(socket.SOL_SOCKET, RXQ_OVFL, 1)
+sock.connect((target, 0))
+stopped = []
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, lambda *_: stopped.append(True))
+sent, dropped, due = {}, 0, time.monotonic()
+print(f"PING {target}", flush=True)
+while not stopped:
+    now = time.monotonic()
+    if now >= due:
+        sent[len(sent)] = now
+        sock.send(struct.pack("!BBHHH", request, 0, 0, 0, (len(sent) - 1) & 0xFFFF) + bytes(48))
+        due += interval
+        continue
+    if not select.select([sock], [], [], due - now)[0]:
+        continue
+    data, ancillary, _, _ = sock.recvmsg(2048, 64)
+    for level, kind, value in ancillary:
+        if (level, kind) == (socket.SOL_SOCKET, RXQ_OVFL):
+            dropped = struct.unpack("=I", value[:4])[0]
+    if len(data) < 8 or data[0] != reply:
+        continue
+    last = len(sent) - 1
+    seq = last - ((last - struct.unpack("!H", data[6:8])[0]) & 0xFFFF)
+    took = (time.monotonic() - sent.get(seq, now)) * 1000
+    print(f"{len(data)} bytes from {target}: seq={seq} ttl=- time={took:.3f} ms", flush=True)
+print(f"--- {target}: {len(sent)} sent, socket dropped {dropped}", flush=True)
+"""
+
+
+def container_ping_argv(
+    target: str, interval: float = INTERVAL, python: str = "python3"
+) -> list[str]:
+    """The command of a client container's ping to `target` (see PINGER)."""
+    return [python, "-c", PINGER, target, str(interval)]
 
 
 def socket_in(netns: str, family: int, kind: int = socket.SOCK_STREAM) -> socket.socket:

@@ -43,11 +43,12 @@ from localcluster.demokit import (
     apply,
     bridge_nad,
     profile,
+    selected,
     switched_count,
     table,
 )
-from localcluster.node import RealNode, image_name
 from localcluster.probe import HttpProbe, SeqPing, Stream
+from localcluster.realnode import image_name
 from localcluster.topology import Subnet, Topology
 from netshift.kube import ApiError, Kube, has_default_service_account, nad_path, wait_for
 
@@ -249,7 +250,7 @@ def topology() -> Topology:
 def ipam_dir(cluster: LocalCluster) -> Path:
     """The demo networks' host-local store: under the node's files, which the agent's and
     Multus's pods mount at the same path."""
-    return RealNode(cluster).root / "cni" / "demo"
+    return cluster.nodes[0].root / "cni" / "demo"
 
 
 def held_addresses(cluster: LocalCluster) -> list[str]:
@@ -334,7 +335,9 @@ def set_up(cluster: LocalCluster, kube: Kube, topo: Topology, pods: int, say: Sa
     """Networks, profile, Deployment, Service and client; returns the Service's ClusterIP."""
     topo.create()
     # The client pod on the cluster network reaches the demo's subnets through the node.
-    subprocess.run(["sysctl", "-qw", f"net.ipv4.conf.{cluster.bridge}.forwarding=1"], check=True)
+    subprocess.run(
+        ["sysctl", "-qw", f"net.ipv4.conf.{cluster.nodes[0].bridge}.forwarding=1"], check=True
+    )
     say(f"== namespace {NS}: networks {OLD[0]} ({OLD[2]}.0/24) and {NEW[0]} ({NEW[2]}.0/24)")
     apply(kube, "/api/v1/namespaces", {"metadata": {"name": NS, "labels": {DEMO_LABEL: "true"}}})
     apply(kube, "/api/v1/namespaces", {"metadata": {"name": CLIENT_NS}})
@@ -342,6 +345,8 @@ def set_up(cluster: LocalCluster, kube: Kube, topo: Topology, pods: int, say: Sa
         apply(kube, nad_path(NS), bridge_nad(NS, name, bridge, f"{prefix}.0/24", ipam_dir(cluster)))
     say(f"== NetworkProfile {PROFILE}: default network {NS}/{OLD[0]}, rollout Live, old Keep")
     apply(kube, "/apis/netshift.io/v1alpha1/networkprofiles", profile(f"{NS}/{OLD[0]}"))
+    # The Deployment's pods get the profile at creation once the namespace is labelled.
+    wait_for(lambda: selected(kube, NS), 30, what=f"{NS} labelled netshift.io/selected")
     for ns in (NS, CLIENT_NS):
         wait_for(_service_account(kube, ns), 30, what=f"the default ServiceAccount of {ns}")
     say(f"== Deployment web ({pods} busybox pods: httpd and a TCP echo) behind Service web")

@@ -20,7 +20,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from localcluster.cluster import LocalCluster
-from localcluster.demokit import NEW, NS, OLD, PROFILE, apply, bridge_nad, profile, table
+from localcluster.demokit import (
+    NEW,
+    NS,
+    OLD,
+    PROFILE,
+    apply,
+    bridge_nad,
+    profile,
+    selected,
+    table,
+)
 from localcluster.probe import ClientNetns, Ping, Stream
 from netshift import podstatus
 from netshift.kube import ApiError, Kube, has_default_service_account, nad_path, wait_for
@@ -126,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
     say(f"== NetworkProfile {PROFILE}: default network {NS}/{OLD[0]}, rollout Live")
     apply(kube, "/apis/netshift.io/v1alpha1/networkprofiles", profile(f"{NS}/{OLD[0]}"))
     wait_for(lambda: has_default_service_account(kube, NS), 30, what="the default ServiceAccount")
+    # The Deployment's pods get the profile at creation once the namespace is labelled.
+    wait_for(lambda: selected(kube, NS), 30, what=f"{NS} labelled netshift.io/selected")
     say(f"== Deployment web with {args.pods} pods")
     apply(kube, f"/apis/apps/v1/namespaces/{NS}/deployments", deployment(args.pods))
     wait_for(

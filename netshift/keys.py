@@ -30,6 +30,12 @@ ROLLOUT_DESIRED_KEY: Final = "netshift.io/rollout-desired"
 # -- labels ------------------------------------------------------------------------
 INJECT_LABEL: Final = "netshift.io/inject"  # on a pod or namespace: "disabled" opts out
 OPT_OUT_VALUE: Final = "disabled"
+# On every namespace some NetworkProfile selects, and on no other: the mutating webhook is
+# called only for pods of namespaces carrying it, so a netshift outage reaches no further.
+# Kept by the controller (level-triggered) and by the webhook at namespace writes; a
+# profile's namespaceSelector may not use it.
+SELECTED_LABEL: Final = "netshift.io/selected"
+SELECTED_VALUE: Final = "true"
 
 # -- namespaces --------------------------------------------------------------------
 NETSHIFT_NAMESPACE: Final = "netshift-system"

@@ -382,9 +382,11 @@ def record_event(
     type_: str = "Normal",
     component: str = "netshift",
     at: str | None = None,
+    instance: str | None = None,
 ) -> None:
     """Create a core/v1 Event about `obj` (that happened `at`, default now); failures are
-    logged, never raised."""
+    logged, never raised. `instance` is the reporting instance (default: this host's name);
+    the agent passes its node's name, which its admission policy requires."""
     meta = obj.get("metadata") or {}
     namespace = meta.get("namespace") or "default"
     stamp = at or now_rfc3339()
@@ -403,9 +405,9 @@ def record_event(
         "reason": reason,
         "message": message[:1024],
         "type": type_,
-        "source": {"component": component},
+        "source": {"component": component, **({"host": instance} if instance else {})},
         "reportingComponent": component,
-        "reportingInstance": os.uname().nodename,
+        "reportingInstance": instance or os.uname().nodename,
         "firstTimestamp": stamp,
         "lastTimestamp": stamp,
         "count": 1,
@@ -427,9 +429,12 @@ class EventSender:
     never loses a Warning. `flush` waits for what is queued (shutdown, tests).
     """
 
-    def __init__(self, kube: Kube, component: str, limit: int = 1000) -> None:
+    def __init__(
+        self, kube: Kube, component: str, limit: int = 1000, instance: str | None = None
+    ) -> None:
         self.kube = kube
         self.component = component
+        self.instance = instance
         self.limit = limit
         self.dropped = 0
         self._queue: collections.deque[_EventArgs] = collections.deque()
@@ -463,7 +468,9 @@ class EventSender:
 
     def _record(self, args: _EventArgs) -> None:
         obj, reason, message, type_, at = args
-        record_event(self.kube, obj, reason, message, type_, self.component, at=at)
+        record_event(
+            self.kube, obj, reason, message, type_, self.component, at=at, instance=self.instance
+        )
 
     def _run(self) -> None:
         while True:

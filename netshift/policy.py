@@ -9,7 +9,7 @@ share this code so that both write exactly the same thing.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeVar
 
@@ -32,6 +32,9 @@ from netshift.keys import (
     PROFILE_KEY,
     PROFILE_KIND,
     PROFILE_VERSION,
+    SELECTED_LABEL,
+    SELECTED_VALUE,
+    SYSTEM_NAMESPACES,
 )
 
 MODE_DEFAULT: Final = "Default"
@@ -198,7 +201,14 @@ class _Reader:
 
 
 def _label_key_problem(key: str) -> str | None:
-    """Kubernetes label key syntax: an optional DNS subdomain prefix and a name."""
+    """Kubernetes label key syntax: an optional DNS subdomain prefix and a name; and not
+    netshift's own SELECTED_LABEL, which follows from the selectors (a selector on it would
+    select a namespace because it is selected)."""
+    if key == SELECTED_LABEL:
+        return (
+            f"{json.dumps(key)} is netshift's own label, set on the namespaces that some "
+            "profile selects"
+        )
     prefix, slash, name = key.rpartition("/")
     if slash and (len(prefix) > 253 or not DNS_SUBDOMAIN_RE.fullmatch(prefix)):
         return f"{json.dumps(key)} has a prefix that is not a DNS subdomain"
@@ -420,6 +430,23 @@ def profile_from_object(obj: Mapping[str, Any]) -> Profile:
 
 
 # --- choosing the profile of a namespace ---------------------------------------
+
+
+def selected_label(
+    namespace: str,
+    namespace_labels: Mapping[str, str],
+    profiles: Iterable[Profile],
+    excluded: Collection[str] = SYSTEM_NAMESPACES,
+) -> str | None:
+    """The value SELECTED_LABEL must have on the namespace; None: it must be absent.
+
+    Present exactly when some valid profile selects the namespace (whichever wins), so
+    that the mutating webhook's namespaceSelector on it reaches those namespaces only.
+    Excluded namespaces (netshift's own and kube-system) never carry it.
+    """
+    if namespace in excluded:
+        return None
+    return SELECTED_VALUE if resolve(namespace_labels, profiles).winner is not None else None
 
 
 def resolve(namespace_labels: Mapping[str, str], profiles: Iterable[Profile]) -> Resolution:

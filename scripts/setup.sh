@@ -3,11 +3,13 @@
 #   system packages  containernetworking-plugins (real CNI plugins), iproute2, iputils-ping;
 #                    for the real node: runc, iptables, conntrack; for its images: gcc and
 #                    libc6-dev (static pause), busybox-static, debootstrap
-#                    wrk (the load generator of bench/admission.py)
+#                    wrk (the load generator of bench/admission.py); prometheus (promtool
+#                    checks the alerting rules; a real Prometheus fires them in a test)
 #   Python           .venv with netshift and its test tools (pip, from PyPI)
 #   Kubernetes       etcd, kube-apiserver, -controller-manager, -scheduler, kubectl
 #                    built from the Go module proxy once, cached in ~/.cache/netshift
 #   real node        containerd, ctr, crictl, kubelet, kube-proxy, Multus (scripts/build-node.sh)
+#   helm             for the chart's tests (scripts/build-helm.sh, Go module proxy, cached)
 #   images           pause, busybox, netshift, multus OCI tars (scripts/build-images.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +28,13 @@ if (( ${#need[@]} )); then
   echo "setup: apt-get install ${need[*]}" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Prometheus without its recommended node exporter: the tests run their own server on
+# loopback, with a config of their own; the package's service is not used.
+if ! dpkg -s prometheus >/dev/null 2>&1; then
+  echo "setup: apt-get install prometheus" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
 if [[ ! -x .venv/bin/python ]]; then
@@ -51,6 +60,10 @@ start=$(date +%s)
 nodedir=$(scripts/build-node.sh)
 took=$(( $(date +%s) - start ))
 (( took > 5 )) && echo "setup: node binaries built in ${took}s into $nodedir" >&2
+start=$(date +%s)
+helmdir=$(scripts/build-helm.sh)
+took=$(( $(date +%s) - start ))
+(( took > 5 )) && echo "setup: helm built in ${took}s into $helmdir" >&2
 start=$(date +%s)
 PYTHON=$PWD/.venv/bin/python scripts/build-images.sh >/dev/null
 took=$(( $(date +%s) - start ))

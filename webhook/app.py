@@ -1,4 +1,5 @@
-"""The webhook's HTTP surface: /mutate, /validate, /validate-nad, /healthz, /readyz, /metrics.
+"""The webhook's HTTP surface: /mutate, /validate, /validate-nad, /mutate-namespace, /healthz,
+/readyz, /metrics.
 
 Hardening, in the order a request meets it:
 - a body over `max_body_bytes` (1 MiB) → 413, checked on Content-Length and
@@ -9,7 +10,8 @@ Hardening, in the order a request meets it:
   a request → 400 with {"error": "..."} saying what is wrong;
 - a well-formed review whose evaluation fails unexpectedly → 200 with an
   AdmissionReview that denies (allowed=false, code 500) and names the request
-  uid; the traceback goes to the log. Never an HTTP 500.
+  uid; the traceback goes to the log. Never an HTTP 500. /mutate-namespace
+  admits unchanged instead: it only labels namespaces, and never blocks one.
 
 Admission runs on the event loop without threads: it is pure CPU work over
 in-memory caches. When the namespace is not in the cache yet (namespace and
@@ -39,6 +41,7 @@ from webhook.caches import Caches
 from webhook.fastpath import JSON, dumps, loads, parse_request
 from webhook.metrics import WebhookMetrics
 from webhook.mutate import mutate_pod
+from webhook.namespaces import mutate_namespace
 from webhook.validate import ValidationOptions, validate_pod
 from webhook.validate_nad import validate_nad
 
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 NAD_ENDPOINT = "validate-nad"
+NAMESPACE_ENDPOINT = "mutate-namespace"
 
 
 class _HttpError(Exception):
@@ -125,6 +129,8 @@ class Admission:
             await asyncio.sleep(0.05)
 
     def _decide(self, endpoint: str, request: AdmissionRequest) -> Decision:
+        if endpoint == NAMESPACE_ENDPOINT:
+            return mutate_namespace(request, self.s.caches)  # never denies, synced or not
         if not self.s.caches.synced():
             return Decision.deny(
                 "the netshift webhook is starting and its caches have not synced yet; retry",
@@ -153,7 +159,7 @@ class Admission:
                 raise _HttpError(408, "request body not received in time") from None
             request = _decode_review(body)
             if (
-                endpoint != NAD_ENDPOINT
+                endpoint not in (NAD_ENDPOINT, NAMESPACE_ENDPOINT)
                 and request.namespace
                 and self.s.caches.namespace_labels(request.namespace) is None
             ):
@@ -177,6 +183,8 @@ class Admission:
                     code=500,
                     outcome="error",
                 )
+                if endpoint == NAMESPACE_ENDPOINT:
+                    decision = Decision.allow(audit={"skipped": "internal error"})
             outcome = decision.outcome or ("allowed" if decision.allowed else "denied")
             if not decision.allowed:
                 log.info(
@@ -232,9 +240,15 @@ def create_app(settings: WebhookSettings) -> FastAPI:
     async def validate_nads(request: Request) -> Response:
         return await admission.handle(NAD_ENDPOINT, request)
 
+    async def mutate_namespaces(request: Request) -> Response:
+        return await admission.handle(NAMESPACE_ENDPOINT, request)
+
     app.add_route("/mutate", mutate, methods=["POST"], include_in_schema=False)
     app.add_route("/validate", validate, methods=["POST"], include_in_schema=False)
     app.add_route(f"/{NAD_ENDPOINT}", validate_nads, methods=["POST"], include_in_schema=False)
+    app.add_route(
+        f"/{NAMESPACE_ENDPOINT}", mutate_namespaces, methods=["POST"], include_in_schema=False
+    )
 
     _add_health_routes(app, admission)
     return app

@@ -1,4 +1,4 @@
-"""JSONPatch (RFC 6902) operations that change a pod's annotations."""
+"""JSONPatch (RFC 6902) operations that change an object's annotations or labels."""
 
 from __future__ import annotations
 
@@ -23,17 +23,37 @@ def annotation_patch(
     `annotations` is the pod's current map, or None when the pod has none: a JSON
     Pointer cannot add a key below a missing map, so the whole map is added then.
     """
-    current = annotations
+    return metadata_map_patch("annotations", annotations, changes, has_metadata=has_metadata)
+
+
+def label_patch(
+    labels: Mapping[str, str] | None,
+    changes: Mapping[str, str | None],
+    *,
+    has_metadata: bool = True,
+) -> list[dict[str, Any]]:
+    """`annotation_patch` for metadata.labels."""
+    return metadata_map_patch("labels", labels, changes, has_metadata=has_metadata)
+
+
+def metadata_map_patch(
+    field: str,
+    current: Mapping[str, str] | None,
+    changes: Mapping[str, str | None],
+    *,
+    has_metadata: bool = True,
+) -> list[dict[str, Any]]:
+    """Operations that apply `changes` to the map metadata.<field> (None: the map is absent)."""
     if current is None:
         added = {k: v for k, v in sorted(changes.items()) if v is not None}
         if not added:
             return []
         if not has_metadata:
-            return [{"op": "add", "path": "/metadata", "value": {"annotations": added}}]
-        return [{"op": "add", "path": "/metadata/annotations", "value": added}]
+            return [{"op": "add", "path": "/metadata", "value": {field: added}}]
+        return [{"op": "add", "path": f"/metadata/{field}", "value": added}]
     ops: list[dict[str, Any]] = []
     for key, value in sorted(changes.items()):
-        path = "/metadata/annotations/" + escape_pointer_token(key)
+        path = f"/metadata/{field}/" + escape_pointer_token(key)
         if value is None:
             if key in current:
                 ops.append({"op": "remove", "path": path})

@@ -6,25 +6,40 @@ cluster; manifests/webhook/ carries the same settings as YAML).
 `apply_webhook_configurations` creates or replaces them.
 
 Settings, and why:
-- failurePolicy Fail on both: with Ignore a webhook outage silently admits pods
-  without their networks (and lets Enforce be bypassed). Two replicas, a
-  PodDisruptionBudget and the namespace exclusions below keep Fail safe.
+- Reach: the pod mutating webhook is called only for namespaces labelled
+  netshift.io/selected=true (SELECTED_LABEL: some NetworkProfile selects them;
+  the controller keeps the label, and the namespace webhook below sets it at
+  the namespace's own write). A netshift outage, or configurations left by a
+  half-done uninstall, therefore blocks pod creation only where a profile
+  applies; every other namespace creates its pods whatever netshift's state.
+- failurePolicy Fail on the pod and NAD webhooks: with Ignore a webhook outage
+  silently admits pods without their networks (and lets Enforce be
+  bypassed). Two replicas, a PodDisruptionBudget and the reach above keep it
+  safe.
+- The namespace webhook (mutate.namespaces.netshift.io) only sets or removes
+  SELECTED_LABEL: failurePolicy Ignore and a short timeout, so namespaces are
+  never blocked by netshift; without it the controller labels them moments
+  later.
 - namespaceSelector excludes kube-system and netshift's own namespace, so the
   webhook can never block its own restart or the cluster's system pods.
 - The mutating webhook skips pods labelled netshift.io/inject=disabled with an
   objectSelector (the code checks too); validation still applies to them.
 - sideEffects None (no writes per request, so dryRun is safe), a small timeout,
   reinvocationPolicy IfNeeded (the merge is idempotent).
-- The pod validating webhook carries a matchCondition: the apiserver sends it a
-  pod UPDATE only when `networks` or `default-network` changed. Every other
-  pod write (the agent's status annotations, labels, the controller's own
-  markers) neither waits for a webhook round trip nor fails when the webhook is
-  down; webhook/validate.py makes the same check for clusters older than 1.30.
+- The pod validating webhook keeps its reach (every namespace but the two
+  above) but carries matchConditions: a CREATE is sent only when the pod
+  carries `networks` or `default-network` (after mutation), an UPDATE only
+  when one of them changed. A pod without network annotations, and every
+  other pod write (the agent's status annotations, labels, the controller's
+  own markers), neither waits for a webhook round trip nor fails when the
+  webhook is down; webhook/validate.py makes the UPDATE check for clusters
+  older than 1.30.
 - NetworkAttachmentDefinition CREATE/UPDATE go to a webhook of their own
   (/validate-nad) in the same ValidatingWebhookConfiguration: the agent runs
   their CNI config as root, so malformed or forbidden configs are refused at the
-  door (webhook/validate_nad.py). Same namespace exclusions: the platform's own
-  namespaces are trusted.
+  door (webhook/validate_nad.py). An UPDATE is sent only when it changes
+  spec.config (relabels and annotations pass while netshift is down). Same
+  namespace exclusions: the platform's own namespaces are trusted.
 """
 
 from __future__ import annotations
@@ -40,6 +55,8 @@ from netshift.keys import (
     NETSHIFT_NAMESPACE,
     NETWORKS_KEY,
     OPT_OUT_VALUE,
+    SELECTED_LABEL,
+    SELECTED_VALUE,
     SYSTEM_NAMESPACES,
 )
 from netshift.kube import ApiError, Kube
@@ -51,6 +68,9 @@ DEFAULT_SERVICE = "netshift-webhook"
 MUTATE_WEBHOOK_NAME = "mutate.pods.netshift.io"
 VALIDATE_WEBHOOK_NAME = "validate.pods.netshift.io"
 VALIDATE_NAD_WEBHOOK_NAME = "validate.networkattachmentdefinitions.netshift.io"
+MUTATE_NAMESPACE_WEBHOOK_NAME = "mutate.namespaces.netshift.io"
+# A namespace write waits at most this long for the label: netshift never blocks one.
+NAMESPACE_TIMEOUT_SECONDS = 2
 NAD_RULE: dict[str, Any] = {
     "apiGroups": ["k8s.cni.cncf.io"],
     "apiVersions": ["v1"],
@@ -69,11 +89,46 @@ def _annotation_changed(key: str) -> str:
     return f"({new}) != ({old}) || ({new} && {old} && {value})"
 
 
-# Only a CREATE, or an UPDATE of what the pod asks for, needs the pod validating webhook.
+# Only a CREATE of a pod that names networks, or an UPDATE of what the pod asks for, needs the
+# pod validating webhook (both conditions must hold: matchConditions are ANDed).
+NETWORKS_ON_CREATE: dict[str, str] = {
+    "name": "networks-on-create",
+    "expression": "request.operation != 'CREATE' || (has(object.metadata.annotations) && ("
+    + " || ".join(
+        f"'{k}' in object.metadata.annotations" for k in (NETWORKS_KEY, DEFAULT_NETWORK_KEY)
+    )
+    + "))",
+}
 NETWORKS_CHANGED: dict[str, str] = {
     "name": "networks-changed",
     "expression": "request.operation != 'UPDATE' || "
     + " || ".join(_annotation_changed(k) for k in (NETWORKS_KEY, DEFAULT_NETWORK_KEY)),
+}
+# A NAD UPDATE that keeps spec.config as it was (a relabel, an annotation) is not evaluated.
+NAD_CONFIG_CHANGED: dict[str, str] = {
+    "name": "config-changed",
+    "expression": "request.operation != 'UPDATE' || !has(object.spec) || !has(oldObject.spec) || "
+    "!has(object.spec.config) || !has(oldObject.spec.config) || "
+    "object.spec.config != oldObject.spec.config",
+}
+
+
+def _labels_changed_except(key: str) -> str:
+    """CEL: a label other than `key` was added, changed or removed (never an evaluation error)."""
+    new, old = "object.metadata.labels", "oldObject.metadata.labels"
+    added_or_changed = (
+        f"(has({new}) && {new}.exists(k, k != '{key}' && "
+        f"!(has({old}) && k in {old} && {old}[k] == {new}[k])))"
+    )
+    removed = f"(has({old}) && {old}.exists(k, k != '{key}' && !(has({new}) && k in {new})))"
+    return f"{added_or_changed} || {removed}"
+
+
+# The namespace webhook decides on a namespace's labels: a CREATE, or an UPDATE of its labels
+# (not of SELECTED_LABEL alone: that is the controller's own write, already right).
+NAMESPACE_LABELS_CHANGED: dict[str, str] = {
+    "name": "labels-changed",
+    "expression": "request.operation != 'UPDATE' || " + _labels_changed_except(SELECTED_LABEL),
 }
 
 
@@ -117,7 +172,7 @@ def webhook_configurations(
 
     Exactly one of `url` (base URL such as "https://127.0.0.1:8443"; /mutate and
     /validate are appended) or `service` says how the apiserver reaches the
-    webhook. `namespace_labels` additionally restricts both webhooks to
+    webhook. `namespace_labels` additionally restricts every webhook to
     namespaces carrying those labels (tests use it to stay in their namespaces).
     """
     if (url is None) == (service is None):
@@ -143,13 +198,15 @@ def webhook_configurations(
         return config
 
     selector = namespace_selector(excluded_namespaces, namespace_labels)
+    selected = namespace_selector(
+        excluded_namespaces, {SELECTED_LABEL: SELECTED_VALUE, **(namespace_labels or {})}
+    )
     common: dict[str, Any] = {
         "admissionReviewVersions": ["v1"],
         "sideEffects": "None",
         "failurePolicy": failure_policy,
         "timeoutSeconds": timeout_seconds,
         "matchPolicy": "Equivalent",
-        "namespaceSelector": selector,
     }
     labels = {"app.kubernetes.io/name": "netshift", "app.kubernetes.io/component": "webhook"}
     mutating = {
@@ -168,7 +225,27 @@ def webhook_configurations(
                 },
                 "reinvocationPolicy": "IfNeeded",
                 **common,
-            }
+                "namespaceSelector": selected,
+            },
+            {
+                "name": MUTATE_NAMESPACE_WEBHOOK_NAME,
+                "clientConfig": client_config("/mutate-namespace"),
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["namespaces"],
+                        "scope": "Cluster",
+                    }
+                ],
+                "matchConditions": [dict(NAMESPACE_LABELS_CHANGED)],
+                "reinvocationPolicy": "Never",
+                **common,
+                "failurePolicy": "Ignore",
+                "timeoutSeconds": min(timeout_seconds, NAMESPACE_TIMEOUT_SECONDS),
+                "namespaceSelector": selector,
+            },
         ],
     }
     validating = {
@@ -180,14 +257,17 @@ def webhook_configurations(
                 "name": VALIDATE_WEBHOOK_NAME,
                 "clientConfig": client_config("/validate"),
                 "rules": [_pod_rule(["CREATE", "UPDATE"])],
-                "matchConditions": [dict(NETWORKS_CHANGED)],
+                "matchConditions": [dict(NETWORKS_ON_CREATE), dict(NETWORKS_CHANGED)],
                 **common,
+                "namespaceSelector": selector,
             },
             {
                 "name": VALIDATE_NAD_WEBHOOK_NAME,
                 "clientConfig": client_config("/validate-nad"),
                 "rules": [dict(NAD_RULE)],
+                "matchConditions": [dict(NAD_CONFIG_CHANGED)],
                 **common,
+                "namespaceSelector": selector,
             },
         ],
     }

@@ -2,7 +2,7 @@
 
 The pod is bound to a node name that only this agent serves; no kubelet runs for it, so the
 test does the kubelet's and Multus's part: it makes the pod's sandbox in a private containerd
-(tests/criutil.py, labelled with the pod's UID), sets the pod Running and writes the runtime's
+(tests/support/cri.py, labelled with the pod's UID), sets the pod Running and writes the runtime's
 network-status. The full real node (kubelet + containerd + Multus) is issue 9's node work.
 """
 
@@ -16,15 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentutil import AgentProcess, annotate, create_nad, get_pod, network_status, pod_manifest
-from criutil import Containerd, cluster_conflist, private_containerd
 
 from agent import netlink
 from localcluster.cluster import LocalCluster
 from netshift import keys
 from netshift.kube import Kube, pod_path, wait_for
-
-pytestmark = [pytest.mark.cluster, pytest.mark.node]
+from support.agent import AgentProcess, annotate, get_pod, network_status, pod_manifest
+from support.builders import bridge_config, create_nad
+from support.cri import Containerd, cluster_conflist, private_containerd
 
 
 class CriAgent(AgentProcess):
@@ -85,22 +84,7 @@ def test_agent_on_cri_plugs_with_the_sandbox_id_and_rebuilds_a_recreated_sandbox
     c, node = containerd, f"cri-{secrets.token_hex(3)}"
     ipam = tmp_path / "ipam-blue"
     bridge = f"nsb{secrets.token_hex(3)}"
-    blue = {
-        "cniVersion": "1.0.0",
-        "name": "blue",
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": bridge,
-                "ipam": {
-                    "type": "host-local",
-                    "dataDir": str(ipam),
-                    "ranges": [[{"subnet": "10.249.7.0/24"}]],
-                },
-            }
-        ],
-    }
-    create_nad(kube, namespace, "blue", blue)
+    create_nad(kube, namespace, "blue", bridge_config("blue", bridge, "10.249.7.0/24", ipam))
     manifest = pod_manifest("web-0")
     manifest["spec"]["nodeName"] = node
     pod = kube.create(pod_path(namespace), manifest)

@@ -16,8 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-from agentutil import (
+from localcluster.cluster import LocalCluster
+from localcluster.probe import socket_in
+from netshift import keys
+from netshift.kube import Kube, wait_for
+from support.agent import (
     DEFAULT_NETWORK,
     SWITCH_POLICY,
     AgentProcess,
@@ -36,23 +39,15 @@ from agentutil import (
     pod_events,
     route_get,
     sh,
-    socket_in_netns,
     wait_settled,
 )
-
-from localcluster.cluster import LocalCluster
-from netshift import keys
-from netshift.kube import Kube, wait_for
-
-pytestmark = [pytest.mark.cluster, pytest.mark.node]
-
 
 OFF_LINK = "192.0.2.1"  # TEST-NET-1: reached only through a default route
 
 
 def cluster_ipam_ips(cluster: LocalCluster) -> set[str]:
     """What the node simulator's host-local store holds for the cluster network."""
-    return ipam_ips(cluster.state_dir / "node" / "ipam", "netshift-cluster")
+    return ipam_ips(cluster.nodes[0].ipam_dir, "netshift-cluster")
 
 
 @contextmanager
@@ -60,8 +55,8 @@ def tcp_connection(
     client_netns: str, server_netns: str, server_ip: str
 ) -> Iterator[tuple[socket.socket, socket.socket]]:
     """An established TCP connection from the pod to a server in another pod."""
-    server = socket_in_netns(server_netns)
-    client = socket_in_netns(client_netns)
+    server = socket_in(server_netns, socket.AF_INET)
+    client = socket_in(client_netns, socket.AF_INET)
     try:
         server.bind((server_ip, 0))
         server.listen(1)

@@ -17,7 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agentutil import (
+
+from agent import netlink
+from localcluster.cluster import LocalCluster
+from netshift import annotations as ann
+from netshift import keys
+from netshift.kube import Kube, nad_path, pod_path, wait_for
+from support.agent import (
     NETWORKS,
     AgentProcess,
     Networks,
@@ -45,14 +51,6 @@ from agentutil import (
     wait_running,
     wait_settled,
 )
-
-from agent import netlink
-from localcluster.cluster import LocalCluster
-from netshift import annotations as ann
-from netshift import keys
-from netshift.kube import Kube, nad_path, pod_path, wait_for
-
-pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
 
 @pytest.fixture(scope="module")
@@ -285,12 +283,14 @@ EXPECTED_REASON = {
 def test_a_bad_nad_fails_only_its_attachment_with_the_reason_and_is_retried_with_backoff(
     kube: Kube, namespace: str, nets: Networks, agent: AgentProcess, kind: str
 ) -> None:
-    pod = create_running_pod(kube, namespace, "web")
-    uid, path = pod["metadata"]["uid"], netns_of(pod)
-    # Created first: the agent's NAD watch has it long before the pod asks for it, so the
-    # first failure is the config's, not "does not exist".
+    # Both NADs before the pod: the agent's NAD watch has them long before the pod asks for
+    # them, so the first failure is the config's, not "does not exist". (Made right before
+    # the annotation, blue was once not in the agent's cache yet on a loaded machine: a
+    # first AttachFailed "blue does not exist", retried and attached a second later.)
     nets.raw("bad", BROKEN_CONFIGS[kind])
     nets.bridge("blue")
+    pod = create_running_pod(kube, namespace, "web")
+    uid, path = pod["metadata"]["uid"], netns_of(pod)
     annotate(kube, namespace, "web", {NETWORKS: "blue@data0"})
     wait_settled(kube, namespace, "web", keys.CONVERGED)
     before = interfaces(path)

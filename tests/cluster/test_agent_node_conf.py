@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentutil import (
+
+from agent import netlink
+from localcluster.cluster import LocalCluster
+from netshift import keys
+from netshift.kube import ApiError, Kube, wait_for
+from netshift.nadpolicy import POLICY_CONFIGMAP, POLICY_KEY
+from support.agent import (
     DEFAULT_NETWORK,
     NETWORKS,
     SWITCH_POLICY,
@@ -24,8 +30,6 @@ from agentutil import (
     agent_status,
     annotate,
     attachment,
-    bridge_config,
-    create_nad,
     create_running_pod,
     default_route_ifnames,
     interfaces,
@@ -36,14 +40,7 @@ from agentutil import (
     v4_addresses,
     wait_settled,
 )
-
-from agent import netlink
-from localcluster.cluster import LocalCluster
-from netshift import keys
-from netshift.kube import ApiError, Kube, wait_for
-from netshift.nadpolicy import POLICY_CONFIGMAP, POLICY_KEY
-
-pytestmark = [pytest.mark.cluster, pytest.mark.node]
+from support.builders import bridge_config, create_nad
 
 POLICY_PATH = f"/api/v1/namespaces/{keys.NETSHIFT_NAMESPACE}/configmaps"
 
@@ -162,7 +159,7 @@ def test_no_conf_file_on_the_node_is_an_attach_failure_with_a_warning_never_a_cr
     assert failed.state == keys.FAILED
     expected = (
         f"NetworkAttachmentDefinition {namespace}/ghost has no spec.config (defined per node), "
-        f"and no conf file 'ghost' on node {cluster.node} ({agent.node_conf_dir})"
+        f"and no conf file 'ghost' on node {cluster.nodes[0].name} ({agent.node_conf_dir})"
     )
     assert failed.message.startswith(expected), failed.message
     assert expected in report.message

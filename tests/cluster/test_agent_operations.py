@@ -12,15 +12,16 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from agentutil import (
+from netshift import keys
+from netshift.kube import ApiError, Kube, wait_for
+from netshift.nadpolicy import POLICY_CONFIGMAP, POLICY_KEY
+from support.agent import (
     NETWORKS,
     AgentProcess,
     Networks,
     agent_status,
     annotate,
     attachment,
-    bridge_config,
     create_running_pod,
     has_event,
     interfaces,
@@ -29,12 +30,7 @@ from agentutil import (
     pod_events,
     wait_settled,
 )
-
-from netshift import keys
-from netshift.kube import ApiError, Kube, wait_for
-from netshift.nadpolicy import POLICY_CONFIGMAP, POLICY_KEY
-
-pytestmark = [pytest.mark.cluster, pytest.mark.node]
+from support.builders import bridge_config
 
 POLICY_PATH = f"/api/v1/namespaces/{keys.NETSHIFT_NAMESPACE}/configmaps"
 

@@ -14,29 +14,6 @@ from typing import Any
 
 import pytest
 import yaml
-from controllerutil import (
-    NOW,
-    PROFILES,
-    ControllerProcess,
-    StandInAgent,
-    annotations_of,
-    condition,
-    create_nad,
-    create_pods,
-    create_profile,
-    delete_profile,
-    label_namespace,
-    patch_profile,
-    patched,
-    pod,
-    pods,
-    profile,
-    profile_object,
-    profile_status,
-    reported,
-    snapshot,
-    wait_running,
-)
 
 from cli.main import main
 from controller.profileplan import (
@@ -65,6 +42,28 @@ from netshift.keys import (
 from netshift.kube import Kube, wait_for
 from netshift.pod import Pod
 from netshift.policy import Profile
+from support.builders import PROFILES, create_nad
+from support.controller import (
+    NOW,
+    ControllerProcess,
+    StandInAgent,
+    annotations_of,
+    condition,
+    create_pods,
+    create_profile,
+    delete_profile,
+    label_namespace,
+    patch_profile,
+    patched,
+    pod,
+    pods,
+    profile,
+    profile_status,
+    reported,
+    rollout_profile,
+    snapshot,
+    wait_running,
+)
 
 NADS = {"ns1/net-a", "ns1/net-b", "ns2/net-a", "ns2/net-b", "ns1/side", "ns2/side"}
 
@@ -76,7 +75,7 @@ def on_profile(p: Pod, prof: Profile) -> Pod:
 
 def obj(name: str = "blue", **kw: Any) -> dict[str, Any]:
     kw.setdefault("labels", {"team": "a"})
-    return profile_object(name, **kw)
+    return rollout_profile(name, **kw)
 
 
 def cluster(profiles: list[Profile], pod_list: list[Pod], **kw: Any) -> Snapshot:
@@ -302,7 +301,7 @@ def test_the_json_form_is_plain_data() -> None:
 
 # --- against the local cluster ------------------------------------------------------
 # The controller runs as a process, as in production; the stand-in agent
-# (tests/controllerutil.py) reports on the pods it patches.
+# (tests/support/controller.py) reports on the pods it patches.
 
 
 def run_plan(capsys: pytest.CaptureFixture[str], kubeconfig: str, *args: str) -> tuple[int, str]:
@@ -344,11 +343,10 @@ def wait_rolled_out(kube: Kube, name: str, pods: int, timeout: float = 120) -> N
 
 def write(tmp_path: Path, name: str, **kw: Any) -> Path:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(profile_object(name, **kw)))
+    path.write_text(yaml.safe_dump(rollout_profile(name, **kw)))
     return path
 
 
-@pytest.mark.cluster
 def test_plan_on_the_local_cluster_predicts_what_the_controller_rolls(
     cluster: LocalCluster,
     kube: Kube,
@@ -441,7 +439,7 @@ def test_plan_on_the_local_cluster_predicts_what_the_controller_rolls(
 
         # An invalid profile: the policy's message, non-zero.
         bad = tmp_path / "bad.yaml"
-        bad.write_text(yaml.safe_dump(profile_object("bad", labels=labels, maxConcurrent=0)))
+        bad.write_text(yaml.safe_dump(rollout_profile("bad", labels=labels, maxConcurrent=0)))
         code, out = run_plan(capsys, kubeconfig, "-f", str(bad))
         assert code == 1 and "spec.rollout.maxConcurrent: 0 is too small" in out
     finally:
@@ -525,12 +523,12 @@ def test_plan_refuses_a_default_network_without_a_default_route_and_shows_per_no
     # ... and with the node's conf dir: its file shown and judged.
     conf_dir = tmp_path / "net.d"
     conf_dir.mkdir()
-    node_dir = f"--node-conf-dir={cluster.node}={conf_dir}"
+    node_dir = f"--node-conf-dir={cluster.nodes[0].name}={conf_dir}"
     code, table = run_plan(capsys, kubeconfig, "-f", str(manifest), node_dir)
-    assert code == 1 and f"no conf file 'nodenet' on node {cluster.node}" in table
+    assert code == 1 and f"no conf file 'nodenet' on node {cluster.nodes[0].name}" in table
     (conf_dir / "30-nodenet.conflist").write_text(nad_config("nodenet", default_route=True))
     code, table = run_plan(capsys, kubeconfig, "-f", str(manifest), node_dir)
     assert code == 0, table
-    assert f"per node ({cluster.node}: {conf_dir}/30-nodenet.conflist)" in table
-    assert f"{ns}/nodenet on node {cluster.node}, {conf_dir}/30-nodenet.conflist:" in table
+    assert f"per node ({cluster.nodes[0].name}: {conf_dir}/30-nodenet.conflist)" in table
+    assert f"{ns}/nodenet on node {cluster.nodes[0].name}, {conf_dir}/30-nodenet.conflist:" in table
     assert "yes: node" in table and '"routes": [{"dst": "0.0.0.0/0"}]' in table

@@ -19,19 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from controllerutil import (
-    ControllerProcess,
-    StandInAgent,
-    annotations_of,
-    condition,
-    create_nad,
-    create_pods,
-    create_profile,
-    delete_profile,
-    label_namespace,
-    profile_status,
-    wait_running,
-)
 
 from cli.main import main
 from cli.rollout import duration
@@ -52,6 +39,19 @@ from localcluster.cluster import LocalCluster
 from localcluster.procs import main_python
 from netshift.keys import ROLLOUT_STARTED_KEY
 from netshift.kube import Kube, wait_for
+from support.builders import create_nad
+from support.controller import (
+    ControllerProcess,
+    StandInAgent,
+    annotations_of,
+    condition,
+    create_pods,
+    create_profile,
+    delete_profile,
+    label_namespace,
+    profile_status,
+    wait_running,
+)
 
 
 def profile_with(
@@ -151,7 +151,7 @@ def test_durations_read_like_kubectl_timeouts() -> None:
 
 
 # --- against the local cluster ------------------------------------------------------
-# The controller runs as a process; the stand-in agent (tests/controllerutil.py)
+# The controller runs as a process; the stand-in agent (tests/support/controller.py)
 # reports on the pods it patches. `rollout status` runs as a child process with a
 # pipe for stdout, so it prints plain lines.
 
@@ -222,7 +222,6 @@ def rollout_env(
             delete_profile(kube, name)
 
 
-@pytest.mark.cluster
 def test_rollout_status_follows_a_live_rollout_of_50_pods_until_complete(
     cluster: LocalCluster,
     kube: Kube,
@@ -264,7 +263,6 @@ def test_rollout_status_follows_a_live_rollout_of_50_pods_until_complete(
     assert profile_status(kube, name)["pods"]["converged"] == n
 
 
-@pytest.mark.cluster
 def test_pause_stops_new_starts_and_resume_finishes(
     cluster: LocalCluster,
     kube: Kube,
@@ -326,7 +324,6 @@ def started(kube: Kube, namespace: str) -> dict[str, str]:
     }
 
 
-@pytest.mark.cluster
 def test_rollout_status_exits_one_when_max_failures_is_reached(
     cluster: LocalCluster,
     kube: Kube,
@@ -348,12 +345,10 @@ def test_rollout_status_exits_one_when_max_failures_is_reached(
     assert "rollout failed" in status.lines[-1]
 
 
-@pytest.mark.cluster
 def test_rollout_of_a_profile_that_does_not_exist_exits_one(cluster: LocalCluster) -> None:
     assert main(["rollout", "pause", "no-such-profile", f"--kubeconfig={cluster.kubeconfig}"]) == 1
 
 
-@pytest.mark.cluster
 def test_on_a_terminal_rollout_status_draws_a_progress_bar(
     cluster: LocalCluster,
     kube: Kube,

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from controllerutil import (
+
+from localcluster.cluster import LocalCluster
+from netshift.keys import ROLLOUT_STARTED_KEY
+from netshift.kube import Kube, now_rfc3339, wait_for
+from netshift.leader import LeaderElector, lease_path
+from netshift.podstatus import is_settled
+from support.controller import (
     ControllerProcess,
     StandInAgent,
     annotations_of,
@@ -32,14 +38,6 @@ from controllerutil import (
     rollout_setup,
     running_pods,
 )
-
-from localcluster.cluster import LocalCluster
-from netshift.keys import ROLLOUT_STARTED_KEY
-from netshift.kube import Kube, now_rfc3339, wait_for
-from netshift.leader import LeaderElector, lease_path
-from netshift.podstatus import is_settled
-
-pytestmark = pytest.mark.cluster
 
 
 class FakeClock:

@@ -12,11 +12,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from controllerutil import (
+from prometheus_client.parser import text_string_to_metric_families
+
+from controller.reconcile import Controller
+from localcluster.cluster import LocalCluster
+from localcluster.procs import free_port
+from netshift.kube import Kube, pod_path, wait_for
+from support.builders import create_nad
+from support.controller import (
     ControllerProcess,
     StandInAgent,
     condition,
-    create_nad,
     create_pods,
     create_profile,
     delete_profile,
@@ -24,14 +30,6 @@ from controllerutil import (
     profile_status,
     wait_running,
 )
-from prometheus_client.parser import text_string_to_metric_families
-
-from controller.reconcile import Controller
-from localcluster.cluster import LocalCluster
-from localcluster.procs import free_port
-from netshift.kube import Kube, pod_path, wait_for
-
-pytestmark = pytest.mark.cluster
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

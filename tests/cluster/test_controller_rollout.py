@@ -1,6 +1,6 @@
 """The rollout controller against the real apiserver: pods patched N at a time, status, Events.
 
-There is no agent in the test cluster yet, so `StandInAgent` (tests/controllerutil.py)
+There is no agent in the test cluster yet, so `StandInAgent` (tests/support/controller.py)
 plays its part: after the controller patches a pod it writes the netshift.io/status
 report the agent would write (observed = desired_hash of the annotations, phase
 Converged, or Degraded for pods it is told to fail). End-to-end tests with the
@@ -10,33 +10,18 @@ real agent live elsewhere.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from controllerutil import (
-    StandInAgent,
-    annotations_of,
-    audit_max_in_flight,
-    condition,
-    create_nad,
-    create_pods,
-    create_profile,
-    delete_profile,
-    label_namespace,
-    max_overlap,
-    patch_profile,
-    profile_status,
-    read_audit,
-    rollout_setup,
-    wait_running,
-)
 
 from controller.audit import AuditLog
 from controller.reconcile import Controller, ControllerOptions
 from controller.rollout import Settings
+from localcluster.cluster import LocalCluster
 from netshift.keys import (
     DEFAULT_NETWORK_KEY,
     INJECT_LABEL,
@@ -49,8 +34,23 @@ from netshift.keys import (
 )
 from netshift.kube import Kube, pod_path, wait_for
 from netshift.podstatus import is_settled
-
-pytestmark = pytest.mark.cluster
+from support.builders import create_nad
+from support.controller import (
+    StandInAgent,
+    annotations_of,
+    audit_max_in_flight,
+    condition,
+    create_pods,
+    create_profile,
+    delete_profile,
+    label_namespace,
+    max_overlap,
+    patch_profile,
+    profile_status,
+    read_audit,
+    rollout_setup,
+    wait_running,
+)
 
 
 @pytest.fixture
@@ -402,6 +402,38 @@ def test_deleting_a_profile_takes_its_networks_back(
     records = [r for r in read_audit(audit_path) if r["profile"] == name]
     assert len([r for r in records if r["event"] == "start"]) == 8  # 4 rolled out, 4 back
     assert audit_max_in_flight(records, name) <= 3
+
+
+def test_profiles_deleted_with_their_crd_are_not_handed_back(
+    kube: Kube,
+    cluster: LocalCluster,
+    namespace: str,
+    controller: Controller,
+    profiles: list[str],
+    audit_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Deleting the NetworkProfile CRD (an uninstall, `kubectl delete -k manifests/`) deletes
+    every profile while the controller may still run: it must not start detaching networks
+    from running pods then, with the agents themselves going away."""
+    rollout_setup(kube, namespace, 2)
+    with agent(kube, namespace, delay=0.3):
+        name = make_profile(kube, profiles, f"crd-{namespace}", labels={"rollout": namespace})
+        wait_condition(kube, name, "Complete", "True")
+        before = annotations_of(kube, namespace)
+        caplog.set_level(logging.INFO, logger="controller.reconcile")
+        try:
+            cluster.kubectl("delete", "crd", "networkprofiles.netshift.io", "--wait=true")
+            wait_for(
+                lambda: "CRD is being deleted; no hand-back" in caplog.text,
+                30,
+                what="the controller to hold the hand-back",
+            )
+            assert annotations_of(kube, namespace) == before
+        finally:
+            cluster.plane.install_crds()
+    starts = [r for r in read_audit(audit_path) if r["event"] == "start"]
+    assert len(starts) == 2  # the two of the rollout; none back
 
 
 # --- the patch itself ------------------------------------------------------------------------

@@ -14,13 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
-
 from localcluster.cluster import LocalCluster
 from localcluster.procs import clean_env
-
-# Its own whole cluster, agent included (real CNI plugins in real namespaces).
-pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
 
 def test_the_demo_on_the_node_simulator_switches_every_pod_without_restart_or_loss(

@@ -6,11 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
 from netshift.kube import Informer, Kube, wait_for
-
-pytestmark = pytest.mark.cluster
 
 
 def configmaps(namespace: str) -> str:

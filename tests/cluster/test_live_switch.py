@@ -14,51 +14,23 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-from agentutil import (
-    AgentProcess,
-    bridge_config,
-    create_nad,
-    has_event,
-    ipam_ips,
-    next_subnet,
-    unique,
-)
-from controllerutil import ControllerProcess, max_overlap, read_audit
-
 from localcluster.cluster import LocalCluster
 from localcluster.probe import ClientNetns, Ping, Stream
-from netshift import keys, podstatus, policy
+from netshift import podstatus
 from netshift.kube import Kube, patch_annotations, pod_path, wait_for
+from support import liveswitch
+from support.agent import AgentProcess, has_event, ipam_ips, next_subnet
+from support.builders import PROFILES, bridge_config, create_nad, namespace_profile, unique
+from support.controller import ControllerProcess, max_overlap, read_audit
+from support.liveswitch import create_pods_as_admitted, on_default, pods
 
-# The real agent runs real CNI plugins in the pods' namespaces, as in the agent tests.
-pytestmark = [pytest.mark.cluster, pytest.mark.node]
-
-PROFILES = "/apis/netshift.io/v1alpha1/networkprofiles"
-
-
-@pytest.fixture(scope="module")
-def agent(
-    cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AgentProcess]:
-    proc = AgentProcess(cluster, tmp_path_factory.mktemp("switch-agent"))
-    proc.start()
-    yield proc
-    proc.stop()
-    assert proc.proc is not None and proc.proc.returncode in (0, -15), proc.log_tail()
-
-
-@pytest.fixture
-def controller(cluster: LocalCluster, kube: Kube, tmp_path: Path) -> Iterator[ControllerProcess]:
-    cluster.ensure_namespace("netshift-system")
-    proc = ControllerProcess(cluster, tmp_path, f"e2e-{uuid.uuid4().hex[:6]}", "netshift-system")
-    yield proc
-    proc.stop()
+# The fixtures of this module: the real agent and controller, as processes.
+agent = liveswitch.agent
+controller = liveswitch.controller
 
 
 class Networks:
@@ -85,50 +57,6 @@ class Networks:
         self.client.delete()
         for bridge in self.bridges:
             subprocess.run(["ip", "link", "del", bridge], capture_output=True)
-
-
-def profile_object(name: str, namespace: str, default: str, **rollout: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "netshift.io/v1alpha1",
-        "kind": "NetworkProfile",
-        "metadata": {"name": name},
-        "spec": {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-            "defaultNetwork": f"{namespace}/{default}",
-            "rollout": {"existingPods": "Live", **rollout},
-        },
-    }
-
-
-def create_pods_as_admitted(kube: Kube, namespace: str, prof: dict[str, Any], n: int) -> None:
-    """Pods with exactly what the mutating webhook would inject under `prof`."""
-    injected = policy.apply_profile({}, namespace, policy.profile_from_object(prof))
-    annotations = {k: v for k, v in injected.items() if v is not None}
-    for i in range(n):
-        kube.create(
-            pod_path(namespace),
-            {
-                "metadata": {"name": f"web-{i}", "annotations": annotations},
-                "spec": {"containers": [{"name": "web", "image": "example.invalid/web"}]},
-            },
-        )
-
-
-def pods(kube: Kube, namespace: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = kube.get(pod_path(namespace))["items"]
-    return items
-
-
-def on_default(kube: Kube, namespace: str, network: str, n: int) -> list[dict[str, Any]] | None:
-    items = pods(kube, namespace)
-    done = [
-        p
-        for p in items
-        if (st := podstatus.parse_status(p["metadata"].get("annotations") or {}))
-        and st.default_network == network
-        and st.phase == keys.CONVERGED
-    ]
-    return items if len(done) == n == len(items) else None
 
 
 def intervals(items: list[dict[str, Any]]) -> list[tuple[float, float, str]]:
@@ -174,7 +102,7 @@ def test_a_profile_change_moves_20_running_pods_without_losing_a_probe(
 ) -> None:
     nets = Networks(kube, namespace, tmp_path)
     name = f"switch-{namespace}"
-    prof = profile_object(name, namespace, "old", maxConcurrent=5)
+    prof = namespace_profile(name, namespace, "old", maxConcurrent=5)
     try:
         kube.create(PROFILES, prof)
         create_pods_as_admitted(kube, namespace, prof, 20)
@@ -249,7 +177,7 @@ def test_with_old_default_remove_the_old_interface_goes_and_its_ip_returns_to_th
 ) -> None:
     nets = Networks(kube, namespace, tmp_path)
     name = f"remove-{namespace}"
-    prof = profile_object(
+    prof = namespace_profile(
         name, namespace, "old", maxConcurrent=3, oldDefault="Remove", drainSeconds=1
     )
     try:
@@ -290,7 +218,7 @@ def test_a_100_pod_rollout_keeps_10_in_flight_and_survives_a_controller_kill(
 ) -> None:
     nets = Networks(kube, namespace, tmp_path)
     name = f"big-{namespace}"
-    prof = profile_object(name, namespace, "old", maxConcurrent=10)
+    prof = namespace_profile(name, namespace, "old", maxConcurrent=10)
     successor: ControllerProcess | None = None
     try:
         kube.create(PROFILES, prof)

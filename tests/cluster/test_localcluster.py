@@ -14,13 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from localcluster.cluster import LocalCluster
 from localcluster.procs import clean_env, pid_alive
 from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
-
-pytestmark = pytest.mark.cluster
+from support.builders import bridge_config, create_nad
 
 
 def _pods(kube: Kube, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -63,7 +60,7 @@ def test_both_crds_are_established(cluster: LocalCluster) -> None:
 
 
 def test_the_local_node_is_registered_and_ready(cluster: LocalCluster, kube: Kube) -> None:
-    node = kube.get(f"/api/v1/nodes/{cluster.node}")
+    node = kube.get(f"/api/v1/nodes/{cluster.nodes[0].name}")
     ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
     assert ready and ready[0]["status"] == "True"
 
@@ -81,9 +78,9 @@ def test_deployment_pods_are_scheduled_and_run_with_an_ip(
     pods = wait_for(running, 60, what="3 running pods")
     ips = {p["status"]["podIP"] for p in pods}
     assert len(ips) == 3
-    subnet = ipaddress.ip_network(cluster.pod_subnet)
+    subnet = ipaddress.ip_network(cluster.nodes[0].pod_subnet)
     assert all(ipaddress.ip_address(ip) in subnet for ip in ips), ips
-    assert all(p["spec"]["nodeName"] == cluster.node for p in pods)
+    assert all(p["spec"]["nodeName"] == cluster.nodes[0].name for p in pods)
     for pod in pods:
         assert Path(f"/var/run/netns/netshift-{pod['metadata']['uid']}").exists()
 
@@ -178,37 +175,14 @@ def test_down_releases_every_address_and_namespace_the_node_holds(cluster: Local
     state = Path(tempfile.mkdtemp(prefix="netshift-down-"))
     other = LocalCluster(state, pod_subnet=f"10.249.{os.getpid() % 250}.0/24", bridge="nsdown0")
     ipam = state / "nad-ipam"
+    eth0_store = other.nodes[0].ipam_dir / "netshift-cluster"
     bridge = "nsdownnad0"
     try:
         other.up(services=["nodesim", "agent"], say=lambda _l: None)
         kube = other.kube()
         kube.create("/api/v1/namespaces", {"metadata": {"name": "shop"}})
         wait_for(lambda: has_default_service_account(kube, "shop"), 30, what="service account")
-        config = {
-            "cniVersion": "1.0.0",
-            "name": "storage",
-            "plugins": [
-                {
-                    "type": "bridge",
-                    "bridge": bridge,
-                    "ipMasq": False,
-                    "ipam": {
-                        "type": "host-local",
-                        "ranges": [[{"subnet": "10.252.9.0/24"}]],
-                        "dataDir": str(ipam),
-                    },
-                }
-            ],
-        }
-        kube.create(
-            "/apis/k8s.cni.cncf.io/v1/namespaces/shop/network-attachment-definitions",
-            {
-                "apiVersion": "k8s.cni.cncf.io/v1",
-                "kind": "NetworkAttachmentDefinition",
-                "metadata": {"name": "storage"},
-                "spec": {"config": json.dumps(config)},
-            },
-        )
+        create_nad(kube, "shop", "storage", bridge_config("storage", bridge, "10.252.9.0/24", ipam))
         kube.create(
             "/api/v1/namespaces/shop/pods",
             {
@@ -228,12 +202,12 @@ def test_down_releases_every_address_and_namespace_the_node_holds(cluster: Local
 
         wait_for(plugged, 60, what="net1 attached")
         uid = kube.get("/api/v1/namespaces/shop/pods/web")["metadata"]["uid"]
-        assert _addresses(ipam / "storage") and _addresses(state / "node/ipam/netshift-cluster")
+        assert _addresses(ipam / "storage") and _addresses(eth0_store)
     finally:
         other.down(say=lambda _l: None)
     try:
         assert not _addresses(ipam / "storage"), "the agent's attachment leaked its address"
-        assert not _addresses(state / "node/ipam/netshift-cluster"), "eth0 leaked its address"
+        assert not _addresses(eth0_store), "eth0 leaked its address"
         assert not Path(f"/var/run/netns/netshift-{uid}").exists()
     finally:
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)

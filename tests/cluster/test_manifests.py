@@ -6,7 +6,8 @@ run real containers here (there is no image and no runtime); the objects
 existing and the permissions of every ServiceAccount (`kubectl auth can-i`) are
 what is checked. Everything but the CRDs is deleted afterwards: the webhook
 configurations (failurePolicy Fail, no webhook behind them) would otherwise
-refuse every pod the following tests create.
+refuse every pod the following tests create, and netshift-system is waited for
+until it is gone.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ import pytest
 import yaml
 
 from localcluster.cluster import LocalCluster
-
-pytestmark = pytest.mark.cluster
+from netshift.kube import ApiError, wait_for
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 SYSTEM = "netshift-system"
@@ -36,9 +36,10 @@ ALLOWED: dict[str, list[Check]] = {
         *[(v, PROFILES, None, ()) for v in ("get", "list", "watch")],
         ("patch", PROFILES, None, ("--subresource=status",)),
         ("update", PROFILES, None, ("--subresource=status",)),
-        *[(v, "namespaces", None, ()) for v in ("get", "list", "watch")],
+        *[(v, "namespaces", None, ()) for v in ("get", "list", "watch", "patch")],
         *[(v, "pods", None, ()) for v in ("get", "list", "watch", "patch")],
         ("patch", "pods", "some-app", ()),
+        ("get", f"customresourcedefinitions.apiextensions.k8s.io/{PROFILES}", None, ()),
         *[(v, NAD, None, ()) for v in ("get", "list", "watch")],
         ("create", "events", "default", ()),
         ("create", LEASES, SYSTEM, ()),
@@ -49,7 +50,6 @@ ALLOWED: dict[str, list[Check]] = {
         *[(v, "pods", None, ()) for v in ("get", "list", "watch", "patch")],
         *[(v, NAD, None, ()) for v in ("get", "list", "watch")],
         ("create", "events", "some-app", ()),
-        ("patch", "events", "some-app", ()),
         *[(v, "configmaps/netshift-nad-policy", SYSTEM, ()) for v in ("get", "list", "watch")],
     ],
 }
@@ -65,6 +65,8 @@ DENIED_TO_ALL: list[Check] = [
     ("delete", NAD, "some-app", ()),
     ("delete", PROFILES, None, ()),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io", None, ()),
+    ("delete", "validatingadmissionpolicies.admissionregistration.k8s.io", None, ()),
+    ("delete", "validatingadmissionpolicybindings.admissionregistration.k8s.io", None, ()),
 ]
 
 DENIED: dict[str, list[Check]] = {
@@ -76,8 +78,14 @@ DENIED: dict[str, list[Check]] = {
         ("update", LEASES, "kube-system", ()),
         ("update", f"{LEASES}/someone-else", SYSTEM, ()),
         ("get", "secrets", SYSTEM, ()),
+        ("update", "namespaces", None, ()),  # its label by merge patch only
+        ("delete", "namespaces", None, ()),
+        ("get", f"customresourcedefinitions.apiextensions.k8s.io/{NAD}", None, ()),
+        ("patch", "events", "default", ()),  # Events are created, never patched
     ],
     "netshift-agent": [
+        ("patch", "events", "some-app", ()),
+        ("patch", "namespaces", None, ()),
         ("patch", PROFILES, None, ("--subresource=status",)),
         ("create", LEASES, SYSTEM, ()),
         ("update", "pods", "some-app", ()),
@@ -116,6 +124,20 @@ def installed(cluster: LocalCluster) -> Iterator[list[dict[str, Any]]]:
             input=yaml.safe_dump_all(doomed),
             check=False,
         )
+        # A namespace that is still terminating refuses new objects: the next test that
+        # runs a controller in netshift-system could not create its Lease there.
+        names = [o["metadata"]["name"] for o in doomed if o["kind"] == "Namespace"]
+        wait_for(lambda: all(_gone(cluster, ns) for ns in names), 120, what=f"{names} deleted")
+
+
+def _gone(cluster: LocalCluster, namespace: str) -> bool:
+    try:
+        cluster.kube().get(f"/api/v1/namespaces/{namespace}")
+    except ApiError as err:
+        if err.status == 404:
+            return True
+        raise
+    return False
 
 
 def can_i(cluster: LocalCluster, sa: str, check: Check) -> bool:
@@ -164,6 +186,23 @@ def test_the_whole_kustomization_applies_server_side_and_every_object_exists(
     assert "serverside-applied" in again.stdout
 
 
+def test_the_documented_uninstall_removes_all_but_the_profile_crd_webhooks_first(
+    installed: list[dict[str, Any]],
+) -> None:
+    """`kubectl delete -k manifests/ -l app.kubernetes.io/name=netshift` (README): the
+    label is on every object but the NetworkProfile CRD, and the webhook configurations
+    come first in the build, so a delete removes them before the webhook they call."""
+    unlabelled = [
+        f"{o['kind']}/{o['metadata']['name']}"
+        for o in installed
+        if (o["metadata"].get("labels") or {}).get("app.kubernetes.io/name") != "netshift"
+    ]
+    assert unlabelled == [f"CustomResourceDefinition/{PROFILES}"]
+    kinds = [o["kind"] for o in installed]
+    assert kinds[:2] == ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]
+    assert NAD not in {o["metadata"]["name"] for o in installed}
+
+
 def test_the_controller_runs_two_leader_elected_replicas(
     cluster: LocalCluster, installed: list[dict[str, Any]]
 ) -> None:
@@ -183,7 +222,7 @@ def test_the_controller_runs_two_leader_elected_replicas(
     assert pdb["spec"]["minAvailable"] == 1
 
 
-def test_the_agent_runs_privileged_on_every_node_with_the_host_mounts(
+def test_the_agent_runs_unprivileged_on_every_node_with_the_host_mounts(
     cluster: LocalCluster, installed: list[dict[str, Any]]
 ) -> None:
     out = cluster.kubectl("get", "daemonset/netshift-agent", "-n", SYSTEM, "-o", "yaml")
@@ -191,7 +230,14 @@ def test_the_agent_runs_privileged_on_every_node_with_the_host_mounts(
     assert spec["hostNetwork"] is True and spec["hostPID"] is True
     assert spec["tolerations"] == [{"operator": "Exists"}]
     container = spec["containers"][0]
-    assert container["securityContext"]["privileged"] is True
+    security = container["securityContext"]
+    assert security["privileged"] is False
+    assert security["capabilities"] == {
+        "drop": ["ALL"],
+        "add": ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"],
+    }
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert security["readOnlyRootFilesystem"] is True
     assert container["command"] == ["netshift", "agent", "--node", "$(NODE_NAME)"]
     env = {e["name"]: e for e in container["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
@@ -201,7 +247,13 @@ def test_the_agent_runs_privileged_on_every_node_with_the_host_mounts(
         assert host[mounts[path]["name"]] == path
     assert mounts["/run/netns"]["mountPropagation"] == "HostToContainer"
     assert host[mounts["/host/proc"]["name"]] == "/proc"
+    # What it only reads is mounted read-only; it writes IPAM state and its records.
+    for path in ("/opt/cni/bin", "/usr/lib/cni", "/etc/cni/net.d", "/run/netns", "/host/proc"):
+        assert mounts[path]["readOnly"] is True, path
     assert mounts["/sys/fs/cgroup"]["readOnly"] is True
+    assert not mounts["/var/lib/cni"].get("readOnly") and not mounts["/var/lib/netshift"].get(
+        "readOnly"
+    )
     assert host[mounts["/var/lib/netshift"]["name"]] == "/var/lib/netshift"
 
 

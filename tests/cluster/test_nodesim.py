@@ -7,24 +7,13 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
-from agentutil import (
-    bridge_config,
-    create_nad,
-    ipam_ips,
-    network_status,
-    next_subnet,
-    pod_manifest,
-    unique,
-    wait_running,
-)
-
 from localcluster.cluster import LocalCluster
+from localcluster.simnode import SimNode
 from netshift import keys
 from netshift.kube import Kube, pod_path, wait_for
 from netshift.records import RecordStore
-
-pytestmark = [pytest.mark.cluster, pytest.mark.node]
+from support.agent import ipam_ips, network_status, next_subnet, pod_manifest, wait_running
+from support.builders import bridge_config, create_nad, unique
 
 
 def test_creation_time_networks_are_recorded_attached_reported_and_released_with_the_pod(
@@ -48,7 +37,7 @@ def test_creation_time_networks_are_recorded_attached_reported_and_released_with
         assert status["data0"]["ips"] == [static.split("/")[0]]  # the ips capability was passed
         assert ipam_ips(tmp_path, "blue") == {static.split("/")[0]}
 
-        store = RecordStore(cluster.state_dir / "node" / "pods")
+        store = RecordStore(cluster.single_node(SimNode).records_dir)
         records = {r.interface: r for r in store.list_pod(uid)}
         assert set(records) == {"eth0", "data0"}
         assert all(r.state == keys.ATTACHED and r.conflist and r.result for r in records.values())

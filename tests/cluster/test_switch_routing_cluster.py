@@ -22,49 +22,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentutil import create_nad, unique
-from test_live_switch import (  # noqa: F401  (agent, controller: fixtures)
-    PROFILES,
-    agent,
-    controller,
-    create_pods_as_admitted,
-    on_default,
-    profile_object,
-)
 
 from localcluster.probe import SeqPing, Stream
 from localcluster.topology import V4, V6, Subnet, Topology, pod_addresses, subnets
 from netshift import podstatus
 from netshift.kube import Kube, pod_path, wait_for
+from support import timeouts
+from support.builders import PROFILES, bridge_config, create_nad, namespace_profile, unique
+from support.liveswitch import (  # noqa: F401  (agent, controller: fixtures)
+    agent,
+    controller,
+    create_pods_as_admitted,
+    on_default,
+)
 
-pytestmark = pytest.mark.cluster
+pytestmark = pytest.mark.timeout(timeouts.SWITCH_LAB)
 
 PODS = 4
 SWITCHES = 20
 FAMILIES = {"ipv4": (V4,), "ipv6": (V6,), "dual": (V4, V6)}
-
-
-def nad(name: str, bridge: str, subnet: Subnet, data_dir: Path) -> dict[str, Any]:
-    return {
-        "cniVersion": "1.0.0",
-        "name": name,
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": bridge,
-                "isGateway": False,
-                "ipMasq": False,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": subnet.ranges(),
-                    "routes": [
-                        {"dst": "0.0.0.0/0" if f == V4 else "::/0"} for f in subnet.families
-                    ],
-                    "dataDir": str(data_dir),
-                },
-            }
-        ],
-    }
 
 
 class Lab:
@@ -85,7 +61,12 @@ class Lab:
         )
         self.topo.create()
         for key in ("a", "b"):
-            create_nad(kube, namespace, key, nad(key, self.bridges[key], self.subnets[key], tmp))
+            create_nad(
+                kube,
+                namespace,
+                key,
+                bridge_config(key, self.bridges[key], self.subnets[key], tmp, default_route=True),
+            )
 
     def delete(self) -> None:
         self.topo.delete()
@@ -202,7 +183,7 @@ def test_20_keep_switches_of_4_pods_lose_no_probe_under_routed_strict_rpfilter(
     lab: Lab,
 ) -> None:
     name = f"route-{lab.namespace}"
-    prof = profile_object(name, lab.namespace, "a", maxConcurrent=PODS)
+    prof = namespace_profile(name, lab.namespace, "a", maxConcurrent=PODS)
     lab.kube.create(PROFILES, prof)
     try:
         create_pods_as_admitted(lab.kube, lab.namespace, prof, PODS)
@@ -233,7 +214,7 @@ def test_remove_switches_of_4_pods_lose_no_probe_under_routed_strict_rpfilter(
 ) -> None:
     name = f"route-rm-{lab.namespace}"
     drain = 12
-    prof = profile_object(
+    prof = namespace_profile(
         name, lab.namespace, "a", maxConcurrent=PODS, oldDefault="Remove", drainSeconds=drain
     )
     lab.kube.create(PROFILES, prof)

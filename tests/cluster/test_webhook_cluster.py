@@ -3,8 +3,10 @@
 The webhook runs in this process on 127.0.0.1 with informer caches fed by the
 test cluster, registered by URL + caBundle like `netshift up` does. Its
 configurations select only namespaces carrying this module's label, so other
-tests' pods never pass through it. Test pods are pinned to a node that does
-not exist: they stay Pending, which is all admission needs.
+tests' pods never pass through it. No controller runs here: a test namespace is
+labelled netshift.io/selected by the fixture, as the controller would (the
+namespace webhook's own labelling is tested apart). Test pods are pinned to a
+node that does not exist: they stay Pending, which is all admission needs.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from localcluster.cluster import LocalCluster
 from localcluster.procs import clean_env, free_port, main_python
 from localcluster.samples import deployment_pod, pod_review
 from netshift.annotations import parse_networks
-from netshift.keys import DEFAULT_NETWORK_KEY, NETWORKS_KEY, PROFILE_KEY
+from netshift.keys import DEFAULT_NETWORK_KEY, NETWORKS_KEY, PROFILE_KEY, SELECTED_LABEL
 from netshift.kube import ApiError, Kube, nad_path, wait_for
 from netshift.nadpolicy import POLICY_CONFIGMAP
+from support.builders import create_nad, nad_object
 from webhook.app import WebhookSettings, create_app, create_health_app
 from webhook.certs import (
     MUTATING_PATH,
@@ -47,8 +50,6 @@ from webhook.registration import (
     webhook_configurations,
 )
 from webhook.server import ReloadableTLS, WebhookServer, bind
-
-pytestmark = pytest.mark.cluster
 
 TEST_LABEL = "netshift.io/webhook-test"
 
@@ -166,13 +167,7 @@ class Space:
             "type": "bridge",
             "bridge": f"br-{name}"[:15],
         }
-        body = {
-            "apiVersion": "k8s.cni.cncf.io/v1",
-            "kind": "NetworkAttachmentDefinition",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"config": json.dumps(config)},
-        }
-        self.kube.create(nad_path(ns), body)
+        create_nad(self.kube, ns, name, config)
         wait_for(
             lambda: self.webhook.caches.nad_objects.get(f"{ns}/{name}"), 10, what="NAD in cache"
         )
@@ -214,6 +209,11 @@ def space(namespace: str, kube: Kube, cluster: LocalCluster, webhook: Webhook) -
         lambda: (webhook.caches.namespace_labels(namespace) or {}).get(TEST_LABEL) == webhook.token,
         10,
         what="namespace label in the webhook's cache",
+    )
+    # What the controller does for a namespace some profile selects (a write of that label
+    # alone is not sent to the namespace webhook).
+    kube.patch_merge(
+        f"/api/v1/namespaces/{namespace}", {"metadata": {"labels": {SELECTED_LABEL: "true"}}}
     )
     s = Space(namespace, kube, cluster, webhook, [])
     yield s
@@ -346,19 +346,21 @@ def test_pod_updates_that_leave_network_annotations_alone_are_not_sent_to_the_we
     assert webhook.metrics.requests_value("validate", "allowed") == before + 3
 
 
-def test_with_the_webhook_down_only_edits_of_the_network_annotations_are_refused(
+def test_with_the_webhook_down_only_what_netshift_governs_is_refused(
     namespace: str, kube: Kube, cluster: LocalCluster
 ) -> None:
-    """failurePolicy Fail holds for what the webhook decides, and for nothing else."""
+    """failurePolicy Fail holds where a profile applies and for network edits; nowhere else."""
     token = uuid.uuid4().hex[:8]
+    pods = f"/api/v1/namespaces/{namespace}/pods"
+    kube.create(pods, pending_pod("before", {NETWORKS_KEY: "blue"}))
+    nad = json.dumps({"cniVersion": "1.0.0", "name": "blue", "type": "bridge"})
     kube.create(
-        f"/api/v1/namespaces/{namespace}/pods",
+        nad_path(namespace),
         {
-            "metadata": {"name": "before", "annotations": {NETWORKS_KEY: "blue"}},
-            "spec": {
-                "nodeSelector": {"netshift.io/no-such-node": "true"},
-                "containers": [{"name": "c", "image": "registry.example/pause:3"}],
-            },
+            "apiVersion": "k8s.cni.cncf.io/v1",
+            "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": "blue"},
+            "spec": {"config": nad},
         },
     )
     name = f"netshift-down-{token}"
@@ -371,6 +373,7 @@ def test_with_the_webhook_down_only_edits_of_the_network_annotations_are_refused
     )
     apply_webhook_configurations(kube, objects)
     try:
+        # A label change: the namespace webhook is called, fails, and is ignored.
         kube.patch_merge(
             f"/api/v1/namespaces/{namespace}",
             {"metadata": {"labels": {TEST_LABEL: f"down-{token}"}}},
@@ -398,11 +401,95 @@ def test_with_the_webhook_down_only_edits_of_the_network_annotations_are_refused
             ("annotate", "pod", "before", "k8s.v1.cni.cncf.io/network-status=[]"),
             ("annotate", "pod", "before", f"{NETWORKS_KEY}=blue"),  # the same value
             ("label", "pod", "before", "tier=web"),
+            ("label", "network-attachment-definitions", "blue", "tier=web"),
         ):
             done = kubectl(*args)
             assert done.returncode == 0, (args, done.stderr)
+        # A namespace no profile selects: pods without networks are created; a pod that
+        # names networks still needs validation.
+        kube.create(pods, pending_pod("plain"))
+        with pytest.raises(ApiError) as err:
+            kube.create(pods, pending_pod("named", {NETWORKS_KEY: "blue"}))
+        assert 'failed calling webhook "validate.pods.netshift.io"' in str(err.value)
+        # Selected (as the controller labels it): every pod is refused.
+        kube.patch_merge(
+            f"/api/v1/namespaces/{namespace}", {"metadata": {"labels": {SELECTED_LABEL: "true"}}}
+        )
+        with pytest.raises(ApiError) as err:
+            kube.create(pods, pending_pod("governed"))
+        assert 'failed calling webhook "mutate.pods.netshift.io"' in str(err.value)
+        # A NAD's config is still checked.
+        changed = json.dumps({"cniVersion": "1.0.0", "name": "blue", "type": "macvlan"})
+        assert refused(
+            "patch",
+            "network-attachment-definitions",
+            "blue",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"config": changed}}),
+        )
     finally:
         delete_webhook_configurations(kube, name)
+
+
+def pending_pod(name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "annotations": annotations or {}},
+        "spec": {
+            "nodeSelector": {"netshift.io/no-such-node": "true"},
+            "containers": [{"name": "c", "image": "registry.example/pause:3"}],
+        },
+    }
+
+
+def test_pods_of_a_namespace_no_profile_selects_never_reach_the_mutating_webhook(
+    namespace: str, kube: Kube, webhook: Webhook
+) -> None:
+    kube.patch_merge(
+        f"/api/v1/namespaces/{namespace}", {"metadata": {"labels": {TEST_LABEL: webhook.token}}}
+    )
+    before = webhook.metrics.requests_value("mutate", "allowed")
+    kube.create(f"/api/v1/namespaces/{namespace}/pods", pending_pod("p"))
+    assert webhook.metrics.requests_value("mutate", "allowed") == before
+
+
+def test_the_namespace_webhook_labels_a_namespace_in_the_write_that_selects_it(
+    kube: Kube, webhook: Webhook
+) -> None:
+    team = uuid.uuid4().hex[:8]
+    profile = f"labels-{team}"
+    kube.create(
+        PROFILES_PATH,
+        {
+            "apiVersion": "netshift.io/v1alpha1",
+            "kind": "NetworkProfile",
+            "metadata": {"name": profile},
+            "spec": {"namespaceSelector": {"matchLabels": {"netshift.io/team": team}}},
+        },
+    )
+    name = f"t-{team}"
+    path = f"/api/v1/namespaces/{name}"
+    try:
+        wait_for(
+            lambda: any(p.name == profile for p in webhook.caches.profiles()),
+            10,
+            what="the profile in the webhook's cache",
+        )
+        labels = {TEST_LABEL: webhook.token, "netshift.io/team": team}
+        made = kube.create("/api/v1/namespaces", {"metadata": {"name": name, "labels": labels}})
+        assert made["metadata"]["labels"][SELECTED_LABEL] == "true"
+        # Relabelled out of the profile: the label goes in the same write.
+        moved = kube.patch_merge(path, {"metadata": {"labels": {"netshift.io/team": "other"}}})
+        assert SELECTED_LABEL not in moved["metadata"]["labels"]
+        # A write of the label alone is not sent (the controller's own, already right).
+        before = webhook.metrics.requests_value("mutate-namespace", "allowed")
+        kube.patch_merge(path, {"metadata": {"labels": {SELECTED_LABEL: "true"}}})
+        assert webhook.metrics.requests_value("mutate-namespace", "allowed") == before
+        assert webhook.metrics.requests_value("mutate-namespace", "patched") >= 2
+    finally:
+        kube.delete(f"{PROFILES_PATH}/{profile}")
+        with contextlib.suppress(ApiError):
+            kube.delete(path)
 
 
 def test_the_webhook_counted_what_the_apiserver_sent(space: Space, webhook: Webhook) -> None:
@@ -419,7 +506,7 @@ def test_scraped_metrics_count_each_admission_the_apiserver_sent(
     space: Space, webhook: Webhook
 ) -> None:
     before = webhook.scrape()
-    space.create_pod("p12")
+    space.create_pod("p12", annotations={NETWORKS_KEY: "later"})  # validated: it names one
     after = webhook.scrape()
     for endpoint in ("mutate", "validate"):
         key = requests(endpoint, "allowed")
@@ -538,15 +625,7 @@ def test_managed_tls_fills_a_precreated_secret_and_keeps_its_metadata(
 
 
 def nad_manifest(name: str, config: dict[str, Any] | str) -> str:
-    text = config if isinstance(config, str) else json.dumps(config)
-    return json.dumps(
-        {
-            "apiVersion": "k8s.cni.cncf.io/v1",
-            "kind": "NetworkAttachmentDefinition",
-            "metadata": {"name": name},
-            "spec": {"config": text},
-        }
-    )
+    return json.dumps(nad_object(name, config))
 
 
 def host_local(name: str, **ipam: Any) -> dict[str, Any]:

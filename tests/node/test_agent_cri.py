@@ -1,6 +1,6 @@
 """The agent against a real CRI runtime: sandbox identity and a recreated sandbox.
 
-A private containerd (tests/criutil.py) makes real sandboxes with real netns (its
+A private containerd (tests/support/cri.py) makes real sandboxes with real netns (its
 CNI: bridge + host-local); the agent's own observe -> plan -> execute -> report run
 in-process with the CRI resolver over the runtime's socket. The Kubernetes side is a
 pod dict whose annotations take the report's patch: the cluster path (kubelet,
@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from criutil import Containerd, cluster_conflist, new_uid, private_containerd
 
 from agent import netlink
 from agent.execute import Executor
@@ -37,8 +36,9 @@ from netshift.cni.nad import attachment_runtime
 from netshift.kube import now_rfc3339
 from netshift.pod import Pod
 from netshift.records import RecordStore
+from support.builders import bridge_config
+from support.cri import Containerd, cluster_conflist, new_uid, private_containerd
 
-pytestmark = pytest.mark.node
 NS = "team-a"
 
 
@@ -56,21 +56,8 @@ class Node:
         tag = secrets.token_hex(3)
         self.blue_ipam = tmp / "ipam-blue"
         self.blue_bridge = f"nsb{tag}"
-        self.blue = {
-            "cniVersion": "1.0.0",
-            "name": "blue",
-            "plugins": [
-                {
-                    "type": "bridge",
-                    "bridge": self.blue_bridge,
-                    "ipam": {
-                        "type": "host-local",
-                        "dataDir": str(self.blue_ipam),
-                        "ranges": [[{"subnet": f"10.248.{os.getpid() % 250}.0/24"}]],
-                    },
-                }
-            ],
-        }
+        subnet = f"10.248.{os.getpid() % 250}.0/24"
+        self.blue = bridge_config("blue", self.blue_bridge, subnet, self.blue_ipam)
         nads = {f"{NS}/blue": {"spec": {"config": json.dumps(self.blue)}}}
         self.resolver = CriResolver(c.endpoint)
         self.store = RecordStore(str(tmp / "records"))

@@ -19,19 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nodeutil import (
-    CNI_DIR,
-    delete_netns,
-    dummy_link,
-    host_link_cleanup,
-    host_link_exists,
-    host_local_allocations,
-    links_in,
-    netns,
-    netns_path,
-    requires_node,
-    unique,
-)
 
 from netshift.cni.config import (
     CniConfigError,
@@ -51,6 +38,18 @@ from netshift.cni.results import (
     result_mtu,
     result_routes,
 )
+from support.builders import unique
+from support.netns import (
+    delete_netns,
+    dummy_link,
+    host_link_cleanup,
+    host_link_exists,
+    host_local_allocations,
+    links_in,
+    netns,
+    netns_path,
+)
+from support.require import CNI_DIR, needs_node_host
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -281,7 +280,7 @@ def test_undeclared_capability_is_refused(recorder: Recorder) -> None:
     assert recorder.calls() == []
 
 
-@requires_node
+@needs_node_host
 def test_version_the_plugin_does_not_speak_is_refused(tmp_path: Path) -> None:
     executor = CniExecutor([CNI_DIR])
     conf = load_conflist(
@@ -615,7 +614,7 @@ def test_result_ips_without_interface_index_count_for_any_interface() -> None:
 # ----------------------------------------------------------------------------- real plugins
 
 
-@requires_node
+@needs_node_host
 def test_bridge_add_check_del_in_a_real_namespace(ns: str, tmp_path: Path) -> None:
     bridge, net, store = unique("nsb"), subnet(), tmp_path / "ipam"
     executor = CniExecutor([CNI_DIR])
@@ -645,7 +644,7 @@ def test_bridge_add_check_del_in_a_real_namespace(ns: str, tmp_path: Path) -> No
     print(f"bridge+host-local ADD {add_time * 1000:.1f} ms, DEL {del_time * 1000:.1f} ms")
 
 
-@requires_node
+@needs_node_host
 def test_del_twice_and_after_the_namespace_is_gone(tmp_path: Path) -> None:
     bridge, net, store = unique("nsb"), subnet(), tmp_path / "ipam"
     executor = CniExecutor([CNI_DIR])
@@ -661,7 +660,7 @@ def test_del_twice_and_after_the_namespace_is_gone(tmp_path: Path) -> None:
         executor.delete(conf, rt, None)
 
 
-@requires_node
+@needs_node_host
 def test_conflist_chains_prev_result_through_tuning(ns: str, tmp_path: Path) -> None:
     bridge, net, store = unique("nsb"), subnet(), tmp_path / "ipam"
     executor = CniExecutor([CNI_DIR])
@@ -694,7 +693,7 @@ def test_conflist_chains_prev_result_through_tuning(ns: str, tmp_path: Path) -> 
         assert host_local_allocations(str(store)) == []
 
 
-@requires_node
+@needs_node_host
 def test_macvlan_on_a_dummy_master(ns: str, tmp_path: Path) -> None:
     net, store = subnet(), tmp_path / "ipam"
     executor = CniExecutor([CNI_DIR])
@@ -720,7 +719,7 @@ def test_macvlan_on_a_dummy_master(ns: str, tmp_path: Path) -> None:
         assert host_local_allocations(str(store)) == []
 
 
-@requires_node
+@needs_node_host
 def test_static_ipam_takes_ips_from_runtime_config(ns: str) -> None:
     bridge, net = unique("nsb"), subnet()
     executor = CniExecutor([CNI_DIR])
@@ -744,7 +743,7 @@ def test_static_ipam_takes_ips_from_runtime_config(ns: str) -> None:
         executor.delete(conf, rt, result)
 
 
-@requires_node
+@needs_node_host
 def test_cni_args_reach_a_real_plugin_that_ignores_them(ns: str, tmp_path: Path) -> None:
     bridge, net, store = unique("nsb"), subnet(), tmp_path / "ipam"
     executor = CniExecutor([CNI_DIR])
@@ -756,7 +755,7 @@ def test_cni_args_reach_a_real_plugin_that_ignores_them(ns: str, tmp_path: Path)
         executor.delete(conf, rt, result)
 
 
-@requires_node
+@needs_node_host
 def test_real_plugin_error_is_reported_and_rolled_back(ns: str, tmp_path: Path) -> None:
     bridge, store = unique("nsb"), tmp_path / "ipam"
     executor = CniExecutor([CNI_DIR])

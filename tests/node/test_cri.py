@@ -1,8 +1,9 @@
-"""The CRI client and resolver: the wire format, a stand-in runtime over gRPC, then a real containerd.
+"""The CRI client and resolver: the wire format, a stand-in CRI server, then a real containerd.
 
-The stand-in (a grpcio server on a unix socket answering raw protobuf) checks what is asked
-and how often; the real containerd (tests/criutil.py, a private instance) checks that the
-messages are what a runtime speaks.
+The stand-in CRI server (`FakeRuntime`: a grpcio server on a unix socket answering raw
+protobuf) checks what is asked and how often; the real containerd (tests/support/cri.py, a
+private instance) checks that the messages are what a runtime speaks. The first two parts
+need nothing of the machine; the last needs root (a node test).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any
 
 import grpc
 import pytest
-from criutil import Containerd, new_uid, private_containerd
 
 from agent import cri
 from agent.cri import (
@@ -27,6 +27,7 @@ from agent.cri import (
     encode_list_pod_sandbox_request,
 )
 from agent.netns import CriResolver, NetnsError, Sandbox
+from support.cri import Containerd, new_uid, private_containerd
 
 UID = "6f1c5b7e-2d3a-4c8b-9e0f-1a2b3c4d5e6f"
 OLD = "0" * 64
@@ -106,10 +107,13 @@ def test_responses_decode() -> None:
         decode_list_pod_sandbox_response(b"\x0a\x05ab")
 
 
-# -- a stand-in runtime ------------------------------------------------------------------------
+# -- the stand-in CRI server ------------------------------------------------------------------
 
 
 class FakeRuntime:
+    """The stand-in CRI server: the two RuntimeService calls the resolver makes, answered from
+    `sandboxes`, every request kept in `calls`; `fail` makes every call fail with that code."""
+
     def __init__(self) -> None:
         self.sandboxes: dict[str, tuple[str, int, int, str | None]] = {}  # id -> uid, state, t, ns
         self.calls: list[tuple[str, bytes]] = []
@@ -209,7 +213,6 @@ def containerd() -> Iterator[Containerd]:
         yield c
 
 
-@pytest.mark.node
 def test_resolver_against_containerd(containerd: Containerd) -> None:
     uid = new_uid()
     first = containerd.runp(uid, "web-0")
@@ -226,7 +229,6 @@ def test_resolver_against_containerd(containerd: Containerd) -> None:
     containerd.rmp(second)
 
 
-@pytest.mark.node
 def test_the_grpc_resolver_answers_as_crictl_does_and_prints_both_latencies(
     containerd: Containerd,
 ) -> None:
@@ -268,7 +270,6 @@ def test_the_grpc_resolver_answers_as_crictl_does_and_prints_both_latencies(
     containerd.rmp(sandbox)
 
 
-@pytest.mark.node
 def test_resolver_survives_a_runtime_restart(containerd: Containerd) -> None:
     """While containerd is down the error says so; once it is back the channel reconnects at
     once (not after gRPC's default backoff) and the sandbox is the same."""

@@ -10,27 +10,27 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from netlink_util import (
-    EchoServer,
-    TwoNetworks,
-    exchange,
-    in_ns,
-    needs_root_netns,
-    netns,
-    ns_path,
-    route_dev,
-    rules,
-    sh,
-    socket_in,
-    two_networks,
-    unique,
-)
 
 from agent import netlink
 from agent import rtnetlink as rtnl
 from agent.netlink import Route, SourceRule, SwitchRecord, VerifyError
+from localcluster.probe import socket_in
+from support.builders import unique
+from support.netns import (
+    EchoServer,
+    TwoNetworks,
+    exchange,
+    in_ns,
+    netns,
+    netns_path,
+    route_dev,
+    rules,
+    sh,
+    two_networks,
+)
+from support.require import needs_node_host
 
-pytestmark = [pytest.mark.node, needs_root_netns]
+pytestmark = needs_node_host
 
 V4: int = socket.AF_INET
 V6: int = socket.AF_INET6
@@ -72,7 +72,7 @@ def test_netns_given_as_proc_pid_path() -> None:
         sh("ip", "-n", ns, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
         proc = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "30"])
         try:
-            want = os.stat(ns_path(ns)).st_ino
+            want = os.stat(netns_path(ns)).st_ino
             path = f"/proc/{proc.pid}/ns/net"
             deadline = time.monotonic() + 5
             while os.stat(path).st_ino != want:  # until `ip netns exec` has entered it
@@ -163,7 +163,7 @@ def test_interface_state_sees_a_link_set_down(nets: TwoNetworks) -> None:
 def test_a_monitor_socket_gets_the_namespaces_link_and_address_changes_only() -> None:
     groups = rtnl.RTMGRP_LINK | rtnl.RTMGRP_IPV4_IFADDR
     with netns() as watched, netns() as other:
-        sock = netlink.monitor_socket(ns_path(watched), groups)
+        sock = netlink.monitor_socket(netns_path(watched), groups)
         sock.settimeout(5.0)
         try:
             sh("ip", "-n", other, "link", "add", "elsewhere", "type", "bridge")

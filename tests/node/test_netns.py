@@ -12,21 +12,14 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
-from nodeutil import (
-    IN_CI,
-    cgroup_mount,
-    cgroup_tree,
-    netns,
-    netns_path,
-    process_in_netns,
-    requires_node,
-)
 
 from agent.netns import (
     CgroupResolver,
@@ -36,6 +29,8 @@ from agent.netns import (
     PathTemplateResolver,
     Sandbox,
 )
+from support.netns import cgroup_mount, cgroup_tree, netns, netns_path, process_in_netns
+from support.require import needs_node_host, require
 
 
 def path_of(resolver: NetnsResolver, pod: dict[str, Any]) -> str | None:
@@ -78,7 +73,7 @@ def cgroupfs_pod_dir(uid: str, qos: str | None) -> str:
 # ----------------------------------------------------------------------------- path template
 
 
-@requires_node
+@needs_node_host
 def test_path_template_finds_an_existing_namespace() -> None:
     with netns("nsp") as name:
         uid = name[3:]  # the template decides how a pod maps to a file name
@@ -116,7 +111,7 @@ def test_pods_with_unsafe_identity_are_refused(meta: dict[str, str], tmp_path: P
 # ----------------------------------------------------------------------------- cgroups, real
 
 
-@requires_node
+@needs_node_host
 @pytest.mark.parametrize(
     ("layout", "qos"),
     [("systemd", "burstable"), ("systemd", None), ("cgroupfs", "besteffort"), ("cgroupfs", None)],
@@ -126,7 +121,7 @@ def test_cgroup_v2_finds_the_pause_process_namespace(
 ) -> None:
     mount = cgroup_mount("cgroup2")
     if mount is None:
-        skip_or_fail("no cgroup2 hierarchy mounted")
+        require(False, "no cgroup2 hierarchy mounted")
     ns_name, pid = pod_ns
     uid = str(uuid.uuid4())
     top = f"netshift-test-{secrets.token_hex(4)}"
@@ -145,19 +140,12 @@ def test_cgroup_v2_finds_the_pause_process_namespace(
     assert not os.path.exists(os.path.join(mount, top))
 
 
-def skip_or_fail(why: str) -> NoReturn:
-    """This kernel lacks a hierarchy the test needs: skip here, fail in CI (every test must run)."""
-    if IN_CI:
-        pytest.fail(f"prerequisite missing in CI: {why}", pytrace=False)
-    pytest.skip(why)
-
-
-@requires_node
+@needs_node_host
 def test_cgroup_v1_controller_hierarchy_finds_the_namespace(pod_ns: tuple[str, int]) -> None:
     """Real v1: kubepods directly below the pids controller's root."""
     mount = cgroup_mount("cgroup", "pids")
     if mount is None:
-        skip_or_fail("no cgroup v1 pids hierarchy mounted")
+        require(False, "no cgroup v1 pids hierarchy mounted")
     ns_name, pid = pod_ns
     uid = str(uuid.uuid4())
     top = f"netshift-test-{secrets.token_hex(4)}"
@@ -168,7 +156,7 @@ def test_cgroup_v1_controller_hierarchy_finds_the_namespace(pod_ns: tuple[str, i
         assert path is not None and same_ns(path, netns_path(ns_name))
 
 
-@requires_node
+@needs_node_host
 @pytest.mark.parametrize("hierarchy", ["pids", "memory", "systemd", "unified"])
 def test_cgroup_below_a_hierarchy_directory_is_found(
     pod_ns: tuple[str, int], tmp_path: Path, hierarchy: str
@@ -189,7 +177,7 @@ def test_cgroup_below_a_hierarchy_directory_is_found(
     assert path is not None and same_ns(path, netns_path(ns_name))
 
 
-@requires_node
+@needs_node_host
 def test_nested_kubelet_cgroup_root_is_found(pod_ns: tuple[str, int], tmp_path: Path) -> None:
     """kind-style nesting: kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod<uid>.slice."""
     ns_name, pid = pod_ns
@@ -202,7 +190,7 @@ def test_nested_kubelet_cgroup_root_is_found(pod_ns: tuple[str, int], tmp_path: 
     assert path is not None and same_ns(path, netns_path(ns_name))
 
 
-@requires_node
+@needs_node_host
 def test_host_processes_and_dead_pids_are_skipped(pod_ns: tuple[str, int], tmp_path: Path) -> None:
     ns_name, pid = pod_ns
     uid = str(uuid.uuid4())
@@ -215,7 +203,7 @@ def test_host_processes_and_dead_pids_are_skipped(pod_ns: tuple[str, int], tmp_p
     assert path is not None and same_ns(path, netns_path(ns_name))
 
 
-@requires_node
+@needs_node_host
 def test_the_earliest_started_process_is_the_sandbox(
     pod_ns: tuple[str, int], tmp_path: Path
 ) -> None:
@@ -232,6 +220,40 @@ def test_the_earliest_started_process_is_the_sandbox(
         assert same_ns(path, netns_path(ns_name))
 
 
+@needs_node_host
+def test_a_namespace_off_limits_is_an_error_naming_the_capability(
+    pod_ns: tuple[str, int], tmp_path: Path
+) -> None:
+    """Without CAP_SYS_PTRACE, /proc/<pid>/ns/net of a process holding more capabilities is
+    EACCES: the resolver says what is missing instead of reporting "no namespace"."""
+    _, pid = pod_ns
+    uid = str(uuid.uuid4())
+    leaf = tmp_path / cgroupfs_pod_dir(uid, None) / secrets.token_hex(8)
+    leaf.mkdir(parents=True)
+    (leaf / "cgroup.procs").write_text(f"{pid}\n")
+    code = (
+        "from agent.netns import CgroupResolver, NetnsError\n"
+        "try:\n"
+        f"    print(CgroupResolver(cgroup_root={str(tmp_path)!r}).resolve("
+        f"{make_pod(uid)!r}))\n"
+        "except NetnsError as err:\n"
+        "    print('NetnsError:', err)\n"
+    )
+    # Root, as the agent runs, without CAP_SYS_PTRACE (dropped from the bounding set).
+    done = subprocess.run(
+        ["setpriv", "--bounding-set=-sys_ptrace", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("NetnsError:"), done.stdout
+    assert f"/proc/{pid}/ns/net is not permitted" in done.stdout
+    assert "needs CAP_SYS_PTRACE" in done.stdout
+    # With it, the same resolver finds the namespace.
+    assert path_of(CgroupResolver(cgroup_root=str(tmp_path)), make_pod(uid)) is not None
+
+
 def test_host_network_pod_has_no_namespace_of_its_own(tmp_path: Path) -> None:
     uid = str(uuid.uuid4())
     leaf = tmp_path / systemd_pod_dir(uid, None) / "cri-containerd-1.scope"
@@ -240,7 +262,7 @@ def test_host_network_pod_has_no_namespace_of_its_own(tmp_path: Path) -> None:
     assert path_of(CgroupResolver(cgroup_root=str(tmp_path)), make_pod(uid)) is None
 
 
-@requires_node
+@needs_node_host
 def test_cgroup_resolver_names_the_sandbox_by_its_container_cgroup(
     pod_ns: tuple[str, int], tmp_path: Path
 ) -> None:

@@ -15,22 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nodeutil import (
-    CNI_DIR,
-    host_link_cleanup,
-    host_local_allocations,
-    links_in,
-    netns,
-    netns_path,
-    requires_node,
-    unique,
-)
 
 from netshift.cni.confdir import NodeConfDir
 from netshift.cni.config import RuntimeConf, load_conflist
 from netshift.cni.executor import CniExecutor
 from netshift.cni.nodeconf import NodeConfError
 from netshift.cni.results import result_default_routes, result_ips
+from support.builders import unique
+from support.netns import host_link_cleanup, host_local_allocations, links_in, netns, netns_path
+from support.require import CNI_DIR, needs_node_host
 
 
 def conflist(name: str, bridge: str, subnet: str, data_dir: Path) -> dict[str, Any]:
@@ -58,7 +51,7 @@ def subnet() -> str:
     return f"10.99.{secrets.randbelow(200) + 20}.0/24"
 
 
-@requires_node
+@needs_node_host
 def test_the_node_file_is_found_by_its_name_and_runs_and_its_del_uses_the_add_config(
     tmp_path: Path,
 ) -> None:
@@ -97,7 +90,7 @@ def test_the_node_file_is_found_by_its_name_and_runs_and_its_del_uses_the_add_co
         assert "net1" not in links_in(ns)
 
 
-@requires_node
+@needs_node_host
 def test_a_symlink_to_a_directory_is_a_file_that_cannot_be_read_and_ends_the_lookup(
     tmp_path: Path,
 ) -> None:
@@ -112,7 +105,7 @@ def test_a_symlink_to_a_directory_is_a_file_that_cannot_be_read_and_ends_the_loo
         NodeConfDir(str(conf_dir), "n1").lookup("nodenet")
 
 
-@requires_node
+@needs_node_host
 def test_a_file_that_is_not_utf8_cannot_be_read_and_a_missing_dir_has_no_networks(
     tmp_path: Path,
 ) -> None:

@@ -15,20 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nodeutil import (
-    CNI_DIR,
-    host_link_cleanup,
-    host_local_allocations,
-    netns,
-    netns_path,
-    requires_node,
-    unique,
-)
 
 from netshift.cni.config import RuntimeConf, load_conflist
 from netshift.cni.defaultroute import NO, YES, judge_default_route
 from netshift.cni.executor import CniExecutor
 from netshift.cni.results import result_default_routes, result_gateways
+from support.builders import unique
+from support.netns import host_link_cleanup, host_local_allocations, netns, netns_path
+from support.require import CNI_DIR, needs_node_host
 
 
 def _ipam(data_dir: Path, routes: list[dict[str, str]] | None = None) -> dict[str, Any]:
@@ -70,7 +64,7 @@ CASES: dict[str, tuple[Plugin, str, bool]] = {
 }
 
 
-@requires_node
+@needs_node_host
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_results_default_route_is_what_the_plugin_gives_and_the_config_predicted_it(
     case: str, tmp_path: Path

@@ -27,13 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nodeutil import requires_node, unique
 
 from agent import netlink
 from localcluster.probe import SeqPing, Stream
 from localcluster.topology import V4, V6, Subnet, Topology, pod_addresses, subnets
+from support import timeouts
+from support.builders import unique
+from support.require import CNI_DIR, needs_node_host
 
-CNI_DIR = "/usr/lib/cni"
+pytestmark = pytest.mark.timeout(timeouts.SWITCH_LAB)
+
 TABLE_BASE = 1000
 PODS = 4
 FAMILIES = {"ipv4": (V4,), "ipv6": (V6,), "dual": (V4, V6)}
@@ -247,7 +250,7 @@ def _leaks(lab: Lab) -> dict[str, int]:
     return {k: v for k, v in lab.topo.leaked().items() if v}
 
 
-@requires_node
+@needs_node_host
 def test_switches_lose_no_probe_and_no_old_address_takes_the_new_interface(lab: Lab) -> None:
     agent, a, b = lab.agent, lab.a, lab.b
     report: list[str] = []

@@ -20,23 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realnodeutil import (
-    bridge_nad_config,
+
+from localcluster.cluster import LocalCluster
+from localcluster.realnode import RealNode
+from netshift import keys, podstatus
+from netshift.kube import ApiError, Kube, wait_for
+from support.builders import bridge_config, create_nad
+from support.realnode import (
     busybox_pod,
-    create_nad,
     create_running,
     eventually,
     ipv4_of,
     pod_deleted,
     store_addresses,
 )
-
-from localcluster.cluster import LocalCluster
-from localcluster.node import RealNode
-from netshift import keys, podstatus
-from netshift.kube import ApiError, Kube, wait_for
-
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 
 
 @dataclass
@@ -59,7 +56,7 @@ def side(real_node: RealNode, real_kube: Kube, real_namespace: str) -> Iterator[
         real_kube,
         real_namespace,
         "side",
-        bridge_nad_config("side", net.bridge, net.subnet, net.store),
+        bridge_config("side", net.bridge, net.subnet, net.store),
     )
     yield net
     subprocess.run(["ip", "link", "del", net.bridge], capture_output=True)
@@ -86,7 +83,7 @@ def test_a_nad_with_a_path_as_plugin_type_is_denied_with_a_message_naming_the_fi
     config = {"cniVersion": "1.0.0", "name": "escape", "type": "../../../bin/sh"}
     message = _denied(real_kube, real_namespace, "escape", json.dumps(config))
     assert "spec.config" in message and ".type" in message, message
-    ipam_path = bridge_nad_config("escape2", "nsx0", "10.241.0.0/24", Path("/tmp/x"))
+    ipam_path = bridge_config("escape2", "nsx0", "10.241.0.0/24", Path("/tmp/x"))
     ipam_path["plugins"][0]["ipam"]["type"] = "/usr/lib/cni/host-local"
     message = _denied(real_kube, real_namespace, "escape2", json.dumps(ipam_path))
     assert "ipam.type" in message, message
@@ -214,7 +211,7 @@ def test_an_exhausted_ipam_range_fails_only_its_attachment_of_a_real_pod(
     store = real_node.root / "cni" / "test-networks" / f"full{tag}"
     bridge = f"nsf{tag}"
     subnet = f"10.241.{int(tag[:2], 16) % 250 + 1}.0/24"
-    config = bridge_nad_config("full", bridge, subnet, store)
+    config = bridge_config("full", bridge, subnet, store)
     # One address in the range, taken by the first pod.
     only = subnet.replace(".0/24", ".10")
     config["plugins"][0]["ipam"]["ranges"] = [

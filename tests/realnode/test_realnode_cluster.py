@@ -1,7 +1,7 @@
 """The real node: a kubelet on containerd, Multus as the primary CNI, kube-proxy for Services.
 
 Everything here runs real containers from the locally built images on the session's
-real-node cluster (see realnodeutil.py).
+real-node cluster (tests/realnode/conftest.py).
 """
 
 from __future__ import annotations
@@ -9,20 +9,16 @@ from __future__ import annotations
 import ipaddress
 import urllib.request
 
-import pytest
-from realnodeutil import busybox_pod, create_running, exec_in, ipv4_of, network_status
-
-from localcluster import node as realnode
+from localcluster import realnode
 from localcluster.binaries import pinned_versions
 from localcluster.cluster import LocalCluster
-from localcluster.node import RealNode
+from localcluster.realnode import RealNode
 from netshift.kube import Kube, wait_for
-
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
+from support.realnode import busybox_pod, create_running, exec_in, ipv4_of, network_status
 
 
 def test_the_node_is_ready_on_containerd_2(real_cluster: LocalCluster, real_kube: Kube) -> None:
-    node = real_kube.get(f"/api/v1/nodes/{real_cluster.node}")
+    node = real_kube.get(f"/api/v1/nodes/{real_cluster.nodes[0].name}")
     ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
     assert ready and ready[0]["status"] == "True", ready
     info = node["status"]["nodeInfo"]
@@ -30,7 +26,7 @@ def test_the_node_is_ready_on_containerd_2(real_cluster: LocalCluster, real_kube
     assert info["kubeletVersion"] == pinned_versions()["KUBE_VERSION"], info
     addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
     # The bridge's gateway: a local address in the node's own subnet (no loopback node IP).
-    assert addresses.get("InternalIP") == RealNode(real_cluster).node_ip, addresses
+    assert addresses.get("InternalIP") == real_cluster.single_node(RealNode).node_ip, addresses
 
 
 def test_netshift_and_multus_run_as_pods_from_local_images(real_kube: Kube) -> None:
@@ -58,7 +54,7 @@ def test_a_pod_runs_with_eth0_from_multus_and_kubectl_exec_works(
     pod = create_running(real_kube, real_namespace, busybox_pod("plain"))
     assert exec_in(real_cluster, real_namespace, "plain", "echo", "hello").strip() == "hello"
     addresses = ipv4_of(real_cluster, real_namespace, "plain", "eth0")
-    subnet = ipaddress.ip_network(real_cluster.pod_subnet)
+    subnet = ipaddress.ip_network(real_cluster.nodes[0].pod_subnet)
     assert len(addresses) == 1 and ipaddress.ip_address(addresses[0]) in subnet, addresses
     assert pod["status"]["podIP"] == addresses[0]
     # Multus wrote the creation-time status: eth0 on the cluster network, the default.

@@ -39,26 +39,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realnodeutil import (
-    PROFILES,
-    create_nad,
+
+from localcluster.cluster import LocalCluster
+from localcluster.probe import SeqPing, Stream, socket_in
+from localcluster.realnode import CLUSTER_NETWORK, RealNode
+from localcluster.topology import V4, Subnet, Topology, subnets
+from netshift import keys
+from netshift.kube import ApiError, Kube, wait_for
+from support.builders import PROFILES, create_nad, namespace_profile
+from support.realnode import (
     default_route,
     deployment,
     eventually,
-    profile_object,
     running_pods,
     settled_on,
     store_addresses,
 )
-
-from localcluster.cluster import LocalCluster
-from localcluster.node import CLUSTER_NETWORK, RealNode
-from localcluster.probe import SeqPing, Stream, socket_in
-from localcluster.topology import V4, Subnet, Topology, subnets
-from netshift import keys
-from netshift.kube import ApiError, Kube, wait_for
-
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 
 PODS = 3
 SELECTOR = "app=web"
@@ -211,10 +207,10 @@ def lab(
     tag = secrets.token_hex(2)
     ptp, routed = subnets(2, (V4,), second=240)
     topo = Topology(name=f"cn{tag}", bridges={}, routed=routed)
-    guard = SourceGuard(tag, real_cluster.pod_subnet, real_cluster.bridge, ptp.cidr(V4))
+    guard = SourceGuard(tag, real_node.pod_subnet, real_node.bridge, ptp.cidr(V4))
     store = real_node.root / "cni" / "test-networks" / f"ptp{tag}"
     made = Lab(real_cluster, real_node, real_kube, real_namespace, topo, guard, ptp, store)
-    forwarding = f"net.ipv4.conf.{real_cluster.bridge}.forwarding"
+    forwarding = f"net.ipv4.conf.{real_node.bridge}.forwarding"
     before = subprocess.run(["sysctl", "-n", forwarding], capture_output=True, text=True)
     # The routed client reaches the pods' cluster network addresses through the node.
     subprocess.run(["sysctl", "-qw", f"{forwarding}=1"], check=True)
@@ -394,7 +390,7 @@ def _there_and_back(lab: Lab, probes: Probes) -> str:
     """The profile moves the pods to ptp; deleting it brings them back. Returns when."""
     name = f"cn-{lab.namespace}"
     # maxConcurrent as a profile has it unless told: one pod at a time.
-    profile = profile_object(name, lab.namespace, "ptp", oldDefault="Keep")
+    profile = namespace_profile(name, lab.namespace, "ptp", oldDefault="Keep")
     try:
         lab.kube.create(PROFILES, profile)
         wait_for(lambda: lab.settled_on(f"{lab.namespace}/ptp"), 120, what=f"{PODS} pods on ptp")

@@ -16,15 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realnodeutil import eventually, store_addresses
 
 from localcluster.cluster import LocalCluster
 from localcluster.demokit import bridge_nad
-from localcluster.node import RealNode, image_name
+from localcluster.realnode import RealNode, image_name
 from netshift import podstatus
+from netshift.keys import DEFAULT_NETWORK_KEY
 from netshift.kube import ApiError, Kube, nad_path, wait_for
+from support.builders import namespace_profile
+from support.realnode import eventually, store_addresses, wait_webhook_injects
 
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 PODS = 6
 LEASE = "/apis/coordination.k8s.io/v1/namespaces/netshift-system/leases/netshift-controller"
 
@@ -50,20 +51,6 @@ def two_networks(
     yield stores
     for bridge in bridges:
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
-
-
-def _profile(name: str, namespace: str, network: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "netshift.io/v1alpha1",
-        "kind": "NetworkProfile",
-        "metadata": {"name": name},
-        "spec": {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-            "priority": 1000,
-            "defaultNetwork": f"{namespace}/{network}",
-            "rollout": {"existingPods": "Live", "maxConcurrent": 1, "oldDefault": "Keep"},
-        },
-    }
 
 
 def _deployment() -> dict[str, Any]:
@@ -129,8 +116,13 @@ def test_the_standby_controller_finishes_a_rollout_whose_leader_was_killed(
 ) -> None:
     ns = real_namespace
     name = f"p-{ns}"
-    real_kube.create("/apis/netshift.io/v1alpha1/networkprofiles", _profile(name, ns, "a"))
+    real_kube.create(
+        "/apis/netshift.io/v1alpha1/networkprofiles",
+        namespace_profile(name, ns, "a", maxConcurrent=1, oldDefault="Keep"),
+    )
     try:
+        # Created through the webhook (the namespace labelled selected): born on network a.
+        wait_webhook_injects(real_kube, ns, DEFAULT_NETWORK_KEY)
         real_kube.create(f"/apis/apps/v1/namespaces/{ns}/deployments", _deployment())
         wait_for(lambda: _on(real_kube, ns, "a") == PODS, 120, what=f"{PODS} pods on network a")
         before = {p["metadata"]["uid"] for p in _pods(real_kube, ns)}

@@ -8,12 +8,8 @@ lost, restarted or leaked.
 
 from __future__ import annotations
 
-import pytest
-
 from localcluster import realdemo
 from localcluster.cluster import LocalCluster
-
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 
 
 def test_the_demo_switches_real_pods_behind_a_service_without_loss(

@@ -2,7 +2,7 @@
 rather than killed; then `netshift up` brings the node and netshift's pods back.
 
 It takes the session's real node down, so it runs after every other real-node test
-(the `restarts_node` marker, see conftest.py) and leaves the node up again.
+(the `restarts_node` marker, see tests/conftest.py) and leaves the node up again.
 """
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from realnodeutil import (
-    bridge_nad_config,
+
+from localcluster.cluster import LocalCluster
+from localcluster.realnode import RealNode
+from netshift.kube import Kube
+from support.builders import bridge_config, create_nad
+from support.realnode import (
     busybox_pod,
-    create_nad,
     create_running,
     eventually,
     ipv4_of,
@@ -24,11 +27,7 @@ from realnodeutil import (
     webhook_serving,
 )
 
-from localcluster.cluster import LocalCluster
-from localcluster.node import RealNode
-from netshift.kube import Kube
-
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.restarts_node]
+pytestmark = pytest.mark.restarts_node
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
 
 
@@ -37,7 +36,7 @@ def test_down_releases_every_address_and_stops_the_apiserver_without_a_kill(
 ) -> None:
     suffix = secrets.token_hex(3)
     bridge, store = f"nsd{suffix}", real_node.root / "cni" / "test-networks" / suffix
-    config = bridge_nad_config(f"down-{suffix}", bridge, "10.240.7.0/24", store)
+    config = bridge_config(f"down-{suffix}", bridge, "10.240.7.0/24", store)
     create_nad(real_kube, real_namespace, "side", config)
     pod = busybox_pod("held", annotations={NETWORKS: "side@net1"})
     create_running(real_kube, real_namespace, pod)

@@ -20,25 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realnodeutil import (
-    PROFILES,
-    bridge_nad_config,
+
+from localcluster.cluster import LocalCluster
+from localcluster.realnode import RealNode
+from netshift import keys, podstatus
+from netshift.kube import ApiError, Kube, pod_path, wait_for
+from support.builders import PROFILES, bridge_config, create_nad, namespace_profile
+from support.realnode import (
     busybox_pod,
-    create_nad,
     eventually,
     ipv4_of,
     pod_deleted,
-    profile_object,
     settled_on,
     store_addresses,
 )
-
-from localcluster.cluster import LocalCluster
-from localcluster.node import RealNode
-from netshift import keys, podstatus
-from netshift.kube import ApiError, Kube, pod_path, wait_for
-
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 
 PODS = 4
 
@@ -73,7 +68,7 @@ def nets(
         real_kube,
         real_namespace,
         "b",
-        bridge_nad_config(
+        bridge_config(
             "b",
             made.bridges[0],
             f"10.240.{base}.0/24",
@@ -86,7 +81,7 @@ def nets(
         real_kube,
         real_namespace,
         "side",
-        bridge_nad_config("side", made.bridges[1], f"10.240.{base + 1}.0/24", made.stores["side"]),
+        bridge_config("side", made.bridges[1], f"10.240.{base + 1}.0/24", made.stores["side"]),
     )
     try:
         yield made
@@ -183,12 +178,12 @@ def test_containerd_restarted_during_a_stream_of_hot_plugs_leaks_nothing(
     try:
         eventually(lambda: rounds[0] >= 2, 60, "two rounds of hot-plugs")
         containerd = real_node.procs()[0]
-        real_cluster.stop_process("containerd", lambda _l: None)
+        real_node.supervisor.stop("containerd", lambda _l: None)
         at_stop = edits[0]
         time.sleep(2)  # hot-plugs keep coming while containerd is down
         assert edits[0] > at_stop, "no hot-plug edit while containerd was down"
-        real_cluster.start(containerd)
-        real_cluster.wait_healthy(containerd, timeout=60)
+        real_node.supervisor.start(containerd)
+        real_node.supervisor.wait_healthy(containerd, timeout=60)
         eventually(lambda: rounds[0] >= 6, 120, "more hot-plugs after the restart")
     finally:
         stop.set()
@@ -210,7 +205,7 @@ def test_containerd_restarted_during_a_stream_of_hot_plugs_leaks_nothing(
 
 
 def _rollout(kube: Kube, nets: Nets, name: str, **rollout: Any) -> None:
-    kube.create(PROFILES, profile_object(name, nets.namespace, "b", **rollout))
+    kube.create(PROFILES, namespace_profile(name, nets.namespace, "b", **rollout))
 
 
 def _under_way(kube: Kube, namespace: str, names: list[str]) -> bool:
@@ -256,12 +251,12 @@ def test_the_kubelet_restarted_during_a_rollout_the_rollout_converges_and_leaks_
         # resumed while it is down: the switches go on without it.
         _pause(real_kube, name, True)
         kubelet = real_node.procs()[1]
-        real_cluster.stop_process("kubelet", lambda _l: None)
+        real_node.supervisor.stop("kubelet", lambda _l: None)
         assert _started(real_kube, nets.namespace, list(pods)) < PODS, "the rollout was over"
         _pause(real_kube, name, False)
         time.sleep(3)
-        real_cluster.start(kubelet)
-        real_cluster.wait_healthy(kubelet, timeout=60)
+        real_node.supervisor.start(kubelet)
+        real_node.supervisor.wait_healthy(kubelet, timeout=60)
         wait_for(lambda: _on_b(real_kube, nets, list(pods)), 120, what="every pod on b")
         eventually(real_node.node_ready, 60, "the Node Ready again")
         _no_leak(real_kube, nets, real_node, pods, "after a kubelet restart")

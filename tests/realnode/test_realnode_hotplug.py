@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -19,7 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realnodeutil import (
+
+from localcluster.cluster import LocalCluster
+from localcluster.realnode import RealNode
+from netshift.kube import ApiError, Kube, wait_for
+from support.builders import PROFILES, bridge_config, create_nad
+from support.realnode import (
     busybox_pod,
     create_running,
     eventually,
@@ -28,11 +32,6 @@ from realnodeutil import (
     store_addresses,
 )
 
-from localcluster.cluster import LocalCluster
-from localcluster.node import RealNode
-from netshift.kube import ApiError, Kube, nad_path, wait_for
-
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
 
 
@@ -76,31 +75,8 @@ def _side_network(
         subnet=f"10.241.{octet}.0/24",
         store=real_node.root / "cni" / "test-networks" / suffix,
     )
-    config = {
-        "cniVersion": "1.0.0",
-        "name": net.name,
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": net.bridge,
-                "ipMasq": False,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": net.subnet}]],
-                    "dataDir": str(net.store),
-                },
-            }
-        ],
-    }
-    real_kube.create(
-        nad_path(real_namespace),
-        {
-            "apiVersion": "k8s.cni.cncf.io/v1",
-            "kind": "NetworkAttachmentDefinition",
-            "metadata": {"name": net.name},
-            "spec": {"config": json.dumps(config)},
-        },
-    )
+    config = bridge_config(net.name, net.bridge, net.subnet, net.store)
+    create_nad(real_kube, real_namespace, net.name, config)
     yield net
     subprocess.run(["ip", "link", "del", net.bridge], capture_output=True)
 
@@ -222,7 +198,7 @@ def test_the_webhook_pods_inject_a_profile_and_multus_attaches_it_at_creation(
     injected network when it creates the sandbox; deleting the pod gives the address back."""
     name = f"p-{real_namespace}"
     real_kube.create(
-        "/apis/netshift.io/v1alpha1/networkprofiles",
+        PROFILES,
         {
             "apiVersion": "netshift.io/v1alpha1",
             "kind": "NetworkProfile",

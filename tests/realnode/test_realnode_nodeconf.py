@@ -20,28 +20,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realnodeutil import (
-    bridge_nad_config,
+
+from localcluster.cluster import LocalCluster
+from localcluster.probe import SeqPing
+from localcluster.realnode import CLUSTER_NETWORK, RealNode
+from localcluster.topology import V4, Subnet, Topology, subnets
+from netshift import keys, podstatus
+from netshift.kube import Kube, wait_for
+from support.builders import bridge_config, create_nad, namespace_profile
+from support.realnode import (
     busybox_pod,
-    create_nad,
     create_running,
     default_route,
     eventually,
     ipv4_of,
     pod_deleted,
-    profile_object,
     settled_on,
     store_addresses,
 )
-
-from localcluster.cluster import LocalCluster
-from localcluster.node import CLUSTER_NETWORK, RealNode
-from localcluster.probe import SeqPing
-from localcluster.topology import V4, Subnet, Topology, subnets
-from netshift import keys, podstatus
-from netshift.kube import Kube, wait_for
-
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 
 
 @dataclass
@@ -60,7 +56,7 @@ class Lab:
 
     def write_conf(self, store: Path, subnet: str | None = None) -> dict[str, Any]:
         """The node's conf file: bridge + host-local in `store`, a default route via .1."""
-        config = bridge_nad_config(
+        config = bridge_config(
             self.name,
             self.bridge,
             subnet or self.subnet.cidr(V4),
@@ -119,11 +115,11 @@ def lab(
         name=f"nodenet-{tag}",
         bridge=bridge,
         subnet=sa,
-        conf_file=real_node.cluster_conf_dir / f"50-{tag}.conflist",
+        conf_file=real_node.layout.cluster_conf_dir / f"50-{tag}.conflist",
         stores=[],
         extra_bridges=[],
     )
-    cluster_bridge = real_cluster.bridge
+    cluster_bridge = real_node.bridge
     # The routed client reaches the pods' old (cluster network) addresses through the node,
     # which filters by source on that bridge as on the per-node network's.
     saved = {
@@ -256,11 +252,11 @@ def test_a_gateway_less_default_is_refused_by_the_plan_and_by_the_agent_and_the_
         lab.kube,
         lab.namespace,
         "storage",
-        bridge_nad_config("storage", lab.extra_bridges[-1], storage_net.cidr(V4), store),
+        bridge_config("storage", lab.extra_bridges[-1], storage_net.cidr(V4), store),
     )
     name = f"gwless-{lab.namespace}"
     manifest = tmp_path / "profile.yaml"
-    manifest.write_text(json.dumps(profile_object(name, lab.namespace, "storage")))
+    manifest.write_text(json.dumps(namespace_profile(name, lab.namespace, "storage")))
     code = main(["plan", "-f", str(manifest), f"--kubeconfig={lab.cluster.kubeconfig}"])
     out = capsys.readouterr().out
     with capsys.disabled():
@@ -269,14 +265,14 @@ def test_a_gateway_less_default_is_refused_by_the_plan_and_by_the_agent_and_the_
     assert f"NOT SAFE to apply: {lab.namespace}/storage is not a default network" in out
 
     # The same profile for the per-node network is fine: its file is read and shown.
-    manifest.write_text(json.dumps(profile_object(name, lab.namespace, lab.name)))
+    manifest.write_text(json.dumps(namespace_profile(name, lab.namespace, lab.name)))
     local = [f"--kubeconfig={lab.cluster.kubeconfig}", f"--state-dir={lab.cluster.state_dir}"]
     code = main(["plan", "-f", str(manifest), *local])
     out = capsys.readouterr().out
     with capsys.disabled():
         print(f"\n$ netshift plan -f {manifest}  # exit {code}\n{out}")
     assert code == 0, out
-    assert f"per node ({lab.cluster.node}: {lab.conf_file})" in out
+    assert f"per node ({lab.node.name}: {lab.conf_file})" in out
     assert f'"name": "{lab.name}"' in out
 
     pod = _pod(lab, "gwless")

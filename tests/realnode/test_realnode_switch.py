@@ -10,7 +10,7 @@ filter by source (strict rp_filter), and a client namespace on a subnet of its o
 routed by the host.
 
 Probes count exactly during the switches: 10 ms pings by sequence number from the
-routed client and from a real container (busybox `ping` through `kubectl exec`),
+routed client and from a real container (localcluster.probe's ping through `kubectl exec`),
 and HTTP requests through the Service ClusterIP from the host, one after the other.
 """
 
@@ -27,36 +27,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realnodeutil import (
+
+from localcluster.cluster import LocalCluster
+from localcluster.probe import SeqPing
+from localcluster.realnode import RealNode
+from localcluster.topology import V4, Subnet, Topology, subnets
+from netshift import keys, podstatus
+from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
+from support.builders import PROFILES, bridge_config, create_nad, namespace_profile
+from support.realnode import (
     HTTPD,
-    PROFILES,
     ExecPing,
     HttpLoop,
-    bridge_nad_config,
     busybox_pod,
-    create_nad,
+    client_pod,
     create_running,
     default_route,
     deployment,
     eventually,
     ipv4_of,
     pod_deleted,
-    profile_object,
     running_pods,
     service,
     settled_on,
     store_addresses,
     wait_webhook_injects,
 )
-
-from localcluster.cluster import LocalCluster
-from localcluster.node import RealNode
-from localcluster.probe import SeqPing
-from localcluster.topology import V4, Subnet, Topology, subnets
-from netshift import keys, podstatus
-from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
-
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 
 PODS = 4
 SELECTOR = "app=web"
@@ -117,7 +113,7 @@ def lab(
     topo.create()
     try:
         for key, subnet in made.subnets.items():
-            config = bridge_nad_config(
+            config = bridge_config(
                 key,
                 bridges[key],
                 subnet.cidr(V4),
@@ -257,12 +253,10 @@ def _when(ping: SeqPing | ExecPing, lost: list[int], started: float) -> str:
 
 
 def _client_pods(lab: Lab, prefix: str, n: int) -> list[str]:
-    """`n` client pods on the cluster network, one per pinged address: busybox ping reads
-    every ICMP reply of its netns from a raw socket, so pings sharing a pod would share
-    (and overrun) what each socket must read."""
+    """`n` client pods on the cluster network, one per pinged address (ExecPing)."""
     names = [f"{prefix}-{i}" for i in range(n)]
     for name in names:
-        pod = busybox_pod(name, labels={"app": prefix})
+        pod = client_pod(name, labels={"app": prefix})
         lab.kube.create(f"/api/v1/namespaces/{lab.client_namespace}/pods", pod)
     wait_for(
         lambda: running_pods(lab.kube, lab.client_namespace, f"app={prefix}", n),
@@ -274,7 +268,7 @@ def _client_pods(lab: Lab, prefix: str, n: int) -> list[str]:
 
 def test_a_rollout_switches_4_real_pods_a_b_a_b_with_keep_and_loses_nothing(lab: Lab) -> None:
     name = f"sw-{lab.namespace}"
-    before = _start_web(lab, profile_object(name, lab.namespace, "a", maxConcurrent=PODS))
+    before = _start_web(lab, namespace_profile(name, lab.namespace, "a", maxConcurrent=PODS))
     try:
         url = f"http://{service(lab.kube, lab.namespace, 'web', {'app': 'web'})}/"
         old = [p["status"]["podIP"] for p in before.values()]
@@ -350,7 +344,7 @@ def test_a_rollout_with_remove_releases_multus_eth0_and_loses_nothing_on_the_way
     name = f"swrm-{lab.namespace}"
     # Long enough for the 4 switches to be counted before the first old address goes.
     drain = 15
-    prof = profile_object(
+    prof = namespace_profile(
         name, lab.namespace, "a", maxConcurrent=PODS, oldDefault="Remove", drainSeconds=drain
     )
     before = _start_web(lab, prof)
@@ -437,7 +431,7 @@ def test_a_pod_with_a_hot_plugged_network_and_a_switched_default_leaks_nothing(
         lab.kube,
         lab.namespace,
         "side",
-        bridge_nad_config(
+        bridge_config(
             "side", side, f"10.241.{secrets.randbelow(250) + 1}.0/24", lab.stores["side"]
         ),
     )
@@ -482,7 +476,7 @@ def _mac(bridge: str) -> tuple[str, str]:
 def test_the_bridges_keep_their_mac_address_as_pods_come_and_go(lab: Lab) -> None:
     """A bridge without an address of its own takes its lowest port's: pods joining or leaving
     would change the gateway's MAC under every other pod's ARP cache (lost packets)."""
-    bridges = [lab.cluster.bridge, *lab.topo.bridges]
+    bridges = [lab.cluster.nodes[0].bridge, *lab.topo.bridges]
     before = {b: _mac(b) for b in bridges}
     assert all(kind == "3" for _addr, kind in before.values()), before
     for i in range(3):

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from controllerutil import NOW, pods, profile_object, snapshot
-
 from cli.netcheck import (
     MISSING,
     PER_NODE,
@@ -19,6 +17,8 @@ from cli.netcheck import (
 )
 from controller.profileplan import plan_apply
 from netshift.cni.defaultroute import NO, UNKNOWN, YES
+from support.builders import profile_object
+from support.controller import NOW, pods, snapshot
 
 
 def bridge(name: str, *, default_route: bool, gateway: bool = False) -> str:

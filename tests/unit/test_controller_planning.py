@@ -6,19 +6,6 @@ import json
 from dataclasses import replace
 from datetime import timedelta
 
-from controllerutil import (
-    NOW,
-    STAMP,
-    patched,
-    plan,
-    pod,
-    pods,
-    profile,
-    reported,
-    snapshot,
-    start,
-    states,
-)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -53,6 +40,19 @@ from netshift.keys import (
 from netshift.pod import Pod
 from netshift.podstatus import parse_switch_policy
 from netshift.policy import Profile
+from support.controller import (
+    NOW,
+    STAMP,
+    patched,
+    plan,
+    pod,
+    pods,
+    profile,
+    reported,
+    snapshot,
+    start,
+    states,
+)
 
 # --- starting pods -------------------------------------------------------------
 

@@ -4,16 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from controllerutil import (
-    STAMP,
-    patched,
-    plan,
-    pods,
-    profile,
-    reported,
-    snapshot,
-)
-
 from controller.rollout import RolloutPlan, start_patch
 from controller.status import (
     ALL_CONVERGED,
@@ -29,6 +19,7 @@ from controller.status import (
     transition_events,
 )
 from netshift.keys import DEGRADED
+from support.controller import STAMP, patched, plan, pods, profile, reported, snapshot
 
 T0 = "2025-06-01T12:00:00.000000Z"
 T1 = "2025-06-01T12:05:00.000000Z"

@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import httpx
-from controllerutil import plan as make_plan
-from controllerutil import pods, profile, reported, snapshot, start
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.metrics import AgentMetrics
+from agent.metrics import AgentMetrics, orphaned
 from controller.metrics import ControllerMetrics
+from netshift.keys import DEGRADED
 from netshift.metrics import HealthServer, render
+from support.controller import plan as make_plan
+from support.controller import pods, profile, reported, snapshot, start
 
 IN_PROGRESS = "netshift_controller_rollouts_in_progress"
 IN_FLIGHT = "netshift_controller_pods_in_flight"
+STATE = "netshift_controller_rollout_state"
+
+
+def states_of(metrics: ControllerMetrics) -> list[dict[str, str]]:
+    """The labels of every rollout_state series (the value is 1 or the series is absent)."""
+    text = render(metrics.registry).decode()
+    return [
+        dict(sample.labels)
+        for family in text_string_to_metric_families(text)
+        if family.name == STATE
+        for sample in family.samples
+        if sample.value == 1
+    ]
 
 
 def test_the_controller_documents_its_series_before_any_rollout() -> None:
@@ -27,6 +41,8 @@ def test_the_controller_documents_its_series_before_any_rollout() -> None:
         "netshift_controller_reconcile_errors": "counter",
         "netshift_controller_reconcile_duration_seconds": "histogram",
         "netshift_controller_queue_depth": "gauge",
+        "netshift_controller_rollout_state": "gauge",
+        "netshift_controller_rollout_pods": "gauge",
     }
 
 
@@ -58,6 +74,45 @@ def test_a_deleted_rollout_or_a_standby_reports_nothing() -> None:
     assert f'{IN_FLIGHT}{{profile="blue"}}' not in render(metrics.registry).decode()
 
 
+def test_a_halted_rollout_is_one_failed_series_until_its_pod_recovers() -> None:
+    metrics = ControllerMetrics()
+    blue = profile("blue", existingPods="Live", maxConcurrent=2, maxFailures=1)
+    started = [start(p, make_plan("blue", snapshot([blue], pods(3)))) for p in pods(3)[:2]]
+    metrics.observe_plan(make_plan("blue", snapshot([blue], [*started, pods(3)[2]])))
+    rolling = {"profile": "blue", "state": "Progressing", "reason": "RollingOut"}
+    assert states_of(metrics) == [rolling]
+
+    # One pod fails (the agent reports Degraded): maxFailures 1 stops the rollout.
+    failed = reported(started[0], phase=DEGRADED, message="plugin not found")
+    halted = [failed, reported(started[1]), pods(3)[2]]
+    metrics.observe_plan(make_plan("blue", snapshot([blue], halted)))
+    assert states_of(metrics) == [
+        {"profile": "blue", "state": "Failed", "reason": "FailureThresholdReached"}
+    ]
+    assert metrics.value("netshift_controller_rollout_pods", profile="blue", state="failed") == 1
+    assert metrics.value("netshift_controller_rollout_pods", profile="blue", state="desired") == 3
+
+    # The failed pod converges after all: the Failed series is gone, not left at 1.
+    recovered = [reported(failed), halted[1], halted[2]]
+    metrics.observe_plan(make_plan("blue", snapshot([blue], recovered)))
+    assert states_of(metrics) == [rolling]
+    assert metrics.value("netshift_controller_rollout_pods", profile="blue", state="failed") == 0
+
+    metrics.forget("blue")
+    assert states_of(metrics) == []
+    assert "rollout_pods{" not in render(metrics.registry).decode()
+
+
+def test_a_finished_rollout_reads_complete_as_rollout_status_would() -> None:
+    metrics = ControllerMetrics()
+    blue = profile("blue", existingPods="Live", maxConcurrent=5)
+    started = [start(p, make_plan("blue", snapshot([blue], pods(2)))) for p in pods(2)]
+    metrics.observe_plan(make_plan("blue", snapshot([blue], [reported(p) for p in started])))
+    assert states_of(metrics) == [
+        {"profile": "blue", "state": "Complete", "reason": "AllPodsConverged"}
+    ]
+
+
 def test_the_health_server_serves_metrics_health_and_readiness() -> None:
     metrics = ControllerMetrics()
     metrics.pods_started.labels("blue").inc()
@@ -87,6 +142,7 @@ def test_the_agent_series_exist_and_count_by_result_and_reason() -> None:
         "netshift_agent_default_switch_duration_seconds",
         "netshift_agent_failures",
         "netshift_agent_records",
+        "netshift_agent_orphaned_records",
         "netshift_agent_nad_policy_enabled",
         "netshift_agent_queue_depth",
         "netshift_agent_queue_retries",
@@ -98,3 +154,15 @@ def test_the_agent_series_exist_and_count_by_result_and_reason() -> None:
     assert metrics.value(count, result="success") == 1
     assert metrics.value("netshift_agent_failures_total", operation="attach", reason="nad_policy")
     assert metrics.value("netshift_agent_failures_total", operation="switch", reason="other") == 1
+
+
+def test_orphaned_records_are_those_of_pods_gone_or_finished_not_terminating() -> None:
+    pods = {
+        "live": {"status": {"phase": "Running"}},
+        "terminating": {"metadata": {"deletionTimestamp": "x"}, "status": {"phase": "Running"}},
+        "done": {"status": {"phase": "Succeeded"}},
+        "crashed": {"status": {"phase": "Failed"}},
+    }
+    records = [("live", 2), ("terminating", 1), ("done", 1), ("crashed", 3), ("deleted", 4)]
+    assert orphaned(records, pods) == 1 + 3 + 4
+    assert orphaned([], pods) == 0

@@ -25,6 +25,7 @@ from netshift.policy import (
     enforced_violations,
     profile_from_object,
     resolve,
+    selected_label,
 )
 
 NS = "app"
@@ -276,6 +277,18 @@ PROFILE_ERRORS: list[tuple[Any, list[str]]] = [
         _with("spec.rollout.surge", 1),
         ["spec.rollout.surge: is not a known field", '"drainSeconds"'],
     ),
+    # netshift's own label follows from the selectors; it cannot be one of them.
+    (
+        _with("spec.namespaceSelector.matchLabels", {"netshift.io/selected": "true"}),
+        ['matchLabels.netshift.io/selected: "netshift.io/selected" is netshift\'s own label'],
+    ),
+    (
+        _with(
+            "spec.namespaceSelector.matchExpressions",
+            [{"key": "netshift.io/selected", "operator": "DoesNotExist"}],
+        ),
+        ["matchExpressions[0].key:", "is netshift's own label"],
+    ),
 ]
 
 
@@ -384,6 +397,20 @@ def test_resolve_orders_losers_by_priority_then_name() -> None:
     result = resolve({}, iter(profiles))
     assert result.winner is not None and result.winner.name == "a"
     assert [p.name for p in result.losers] == ["c", "b", "d"]
+
+
+def test_the_selected_label_is_set_exactly_where_some_profile_selects() -> None:
+    shop = _profile("shop", labels={"team": "shop"})
+    low = _profile("low", -5, labels={"team": "shop"})
+    assert selected_label("web", {"team": "shop"}, [shop]) == "true"
+    assert selected_label("web", {"team": "shop"}, [low]) == "true"  # a loser is a profile too
+    assert selected_label("web", {"team": "other"}, [shop]) is None
+    assert selected_label("web", {"team": "shop"}, []) is None
+    # netshift's own namespaces and kube-system never carry it, even under a catch-all.
+    everything = _profile("all")
+    assert selected_label("kube-system", {}, [everything]) is None
+    assert selected_label("netshift-system", {}, [everything]) is None
+    assert selected_label("mine", {}, [everything], excluded=("mine",)) is None
 
 
 # --- apply_profile -----------------------------------------------------------------------------

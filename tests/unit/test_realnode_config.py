@@ -14,37 +14,36 @@ from pathlib import Path
 import pytest
 import yaml
 
-from localcluster import binaries
-from localcluster import node as realnode
+from localcluster import binaries, planepki, realnode
 from localcluster.cluster import LocalCluster
-from localcluster.node import RealNode
+from localcluster.realnode import RealNode
+from support.require import require
 
 
 @pytest.fixture
 def node(tmp_path: Path) -> RealNode:
-    if shutil.which("runc", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
-        pytest.skip("needs Debian's runc (named in containerd's config)")
+    runc = shutil.which("runc", path="/usr/sbin:/usr/bin:/sbin:/bin")
+    require(runc is not None, "needs Debian's runc (named in containerd's config)")
     cluster = LocalCluster(tmp_path, pod_subnet="10.246.77.0/24", bridge="nscfg0", node="real")
-    cluster._ensure_pki()
-    realnode.ensure_plane_pki(cluster.pki_dir)
-    n = RealNode(cluster)
+    planepki.ensure(cluster.plane.pki_dir)
+    n = cluster.single_node(RealNode)
     n.prepare()
     return n
 
 
 def test_containerd_restricts_oom_score_adj_and_uses_our_dirs(node: RealNode) -> None:
-    text = (node.containerd_dir / "config.toml").read_text()
+    text = (node.layout.containerd_dir / "config.toml").read_text()
     assert "version = 3" in text
     assert "restrict_oom_score_adj = true" in text
     assert "SystemdCgroup = false" in text
     assert "snapshotter = 'overlayfs'" in text
-    assert f'conf_dir = "{node.cni_conf}"' in text
-    assert f'address = "{node.socket}"' in text
+    assert f'conf_dir = "{node.cni_conf_dir}"' in text
+    assert f'address = "{node.layout.socket}"' in text
     assert realnode.image_name("PAUSE_IMAGE") in text
 
 
 def test_kubelet_admits_only_authenticated_and_authorized_clients(node: RealNode) -> None:
-    config = yaml.safe_load((node.kubelet_dir / "config.yaml").read_text())
+    config = yaml.safe_load((node.layout.kubelet_dir / "config.yaml").read_text())
     assert config["authentication"]["anonymous"]["enabled"] is False
     assert config["authentication"]["x509"]["clientCAFile"].endswith("pki/ca.crt")
     assert config["authorization"]["mode"] == "Webhook"
@@ -62,7 +61,7 @@ def test_kubelet_client_certificate_names_the_node(node: RealNode) -> None:
     from cryptography.x509.oid import NameOID
 
     cert = x509.load_pem_x509_certificate(
-        (node.kubelet_dir / "pki" / "kubelet-client.crt").read_bytes()
+        (node.layout.kubelet_dir / "pki" / "kubelet-client.crt").read_bytes()
     )
     cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
     orgs = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
@@ -70,7 +69,7 @@ def test_kubelet_client_certificate_names_the_node(node: RealNode) -> None:
 
 
 def test_nothing_is_masqueraded(node: RealNode) -> None:
-    proxy = yaml.safe_load((node.proxy_dir / "config.yaml").read_text())
+    proxy = yaml.safe_load((node.layout.proxy_dir / "config.yaml").read_text())
     assert proxy["mode"] == "iptables"
     assert proxy["clusterCIDR"] == ""
     assert proxy["iptables"]["masqueradeAll"] is False
@@ -93,8 +92,8 @@ def test_multus_names_the_cluster_network_and_writes_into_containerds_conf_dir(
         == realnode.CLUSTER_NETWORK
         == json.loads(node.cluster_conflist.read_text())["name"]
     )
-    assert config["confDir"] == config["multusAutoconfigDir"] == str(node.cluster_conf_dir)
-    assert config["cniConfigDir"] == str(node.cni_conf)
+    assert config["confDir"] == config["multusAutoconfigDir"] == str(node.layout.cluster_conf_dir)
+    assert config["cniConfigDir"] == str(node.cni_conf_dir)
     (ds,) = [o for o in node.multus_manifest() if o["kind"] == "DaemonSet"]
     spec = ds["spec"]["template"]["spec"]
     assert spec["hostNetwork"] is True
@@ -106,15 +105,15 @@ def test_the_overlay_runs_netshift_from_the_local_image(node: RealNode) -> None:
     try:
         binaries.find("kubectl")
     except binaries.MissingBinary as err:
-        pytest.skip(str(err))
-    out = node.cluster.kubectl("kustomize", str(node.netshift_overlay())).stdout
+        require(False, str(err))
+    out = node.plane.kubectl("kustomize", str(node.netshift_overlay())).stdout
     workloads = {
         d["metadata"]["name"]: d["spec"]["template"]["spec"]
         for d in yaml.safe_load_all(out)
         if d and d["kind"] in ("Deployment", "DaemonSet")
     }
     assert set(workloads) == {"netshift-agent", "netshift-webhook", "netshift-controller"}
-    port = str(node.cluster.port("apiserver"))
+    port = str(node.plane.ports("apiserver"))
     for name, spec in workloads.items():
         (container,) = spec["containers"]
         assert container["image"] == realnode.image_name("NETSHIFT_IMAGE"), name
@@ -128,4 +127,6 @@ def test_the_overlay_runs_netshift_from_the_local_image(node: RealNode) -> None:
     base_args = base["spec"]["template"]["spec"]["containers"][0].get("args", [])
     assert agent["args"][: len(base_args)] == base_args  # the base's flags are kept
     volumes = {v["name"]: v for v in workloads["netshift-agent"]["volumes"]}
-    assert volumes["state"]["hostPath"]["path"] == str(node.agent_dir)
+    assert volumes["state"]["hostPath"]["path"] == str(node.layout.agent_dir)
+    # Mounted where the base mounts a node's Multus conf dir (--node-conf-dir).
+    assert volumes["multus-conf"]["hostPath"]["path"] == str(node.layout.cluster_conf_dir)

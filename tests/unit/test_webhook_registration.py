@@ -9,10 +9,14 @@ from typing import Any
 import pytest
 import yaml
 
+from netshift.keys import SELECTED_LABEL
 from webhook.registration import ServiceRef, webhook_configurations
 
 MANIFEST = (
-    Path(__file__).resolve().parents[2] / "manifests" / "webhook" / "webhookconfigurations.yaml"
+    Path(__file__).resolve().parents[2]
+    / "manifests"
+    / "registration"
+    / "webhookconfigurations.yaml"
 )
 
 
@@ -66,7 +70,45 @@ def test_nad_creates_and_updates_go_to_their_own_validating_webhook() -> None:
 def test_extra_namespace_labels_narrow_every_webhook() -> None:
     for obj in webhook_configurations(ca_bundle=b"", url="https://h", namespace_labels={"a": "b"}):
         for hook in obj["webhooks"]:
-            assert hook["namespaceSelector"]["matchLabels"] == {"a": "b"}
+            assert hook["namespaceSelector"]["matchLabels"]["a"] == "b"
+
+
+def test_pod_creation_is_sent_to_the_mutating_webhook_only_in_selected_namespaces() -> None:
+    mutating, validating = webhook_configurations(ca_bundle=b"", url="https://h")
+    pods = mutating["webhooks"][0]
+    assert pods["name"] == "mutate.pods.netshift.io"
+    assert pods["namespaceSelector"]["matchLabels"] == {SELECTED_LABEL: "true"}
+    assert pods["failurePolicy"] == "Fail"
+    # Validation keeps its reach (every namespace but the system ones) ...
+    for hook in validating["webhooks"]:
+        assert "matchLabels" not in hook["namespaceSelector"]
+    # ... but sees a pod CREATE only when the pod names networks.
+    conditions = {c["name"]: c["expression"] for c in validating["webhooks"][0]["matchConditions"]}
+    assert set(conditions) == {"networks-on-create", "networks-changed"}
+    assert "request.operation != 'CREATE'" in conditions["networks-on-create"]
+    assert "request.operation != 'UPDATE'" in conditions["networks-changed"]
+
+
+def test_the_namespace_webhook_labels_and_never_blocks() -> None:
+    mutating, _ = webhook_configurations(ca_bundle=b"", url="https://h", timeout_seconds=10)
+    namespaces = mutating["webhooks"][1]
+    assert namespaces["name"] == "mutate.namespaces.netshift.io"
+    assert namespaces["clientConfig"]["url"] == "https://h/mutate-namespace"
+    assert namespaces["rules"][0]["resources"] == ["namespaces"]
+    assert namespaces["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+    assert namespaces["failurePolicy"] == "Ignore"
+    assert namespaces["timeoutSeconds"] == 2
+    excluded = namespaces["namespaceSelector"]["matchExpressions"][0]
+    assert {"kube-system", "netshift-system"} <= set(excluded["values"])
+    [condition] = namespaces["matchConditions"]
+    assert SELECTED_LABEL in condition["expression"]
+
+
+def test_nad_updates_that_keep_the_config_are_not_sent() -> None:
+    _, validating = webhook_configurations(ca_bundle=b"", url="https://h")
+    [condition] = validating["webhooks"][1]["matchConditions"]
+    assert condition["name"] == "config-changed"
+    assert "object.spec.config != oldObject.spec.config" in condition["expression"]
 
 
 def test_exactly_one_way_to_reach_the_webhook() -> None:

@@ -1,10 +1,10 @@
 """Helpers for the controller tests: plan builders (pure) and cluster helpers.
 
-The cluster helpers include `StandInAgent`, which plays the agent's part while
-there is no agent in the test cluster: for every running pod of its namespaces
-whose netshift.io/status does not describe the current wish, it writes the
-report the agent would write (observed = desired_hash, phase Converged, or
-Degraded for the pods it is told to fail) after a delay.
+The cluster helpers include `StandInAgent`, the stand-in agent: it plays the agent's
+part where no agent runs in the test cluster. For every running pod of its namespaces
+whose netshift.io/status does not describe the current wish, it writes the report the
+agent would write (observed = desired_hash, phase Converged, or Degraded for the pods
+it is told to fail) after a delay.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from controller.rollout import RolloutPlan, Settings, Snapshot, plan_rollout, st
 from localcluster.cluster import LocalCluster
 from localcluster.procs import main_python
 from netshift.keys import CONVERGED, DEGRADED, ROLLOUT_STARTED_KEY, STATUS_KEY
-from netshift.kube import ApiError, Informer, Kube, nad_path, now_rfc3339, pod_path, wait_for
+from netshift.kube import ApiError, Informer, Kube, now_rfc3339, pod_path, wait_for
 from netshift.pod import Pod
 from netshift.podstatus import PodNetStatus, desired_hash, parse_status
 from netshift.policy import Profile, profile_from_object
+from support.builders import PROFILES, create_nad, profile_object
 
 # --- pure builders --------------------------------------------------------------
 
@@ -47,7 +48,7 @@ def profile(
     **rollout: Any,
 ) -> Profile:
     return profile_from_object(
-        profile_object(
+        rollout_profile(
             name,
             labels={"team": "a"} if labels is None else labels,
             default=default,
@@ -110,10 +111,8 @@ def states(rollout_plan: RolloutPlan) -> dict[str, str]:
 
 # --- cluster objects -------------------------------------------------------------
 
-PROFILES = "/apis/netshift.io/v1alpha1/networkprofiles"
 
-
-def profile_object(
+def rollout_profile(
     name: str,
     *,
     labels: Mapping[str, str],
@@ -122,25 +121,20 @@ def profile_object(
     priority: int = 0,
     **rollout: Any,
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "namespaceSelector": {"matchLabels": dict(labels)},
-        "priority": priority,
-        "rollout": {"existingPods": "Live", "maxConcurrent": 3, **rollout},
-    }
-    if default:
-        spec["defaultNetwork"] = default
-    if networks:
-        spec["networks"] = networks
-    return {
-        "apiVersion": "netshift.io/v1alpha1",
-        "kind": "NetworkProfile",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
+    """`builders.profile_object` with the rollout tests' defaults: network net-b, three pods
+    at a time."""
+    return profile_object(
+        name,
+        labels=labels,
+        default=default,
+        networks=networks,
+        priority=priority,
+        **{"maxConcurrent": 3, **rollout},
+    )
 
 
 def create_profile(kube: Kube, name: str, **kw: Any) -> dict[str, Any]:
-    return kube.create(PROFILES, profile_object(name, **kw))
+    return kube.create(PROFILES, rollout_profile(name, **kw))
 
 
 def patch_profile(kube: Kube, name: str, spec: Mapping[str, Any]) -> None:
@@ -166,26 +160,6 @@ def condition(status: Mapping[str, Any], type_: str) -> dict[str, Any]:
 
 def label_namespace(kube: Kube, namespace: str, labels: Mapping[str, str | None]) -> None:
     kube.patch_merge(f"/api/v1/namespaces/{namespace}", {"metadata": {"labels": dict(labels)}})
-
-
-def create_nad(kube: Kube, namespace: str, name: str) -> None:
-    config = {
-        "cniVersion": "1.0.0",
-        "name": name,
-        "type": "bridge",
-        "bridge": f"nst{name[-6:]}",
-        # A default route: a profile may make it the pods' default (`netshift plan` checks).
-        "ipam": {"type": "host-local", "subnet": "10.250.0.0/24", "routes": [{"dst": "0.0.0.0/0"}]},
-    }
-    kube.create(
-        nad_path(namespace),
-        {
-            "apiVersion": "k8s.cni.cncf.io/v1",
-            "kind": "NetworkAttachmentDefinition",
-            "metadata": {"name": name},
-            "spec": {"config": json.dumps(config)},
-        },
-    )
 
 
 def create_pods(kube: Kube, namespace: str, n: int, prefix: str = "p") -> list[str]:
@@ -245,7 +219,8 @@ class Report:
 
 @dataclass
 class StandInAgent:
-    """Reports on each running pod's current wish, `delay` seconds after first seeing it.
+    """The stand-in agent (the controller's tests run no agent and no real node): reports
+    on each running pod's current wish, `delay` seconds after first seeing it.
 
     `fail` names pods (ns/name) reported Degraded instead of Converged; `hold`
     names pods it does not report on at all while they are in it.

@@ -1,8 +1,10 @@
-"""Small helpers for node tests: real network namespaces, links and cgroups.
+"""Real network namespaces for the node tier: made, wired, used and removed again.
 
-Every name carries a random suffix (and stays within the 15 bytes of an
-interface name) so parallel runs and leftovers never collide; every helper
-cleans up after itself, also when the test fails.
+Namespaces, host links (bridges, macvlan masters), a process inside a namespace and
+real cgroup directories; the two-network lab of the netlink tests (10.98.0.0/16 and
+fd98::/64 only) and a TCP echo server. Every name carries a random suffix
+(`builders.unique`), so parallel runs and leftovers never collide; everything is
+deleted when its context ends, also when the test fails.
 """
 
 from __future__ import annotations
@@ -11,49 +13,32 @@ import contextlib
 import errno
 import ipaddress
 import os
-import secrets
-import shutil
 import signal
+import socket
 import subprocess
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
-import pytest
 from pyroute2 import IPRoute, NetNS
 from pyroute2.netlink.exceptions import NetlinkError
 
-CNI_DIR = "/usr/lib/cni"
+from localcluster.probe import socket_in
+from support.builders import unique
+
 NETNS_DIR = "/var/run/netns"
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-_MISSING = [
-    why
-    for ok, why in (
-        (os.geteuid() == 0, "root (network namespaces)"),
-        (os.path.isfile(os.path.join(CNI_DIR, "bridge")), f"the CNI plugins in {CNI_DIR}"),
-        (shutil.which("ip") is not None, "iproute2"),
-    )
-    if not ok
-]
-# As in conftest.py: skipped on a developer machine, never in CI (where it must fail).
-_skip_unless_node = pytest.mark.skipif(
-    bool(_MISSING) and not IN_CI, reason="needs " + ", ".join(_MISSING)
-)
 
-F = TypeVar("F", bound=Callable[..., Any])
+def sh(*args: str, check: bool = True) -> str:
+    """Run a command (30 s at most); its stdout. A failure raises, with its stderr."""
+    done = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
 
 
-def requires_node(test: F) -> F:
-    """Mark a test as a node test (``-m node``); skip it where it cannot run."""
-    marked: F = pytest.mark.node(_skip_unless_node(test))
-    return marked
-
-
-def unique(prefix: str) -> str:
-    """``prefix`` plus a random suffix, at most 15 bytes (an interface name)."""
-    suffix = secrets.token_hex(4)
-    return (prefix[: 15 - len(suffix)] + suffix)[:15]
+def in_ns(ns: str, *args: str, check: bool = True) -> str:
+    return sh("ip", "netns", "exec", ns, *args, check=check)
 
 
 def netns_path(name: str) -> str:
@@ -62,14 +47,16 @@ def netns_path(name: str) -> str:
 
 @contextlib.contextmanager
 def netns(prefix: str = "nst") -> Iterator[str]:
-    """A fresh named network namespace; yields its name."""
+    """A fresh named network namespace with loopback up; yields its name. Removed on the
+    way out unless the test deleted it already."""
     name = unique(prefix)
-    subprocess.run(["ip", "netns", "add", name], check=True)
+    sh("ip", "netns", "add", name)
     try:
+        sh("ip", "-n", name, "link", "set", "lo", "up")
         yield name
     finally:
-        if os.path.exists(netns_path(name)):  # a test may have deleted it already
-            subprocess.run(["ip", "netns", "delete", name], check=True)
+        if os.path.exists(netns_path(name)):
+            sh("ip", "netns", "delete", name)
 
 
 def delete_netns(name: str) -> None:
@@ -227,3 +214,138 @@ def cgroup_tree(mount: str, rel: str, pid: int) -> Iterator[str]:
         for directory in reversed(created):
             with contextlib.suppress(OSError):
                 os.rmdir(directory)
+
+
+def route_dev(ns: str, dst: str, src: str | None = None) -> str:
+    """The interface `ip route get` picks in `ns` for `dst` (from `src`)."""
+    args = ["ip", "route", "get", dst] + (["from", src] if src else [])
+    words = in_ns(ns, *args).split()
+    return words[words.index("dev") + 1]
+
+
+def rules(ns: str) -> list[str]:
+    return [
+        line.strip()
+        for family in ("-4", "-6")
+        for line in sh("ip", "-n", ns, family, "rule", "show").splitlines()
+        if line.strip()
+    ]
+
+
+@dataclass(frozen=True)
+class TwoNetworks:
+    """A pod namespace attached to two networks, each ending in a router namespace.
+
+    pod `na` 10.98.1.2/24 fd98::1:2/112 <-> router_a `pa` 10.98.1.1 fd98::1:1
+    pod `nb` 10.98.2.2/24 fd98::2:2/112 <-> router_b `pb` 10.98.2.1 fd98::2:1
+    router_a also owns the far addresses 10.98.100.1 and fd98::100:1 (on lo), which
+    the pod reaches only through a default route via network A. Routers do not
+    forward, so a packet for a far address sent into network B is dropped.
+    The pod's default routes (v4 and v6) go via network A.
+    """
+
+    pod: str
+    router_a: str
+    router_b: str
+
+    pod_a4 = "10.98.1.2"
+    pod_a6 = "fd98::1:2"
+    pod_b4 = "10.98.2.2"
+    pod_b6 = "fd98::2:2"
+    gw_a4 = "10.98.1.1"
+    gw_a6 = "fd98::1:1"
+    gw_b4 = "10.98.2.1"
+    gw_b6 = "fd98::2:1"
+    far4 = "10.98.100.1"
+    far6 = "fd98::100:1"
+
+    @property
+    def pod_path(self) -> str:
+        return netns_path(self.pod)
+
+
+def _wire(pod: str, pod_if: str, router: str, router_if: str, net: int) -> None:
+    sh(
+        "ip",
+        "-n",
+        pod,
+        "link",
+        "add",
+        pod_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        router_if,
+        "netns",
+        router,
+    )
+    for ns, ifname, host in ((pod, pod_if, 2), (router, router_if, 1)):
+        sh("ip", "-n", ns, "addr", "add", f"10.98.{net}.{host}/24", "dev", ifname)
+        sh("ip", "-n", ns, "addr", "add", f"fd98::{net}:{host}/112", "dev", ifname, "nodad")
+        sh("ip", "-n", ns, "link", "set", ifname, "up")
+
+
+@contextlib.contextmanager
+def two_networks() -> Iterator[TwoNetworks]:
+    with contextlib.ExitStack() as stack:
+        pod = stack.enter_context(netns("nspod"))
+        router_a = stack.enter_context(netns("nsra"))
+        router_b = stack.enter_context(netns("nsrb"))
+        _wire(pod, "na", router_a, "pa", 1)
+        _wire(pod, "nb", router_b, "pb", 2)
+        sh("ip", "-n", router_a, "addr", "add", "10.98.100.1/32", "dev", "lo")
+        sh("ip", "-n", router_a, "addr", "add", "fd98::100:1/128", "dev", "lo", "nodad")
+        sh("ip", "-n", pod, "route", "add", "default", "via", "10.98.1.1", "dev", "na")
+        sh("ip", "-n", pod, "-6", "route", "add", "default", "via", "fd98::1:1", "dev", "na")
+        yield TwoNetworks(pod=pod, router_a=router_a, router_b=router_b)
+
+
+class EchoServer:
+    """A TCP echo server listening inside a namespace, served by a thread."""
+
+    def __init__(self, ns: str, family: int, address: str) -> None:
+        self.sock = socket_in(ns, family)
+        self.sock.bind((address, 0))
+        self.sock.listen(4)
+        self.port: int = self.sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        with conn:
+            while True:
+                try:
+                    data = conn.recv(4096)
+                except OSError:
+                    return
+                if not data:
+                    return
+                conn.sendall(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self._thread.join(timeout=2)
+
+
+def exchange(sock: socket.socket, payload: bytes) -> bytes:
+    """Send `payload` and read the same number of bytes back (socket timeout applies)."""
+    sock.sendall(payload)
+    got = b""
+    while len(got) < len(payload):
+        chunk = sock.recv(len(payload) - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got

@@ -6,8 +6,9 @@ containerd on /run/containerd or another test run. Its CNI is a bridge + host-lo
 of a private subnet whose host-local store is a directory of its own (so a test can check
 what is reserved). Sandboxes are made with `crictl runp`, labelled as the kubelet labels them.
 
-In CI (CI=true) a missing prerequisite fails; elsewhere it skips. Everything is cleaned up:
-sandboxes stopped and removed, containerd stopped, its mounts unmounted, its dirs removed.
+A missing prerequisite skips on a developer machine and fails in CI (`require`). Everything
+is cleaned up: sandboxes stopped and removed, containerd stopped, its mounts unmounted, its
+dirs removed.
 """
 
 from __future__ import annotations
@@ -28,22 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from localcluster import binaries
+from support.builders import bridge_config
+from support.require import CNI_DIR, require
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RUNC = "/usr/sbin/runc"
-CNI_DIR = "/usr/lib/cni"
 PAUSE_IMAGE = "docker.io/netshift/pause:1.0"
-
-
-def _require(ok: bool, why: str) -> None:
-    import pytest
-
-    if ok:
-        return
-    if IN_CI:
-        pytest.fail(f"prerequisite missing in CI: {why}", pytrace=False)
-    pytest.skip(why)
 
 
 def node_bin_dir() -> Path:
@@ -225,13 +216,13 @@ def _pause_tar() -> str:
 @contextlib.contextmanager
 def private_containerd() -> Iterator[Containerd]:
     bins = {n: _node_bin(n) for n in ("containerd", "containerd-shim-runc-v2", "ctr", "crictl")}
-    _require(os.geteuid() == 0, "needs root (containerd, network namespaces)")
+    require(os.geteuid() == 0, "needs root (containerd, network namespaces)")
     missing = [n for n, p in bins.items() if not p]
-    _require(not missing, f"needs {', '.join(missing)} (scripts/build-node.sh)")
-    _require(os.access(RUNC, os.X_OK), f"needs runc at {RUNC}")
-    _require(os.path.isfile(os.path.join(CNI_DIR, "bridge")), "needs containernetworking-plugins")
+    require(not missing, f"needs {', '.join(missing)} (scripts/build-node.sh)")
+    require(os.access(RUNC, os.X_OK), f"needs runc at {RUNC}")
+    require(os.path.isfile(os.path.join(CNI_DIR, "bridge")), "needs containernetworking-plugins")
     tar = _pause_tar()
-    _require(bool(tar), "needs the pause image (scripts/build-images.sh pause)")
+    require(bool(tar), "needs the pause image (scripts/build-images.sh pause)")
 
     tag = secrets.token_hex(3)
     d = Path(tempfile.mkdtemp(prefix="netshift-cri-"))
@@ -271,24 +262,10 @@ def private_containerd() -> Iterator[Containerd]:
 
 
 def cluster_conflist(c: Containerd) -> dict[str, Any]:
-    return {
-        "cniVersion": "1.0.0",
-        "name": c.network,
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": c.bridge,
-                "isGateway": True,
-                "ipMasq": False,
-                "ipam": {
-                    "type": "host-local",
-                    "dataDir": str(c.ipam_dir),
-                    "ranges": [[{"subnet": c.subnet}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                },
-            }
-        ],
-    }
+    """The runtime's own network: a gateway on its bridge and a default route."""
+    return bridge_config(
+        c.network, c.bridge, c.subnet, c.ipam_dir, default_route=True, is_gateway=True
+    )
 
 
 def _teardown(c: Containerd, log: Any) -> None:

@@ -1,4 +1,4 @@
-"""Helpers for the agent's cluster tests: the agent as a real process, NADs, pods, host links.
+"""Helpers for the agent's cluster tests: the agent as a real process, networks, pods, host links.
 
 The agent runs as `netshift agent` in a subprocess (as the DaemonSet would run
 it), against the session's real apiserver and the node simulator's network
@@ -10,18 +10,15 @@ can read the IPAM store and know that every file in it is its own.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import ipaddress
 import itertools
 import json
 import os
 import random
-import secrets
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -34,9 +31,10 @@ from agent import netlink
 from localcluster.cluster import LocalCluster
 from localcluster.procs import clean_env, free_port, log_tail
 from netshift import keys, podstatus
-from netshift.kube import ApiError, Kube, nad_path, pod_path, wait_for
+from netshift.kube import ApiError, Kube, pod_path, wait_for
+from support.builders import bridge_config, create_nad, unique
+from support.require import CNI_DIR
 
-CNI_DIR = "/usr/lib/cni"
 NETNS_TEMPLATE = "/var/run/netns/netshift-{uid}"
 NETWORKS = keys.NETWORKS_KEY
 DEFAULT_NETWORK = keys.DEFAULT_NETWORK_KEY
@@ -51,14 +49,6 @@ _third_octet = itertools.count(random.randrange(1, 200))
 
 def next_subnet() -> str:
     return f"10.250.{next(_third_octet) % 250 + 1}.0/24"
-
-
-def unique(prefix: str) -> str:
-    """`prefix` plus a random suffix, at most 15 bytes (an interface name)."""
-    suffix = secrets.token_hex(3)
-    name = prefix[: 15 - len(suffix)] + suffix
-    assert len(name) <= 15, name
-    return name
 
 
 def sh(*args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -112,11 +102,11 @@ class AgentProcess:
             "--kubeconfig",
             str(self.cluster.kubeconfig),
             "--node",
-            self.cluster.node,
+            self.cluster.nodes[0].name,
             "--records-dir",
             str(self.records_dir),
             "--cluster-network-conf",
-            str(self.cluster.state_dir / "node/net.d/00-netshift-cluster.conflist"),
+            str(self.cluster.nodes[0].cluster_conflist),
             "--netns-template",
             NETNS_TEMPLATE,
             "--node-conf-dir",
@@ -160,7 +150,7 @@ class AgentProcess:
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 env=clean_env({"PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}),
-                cwd=str(Path(__file__).resolve().parent.parent),
+                cwd=str(Path(__file__).resolve().parents[2]),  # the repository
             )
         pid = str(self.proc.pid)
 
@@ -218,37 +208,6 @@ class AgentProcess:
 # --- CNI configs and NADs -----------------------------------------------------------------
 
 
-def bridge_config(
-    name: str,
-    bridge: str,
-    subnet: str,
-    data_dir: Path,
-    *,
-    default_route: bool = False,
-    is_gateway: bool = False,
-    plugin_type: str = "bridge",
-    capabilities: Mapping[str, bool] | None = None,
-) -> dict[str, Any]:
-    """A bridge + host-local network; `default_route` makes its IPAM hand out 0.0.0.0/0."""
-    ipam: dict[str, Any] = {
-        "type": "host-local",
-        "ranges": [[{"subnet": subnet}]],
-        "dataDir": str(data_dir),
-    }
-    if default_route:
-        ipam["routes"] = [{"dst": "0.0.0.0/0"}]
-    plugin: dict[str, Any] = {
-        "type": plugin_type,
-        "bridge": bridge,
-        "isGateway": is_gateway,
-        "ipMasq": False,
-        "ipam": ipam,
-    }
-    if capabilities:
-        plugin["capabilities"] = dict(capabilities)
-    return {"cniVersion": "1.0.0", "name": name, "plugins": [plugin]}
-
-
 def macvlan_config(name: str, master: str, subnet: str, data_dir: Path) -> dict[str, Any]:
     return {
         "cniVersion": "1.0.0",
@@ -262,19 +221,6 @@ def macvlan_config(name: str, master: str, subnet: str, data_dir: Path) -> dict[
             "dataDir": str(data_dir),
         },
     }
-
-
-def create_nad(kube: Kube, namespace: str, name: str, config: Mapping[str, Any] | str) -> None:
-    text = config if isinstance(config, str) else json.dumps(config)
-    kube.create(
-        nad_path(namespace),
-        {
-            "apiVersion": "k8s.cni.cncf.io/v1",
-            "kind": "NetworkAttachmentDefinition",
-            "metadata": {"name": name},
-            "spec": {"config": text},
-        },
-    )
 
 
 def ipam_ips(data_dir: Path, network: str) -> set[str]:
@@ -486,35 +432,6 @@ def route_get(netns: str, dst: str, src: str | None = None) -> str:
     if src:
         args += ["from", src]
     return sh(*args).stdout.strip()
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_CLONE_NEWNET = 0x40000000
-
-
-def socket_in_netns(netns: str, kind: int = socket.SOCK_STREAM) -> socket.socket:
-    """An IPv4 socket living in the namespace at path `netns` (made by a thread that entered it)."""
-    made: list[socket.socket] = []
-    failed: list[BaseException] = []
-
-    def enter_and_open() -> None:
-        try:
-            fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns failed", netns)
-            finally:
-                os.close(fd)
-            made.append(socket.socket(socket.AF_INET, kind))
-        except BaseException as err:
-            failed.append(err)
-
-    t = threading.Thread(target=enter_and_open, daemon=True)
-    t.start()
-    t.join()
-    if failed:
-        raise failed[0]
-    return made[0]
 
 
 def ping(netns: str, address: str, count: int = 1) -> bool:

@@ -1,10 +1,7 @@
-"""The real-node test cluster: the plane plus kubelet + containerd + Multus, netshift as pods.
+"""Helpers of the real-node tier: busybox pods and workloads, probes, what a failure shows.
 
-One per test session (only one real node can run on a machine: the kubelet owns the
-kubepods cgroups), with a pod subnet and bridge of its own, apart from a developer's
-`netshift up` (10.244.0.0/24) and from the node-simulator session's. Registered as
-fixtures by conftest.py. A missing prerequisite skips on a developer machine and
-fails in CI, like every other tier.
+The real-node cluster itself (the plane plus kubelet + containerd + Multus, netshift as
+pods) is the session fixture `real_cluster` of tests/realnode/conftest.py.
 """
 
 from __future__ import annotations
@@ -12,65 +9,17 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-import os
-import shutil
-import tempfile
 import time
-import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from localcluster import node as realnode
+from localcluster import realnode
 from localcluster.cluster import LocalCluster
-from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
+from netshift.kube import ApiError, Kube, wait_for
 
-# Apart from every other range the tests and bench/ use (10.244-10.253).
-REAL_POD_SUBNET = f"10.242.{os.getpid() % 250}.0/24"
-REAL_BRIDGE = f"nsr{os.getpid() % 100000}"
 NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
-
-
-def _require(condition: bool, why: str) -> None:
-    from conftest import require
-
-    require(condition, why)
-
-
-@pytest.fixture(scope="session")
-def real_cluster() -> Iterator[LocalCluster]:
-    from conftest import node_prerequisites, plane_prerequisites
-
-    node_prerequisites()
-    plane_prerequisites()
-    missing = realnode.missing_prerequisites()
-    _require(not missing, "real node: " + "; ".join(missing))
-    with realnode.machine_lock():
-        others = realnode.kubelet_pids()
-        _require(not others, f"another kubelet runs here (pid {others[:1]}): one real node")
-        state = Path(tempfile.mkdtemp(prefix="netshift-real-"))
-        c = LocalCluster(state, pod_subnet=REAL_POD_SUBNET, bridge=REAL_BRIDGE, node="real")
-        try:
-            c.up(say=lambda _line: None)
-            yield c
-            crashed = c.crashed()
-            assert not crashed, f"processes of the real-node test cluster crashed: {crashed}"
-        finally:
-            c.down(say=lambda _line: None)
-            shutil.rmtree(state, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def real_node(real_cluster: LocalCluster) -> realnode.RealNode:
-    return realnode.RealNode(real_cluster)
-
-
-@pytest.fixture(scope="session")
-def real_kube(real_cluster: LocalCluster) -> Kube:
-    return real_cluster.kube()
 
 
 def webhook_endpoints(kube: Kube) -> int:
@@ -90,7 +39,7 @@ def webhook_endpoints(kube: Kube) -> int:
 def webhook_serving(cluster: LocalCluster, kube: Kube, timeout: float = 90) -> None:
     """Every test starts with the webhook serving: it admits every pod and NAD (failurePolicy
     Fail). A wait for it is reported as a warning with what the cluster showed; not serving
-    after `timeout` fails the test (with the diagnostics attached by conftest.py)."""
+    after `timeout` fails the test (with the diagnostics tests/realnode/conftest.py attaches)."""
     started = time.monotonic()
     if webhook_endpoints(kube):
         return
@@ -101,21 +50,6 @@ def webhook_serving(cluster: LocalCluster, kube: Kube, timeout: float = 90) -> N
         f"before this test; the cluster then:\n{seen[:3000]}",
         stacklevel=2,
     )
-
-
-@pytest.fixture
-def real_namespace(real_cluster: LocalCluster, real_kube: Kube) -> Iterator[str]:
-    webhook_serving(real_cluster, real_kube)
-    name = f"r-{uuid.uuid4().hex[:10]}"
-    real_kube.create(
-        "/api/v1/namespaces", {"metadata": {"name": name, "labels": {"netshift.io/test": "true"}}}
-    )
-    wait_for(
-        lambda: has_default_service_account(real_kube, name), 30, what=f"ServiceAccount in {name}"
-    )
-    yield name
-    with contextlib.suppress(ApiError):
-        real_kube.delete(f"/api/v1/namespaces/{name}")
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -148,6 +82,17 @@ def busybox_pod(
             ],
         },
     }
+
+
+def client_pod(name: str, *, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A pod to ping from (ExecPing): netshift's image, which has the Python its ping runs
+    on, and ICMP datagram sockets allowed for every group (a sysctl Kubernetes counts safe)."""
+    pod = busybox_pod(name, labels=labels)
+    pod["spec"]["containers"][0]["image"] = realnode.image_name("NETSHIFT_IMAGE")
+    pod["spec"]["securityContext"] = {
+        "sysctls": [{"name": "net.ipv4.ping_group_range", "value": "0 2147483647"}]
+    }
+    return pod
 
 
 def create_running(kube: Kube, namespace: str, pod: dict[str, Any], timeout: float = 60) -> Any:
@@ -222,7 +167,7 @@ def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
 def diagnostics(cluster: LocalCluster) -> str:
     """What a failed real-node test leaves for the reader: pods, events, netshift's logs.
 
-    Attached to the failure report (see conftest.py) so that a red CI run says why a
+    Attached to the failure report (tests/realnode/conftest.py) so that a red CI run says why a
     component was unreachable, not only that it was.
     """
     parts: list[str] = []
@@ -255,71 +200,6 @@ def diagnostics(cluster: LocalCluster) -> str:
 
 
 # -- networks, workloads and probes for the switch, fault and bad-input tests ---------------
-
-
-def bridge_nad_config(
-    name: str,
-    bridge: str,
-    subnet: str,
-    store: Path,
-    *,
-    default_route: bool = False,
-    is_gateway: bool = False,
-) -> dict[str, Any]:
-    """A bridge + host-local network whose store is the test's own (under the node's root,
-    which the agent's and Multus's pods mount at the same path)."""
-    ipam: dict[str, Any] = {
-        "type": "host-local",
-        "ranges": [[{"subnet": subnet}]],
-        "dataDir": str(store),
-    }
-    if default_route:
-        ipam["routes"] = [{"dst": "0.0.0.0/0"}]
-    return {
-        "cniVersion": "1.0.0",
-        "name": name,
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": bridge,
-                "isGateway": is_gateway,
-                "ipMasq": False,
-                "ipam": ipam,
-            }
-        ],
-    }
-
-
-def create_nad(kube: Kube, namespace: str, name: str, config: dict[str, Any] | str) -> Any:
-    from netshift.kube import nad_path
-
-    return kube.create(
-        nad_path(namespace),
-        {
-            "apiVersion": "k8s.cni.cncf.io/v1",
-            "kind": "NetworkAttachmentDefinition",
-            "metadata": {"name": name},
-            "spec": {"config": config if isinstance(config, str) else json.dumps(config)},
-        },
-    )
-
-
-def profile_object(name: str, namespace: str, default: str, **rollout: Any) -> dict[str, Any]:
-    """A NetworkProfile selecting one namespace, its default network `namespace/default`."""
-    return {
-        "apiVersion": "netshift.io/v1alpha1",
-        "kind": "NetworkProfile",
-        "metadata": {"name": name},
-        "spec": {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-            "priority": 1000,
-            "defaultNetwork": f"{namespace}/{default}",
-            "rollout": {"existingPods": "Live", **rollout},
-        },
-    }
-
-
-PROFILES = "/apis/netshift.io/v1alpha1/networkprofiles"
 
 
 def wait_webhook_injects(kube: Kube, namespace: str, key: str, timeout: float = 60) -> None:
@@ -453,9 +333,13 @@ class HttpLoop:
 
 
 class ExecPing:
-    """`ping -i 0.01` from a real container (busybox) through `kubectl exec`, counting lost
-    echoes exactly by sequence number, as localcluster.probe.SeqPing does from a netns:
-    a lost echo is a sequence number missing between the first and the last one received."""
+    """A 10 ms ping from a real container (a `client_pod`) through `kubectl exec`, counting
+    lost echoes exactly by sequence number, as localcluster.probe.SeqPing does from a netns:
+    a lost echo is a sequence number missing between the first and the last one received.
+
+    The ping is localcluster.probe.PINGER, not busybox's: busybox's socket keeps 18 echoes
+    of a burst (neighbour discovery holding a flow's first echoes makes one) and drops the
+    rest, which were counted here as lost (the IPv6 loss of issue 20)."""
 
     def __init__(self, cluster: LocalCluster, namespace: str, pod: str, target: str) -> None:
         import re
@@ -463,6 +347,7 @@ class ExecPing:
         import threading
 
         from localcluster import binaries
+        from localcluster.probe import container_ping_argv
         from localcluster.procs import clean_env
 
         self.cluster, self.namespace, self.pod, self.target = cluster, namespace, pod, target
@@ -476,8 +361,9 @@ class ExecPing:
                 binaries.find("kubectl"),
                 f"--kubeconfig={cluster.kubeconfig}",
                 *("-n", namespace, "exec", pod, "--"),
-                # The shell's pid is ping's (exec): stop() interrupts this ping alone.
-                *("sh", "-c", f'echo "pid $$"; exec ping -n -i 0.01 -W 1 {target}'),
+                # The shell's pid is the ping's (exec): stop() interrupts this ping alone.
+                *("sh", "-c", 'echo "pid $$"; exec "$@"', "sh"),
+                *container_ping_argv(target),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -509,12 +395,15 @@ class ExecPing:
             return self._cond.wait_for(lambda: max(self._seen, default=0) >= mark + echoes, timeout)
 
     def socket_drops(self) -> int:
-        """Packets the pod's raw sockets dropped (receive buffer full): echoes that came
-        back but could not be counted. /proc/net/raw's last column."""
+        """Packets the pod's ICMP and raw sockets of both families dropped (receive buffer
+        full): echoes that came back but could not be counted. The last column of
+        /proc/net/{icmp,icmp6,raw,raw6}."""
         out = self.cluster.kubectl(
-            "-n", self.namespace, "exec", self.pod, "--", "cat", "/proc/net/raw"
+            *("-n", self.namespace, "exec", self.pod, "--", "cat"),
+            *(f"/proc/net/{table}" for table in ("icmp", "icmp6", "raw", "raw6")),
         ).stdout
-        return sum(int(line.split()[-1]) for line in out.splitlines()[1:] if line.strip())
+        rows = (line.split() for line in out.splitlines())
+        return sum(int(row[-1]) for row in rows if row and row[0].rstrip(":").isdigit())
 
     def stop(self) -> tuple[int, list[int]]:
         """(echoes counted, lost sequence numbers)."""
@@ -524,7 +413,7 @@ class ExecPing:
         if self.pid is not None:
             self.cluster.kubectl(
                 *("-n", self.namespace, "exec", self.pod, "--"),
-                *("kill", "-INT", str(self.pid)),
+                *("sh", "-c", f"kill -INT {self.pid}"),
                 check=False,
             )
         try:
