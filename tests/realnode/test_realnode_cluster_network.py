@@ -18,10 +18,13 @@ interface. The Service's endpoints must not change at all (the pod IPs stay on e
 
 Requests are counted from when the Service answers, not from when the pods are
 Ready: a new Service refuses (kube-proxy's "has no endpoints" REJECT, an ICMP port
-unreachable, ECONNREFUSED) until kube-proxy has synced its first ready endpoint —
-measured on the real node: 2-7 refused requests within the first 1.3 s of a new
-Service, 2 of them after the API already showed all three pods Ready. Counted from
-the pods' readiness, that window looked like refusals "during the switch" (issue 17).
+unreachable, ECONNREFUSED) until kube-proxy has synced its first ready endpoint,
+which can come after the API shows every pod Ready. Counted from the pods'
+readiness, that window looked like refusals "during the switch" (issue 17). The
+test keeps that window apart and checks its cause: every refusal in it must have
+started while kube-proxy's rules still held the REJECT (sampled every 50 ms),
+and the REJECT must never come back, nor the endpoints change, during the switch
+and the rollback, whose requests are counted each on its own.
 """
 
 from __future__ import annotations
@@ -112,17 +115,19 @@ class NetnsHttp:
             self.requests.append((started, ok, what))
             self._stop.wait(self.interval)
 
-    def wait_ok(self, n: int, timeout: float = 60) -> None:
+    def wait_ok(self, n: int, timeout: float = 60) -> list[tuple[float, bool, str]]:
         """Until `n` requests in a row succeeded: kube-proxy REJECTs a Service without ready
         endpoints (ECONNREFUSED) until its sync after the EndpointSlice gets one, which can
-        come after the API shows the pods Ready; what came before is not counted."""
+        come after the API shows the pods Ready. What came before is returned, not counted."""
 
         def streak() -> bool:
             tail = self.requests[-n:]
             return len(tail) == n and all(ok for _t, ok, _w in tail)
 
         eventually(streak, timeout, f"{n} answers from {self.host}")
-        self.requests.clear()
+        before = list(self.requests)
+        del self.requests[: len(before)]
+        return before
 
     def stop(self) -> tuple[int, list[tuple[float, str]]]:
         """(requests, failures as (time, error))."""
@@ -252,9 +257,17 @@ def lab(
             subprocess.run(["sysctl", "-qw", f"{forwarding}={before.stdout.strip()}"])
 
 
-def _web(lab: Lab) -> str:
-    """The Deployment (no annotation: born on the cluster network) and its Service; returns
-    the ClusterIP once every pod is ready."""
+@dataclass
+class Web:
+    cluster_ip: str
+    ready_at: float  # monotonic: when the API showed every pod Ready
+    endpoints: EndpointLog  # both from the Service's creation on
+    no_endpoints: NoEndpointsRule
+
+
+def _web(lab: Lab) -> Web:
+    """The Deployment (no annotation: born on the cluster network) and its Service, watched
+    from its creation; returns once every pod is Ready."""
     dep = deployment("web", PODS, command=WEB)
     container = dep["spec"]["template"]["spec"]["containers"][0]
     container["ports"] = [{"containerPort": HTTP_PORT}, {"containerPort": ECHO_PORT}]
@@ -270,10 +283,13 @@ def _web(lab: Lab) -> str:
             },
         },
     )
+    endpoints = EndpointLog(lab.kube, lab.namespace)
+    no_endpoints = NoEndpointsRule(lab.namespace, "web")
     wait_for(lambda: running_pods(lab.kube, lab.namespace, SELECTOR, PODS), 120, what="web pods")
+    ready_at = time.monotonic()
     for pod in lab.pods():
         assert keys.DEFAULT_NETWORK_KEY not in (pod["metadata"].get("annotations") or {})
-    return str(svc["spec"]["clusterIP"])
+    return Web(str(svc["spec"]["clusterIP"]), ready_at, endpoints, no_endpoints)
 
 
 class EndpointLog:
@@ -319,25 +335,116 @@ class EndpointLog:
         return self.changes
 
 
-class Probes:
-    """Every probe of the test, from the routed client; all counted exactly."""
+class NoEndpointsRule:
+    """Whether kube-proxy's "has no endpoints" REJECT for the Service is in its rules, sampled
+    every 50 ms from the Service's creation to the end; kept as the times it appeared and went.
 
-    def __init__(self, lab: Lab, addresses: list[str], cluster_ip: str) -> None:
+    A request refused (ECONNREFUSED) is answered by that rule: kube-proxy writes it while
+    the Service has no ready endpoint in its own view (not the API's), and only that rule
+    refuses a ClusterIP connection on this node. A refusal that started before the rule
+    was last seen gone is explained by it; one after it is not."""
+
+    def __init__(self, namespace: str, service: str, interval: float = 0.05) -> None:
+        self.comment = f'"{namespace}/{service}'
+        self.interval = interval
+        self.changes: list[tuple[float, bool]] = []  # (when seen, present)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _present(self) -> bool:
+        rules = subprocess.run(
+            ["iptables", "-t", "filter", "-S", "KUBE-SERVICES"], capture_output=True, text=True
+        ).stdout
+        return any(
+            self.comment in line and "has no endpoints" in line and "-j REJECT" in line
+            for line in rules.splitlines()
+        )
+
+    def _run(self) -> None:
+        last: bool | None = None
+        while not self._stop.is_set():
+            present = self._present()
+            if present != last:
+                self.changes.append((time.monotonic(), present))
+                last = present
+            self._stop.wait(self.interval)
+
+    def gone_at(self) -> float | None:
+        """When it was first seen gone after it was last seen present (None: it is there)."""
+        if not self.changes or self.changes[-1][1]:
+            return None
+        return self.changes[-1][0]
+
+    def stop(self) -> list[tuple[float, bool]]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.changes
+
+
+class Probes:
+    """Every probe of the test, from the routed client; all counted exactly, from when the
+    Service answers. What the Service did before (its creation window) is kept apart."""
+
+    def __init__(self, lab: Lab, addresses: list[str], web: Web) -> None:
         client = lab.topo.routed_client
-        self.lab = lab
+        self.lab, self.web = lab, web
         self.pings = [SeqPing(client, ip) for ip in addresses]
         for ping in self.pings:
             assert ping.wait_first(), f"no first echo from {ping.target}"
             ping.settle(20)
         self.streams = [Stream(None, client, ip, port=ECHO_PORT, timeout=2.0) for ip in addresses]
-        self.http = NetnsHttp(client, cluster_ip)
-        self.http.wait_ok(10)
-        self.endpoints = EndpointLog(lab.kube, lab.namespace)
+        self.http = NetnsHttp(client, web.cluster_ip)
+        # Counted once the EndpointSlice shows every pod ready (the API's last word) and the
+        # Service answers (kube-proxy's): nothing about the endpoints changes after that.
+        eventually(
+            lambda: any(v.count(":R") == PODS for _t, v in web.endpoints.changes[-1:]),
+            30,
+            f"{PODS} ready endpoints",
+        )
+        self.creation = self.http.wait_ok(10)
         self.started = time.monotonic()
+        self.phases: dict[str, tuple[float, float]] = {}  # name -> (from, to), monotonic
 
     def settle(self) -> None:
         for ping in self.pings:
             assert ping.settle(20), f"no echoes from {ping.target} any more"
+
+    def creation_window(self) -> tuple[str, list[str]]:
+        """The Service's first requests, before it answered: (what happened, problems).
+
+        Each refused one must have started while kube-proxy still had the Service's
+        no-endpoints REJECT (seen gone only later); any other failure is a problem."""
+        at = self.web.ready_at
+        refused = [t for t, ok, w in self.creation if not ok and w == "ECONNREFUSED"]
+        other = [(t, w) for t, ok, w in self.creation if not ok and w != "ECONNREFUSED"]
+        gone = self.web.no_endpoints.gone_at()
+        ready = next(
+            (t for t, v in self.web.endpoints.changes if v.count(":R") == PODS), None
+        )  # the first time the EndpointSlice showed every pod ready
+        problems = [f"before the Service answered: {w} at {t - at:+.2f}s" for t, w in other]
+        if gone is None:
+            problems.append("kube-proxy's no-endpoints REJECT never went")
+        else:
+            problems += [
+                f"refused at {t - at:+.2f}s, after the REJECT was seen gone ({gone - at:+.2f}s)"
+                for t in refused
+                if t >= gone
+            ]
+        first_ok = next((t for t, ok, _w in self.creation if ok), self.started)
+        text = (
+            f"{len(self.creation)} requests before 10 in a row answered, {len(refused)} refused"
+            + (f" ({refused[0] - at:+.2f}s..{refused[-1] - at:+.2f}s)" if refused else "")
+            + "; from the pods Ready (API): EndpointSlice all ready "
+            + (f"{ready - at:+.2f}s" if ready is not None else "never")
+            + ", REJECT seen gone "
+            + (f"{gone - at:+.2f}s" if gone is not None else "never")
+            + f", first answer {first_ok - at:+.2f}s"
+        )
+        return text, problems
+
+    def phase(self, name: str, since: float) -> None:
+        self.phases[name] = (since, time.monotonic())
 
     def stop(self) -> tuple[str, list[str]]:
         """(the totals, every problem described)."""
@@ -352,11 +459,13 @@ class Probes:
                 problems.append(f"pings to {ping.target}: lost {len(missing)} of {n}")
         dead = [r for r in (s.stop() for s in self.streams) if not r["alive"]]
         problems += [f"TCP stream died: {d['error']}" for d in dead]
+        counted = list(self.http.requests)
         requests, failed = self.http.stop()
-        changes = self.endpoints.stop()
+        changes = self.web.endpoints.stop()
+        rule = self.web.no_endpoints.stop()
         dropped = self.lab.guard.dropped()
+        at = self.started
         if failed:
-            at = self.started
             wall = time.time() - (time.monotonic() - at)
             problems.append(
                 f"Service: {len(failed)} of {requests} requests failed (times from "
@@ -367,15 +476,24 @@ class Probes:
             )
         if dropped:
             problems.append(f"{dropped} packets from a subnet on the wrong interface")
-        if len(changes) != 1 or changes[0][1].count(":R") != len(self.pings):
+        during = [(t, v) for t, v in changes if t >= at]
+        if during or not changes or changes[-1][1].count(":R") != len(self.pings):
             # Keep: the pod IPs stay on eth0, and nothing should touch the pods' readiness.
             problems.append(
                 "the Service's endpoints changed: "
-                + "; ".join(f"{t - self.started:.2f}s [{v}]" for t, v in changes)
+                + "; ".join(f"{t - at:.2f}s [{v}]" for t, v in changes)
             )
+        back = [t - at for t, present in rule if present and t >= at]
+        if back:
+            problems.append(f"kube-proxy's no-endpoints REJECT came back at {back}")
+        per_phase = ", ".join(
+            f"{sum(1 for t, _ok, _w in counted if t0 <= t <= t1)} during {name} ({t1 - t0:.1f}s)"
+            for name, (t0, t1) in self.phases.items()
+        )
         totals = (
             f"{echoes} echoes, {lost} lost; {len(self.streams)} TCP streams, {len(dead)} dead; "
-            f"{requests} Service requests, {len(failed)} failed; {dropped} misrouted"
+            f"{requests} Service requests ({per_phase}), {len(failed)} failed; "
+            f"{dropped} misrouted"
         )
         return totals, problems
 
@@ -392,16 +510,20 @@ def _there_and_back(lab: Lab, probes: Probes) -> str:
     # maxConcurrent as a profile has it unless told: one pod at a time.
     profile = namespace_profile(name, lab.namespace, "ptp", oldDefault="Keep")
     try:
+        since = time.monotonic()
         lab.kube.create(PROFILES, profile)
         wait_for(lambda: lab.settled_on(f"{lab.namespace}/ptp"), 120, what=f"{PODS} pods on ptp")
+        probes.phase("the switch", since)
         moved = time.monotonic() - probes.started
         for route in _default_routes(lab):
             # ptp's own route: via its gateway (on the host's veth), out of the new interface.
             assert route.startswith(f"default via {lab.ptp.gateway(V4)} dev net"), route
         time.sleep(HOLD)
         probes.settle()
+        since = time.monotonic()
         lab.kube.delete(f"{PROFILES}/{name}")
         wait_for(lambda: lab.settled_on(CLUSTER_NETWORK), 120, what=f"{PODS} pods back on eth0")
+        probes.phase("the rollback", since)
         back = time.monotonic() - probes.started
     finally:
         with contextlib.suppress(ApiError):
@@ -415,10 +537,13 @@ def _there_and_back(lab: Lab, probes: Probes) -> str:
 def test_pods_born_on_the_cluster_network_go_to_ptp_and_back_with_the_profile_and_lose_nothing(
     lab: Lab,
 ) -> None:
-    cluster_ip = _web(lab)
+    web = _web(lab)
     pods = {p["metadata"]["uid"]: p for p in lab.pods()}
     addresses = [p["status"]["podIP"] for p in pods.values()]
-    probes = Probes(lab, addresses, cluster_ip)
+    probes = Probes(lab, addresses, web)
+    creation, creation_problems = probes.creation_window()
+    print(f"\nService creation: {creation}")
+    assert not creation_problems, creation_problems
     when = _there_and_back(lab, probes)
     totals, problems = probes.stop()
     print(f"cluster network > ptp > back ({when}): {totals}")
