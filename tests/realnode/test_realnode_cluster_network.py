@@ -261,8 +261,10 @@ def lab(
 class Web:
     cluster_ip: str
     ready_at: float  # monotonic: when the API showed every pod Ready
-    endpoints: EndpointLog  # both from the Service's creation on
+    # All three from the Service's creation on:
+    endpoints: EndpointLog
     no_endpoints: NoEndpointsRule
+    http: NetnsHttp
 
 
 def _web(lab: Lab) -> Web:
@@ -283,13 +285,17 @@ def _web(lab: Lab) -> Web:
             },
         },
     )
+    cluster_ip = str(svc["spec"]["clusterIP"])
     endpoints = EndpointLog(lab.kube, lab.namespace)
     no_endpoints = NoEndpointsRule(lab.namespace, "web")
+    # Before kube-proxy knows the ClusterIP, a request to it would be routed on, off the node.
+    assert no_endpoints.programmed.wait(30), "kube-proxy wrote no rule for the Service"
+    http = NetnsHttp(lab.topo.routed_client, cluster_ip)
     wait_for(lambda: running_pods(lab.kube, lab.namespace, SELECTOR, PODS), 120, what="web pods")
     ready_at = time.monotonic()
     for pod in lab.pods():
         assert keys.DEFAULT_NETWORK_KEY not in (pod["metadata"].get("annotations") or {})
-    return Web(str(svc["spec"]["clusterIP"]), ready_at, endpoints, no_endpoints)
+    return Web(cluster_ip, ready_at, endpoints, no_endpoints, http)
 
 
 class EndpointLog:
@@ -348,6 +354,7 @@ class NoEndpointsRule:
         self.comment = f'"{namespace}/{service}'
         self.interval = interval
         self.changes: list[tuple[float, bool]] = []  # (when seen, present)
+        self.programmed = threading.Event()  # kube-proxy has rules for the Service
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -361,10 +368,19 @@ class NoEndpointsRule:
             for line in rules.splitlines()
         )
 
+    def _known(self) -> bool:
+        """kube-proxy wrote the Service's rules: its REJECT, or its DNAT to endpoints."""
+        rules = subprocess.run(
+            ["iptables", "-t", "nat", "-S", "KUBE-SERVICES"], capture_output=True, text=True
+        ).stdout
+        return any(self.comment in line for line in rules.splitlines())
+
     def _run(self) -> None:
         last: bool | None = None
         while not self._stop.is_set():
             present = self._present()
+            if not self.programmed.is_set() and (present or self._known()):
+                self.programmed.set()
             if present != last:
                 self.changes.append((time.monotonic(), present))
                 last = present
@@ -394,7 +410,7 @@ class Probes:
             assert ping.wait_first(), f"no first echo from {ping.target}"
             ping.settle(20)
         self.streams = [Stream(None, client, ip, port=ECHO_PORT, timeout=2.0) for ip in addresses]
-        self.http = NetnsHttp(client, web.cluster_ip)
+        self.http = web.http
         # Counted once the EndpointSlice shows every pod ready (the API's last word) and the
         # Service answers (kube-proxy's): nothing about the endpoints changes after that.
         eventually(
@@ -417,6 +433,7 @@ class Probes:
         no-endpoints REJECT (seen gone only later); any other failure is a problem."""
         at = self.web.ready_at
         refused = [t for t, ok, w in self.creation if not ok and w == "ECONNREFUSED"]
+        late = [t for t in refused if t >= at]  # after the API showed every pod Ready
         other = [(t, w) for t, ok, w in self.creation if not ok and w != "ECONNREFUSED"]
         gone = self.web.no_endpoints.gone_at()
         ready = next(
@@ -433,8 +450,9 @@ class Probes:
             ]
         first_ok = next((t for t, ok, _w in self.creation if ok), self.started)
         text = (
-            f"{len(self.creation)} requests before 10 in a row answered, {len(refused)} refused"
-            + (f" ({refused[0] - at:+.2f}s..{refused[-1] - at:+.2f}s)" if refused else "")
+            f"{len(self.creation)} requests before 10 in a row answered, {len(refused)} refused, "
+            f"{len(late)} of them after the pods were Ready"
+            + (f" (up to {late[-1] - at:+.2f}s)" if late else "")
             + "; from the pods Ready (API): EndpointSlice all ready "
             + (f"{ready - at:+.2f}s" if ready is not None else "never")
             + ", REJECT seen gone "
