@@ -260,7 +260,6 @@ def lab(
 @dataclass
 class Web:
     cluster_ip: str
-    ready_at: float  # monotonic: when the API showed every pod Ready
     # All three from the Service's creation on:
     endpoints: EndpointLog
     no_endpoints: NoEndpointsRule
@@ -292,10 +291,9 @@ def _web(lab: Lab) -> Web:
     assert no_endpoints.programmed.wait(30), "kube-proxy wrote no rule for the Service"
     http = NetnsHttp(lab.topo.routed_client, cluster_ip)
     wait_for(lambda: running_pods(lab.kube, lab.namespace, SELECTOR, PODS), 120, what="web pods")
-    ready_at = time.monotonic()
     for pod in lab.pods():
         assert keys.DEFAULT_NETWORK_KEY not in (pod["metadata"].get("annotations") or {})
-    return Web(cluster_ip, ready_at, endpoints, no_endpoints, http)
+    return Web(cluster_ip, endpoints, no_endpoints, http)
 
 
 class EndpointLog:
@@ -353,7 +351,10 @@ class NoEndpointsRule:
     def __init__(self, namespace: str, service: str, interval: float = 0.05) -> None:
         self.comment = f'"{namespace}/{service}'
         self.interval = interval
-        self.changes: list[tuple[float, bool]] = []  # (when seen, present)
+        # Each change as the listing that saw it: (started, ended, present). A listing reads
+        # the rules somewhere in between: a change happened after the previous listing
+        # started and before the one that saw it ended.
+        self.changes: list[tuple[float, float, bool]] = []
         self.programmed = threading.Event()  # kube-proxy has rules for the Service
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -377,22 +378,25 @@ class NoEndpointsRule:
 
     def _run(self) -> None:
         last: bool | None = None
+        previous = 0.0  # when the listing before this one started
         while not self._stop.is_set():
+            started = time.monotonic()
             present = self._present()
+            if present != last:
+                self.changes.append((previous, time.monotonic(), present))
+                last = present
             if not self.programmed.is_set() and (present or self._known()):
                 self.programmed.set()
-            if present != last:
-                self.changes.append((time.monotonic(), present))
-                last = present
+            previous = started
             self._stop.wait(self.interval)
 
-    def gone_at(self) -> float | None:
-        """When it was first seen gone after it was last seen present (None: it is there)."""
-        if not self.changes or self.changes[-1][1]:
+    def gone(self) -> tuple[float, float] | None:
+        """Between when it was removed the last time: (after, before); None: it is there."""
+        if not self.changes or self.changes[-1][2]:
             return None
-        return self.changes[-1][0]
+        return self.changes[-1][0], self.changes[-1][1]
 
-    def stop(self) -> list[tuple[float, bool]]:
+    def stop(self) -> list[tuple[float, float, bool]]:
         self._stop.set()
         self._thread.join(timeout=5)
         return self.changes
@@ -431,32 +435,29 @@ class Probes:
 
         Each refused one must have started while kube-proxy still had the Service's
         no-endpoints REJECT (seen gone only later); any other failure is a problem."""
-        at = self.web.ready_at
+        # From when the EndpointSlice showed every pod ready: the API's word, sampled every
+        # 0.1 s (the pods' Ready condition has a resolution of a second).
+        at = next(t for t, v in self.web.endpoints.changes if v.count(":R") == PODS)
         refused = [t for t, ok, w in self.creation if not ok and w == "ECONNREFUSED"]
-        late = [t for t in refused if t >= at]  # after the API showed every pod Ready
+        late = [t for t in refused if t >= at]
         other = [(t, w) for t, ok, w in self.creation if not ok and w != "ECONNREFUSED"]
-        gone = self.web.no_endpoints.gone_at()
-        ready = next(
-            (t for t, v in self.web.endpoints.changes if v.count(":R") == PODS), None
-        )  # the first time the EndpointSlice showed every pod ready
+        gone = self.web.no_endpoints.gone()
         problems = [f"before the Service answered: {w} at {t - at:+.2f}s" for t, w in other]
         if gone is None:
             problems.append("kube-proxy's no-endpoints REJECT never went")
         else:
             problems += [
-                f"refused at {t - at:+.2f}s, after the REJECT was seen gone ({gone - at:+.2f}s)"
+                f"refused at {t - at:+.2f}s, after the REJECT was seen gone ({gone[1] - at:+.2f}s)"
                 for t in refused
-                if t >= gone
+                if t >= gone[1]
             ]
         first_ok = next((t for t, ok, _w in self.creation if ok), self.started)
         text = (
             f"{len(self.creation)} requests before 10 in a row answered, {len(refused)} refused, "
-            f"{len(late)} of them after the pods were Ready"
-            + (f" (up to {late[-1] - at:+.2f}s)" if late else "")
-            + "; from the pods Ready (API): EndpointSlice all ready "
-            + (f"{ready - at:+.2f}s" if ready is not None else "never")
-            + ", REJECT seen gone "
-            + (f"{gone - at:+.2f}s" if gone is not None else "never")
+            f"{len(late)} of them after the EndpointSlice showed every pod ready"
+            + (f" (the last {late[-1] - at:+.2f}s)" if late else "")
+            + "; from then: kube-proxy's REJECT removed "
+            + (f"between {gone[0] - at:+.2f}s and {gone[1] - at:+.2f}s" if gone else "never")
             + f", first answer {first_ok - at:+.2f}s"
         )
         return text, problems
@@ -501,7 +502,7 @@ class Probes:
                 "the Service's endpoints changed: "
                 + "; ".join(f"{t - at:.2f}s [{v}]" for t, v in changes)
             )
-        back = [t - at for t, present in rule if present and t >= at]
+        back = [t - at for _t0, t, present in rule if present and t >= at]
         if back:
             problems.append(f"kube-proxy's no-endpoints REJECT came back at {back}")
         per_phase = ", ".join(
