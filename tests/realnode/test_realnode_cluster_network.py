@@ -452,13 +452,15 @@ class Probes:
                 if t >= gone[1]
             ]
         first_ok = next((t for t, ok, _w in self.creation if ok), self.started)
+        # kube-proxy lifts the REJECT at its first sync with one ready endpoint.
+        one = next(t for t, v in self.web.endpoints.changes if ":R" in v)
         text = (
             f"{len(self.creation)} requests before 10 in a row answered, {len(refused)} refused, "
             f"{len(late)} of them after the EndpointSlice showed every pod ready"
             + (f" (the last {late[-1] - at:+.2f}s)" if late else "")
-            + "; from then: kube-proxy's REJECT removed "
-            + (f"between {gone[0] - at:+.2f}s and {gone[1] - at:+.2f}s" if gone else "never")
-            + f", first answer {first_ok - at:+.2f}s"
+            + "; from the first ready endpoint in it: kube-proxy's REJECT removed "
+            + (f"between {gone[0] - one:+.2f}s and {gone[1] - one:+.2f}s" if gone else "never")
+            + f", first answer {first_ok - one:+.2f}s, every pod ready {at - one:+.2f}s"
         )
         return text, problems
 
