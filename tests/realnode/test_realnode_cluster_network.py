@@ -24,7 +24,11 @@ readiness, that window looked like refusals "during the switch" (issue 17). The
 test keeps that window apart and checks its cause: every refusal in it must have
 started while kube-proxy's rules still held the REJECT (sampled every 50 ms),
 and the REJECT must never come back, nor the endpoints change, during the switch
-and the rollback, whose requests are counted each on its own.
+and the rollback, whose requests are counted each on its own. The node forwards
+nothing of the client's but to pod addresses (dropped and counted otherwise): a
+request kube-proxy neither REJECTs nor DNATs — its filter and nat rules are
+written one after the other — would be routed off the node; in the creation
+window it is a timeout, explained by that count, and after it there must be none.
 """
 
 from __future__ import annotations
@@ -182,6 +186,43 @@ class SourceGuard:
             self._ipt("-X", chain, check=False)
 
 
+class ClientEgress:
+    """Drops and counts what the routed client sends the node to forward anywhere but a pod
+    address (the cluster network's subnet, the ptp subnet): a request to the ClusterIP that
+    kube-proxy did not DNAT would otherwise be routed on, off the node."""
+
+    def __init__(self, tag: str, client_subnet: str, pod_subnets: list[str]) -> None:
+        self.chain = f"NSG{tag}e"
+        self.client_subnet, self.pod_subnets = client_subnet, pod_subnets
+
+    def _ipt(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["iptables", "-t", "filter", *args], capture_output=True, text=True, check=check
+        )
+
+    def create(self) -> None:
+        self._ipt("-N", self.chain)
+        for subnet in self.pod_subnets:
+            self._ipt("-A", self.chain, "-d", subnet, "-j", "RETURN")
+        self._ipt("-A", self.chain, "-j", "DROP")
+        self._ipt("-I", "FORWARD", "-s", self.client_subnet, "-j", self.chain)
+
+    def dropped(self) -> int:
+        listing = self._ipt("-L", self.chain, "-v", "-x", "-n").stdout
+        return sum(
+            int(words[0])
+            for words in (line.split() for line in listing.splitlines())
+            if len(words) > 2 and words[0].isdigit() and words[2] == "DROP"
+        )
+
+    def delete(self) -> None:
+        rule = ["FORWARD", "-s", self.client_subnet, "-j", self.chain]
+        while self._ipt("-D", *rule, check=False).returncode == 0:
+            pass
+        self._ipt("-F", self.chain, check=False)
+        self._ipt("-X", self.chain, check=False)
+
+
 @dataclass
 class Lab:
     cluster: LocalCluster
@@ -190,6 +231,7 @@ class Lab:
     namespace: str
     topo: Topology
     guard: SourceGuard
+    egress: ClientEgress
     ptp: Subnet
     store: Path
 
@@ -213,15 +255,17 @@ def lab(
     ptp, routed = subnets(2, (V4,), second=240)
     topo = Topology(name=f"cn{tag}", bridges={}, routed=routed)
     guard = SourceGuard(tag, real_node.pod_subnet, real_node.bridge, ptp.cidr(V4))
+    egress = ClientEgress(tag, routed.cidr(V4), [real_node.pod_subnet, ptp.cidr(V4)])
     store = real_node.root / "cni" / "test-networks" / f"ptp{tag}"
-    made = Lab(real_cluster, real_node, real_kube, real_namespace, topo, guard, ptp, store)
+    made = Lab(real_cluster, real_node, real_kube, real_namespace, topo, guard, egress, ptp, store)
     forwarding = f"net.ipv4.conf.{real_node.bridge}.forwarding"
     before = subprocess.run(["sysctl", "-n", forwarding], capture_output=True, text=True)
     # The routed client reaches the pods' cluster network addresses through the node.
     subprocess.run(["sysctl", "-qw", f"{forwarding}=1"], check=True)
     topo.create()
-    guard.create()
     try:
+        guard.create()
+        egress.create()
         config = {
             "cniVersion": "1.0.0",
             "name": "ptp",
@@ -251,6 +295,7 @@ def lab(
             check=False,
             timeout=90,
         )
+        egress.delete()
         guard.delete()
         topo.delete()
         if before.returncode == 0:
@@ -423,6 +468,7 @@ class Probes:
             f"{PODS} ready endpoints",
         )
         self.creation = self.http.wait_ok(10)
+        self.egress_before = lab.egress.dropped()
         self.started = time.monotonic()
         self.phases: dict[str, tuple[float, float]] = {}  # name -> (from, to), monotonic
 
@@ -440,9 +486,22 @@ class Probes:
         at = next(t for t, v in self.web.endpoints.changes if v.count(":R") == PODS)
         refused = [t for t, ok, w in self.creation if not ok and w == "ECONNREFUSED"]
         late = [t for t in refused if t >= at]
-        other = [(t, w) for t, ok, w in self.creation if not ok and w != "ECONNREFUSED"]
+        timeouts = [t for t, ok, w in self.creation if not ok and w == "TimeoutError"]
+        other = [
+            (t, w)
+            for t, ok, w in self.creation
+            if not ok and w not in ("ECONNREFUSED", "TimeoutError")
+        ]
         gone = self.web.no_endpoints.gone()
         problems = [f"before the Service answered: {w} at {t - at:+.2f}s" for t, w in other]
+        # A request that kube-proxy neither REJECTed nor DNATed (it writes its filter and nat
+        # rules one after the other) is dropped by the client's egress guard: a timeout.
+        undnated = self.egress_before
+        if timeouts and not undnated:
+            problems.append(
+                f"{len(timeouts)} requests timed out before the Service answered, "
+                "none of them left un-DNATed"
+            )
         if gone is None:
             problems.append("kube-proxy's no-endpoints REJECT never went")
         else:
@@ -460,7 +519,8 @@ class Probes:
             + (f" (the last {late[-1] - at:+.2f}s)" if late else "")
             + "; from the first ready endpoint in it: kube-proxy's REJECT removed "
             + (f"between {gone[0] - one:+.2f}s and {gone[1] - one:+.2f}s" if gone else "never")
-            + f", first answer {first_ok - one:+.2f}s, every pod ready {at - one:+.2f}s"
+            + f", first answer {first_ok - one:+.2f}s, every pod ready {at - one:+.2f}s; "
+            f"{len(timeouts)} timed out, {undnated} packets to the ClusterIP not DNATed"
         )
         return text, problems
 
@@ -485,6 +545,7 @@ class Probes:
         changes = self.web.endpoints.stop()
         rule = self.web.no_endpoints.stop()
         dropped = self.lab.guard.dropped()
+        undnated = self.lab.egress.dropped() - self.egress_before
         at = self.started
         if failed:
             wall = time.time() - (time.monotonic() - at)
@@ -497,6 +558,8 @@ class Probes:
             )
         if dropped:
             problems.append(f"{dropped} packets from a subnet on the wrong interface")
+        if undnated:
+            problems.append(f"{undnated} packets to the ClusterIP were not DNATed")
         during = [(t, v) for t, v in changes if t >= at]
         if during or not changes or changes[-1][1].count(":R") != len(self.pings):
             # Keep: the pod IPs stay on eth0, and nothing should touch the pods' readiness.
@@ -514,7 +577,7 @@ class Probes:
         totals = (
             f"{echoes} echoes, {lost} lost; {len(self.streams)} TCP streams, {len(dead)} dead; "
             f"{requests} Service requests ({per_phase}), {len(failed)} failed; "
-            f"{dropped} misrouted"
+            f"{dropped} misrouted, {undnated} not DNATed"
         )
         return totals, problems
 
