@@ -189,7 +189,10 @@ class SourceGuard:
 class ClientEgress:
     """Drops and counts what the routed client sends the node to forward anywhere but a pod
     address (the cluster network's subnet, the ptp subnet): a request to the ClusterIP that
-    kube-proxy did not DNAT would otherwise be routed on, off the node."""
+    kube-proxy did not DNAT would otherwise be routed on, off the node.
+
+    In mangle POSTROUTING: after kube-proxy's DNAT (nat PREROUTING) and its no-endpoints
+    REJECT (filter FORWARD), so that what they do is seen as they do it."""
 
     def __init__(self, tag: str, client_subnet: str, pod_subnets: list[str]) -> None:
         self.chain = f"NSG{tag}e"
@@ -197,7 +200,7 @@ class ClientEgress:
 
     def _ipt(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["iptables", "-t", "filter", *args], capture_output=True, text=True, check=check
+            ["iptables", "-t", "mangle", *args], capture_output=True, text=True, check=check
         )
 
     def create(self) -> None:
@@ -205,7 +208,7 @@ class ClientEgress:
         for subnet in self.pod_subnets:
             self._ipt("-A", self.chain, "-d", subnet, "-j", "RETURN")
         self._ipt("-A", self.chain, "-j", "DROP")
-        self._ipt("-I", "FORWARD", "-s", self.client_subnet, "-j", self.chain)
+        self._ipt("-I", "POSTROUTING", "-s", self.client_subnet, "-j", self.chain)
 
     def dropped(self) -> int:
         listing = self._ipt("-L", self.chain, "-v", "-x", "-n").stdout
@@ -216,7 +219,7 @@ class ClientEgress:
         )
 
     def delete(self) -> None:
-        rule = ["FORWARD", "-s", self.client_subnet, "-j", self.chain]
+        rule = ["POSTROUTING", "-s", self.client_subnet, "-j", self.chain]
         while self._ipt("-D", *rule, check=False).returncode == 0:
             pass
         self._ipt("-F", self.chain, check=False)
