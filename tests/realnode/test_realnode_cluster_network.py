@@ -17,18 +17,19 @@ and any from the ptp subnet that does: a reply that left a pod by the wrong
 interface. The Service's endpoints must not change at all (the pod IPs stay on eth0).
 
 Requests are counted from when the Service answers, not from when the pods are
-Ready: a new Service refuses (kube-proxy's "has no endpoints" REJECT, an ICMP port
-unreachable, ECONNREFUSED) until kube-proxy has synced its first ready endpoint,
-which can come after the API shows every pod Ready. Counted from the pods'
-readiness, that window looked like refusals "during the switch" (issue 17). The
-test keeps that window apart and checks its cause: every refusal in it must have
-started while kube-proxy's rules still held the REJECT (sampled every 50 ms),
-and the REJECT must never come back, nor the endpoints change, during the switch
-and the rollback, whose requests are counted each on its own. The node forwards
-nothing of the client's but to pod addresses (dropped and counted otherwise): a
-request kube-proxy neither REJECTs nor DNATs — its filter and nat rules are
-written one after the other — would be routed off the node; in the creation
-window it is a timeout, explained by that count, and after it there must be none.
+Ready: a new Service's first requests can fail until kube-proxy has synced its
+first ready endpoint, which can come after the API shows every pod Ready.
+Counted from the pods' readiness, that window looked like refusals "during the
+switch" (issue 17). The test keeps it apart and reports what happened in it
+(refusals, timeouts, kube-proxy's no-endpoints REJECT sampled every 50 ms).
+The node forwards nothing of the client's but to pod addresses (dropped and
+counted otherwise, after kube-proxy's DNAT and REJECT): a request to the ClusterIP
+that kube-proxy did not DNAT never leaves the node. Measured so: in the creation
+window some requests pass neither DNATed nor REJECTed, and time out here (without
+this guard they were routed off the node and refused from beyond it). During the
+switch and the rollback, whose requests are counted each on its own, nothing may
+fail, no packet may leave un-DNATed, the REJECT must not come back and the
+endpoints must not change.
 """
 
 from __future__ import annotations
@@ -120,9 +121,9 @@ class NetnsHttp:
             self._stop.wait(self.interval)
 
     def wait_ok(self, n: int, timeout: float = 60) -> list[tuple[float, bool, str]]:
-        """Until `n` requests in a row succeeded: kube-proxy REJECTs a Service without ready
-        endpoints (ECONNREFUSED) until its sync after the EndpointSlice gets one, which can
-        come after the API shows the pods Ready. What came before is returned, not counted."""
+        """Until `n` requests in a row succeeded: a new Service's requests fail until
+        kube-proxy has synced its first ready endpoint, which can come after the API shows
+        the pods Ready. What came before is returned, not counted."""
 
         def streak() -> bool:
             tail = self.requests[-n:]
@@ -391,10 +392,8 @@ class NoEndpointsRule:
     """Whether kube-proxy's "has no endpoints" REJECT for the Service is in its rules, sampled
     every 50 ms from the Service's creation to the end; kept as the times it appeared and went.
 
-    A request refused (ECONNREFUSED) is answered by that rule: kube-proxy writes it while
-    the Service has no ready endpoint in its own view (not the API's), and only that rule
-    refuses a ClusterIP connection on this node. A refusal that started before the rule
-    was last seen gone is explained by it; one after it is not."""
+    kube-proxy writes it while the Service has no ready endpoint in its own view (not the
+    API's). A refusal that started after the rule was seen gone is unexplained."""
 
     def __init__(self, namespace: str, service: str, interval: float = 0.05) -> None:
         self.comment = f'"{namespace}/{service}'
@@ -482,8 +481,9 @@ class Probes:
     def creation_window(self) -> tuple[str, list[str]]:
         """The Service's first requests, before it answered: (what happened, problems).
 
-        Each refused one must have started while kube-proxy still had the Service's
-        no-endpoints REJECT (seen gone only later); any other failure is a problem."""
+        A refused one must have started while kube-proxy still had the Service's
+        no-endpoints REJECT (seen gone only later), a timed-out one must come with packets
+        that left un-DNATed; any other failure is a problem."""
         # From when the EndpointSlice showed every pod ready: the API's word, sampled every
         # 0.1 s (the pods' Ready condition has a resolution of a second).
         at = next(t for t, v in self.web.endpoints.changes if v.count(":R") == PODS)
@@ -497,8 +497,8 @@ class Probes:
         ]
         gone = self.web.no_endpoints.gone()
         problems = [f"before the Service answered: {w} at {t - at:+.2f}s" for t, w in other]
-        # A request that kube-proxy neither REJECTed nor DNATed (it writes its filter and nat
-        # rules one after the other) is dropped by the client's egress guard: a timeout.
+        # A request that kube-proxy neither REJECTed nor DNATed is dropped by the client's
+        # egress guard (counted): a timeout.
         undnated = self.egress_before
         if timeouts and not undnated:
             problems.append(
@@ -514,7 +514,7 @@ class Probes:
                 if t >= gone[1]
             ]
         first_ok = next((t for t, ok, _w in self.creation if ok), self.started)
-        # kube-proxy lifts the REJECT at its first sync with one ready endpoint.
+        # kube-proxy's first sync with one ready endpoint lifts the REJECT.
         one = next(t for t, v in self.web.endpoints.changes if ":R" in v)
         text = (
             f"{len(self.creation)} requests before 10 in a row answered, {len(refused)} refused, "
