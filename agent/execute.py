@@ -2,8 +2,10 @@
 
 Crash-safety of the records: a record is written (Attaching) before ADD, DEL
 always runs with the config the ADD used, a record is deleted only once its DEL
-succeeded, and a failed DEL keeps it (Detaching, retried). Decisions are the
-planner's: this module does what the plan says and reports how it went.
+succeeded, and a failed DEL keeps it (Detaching, retried) unless the planner
+marked the DEL best effort. Decisions are the planner's: this module does what
+the plan (`plan_pod`, or `plan_release` for a pod that is gone) says and
+reports how it went.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,7 +31,7 @@ from agent.metrics import (
 )
 from agent.netns import Sandbox, same_namespace
 from agent.networks import NetworkConfigs, PodError
-from agent.observe import Observation, live_result
+from agent.observe import Observation, as_current, live_result
 from agent.outcomes import NODE_CONF, Attached, Detached, Outcome, Problem, Switched
 from agent.plan import (
     Adopt,
@@ -40,10 +42,12 @@ from agent.plan import (
     network_id,
     not_a_default_network,
     parse_network_id,
+    plan_release,
     same_sandbox,
     switch_routes,
 )
 from netshift import annotations as ann
+from netshift.attachments import AttachmentRecord, PodMeta
 from netshift.cni.config import CniError, CniTimeoutError, RuntimeConf
 from netshift.cni.executor import CniExecutor
 from netshift.cni.nad import attachment_runtime, recorded_invocation
@@ -59,7 +63,7 @@ from netshift.keys import (
     SECONDARY,
 )
 from netshift.kube import now_rfc3339
-from netshift.records import AttachmentRecord, PodMeta, RecordStore
+from netshift.records import RecordStore
 
 log = logging.getLogger("netshift.agent")
 _FAMILY: dict[int, int] = {4: socket.AF_INET, 6: socket.AF_INET6}  # IP version -> family
@@ -155,7 +159,7 @@ class Executor:
                 )
             if d.why == "drained":
                 self._remove_source_routes(obs, rec)
-            done.append(replace(self.detach(rec, d.attempt, d.retry_in), why=d.why))
+            done.append(replace(self.detach(rec, d), why=d.why))
         return done
 
     # -- attach ------------------------------------------------------------------------------
@@ -283,10 +287,11 @@ class Executor:
 
     # -- detach ------------------------------------------------------------------------------
 
-    def detach(self, rec: AttachmentRecord, attempt: int, retry_in: float) -> Detached:
-        """DEL with the exact config the ADD used; the record goes only once DEL succeeded."""
-        if rec.state == FAILED:
-            # A failed ADD was rolled back already; a DEL again is cheap and releases any leftovers.
+    def detach(self, rec: AttachmentRecord, d: Detach) -> Detached:
+        """DEL with the exact config the ADD used; the record goes only once DEL succeeded
+        (or at once, for a best-effort DEL)."""
+        attempt, retry_in = d.attempt, d.retry_in
+        if d.best_effort:
             with contextlib.suppress(CniError, PodError):
                 self._delete(rec)
             self.store.delete(rec.pod_uid, rec.interface)
@@ -339,28 +344,38 @@ class Executor:
             with contextlib.suppress(netlink.NetnsNotFound):
                 netlink.delete_link(rt.netns, rec.interface)
 
-    def cleanup(self, uid: str) -> bool:
-        """The pod is gone or finished: DEL every attachment the agent holds, so IPAM is released.
+    def release(self, uid: str, detaches: Sequence[Detach]) -> list[AttachmentRecord]:
+        """Carry out `plan_release` for a pod that is gone or finished, so IPAM is released.
 
-        True when nothing is left.
+        A record goes once its DEL succeeded (a best-effort one whatever happened); then the
+        pod's directory, once empty. Returns the records left.
         """
-        records = self.store.list_pod(uid)
         released = 0
-        for rec in records:
+        for d in detaches:
+            rec = self.store.get(uid, d.current.interface)
+            if rec is None:
+                continue
             try:
                 self._delete(rec)
             except (CniError, PodError) as err:
                 log.warning("pod %s: DEL %s failed at clean-up: %s", uid, rec.interface, err)
-                if rec.state != FAILED:
+                if not d.best_effort:
                     continue
-                # As in `detach`: a failed ADD was rolled back already; its record must not
-                # keep the pod from being released (a NAD whose plugin does not exist).
             self.store.delete(uid, rec.interface)
             released += 1
         self.store.delete_pod(uid)
-        if records:
-            log.info("pod %s gone: released %d of %d attachment(s)", uid, released, len(records))
-        return released == len(records)
+        if detaches:
+            log.info("pod %s gone: released %d of %d attachment(s)", uid, released, len(detaches))
+        return self.store.list_pod(uid)
+
+    def cleanup(self, uid: str) -> bool:
+        """Release everything held for `uid` as the planner says; True when nothing is left.
+
+        The plan and its execution in one call, for callers that decide nothing else
+        (a node being taken down, tests).
+        """
+        held = [as_current(r) for r in self.store.list_pod(uid)]
+        return not self.release(uid, plan_release(held))
 
     # -- the default network -------------------------------------------------------------------
 

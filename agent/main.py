@@ -19,6 +19,7 @@ from agent.netns import (
     NetnsResolver,
     PathTemplateResolver,
 )
+from agent.plan import DEFAULT_RETRY, Retry
 from agent.procsys import NET_SYSCTLS, make_net_sysctls_writable
 from agent.reconcile import Agent, AgentSettings
 from netshift.cni.nodeconf import DEFAULT_CONF_DIR
@@ -74,6 +75,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='the cluster\'s NAD policy ConfigMap as "namespace/name" ("" for none)',
     )
     parser.add_argument("--resync-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--retry-base-seconds",
+        type=float,
+        default=DEFAULT_RETRY.base,
+        help="a failed attachment is tried again after this, doubling after each failure",
+    )
+    parser.add_argument(
+        "--retry-max-seconds",
+        type=float,
+        default=DEFAULT_RETRY.cap,
+        help="at most this long between two attempts of a failed attachment",
+    )
     parser.add_argument("--ready-file", default=None, help="written once the agent is ready")
     parser.add_argument(
         "--timing-log", default=None, help="append one JSON line per pod change (for bench/)"
@@ -120,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
             node_conf_dir=args.node_conf_dir or None,
             workers=args.workers,
             resync_seconds=args.resync_seconds,
+            retry=Retry(args.retry_base_seconds, args.retry_max_seconds),
             nad_policy=_namespaced(args.nad_policy_configmap),
         ),
         build_resolver(args),

@@ -17,8 +17,9 @@ from agent.netns import Sandbox, same_namespace
 from agent.plan import Current, EarlierSwitch, Seen, parse_network_id, selection_key
 from netshift import annotations as ann
 from netshift import keys
+from netshift.attachments import AttachmentRecord, PodMeta
 from netshift.pod import Pod
-from netshift.records import AttachmentRecord, PodMeta, RecordStore
+from netshift.records import RecordStore
 
 log = logging.getLogger("netshift.agent")
 

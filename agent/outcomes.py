@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from agent.plan import Attach
-
-if TYPE_CHECKING:
-    from netshift.records import AttachmentRecord
+from netshift.attachments import AttachmentRecord
 
 # A record's extra key: the node conf file its config came from (a NAD without spec.config).
 NODE_CONF = "node_conf_file"

@@ -1,12 +1,24 @@
 """Decide what to do for one pod: desired networks vs what is there (pure, no I/O).
 
-The reconciler observes the pod (its annotations), the agent's attachment
-records, the pod's `network-status` and the links in its netns, and gets a
-`Plan` of typed actions back: adopt what others attached at creation, release
-what vanished, detach, attach, move the default network, drain an old default.
-Every decision is made here, retries included: which attempt an action is, how
-long to back off when it fails, and when to look at the pod again.
-Detaches come first so that a swap behind one interface name works.
+First the pod's lifecycle (`plan_lifecycle`): a pod that is gone or finished,
+or terminating with its netns gone, is released (`plan_release`: DEL of
+everything the agent holds for it, and when to try again what could not be
+released, `after_release`); a pod that is terminating with its netns, not
+running yet, or on the host network is left as it is; a running pod is
+converged.
+
+To converge, the reconciler observes the pod (its annotations), the agent's
+attachment records, the pod's `network-status` and the links in its netns, and
+gets a `Plan` of typed actions back (`plan_pod`): adopt what others attached at
+creation, release what vanished, detach, attach, move the default network,
+drain an old default. Every decision is made here, retries included: which
+attempt an action is, how long to back off when it fails, what a failed DEL
+leaves, and when to look at the pod again. Detaches come first so that a swap
+behind one interface name works.
+
+When a NAD is added, changed or deleted, `pods_naming` says which pods that
+concerns (they are reconciled at once), and `plan_pod` tries a failed
+attachment of a changed NAD again without waiting for its backoff.
 
 A recreated sandbox (a new sandbox id and netns for the same pod, e.g. after the
 runtime restarted it) is noticed on the records: what the agent held in the old
@@ -18,10 +30,12 @@ adopted, what only the agent had is plugged again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from netshift import keys
@@ -46,6 +60,7 @@ from netshift.keys import (
     PREVIOUS_DEFAULT,
     SECONDARY,
 )
+from netshift.pod import Pod
 from netshift.podstatus import SwitchPolicy, parse_switch_policy
 
 MAX_BACKOFF = 300.0
@@ -57,6 +72,13 @@ DRAIN_RECHECK = 0.1
 # it after a sandbox appeared; then the interface is adopted by its name alone.
 SETTLE_SECONDS = 10.0
 UNSETTLED_RECHECK = 1.0
+FINISHED = ("Succeeded", "Failed")
+# What a released pod still holds (its DEL failed) is tried again this often, and at every
+# resync: its address is never forgotten.
+RELEASE_RETRY = 10.0
+TERMINATING_RECHECK = 10.0  # a terminating pod that still has its netns is looked at this often
+NETNS_RETRY = 5.0  # the resolver could not say where the pod's netns is
+SANDBOX_RECHECK = 1.0  # a running pod whose sandbox is not there (yet, or any more)
 _AUTO_NAME = re.compile(r"net[0-9]+")
 
 
@@ -79,9 +101,35 @@ def selection_key(selection: Mapping[str, Any] | NetworkSelection) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
+@dataclass(frozen=True)
+class Retry:
+    """How long a failed attachment (ADD or DEL) waits before its next attempt: `base`
+    seconds after the first, doubling after each one, at most `cap`. The agent's
+    `--retry-base-seconds` and `--retry-max-seconds`."""
+
+    base: float = 1.0
+    cap: float = MAX_BACKOFF
+
+    def __post_init__(self) -> None:
+        if not 0 < self.base <= self.cap:
+            raise ValueError(
+                f"retry base {self.base}s and maximum {self.cap}s: "
+                "the base must be above 0 and at most the maximum"
+            )
+
+    def after(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (from 1)."""
+        n = max(attempt - 1, 0)
+        # 2**n overflows a float long after the cap is reached.
+        return self.cap if n >= 64 else float(min(self.base * 2**n, self.cap))
+
+
+DEFAULT_RETRY = Retry()
+
+
 def backoff(attempt: int) -> float:
     """Seconds to wait after failed attempt number `attempt`: 1, 2, 4, ... at most MAX_BACKOFF."""
-    return float(min(2 ** max(attempt - 1, 0), MAX_BACKOFF))
+    return DEFAULT_RETRY.after(attempt)
 
 
 # -- what the planner is given -----------------------------------------------------------
@@ -177,12 +225,17 @@ class Adopt:
 
 @dataclass(frozen=True)
 class Detach:
-    """CNI DEL with the recorded config, for `why`: unwanted, replaced, vanished or drained."""
+    """CNI DEL with the recorded config, for `why`: unwanted, replaced, vanished, drained,
+    recreated (its sandbox was replaced) or released (the pod is gone)."""
 
     current: Current
     why: str
     attempt: int
     retry_in: float  # backoff if this DEL fails
+    # A failed ADD, rolled back already: the DEL only sweeps leftovers, and the record goes
+    # even if it fails (nothing is reserved; its plugin may not even exist, and the record
+    # would hold the pod forever). Any other record stays until its DEL succeeds.
+    best_effort: bool = False
 
 
 @dataclass(frozen=True)
@@ -235,13 +288,132 @@ class Plan:
         self.retry_in = seconds if self.retry_in is None else min(self.retry_in, seconds)
 
 
-# -- planning -------------------------------------------------------------------------------
+# -- a pod's lifecycle: converge, keep, or release ---------------------------------------------
 
 
-def plan_pod(wish: Wish, seen: Seen, now: float) -> Plan:
-    """Plan one pod: bookkeeping of what is there, then the diff against the wish."""
+class Netns(Enum):
+    """What the reconciler found of the pod's network namespace."""
+
+    UNKNOWN = "not looked up"  # `needs_netns` said the decision does not depend on it
+    FOUND = "found"
+    ABSENT = "absent"  # no sandbox: not started yet, torn down, or being replaced
+    UNREADABLE = "unreadable"  # the resolver failed (the reconciler logs why)
+
+
+class Step(Enum):
+    CONVERGE = "converge"  # make the pod's interfaces match its annotations (`plan_pod`)
+    KEEP = "keep"  # leave everything as it is
+    RELEASE = "release"  # DEL everything the agent holds for it (`plan_release`)
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    step: Step
+    why: str
+    requeue_after: float | None = None  # KEEP: when to look again (None: at the next event)
+
+
+def needs_netns(pod: Pod | None) -> bool:
+    """Whether `plan_lifecycle` decides on the pod's netns; else it is not looked up."""
+    if pod is None or pod.phase in FINISHED:
+        return False
+    return pod.terminating or (pod.phase == "Running" and not pod.host_network)
+
+
+def plan_lifecycle(pod: Pod | None, netns: Netns) -> Lifecycle:
+    """What to do with a pod of this node, from its object (None: gone) and its netns."""
+    if pod is None:
+        return Lifecycle(Step.RELEASE, "gone")
+    if pod.phase in FINISHED:
+        return Lifecycle(Step.RELEASE, f"phase {pod.phase}")
+    if pod.terminating:
+        if netns is Netns.ABSENT:
+            return Lifecycle(Step.RELEASE, "terminating, its netns gone")
+        # Graceful shutdown: the pod keeps every network until its sandbox is gone; the
+        # runtime's teardown (or the pod's final deletion) brings it back here too.
+        return Lifecycle(Step.KEEP, "terminating, its netns there or unknown", TERMINATING_RECHECK)
+    if pod.host_network:
+        return Lifecycle(Step.KEEP, "on the host network")  # no netns of its own
+    if pod.phase != "Running":
+        # The runtime (and Multus) may still be setting the sandbox up. The pod's update
+        # to Running queues it again, so an earlier edit is not lost.
+        return Lifecycle(Step.KEEP, f"phase {pod.phase or 'unknown'}")
+    if netns is Netns.FOUND:
+        return Lifecycle(Step.CONVERGE, "running")
+    if netns is Netns.UNREADABLE:
+        return Lifecycle(Step.KEEP, "its netns cannot be found", NETNS_RETRY)
+    # Not started yet (or torn down, or being replaced): the wish waits on the pod.
+    return Lifecycle(Step.KEEP, "running, no sandbox yet", SANDBOX_RECHECK)
+
+
+def plan_release(held: Sequence[Current]) -> list[Detach]:
+    """A released pod: DEL every attachment the agent holds, with its recorded config."""
+    return [Detach(c, "released", 1, RELEASE_RETRY, best_effort=c.state == FAILED) for c in held]
+
+
+def after_release(left: Sequence[Current]) -> float | None:
+    """When to look at a released pod again: once nothing is left, never (its next event
+    or a resync would find nothing to do); else when its DELs are tried again."""
+    return RELEASE_RETRY if left else None
+
+
+# -- a NetworkAttachmentDefinition added, changed or deleted -----------------------------------
+
+
+def networks_named(wish: Wish | None, held: Collection[NetworkRef]) -> set[NetworkRef]:
+    """The NADs a pod depends on: those its annotations ask for (secondary networks and
+    its default) and those the agent holds attachments of (`held`: the networks of its
+    records). `wish` None: the pod is gone, only its records count."""
+    named = set(held)
+    if wish is None:
+        return named
+    value = wish.annotations.get(keys.DEFAULT_NETWORK_KEY)
+    if value:
+        with contextlib.suppress(AnnotationError):  # unreadable: no NAD mends it (reported)
+            named.add(parse_default_network(value, wish.namespace))
+    with contextlib.suppress(AnnotationError):
+        selections = parse_networks(wish.annotations.get(keys.NETWORKS_KEY, ""))
+        named.update(s.ref(wish.namespace) for s in selections)
+    return named
+
+
+def pods_naming(
+    ref: NetworkRef,
+    wishes: Mapping[str, Wish],
+    held: Mapping[str, Collection[NetworkRef]],
+) -> list[str]:
+    """The pods (UIDs) that a change of the NAD `ref` (added, edited, deleted) concerns, of
+    the pods on this node (`wishes`) and those the agent holds records for (`held`, gone
+    pods included).
+
+    They are reconciled at once, with `ref` among the networks changed since they were last
+    looked at (`plan_pod`): a pod that names a NAD before the NAD exists is attached when
+    the NAD comes, not when its backoff is over.
+    """
+    uids = sorted(set(wishes) | set(held))
+    return [uid for uid in uids if ref in networks_named(wishes.get(uid), held.get(uid, ()))]
+
+
+# -- planning a running pod -------------------------------------------------------------------
+
+
+def plan_pod(
+    wish: Wish,
+    seen: Seen,
+    now: float,
+    changed: Collection[NetworkRef] = (),
+    retry: Retry = DEFAULT_RETRY,
+) -> Plan:
+    """Plan one pod: bookkeeping of what is there, then the diff against the wish.
+
+    `changed`: the networks whose NAD was added, changed or deleted since the pod was last
+    looked at. A failed attachment of one of them is tried again now, whatever its backoff
+    says: the failure may have been the NAD's (missing, or a config since mended). Its
+    attempts count on, so a NAD that is still wrong backs off further. `retry`: how long
+    failed attempts wait.
+    """
     plan = Plan()
-    current = _bookkeeping(plan, seen, now)
+    current = _bookkeeping(plan, seen, now, retry)
     if plan.unsettled:
         plan.retry(UNSETTLED_RECHECK)
         return plan
@@ -249,14 +421,21 @@ def plan_pod(wish: Wish, seen: Seen, now: float) -> Plan:
     try:
         selections = parse_networks(wish.annotations.get(keys.NETWORKS_KEY, ""))
         desired_default = _desired_default(wish)
-        _plan_secondaries(plan, selections, wish.namespace, current, now)
+        _plan_secondaries(plan, selections, wish.namespace, current, now, changed, retry)
     except AnnotationError as err:
         plan.problem = str(err)
         del plan.detach[len(_vanished(plan)) :]
         plan.attach.clear()
         return plan
     _plan_default(
-        plan, current, switches, desired_default, parse_switch_policy(wish.annotations), now
+        plan,
+        current,
+        switches,
+        desired_default,
+        parse_switch_policy(wish.annotations),
+        now,
+        changed,
+        retry,
     )
     return plan
 
@@ -275,13 +454,13 @@ def _desired_default(wish: Wish) -> NetworkRef | None:
     return None
 
 
-def _bookkeeping(plan: Plan, seen: Seen, now: float) -> list[Current]:
+def _bookkeeping(plan: Plan, seen: Seen, now: float, retry: Retry) -> list[Current]:
     """Release what a replaced sandbox held, adopt creation-time attachments, release
     vanished ones; what is there afterwards."""
     held: dict[str, Current] = {}
     for c in seen.current:
         if not same_sandbox(c.sandbox, c.netns, seen.sandbox, {seen.netns, *seen.netns_aliases}):
-            plan.release.append(_detach(c, "recreated"))
+            plan.release.append(_detach(c, "recreated", retry))
             plan.recreated = True
             continue
         if c.adopted and c.sandbox != seen.sandbox and seen.sandbox:
@@ -312,7 +491,7 @@ def _bookkeeping(plan: Plan, seen: Seen, now: float) -> list[Current]:
         if c.state == ATTACHED and interface not in seen.links:
             # Gone behind the agent's back (e.g. `ip link del`): release its address and
             # forget it, so that it is attached again below if still wanted.
-            plan.detach.append(_detach(c, "vanished"))
+            plan.detach.append(_detach(c, "vanished", retry))
             del held[interface]
     return list(held.values())
 
@@ -330,15 +509,15 @@ def _settled(seen: Seen, now: float) -> bool:
     return now - since >= SETTLE_SECONDS
 
 
-def _detach(c: Current, why: str) -> Detach:
+def _detach(c: Current, why: str, retry: Retry) -> Detach:
     attempt = c.attempts + 1 if c.state == DETACHING else 1
-    return Detach(c, why, attempt, backoff(attempt))
+    return Detach(c, why, attempt, retry.after(attempt), best_effort=c.state == FAILED)
 
 
-def _attach(want: Attachment, role: str, before: Current | None) -> Attach:
+def _attach(want: Attachment, role: str, before: Current | None, retry: Retry) -> Attach:
     """A failed attachment behind the same name counts on; anything else starts at 1."""
     attempt = before.attempts + 1 if before is not None and before.state == FAILED else 1
-    return Attach(want, role, attempt, backoff(attempt))
+    return Attach(want, role, attempt, retry.after(attempt))
 
 
 def _plan_secondaries(
@@ -347,6 +526,8 @@ def _plan_secondaries(
     namespace: str,
     current: Sequence[Current],
     now: float,
+    changed: Collection[NetworkRef],
+    retry: Retry,
 ) -> None:
     secondaries = [c for c in current if c.role == SECONDARY]
     reserved = {"eth0", "lo"} | {c.interface for c in current if c.role != SECONDARY}
@@ -360,20 +541,20 @@ def _plan_secondaries(
     for want in wanted:
         have = by_interface.pop(want.interface, None)
         if have is None:
-            plan.attach.append(_attach(want, SECONDARY, None))
+            plan.attach.append(_attach(want, SECONDARY, None, retry))
             continue
         same = have.ref == want.ref and (not have.key or have.key == selection_key(want.selection))
         if not same or have.state in (ATTACHING, DETACHING):
             # Another network (or other ips/mac) behind the same name: detach first, then attach.
-            plan.detach.append(_detach(have, "replaced"))
-            plan.attach.append(_attach(want, SECONDARY, have))
+            plan.detach.append(_detach(have, "replaced", retry))
+            plan.attach.append(_attach(want, SECONDARY, have, retry))
         elif have.state == FAILED:
-            if now >= have.retry_at:
-                plan.attach.append(_attach(want, SECONDARY, have))
+            if now >= have.retry_at or have.ref in changed:
+                plan.attach.append(_attach(want, SECONDARY, have, retry))
             else:
                 plan.waiting.append(have)
                 plan.retry(have.retry_at - now)
-    plan.detach.extend(_detach(c, "unwanted") for c in by_interface.values())
+    plan.detach.extend(_detach(c, "unwanted", retry) for c in by_interface.values())
 
 
 def _plan_default(
@@ -383,21 +564,27 @@ def _plan_default(
     desired: NetworkRef | None,
     policy: SwitchPolicy,
     now: float,
+    changed: Collection[NetworkRef],
+    retry: Retry,
 ) -> None:
     default = next((c for c in current if c.role == DEFAULT), None)
     incoming = [c for c in current if c.role == INCOMING_DEFAULT]
     target: Current | None = None
     if desired is not None and (default is None or default.ref != desired):
-        target = _switch_target(plan, current, desired, default, switches, policy, now)
+        target = _switch_target(
+            plan, current, desired, default, switches, policy, now, changed, retry
+        )
     for c in incoming:
         if target is None or c.interface != target.interface:
-            plan.detach.append(_detach(c, "unwanted"))  # left over from a switch not wanted now
+            plan.detach.append(
+                _detach(c, "unwanted", retry)
+            )  # left over from a switch not wanted now
     for c in current:
         if c.role != PREVIOUS_DEFAULT or (target is not None and c.interface == target.interface):
             continue
         if c.drain_until is not None:
             if now >= c.drain_until:
-                plan.drain.append(_detach(c, "drained"))
+                plan.drain.append(_detach(c, "drained", retry))
             else:
                 plan.retry(c.drain_until - now)
 
@@ -410,6 +597,8 @@ def _switch_target(
     switches: Sequence[EarlierSwitch],
     policy: SwitchPolicy,
     now: float,
+    changed: Collection[NetworkRef],
+    retry: Retry,
 ) -> Current:
     """Plan the switch to `desired` (or its wait); returns the interface it uses."""
     candidates = [c for c in current if c.role in (INCOMING_DEFAULT, PREVIOUS_DEFAULT)]
@@ -426,7 +615,7 @@ def _switch_target(
         None,
     )
     target = up or failed
-    if failed is not None and up is None and now < failed.retry_at:
+    if failed is not None and up is None and now < failed.retry_at and desired not in changed:
         plan.waiting.append(failed)
         plan.retry(failed.retry_at - now)
         return failed
@@ -437,7 +626,9 @@ def _switch_target(
         sel = NetworkSelection(
             name=desired.name, namespace=desired.namespace or None, interface=target.interface
         )
-        attach = _attach(Attachment(desired, target.interface, sel, True), INCOMING_DEFAULT, failed)
+        attach = _attach(
+            Attachment(desired, target.interface, sel, True), INCOMING_DEFAULT, failed, retry
+        )
     plan.switch = Switch(
         target=desired,
         interface=target.interface,

@@ -1,11 +1,14 @@
 """The node agent's reconciler: for each pod on this node, make its interfaces match its annotations.
 
-Level-triggered: every run observes the pod (from the watch cache), the agent's
-records and the live netns (`agent.observe`), plans (`agent.plan`, pure),
-carries the plan out with CNI and netlink (`agent.execute`) and reports the
-outcomes through an annotation patch and then Events (`agent.report`), which
-a background sender records so that they never delay the next pod. One pod is
-never handled by two workers at once (the work queue is keyed by pod UID).
+Level-triggered: every run observes the pod (from the watch cache) and, when the
+planner needs it, where its netns is; the planner (`agent.plan`, pure) says
+whether to release the pod, leave it, or converge it. To converge, it observes
+the agent's records and the live netns (`agent.observe`), plans, carries the
+plan out with CNI and netlink (`agent.execute`) and reports the outcomes
+through an annotation patch and then Events (`agent.report`), which a
+background sender records so that they never delay the next pod. Every run
+returns when to look at the pod again, as the planner says. One pod is never
+handled by two workers at once (the work queue is keyed by pod UID).
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent.execute import Executor
@@ -23,8 +26,23 @@ from agent.metrics import AgentMetrics, orphaned
 from agent.netns import NetnsError, NetnsResolver, Sandbox
 from agent.networks import NetworkConfigs
 from agent.observe import as_current, observe
-from agent.plan import Wish, next_requeue, plan_pod
+from agent.plan import (
+    Netns,
+    Retry,
+    Step,
+    Wish,
+    after_release,
+    needs_netns,
+    networks_named,
+    next_requeue,
+    parse_network_id,
+    plan_lifecycle,
+    plan_pod,
+    plan_release,
+    pods_naming,
+)
 from agent.report import Report, build_report
+from netshift.annotations import NetworkRef
 from netshift.cni.confdir import NodeConfDir
 from netshift.cni.config import ConfList, load_conflist
 from netshift.cni.executor import CniExecutor
@@ -35,6 +53,7 @@ from netshift.kube import (
     EventSender,
     Informer,
     Kube,
+    configmap_path,
     nad_path,
     now_rfc3339,
     patch_annotations,
@@ -48,12 +67,11 @@ from netshift.nadpolicy import (
     policy_from_configmap,
 )
 from netshift.pod import Pod
-from netshift.records import RecordStore
-from netshift.workqueue import WorkQueue
+from netshift.records import CorruptRecord, RecordStore
+from netshift.workqueue import Result, TerminalError, WorkQueue
 
 log = logging.getLogger("netshift.agent")
 COMPONENT = "netshift-agent"
-CLEANUP_RETRY = 10.0
 
 
 @dataclass
@@ -70,6 +88,8 @@ class AgentSettings:
     workers: int = 10  # pods are independent (one worker per pod at a time); CNI waits on plugins
     resync_seconds: float = 60.0
     cni_timeout: float = 30.0
+    # A failed ADD or DEL is tried again after this backoff (agent.plan.Retry).
+    retry: Retry = field(default_factory=Retry)
     # (namespace, name) of the cluster's NAD policy ConfigMap; None: no policy.
     nad_policy: tuple[str, str] | None = (NETSHIFT_NAMESPACE, POLICY_CONFIGMAP)
 
@@ -92,22 +112,27 @@ class Agent:
                 cluster_net = load_conflist(f.read())
         self._pods_by_uid: dict[str, dict[str, Any]] = {}
         self._seen_at: dict[str, float] = {}
+        # The NADs changed since each pod was last reconciled (see `_on_nad`), and the
+        # resourceVersion of each NAD last seen (a re-list replays unchanged ones).
+        self._changed: dict[str, set[NetworkRef]] = {}
+        self._nad_versions: dict[str, str] = {}
+        self._started = False
         self._lock = threading.Lock()
         self.queue = WorkQueue(self.reconcile, workers=settings.workers, name="agent")
         self.pods = Informer(
             kube,
-            "/api/v1/pods",
+            pod_path(),
             params={"fieldSelector": f"spec.nodeName={settings.node}"},
             on_event=self._on_pod,
             name="agent pods",
         )
-        self.nads = Informer(kube, nad_path(), name="agent nads")
+        self.nads = Informer(kube, nad_path(), on_event=self._on_nad, name="agent nads")
         self.policy_objects: Informer | None = None
         if settings.nad_policy is not None:
             ns, name = settings.nad_policy
             self.policy_objects = Informer(
                 kube,
-                f"/api/v1/namespaces/{ns}/configmaps",
+                configmap_path(ns),
                 params={"fieldSelector": f"metadata.name={name}"},
                 name="agent nad-policy",
             )
@@ -147,6 +172,16 @@ class Agent:
         for informer in self.informers:
             if not informer.wait_synced(60):
                 raise RuntimeError(f"informer {informer.name} did not sync in 60s")
+        with self._lock:
+            self._started = True
+        # The NADs may have changed in any way while the agent was away: for each pod's
+        # first reconcile, all the networks it names count as changed.
+        wishes = self._wishes()
+        held = self._held()
+        with self._lock:
+            for uid in set(wishes) | set(held):
+                named = networks_named(wishes.get(uid), held.get(uid, ()))
+                self._changed.setdefault(uid, set()).update(named)
         self.queue.start()
         self.resync()  # full reconcile at start-up: records against live pods
         threading.Thread(target=self._resync_loop, name="resync", daemon=True).start()
@@ -202,17 +237,52 @@ class Agent:
             self._seen_at.setdefault(uid, time.time())
         self.queue.add(uid)
 
+    def _on_nad(self, kind: str, nad: dict[str, Any]) -> None:
+        """A NAD added, changed or deleted: reconcile now the pods it concerns (the planner
+        says which), with the NAD among their changed networks, so that a failed attachment
+        of it is tried again at once rather than after its backoff."""
+        meta = nad.get("metadata") or {}
+        ref = NetworkRef(str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        version = str(meta.get("resourceVersion") or "")
+        with self._lock:
+            if kind == "DELETED":
+                self._nad_versions.pop(str(ref), None)
+            elif version and self._nad_versions.get(str(ref)) == version:
+                return  # a re-list replaying a NAD that did not change
+            else:
+                self._nad_versions[str(ref)] = version
+            if not self._started:
+                return  # the start-up reconcile of every pod covers it
+        uids = pods_naming(ref, self._wishes(), self._held())
+        if uids:
+            log.debug("NAD %s %s: reconciling %d pod(s)", ref, kind.lower(), len(uids))
+        for uid in uids:
+            with self._lock:
+                self._changed.setdefault(uid, set()).add(ref)
+            self.queue.add(uid)
+
+    def _wishes(self) -> dict[str, Wish]:
+        """What each pod of this node asks for, from the watch cache."""
+        with self._lock:
+            objects = list(self._pods_by_uid.items())
+        wishes = {}
+        for uid, obj in objects:
+            pod = Pod.from_object(obj)
+            wishes[uid] = Wish(pod.namespace, pod.annotations)
+        return wishes
+
+    def _held(self) -> dict[str, set[NetworkRef]]:
+        """The networks of the agent's records, per pod (gone pods included)."""
+        return {
+            uid: {parse_network_id(r.network) for r in self.store.list_pod(uid)}
+            for uid in self.store.pods()
+        }
+
     def pod(self, uid: str) -> dict[str, Any] | None:
         with self._lock:
             return self._pods_by_uid.get(uid)
 
     # -- reconcile -------------------------------------------------------------
-
-    def _netns_gone(self, pod: Mapping[str, Any]) -> bool:
-        try:
-            return self.resolver.resolve(pod) is None
-        except NetnsError:
-            return False
 
     def _sandbox_now(self, uid: str) -> Sandbox | None:
         """The pod's sandbox now (None when unknown): a DEL of what was made there runs there."""
@@ -223,48 +293,49 @@ class Agent:
             return self.resolver.resolve(pod)
         return None
 
-    def _ready_sandbox(
-        self, obj: Mapping[str, Any], pod: Pod
-    ) -> tuple[Sandbox | None, float | None]:
-        """The netns of a running pod on the pod network, or why not now (and when to look again)."""
-        if pod.host_network:
-            return None, None  # no network namespace of its own: nothing to plug into
-        if pod.phase != "Running":
-            # The runtime (and Multus) may still be setting the sandbox up. The pod's
-            # update to Running queues it again, so an earlier edit is not lost.
-            return None, None
+    def _find_netns(self, obj: Mapping[str, Any], pod: Pod) -> tuple[Netns, Sandbox | None]:
         try:
             sandbox = self.resolver.resolve(obj)
         except NetnsError as err:
-            log.warning(
-                "pod %s: cannot find its netns: %s",
-                pod.key,
-                err,
-                extra={"pod": pod.key, "resolver": repr(self.resolver), "error": str(err)},
-            )
-            return None, 5.0
-        # None: not started yet (or torn down, or being replaced): the wish waits on the pod.
-        return sandbox, (None if sandbox else 1.0)
+            if not pod.terminating:
+                log.warning(
+                    "pod %s: cannot find its netns: %s",
+                    pod.key,
+                    err,
+                    extra={"pod": pod.key, "resolver": repr(self.resolver), "error": str(err)},
+                )
+            return Netns.UNREADABLE, None
+        return (Netns.FOUND, sandbox) if sandbox is not None else (Netns.ABSENT, None)
 
-    def reconcile(self, uid: str) -> float | None:
+    def reconcile(self, uid: str) -> Result:
+        try:
+            return Result(requeue_after=self._reconcile(uid))
+        except CorruptRecord as err:
+            # A record file no retry can read: a person has to (RecordStore.corrupt lists it).
+            raise TerminalError(f"pod {uid}: {err}") from err
+
+    def _reconcile(self, uid: str) -> float | None:
+        """Observe, plan, execute, report; when to look at the pod again (None: at its next event)."""
         with self._lock:
             seen = self._seen_at.pop(uid, time.time())
+            changed = self._changed.pop(uid, set())
         obj = self.pod(uid)
         pod = Pod.from_object(obj) if obj is not None else None
-        if obj is None or pod is None or pod.phase in ("Succeeded", "Failed"):
-            # What could not be released yet is tried again (and at every resync).
-            return None if self.cleanup(uid) else CLEANUP_RETRY
-        if pod.terminating:
-            if self._netns_gone(obj):
-                return None if self.cleanup(uid) else CLEANUP_RETRY
-            # Graceful shutdown: the pod keeps every network until its sandbox is gone;
-            # the runtime's teardown (or the pod's final deletion) brings it back here.
-            return CLEANUP_RETRY
-        sandbox, wait = self._ready_sandbox(obj, pod)
-        if sandbox is None:
-            return wait
+        netns, sandbox = Netns.UNKNOWN, None
+        if obj is not None and pod is not None and needs_netns(pod):
+            netns, sandbox = self._find_netns(obj, pod)
+        life = plan_lifecycle(pod, netns)
+        if life.step is not Step.CONVERGE:
+            log.debug("pod %s: %s (%s)", pod.key if pod else uid, life.step.value, life.why)
+            return self.release(uid) if life.step is Step.RELEASE else life.requeue_after
+        assert pod is not None and sandbox is not None  # converge: running, its netns found
         started = time.monotonic()
-        retry, report = self.converge(pod, sandbox)
+        try:
+            retry, report = self.converge(pod, sandbox, changed)
+        except BaseException:
+            with self._lock:  # not looked at after all: the next run gets them
+                self._changed.setdefault(uid, set()).update(changed)
+            raise
         if retry is not None:
             self.metrics.queue_retries.inc()
         cni_seconds = time.monotonic() - started
@@ -283,12 +354,15 @@ class Agent:
             )
         return retry
 
-    def converge(self, pod: Pod, sandbox: Sandbox) -> tuple[float | None, Report]:
-        """Observe, plan, execute; the report of it and when to look again."""
+    def converge(
+        self, pod: Pod, sandbox: Sandbox, changed: Collection[NetworkRef] = ()
+    ) -> tuple[float | None, Report]:
+        """Observe, plan, execute; the report of it and when to look again. `changed`: the
+        NADs added, changed or deleted since the pod was last looked at."""
         obs = observe(pod, sandbox, self.store)
         cluster = self.configs.cluster_net
         wish = Wish(pod.namespace, pod.annotations, cluster.name if cluster else None)
-        plan = plan_pod(wish, obs.seen(), time.time())
+        plan = plan_pod(wish, obs.seen(), time.time(), changed, self.s.retry)
         done = self.executor.run(obs, plan)
         report = build_report(
             pod.annotations,
@@ -323,15 +397,17 @@ class Agent:
         if report.changes and report.problem:
             self.events.send(ref, "InvalidNetworks", report.problem, "Warning")
 
-    def cleanup(self, uid: str) -> bool:
-        """The pod is gone or finished: DEL every attachment the agent holds. True when none is left."""
-        return self.executor.cleanup(uid)
+    def release(self, uid: str) -> float | None:
+        """The pod is gone or finished: DEL what the agent holds for it; when to try the rest."""
+        held = [as_current(r) for r in self.store.list_pod(uid)]
+        left = self.executor.release(uid, plan_release(held))
+        return after_release([as_current(r) for r in left])
 
     def release_all(self) -> int:
         """DEL every attachment in the records, for a node being taken down. Returns what is left."""
         left = 0
         for uid in self.store.pods():
-            if not self.cleanup(uid):
+            if not self.executor.cleanup(uid):
                 left += len(self.store.list_pod(uid))
         return left
 

@@ -14,18 +14,15 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from agent.outcomes import NODE_CONF, Attached, Detached, Outcome, Problem, Switched
 from agent.plan import network_id
 from netshift import annotations as ann
 from netshift import keys, podstatus
+from netshift.attachments import AttachmentRecord
 from netshift.cni.results import result_ips
 from netshift.cni.status import network_status_entry
 from netshift.keys import ATTACHED, ATTACHING, DEFAULT, DETACHING, INCOMING_DEFAULT
-
-if TYPE_CHECKING:
-    from netshift.records import AttachmentRecord
 
 
 @dataclass(frozen=True)

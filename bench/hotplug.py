@@ -78,7 +78,16 @@ from agent import netlink
 from localcluster.cluster import LocalCluster
 from localcluster.procs import clean_env, log_tail
 from netshift.keys import NETWORK_STATUS_KEY, NETWORKS_KEY
-from netshift.kube import ApiError, Informer, Kube, nad_path, pod_path, wait_for
+from netshift.kube import (
+    ApiError,
+    Informer,
+    Kube,
+    api_path,
+    nad_path,
+    namespace_path,
+    pod_path,
+    wait_for,
+)
 
 NAMESPACE = "bench-hotplug"
 POD_SUBNET, CLUSTER_BRIDGE = "10.247.0.0/24", "nsbhp0"
@@ -177,11 +186,11 @@ def start_agent(cluster: LocalCluster, work: Path) -> subprocess.Popen[bytes]:
 
 
 def make_namespace(kube: Kube, state: Path) -> None:
-    kube.create("/api/v1/namespaces", {"metadata": {"name": NAMESPACE}})
+    kube.create(namespace_path(), {"metadata": {"name": NAMESPACE}})
 
     def has_sa() -> bool:
         try:
-            kube.get(f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/default")
+            kube.get(api_path("", "serviceaccounts", NAMESPACE, "default"))
             return True
         except ApiError:
             return False
@@ -489,7 +498,7 @@ def main() -> int:
         print(f"picture: {out}")
 
         # Tear down while the agent runs, so that it releases what it plugged.
-        kube.delete(f"/api/v1/namespaces/{NAMESPACE}")
+        kube.delete(namespace_path(NAMESPACE))
         records = state / "agent" / "records"
         wait_for(
             lambda: not any(records.iterdir()) if records.exists() else True,

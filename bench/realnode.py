@@ -111,10 +111,10 @@ def pod_ready_seconds(cluster: LocalCluster, names: list[str]) -> list[float]:
                 ],
             },
         }
-        cluster.kube().create("/api/v1/namespaces/default/pods", pod)
+        cluster.kube().create(pod_path("default"), pod)
     ready: dict[str, float] = {}
     while len(ready) < len(names) and time.monotonic() - started < 120:
-        for pod in cluster.kube().get("/api/v1/namespaces/default/pods")["items"]:
+        for pod in cluster.kube().get(pod_path("default"))["items"]:
             name = pod["metadata"]["name"]
             conds = pod.get("status", {}).get("conditions", [])
             if (
@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
         names = [f"bench-{i}" for i in range(args.pods)]
         many = pod_ready_seconds(cluster, names)
         plug = hotplug_ms(cluster, names, args.rounds)
-        pods = cluster.kube().get("/api/v1/pods")["items"]
+        pods = cluster.kube().get(pod_path())["items"]
         uid_names = {
             p["metadata"]["uid"]: f"{p['metadata']['namespace']}/{p['metadata']['name']}"
             for p in pods

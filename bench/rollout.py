@@ -36,7 +36,16 @@ from localcluster.cluster import LocalCluster
 from localcluster.demokit import bridge_nad, selected
 from localcluster.probe import ClientNetns, SeqPing
 from netshift import podstatus
-from netshift.kube import Kube, has_default_service_account, nad_path, wait_for
+from netshift.kube import (
+    Kube,
+    deployment_path,
+    has_default_service_account,
+    nad_path,
+    namespace_path,
+    pod_path,
+    profile_path,
+    wait_for,
+)
 
 OLD = ("old-cni", "nsbench-old", "10.253.0.0/22", "10.253.3.250/22")
 NEW = ("new-cni", "nsbench-new", "10.253.4.0/22", "10.253.7.250/22")
@@ -44,7 +53,7 @@ PROFILE = "bench-rollout"
 
 
 def pods_of(kube: Kube, ns: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = kube.get(f"/api/v1/namespaces/{ns}/pods")["items"]
+    items: list[dict[str, Any]] = kube.get(pod_path(ns))["items"]
     return items
 
 
@@ -52,13 +61,13 @@ def run_size(
     kube: Kube, state: Path, n: int, max_concurrent: int, probe_pods: int
 ) -> dict[str, Any]:
     ns = f"bench-{n}"
-    kube.create("/api/v1/namespaces", {"metadata": {"name": ns, "labels": {"bench": ns}}})
+    kube.create(namespace_path(), {"metadata": {"name": ns, "labels": {"bench": ns}}})
     for name, bridge, subnet, _ in (OLD, NEW):
         # One IPAM store per network across runs: the pods of the previous run may still be
         # leaving the same bridge, and two stores would hand out their addresses again.
         kube.create(nad_path(ns), bridge_nad(ns, name, bridge, subnet, state / f"ipam-{name}"))
     kube.create(
-        "/apis/netshift.io/v1alpha1/networkprofiles",
+        profile_path(),
         {
             "apiVersion": "netshift.io/v1alpha1",
             "kind": "NetworkProfile",
@@ -74,7 +83,7 @@ def run_size(
     # Its pods are created through the webhook (born on OLD) once the namespace is labelled.
     wait_for(lambda: selected(kube, ns), 30, what=f"{ns} labelled netshift.io/selected")
     kube.create(
-        f"/apis/apps/v1/namespaces/{ns}/deployments",
+        deployment_path(ns),
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -113,7 +122,7 @@ def run_size(
 
     t1 = time.monotonic()
     kube.patch_merge(
-        f"/apis/netshift.io/v1alpha1/networkprofiles/{PROFILE}-{n}",
+        profile_path(f"{PROFILE}-{n}"),
         {"spec": {"defaultNetwork": f"{ns}/{NEW[0]}"}},
     )
 
@@ -143,8 +152,8 @@ def run_size(
         for c in p.get("status", {}).get("containerStatuses") or []
     )
     same = set(after) == set(before)
-    kube.delete(f"/apis/netshift.io/v1alpha1/networkprofiles/{PROFILE}-{n}")
-    kube.delete(f"/api/v1/namespaces/{ns}")
+    kube.delete(profile_path(f"{PROFILE}-{n}"))
+    kube.delete(namespace_path(ns))
     return {
         "pods": n,
         "start_s": start_s,

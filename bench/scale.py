@@ -60,7 +60,17 @@ from localcluster.cluster import LocalCluster
 from localcluster.demokit import bridge_nad, selected
 from netshift import podstatus
 from netshift.keys import NETWORK_STATUS_KEY, NETWORKS_KEY
-from netshift.kube import ApiError, Kube, has_default_service_account, nad_path, pod_path, wait_for
+from netshift.kube import (
+    ApiError,
+    Kube,
+    event_path,
+    has_default_service_account,
+    nad_path,
+    namespace_path,
+    pod_path,
+    profile_path,
+    wait_for,
+)
 
 POD_SUBNET, CLUSTER_BRIDGE = "10.249.0.0/24", "nsbsc0"
 HP = ("hp", "nsbsc1", "10.249.1.0/24")
@@ -68,7 +78,7 @@ OLD = ("old", "nsbsc2", "10.249.2.0/24")
 NEW = ("new", "nsbsc3", "10.249.3.0/24")
 OPS_NS = "scale-ops"
 NODE_NS = "scale-node"
-PROFILES = "/apis/netshift.io/v1alpha1/networkprofiles"
+PROFILES = profile_path()
 WRITES = {"POST", "PUT", "PATCH", "DELETE", "APPLY", "DELETECOLLECTION"}
 # Writes other components make on their own schedule, whatever netshift does: the node's
 # heartbeat (node simulator) and kube-controller-manager's endpoints. Shown, not counted.
@@ -130,7 +140,7 @@ def fmt(counts: Counts, per: float = 1.0) -> str:
 
 
 def make_ops_namespace(kube: Kube, state: Path) -> None:
-    kube.create("/api/v1/namespaces", {"metadata": {"name": OPS_NS, "labels": {"bench": OPS_NS}}})
+    kube.create(namespace_path(), {"metadata": {"name": OPS_NS, "labels": {"bench": OPS_NS}}})
     for name, bridge, subnet in (HP, OLD, NEW):
         kube.create(
             nad_path(OPS_NS), bridge_nad(OPS_NS, name, bridge, subnet, state / f"ipam-{name}")
@@ -187,11 +197,7 @@ def hotplug_writes(cluster: LocalCluster, kube: Kube) -> Counts:
 
 
 def pod_event_count(kube: Kube, ns: str) -> int:
-    return len(
-        kube.get(f"/api/v1/namespaces/{ns}/events", fieldSelector="involvedObject.kind=Pod")[
-            "items"
-        ]
-    )
+    return len(kube.get(event_path(ns), fieldSelector="involvedObject.kind=Pod")["items"])
 
 
 def rollout_writes(cluster: LocalCluster, kube: Kube, n: int) -> tuple[Counts, int, int]:
@@ -245,7 +251,7 @@ def rollout_writes(cluster: LocalCluster, kube: Kube, n: int) -> tuple[Counts, i
 def fill_node(kube: Kube, state: Path, n: int) -> float:
     """`n` running pods in NODE_NS, each with eth0 and one hot-plugged network; seconds taken."""
     start = time.monotonic()
-    kube.create("/api/v1/namespaces", {"metadata": {"name": NODE_NS}})
+    kube.create(namespace_path(), {"metadata": {"name": NODE_NS}})
     kube.create(nad_path(NODE_NS), bridge_nad(NODE_NS, *HP, state / f"ipam-{HP[0]}"))
     wait_for(lambda: has_default_service_account(kube, NODE_NS), 30, what="default SA")
     names = [f"node-{i:03d}" for i in range(n)]
@@ -327,7 +333,7 @@ def populate(kube: Kube, namespaces: int, per_ns: int, timeout: float) -> tuple[
 
     def make_ns(i: int) -> None:
         labels = {"scale-profile": "on"} if i % 2 == 0 else {}
-        kube.create("/api/v1/namespaces", {"metadata": {"name": names[i], "labels": labels}})
+        kube.create(namespace_path(), {"metadata": {"name": names[i], "labels": labels}})
 
     def make_pods(ns: str) -> None:
         nonlocal made
@@ -462,7 +468,7 @@ def main() -> int:
             print(f"note: only {made} pods were created before --create-timeout")
         running = sum(len(kube.get(pod_path(ns))["items"]) for ns in (OPS_NS, NODE_NS))
         for ns in (OPS_NS, NODE_NS):
-            kube.delete(f"/api/v1/namespaces/{ns}")
+            kube.delete(namespace_path(ns))
         wait_for(
             lambda: not any(kube.get(pod_path(ns))["items"] for ns in (OPS_NS, NODE_NS)),
             60 + running,

@@ -40,7 +40,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
         # A state dir keeps the node it was made with; a new one gets a real node.
         node = args.node or stored_kind(args.state_dir) or "real"
         cluster = LocalCluster(
-            args.state_dir, pod_subnet=args.pod_subnet, bridge=args.bridge, node=node
+            args.state_dir,
+            pod_subnet=args.pod_subnet,
+            bridge=args.bridge,
+            ip_family=args.ip_family,
+            pod_subnet6=args.pod_subnet6,
+            node=node,
         )
         cluster.up(services=[] if args.plane_only else None)
     except ClusterError as err:

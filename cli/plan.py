@@ -87,25 +87,32 @@ def read_manifest(filename: str, stdin: TextIO | None = None) -> Any:
 def read_cluster(kube: Kube) -> tuple[Snapshot, dict[str, str]]:
     """The cluster now, as the controller's caches would show it; and every NAD's spec.config
     ("ns/name" -> its text, "" for a network defined per node)."""
-    from controller.reconcile import NAMESPACES_PATH, PODS_PATH, PROFILES_PATH, RUNNING_PODS
     from controller.rollout import Snapshot
     from netshift.cni.nad import nad_spec_config
-    from netshift.kube import ApiError, nad_path, object_key
+    from netshift.kube import (
+        RUNNING_PODS,
+        ApiError,
+        nad_path,
+        namespace_path,
+        object_key,
+        pod_path,
+        profile_path,
+    )
     from netshift.pod import Pod
     from netshift.policy import Profile, ProfileError, profile_from_object
 
     profiles: list[Profile] = []
     invalid: dict[str, str] = {}
-    for obj in kube.get(PROFILES_PATH).get("items", []):
+    for obj in kube.get(profile_path()).get("items", []):
         try:
             profiles.append(profile_from_object(obj))
         except ProfileError as err:
             invalid[str((obj.get("metadata") or {}).get("name"))] = str(err)
     namespaces = {
         str(meta.get("name")): {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
-        for meta in (ns.get("metadata") or {} for ns in kube.get(NAMESPACES_PATH)["items"])
+        for meta in (ns.get("metadata") or {} for ns in kube.get(namespace_path())["items"])
     }
-    pods = [Pod.from_object(o) for o in kube.get(PODS_PATH, **RUNNING_PODS).get("items", [])]
+    pods = [Pod.from_object(o) for o in kube.get(pod_path(), **RUNNING_PODS).get("items", [])]
     try:
         configs = {object_key(o): nad_spec_config(o) for o in kube.get(nad_path()).get("items", [])}
     except ApiError as err:

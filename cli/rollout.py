@@ -70,9 +70,9 @@ def add_parser(sub: Any, local: bool = True) -> None:
 
 
 def _path(name: str) -> str:
-    from controller.reconcile import PROFILES_PATH
+    from netshift.kube import profile_path
 
-    return f"{PROFILES_PATH}/{name}"
+    return profile_path(name)
 
 
 def _get(kube: Kube, name: str) -> dict[str, Any] | None:

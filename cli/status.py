@@ -30,11 +30,8 @@ WORKLOADS = (
     ("deployments", "netshift-controller"),
     ("daemonsets", "netshift-agent"),
 )
-WEBHOOK_CONFIGS = (
-    "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/netshift",
-    "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/netshift",
-)
-LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/netshift-controller"
+WEBHOOK_CONFIGS = (("mutating", "netshift"), ("validating", "netshift"))
+LEASE = "netshift-controller"
 
 
 def add_parser(sub: Any, local: bool = True) -> None:
@@ -134,16 +131,22 @@ def _get(kube: Kube, path: str) -> dict[str, Any] | None:
 
 def read(kube: Kube) -> tuple[list[str], bool]:
     from controller.progress import read_progress
-    from controller.reconcile import PROFILES_PATH
+    from netshift.kube import (
+        APPS_V1,
+        api_path,
+        lease_path,
+        profile_path,
+        webhook_configuration_path,
+    )
 
     workloads = [
-        workload(name, _get(kube, f"/apis/apps/v1/namespaces/{NAMESPACE}/{kind}/{name}"))
+        workload(name, _get(kube, api_path(APPS_V1, kind, NAMESPACE, name)))
         for kind, name in WORKLOADS
     ]
-    lease = _get(kube, LEASE) or {}
+    lease = _get(kube, lease_path(NAMESPACE, LEASE)) or {}
     leader = (lease.get("spec") or {}).get("holderIdentity")
-    configs = [_get(kube, path) for path in WEBHOOK_CONFIGS]
-    items = (_get(kube, PROFILES_PATH) or {}).get("items") or []
+    configs = [_get(kube, webhook_configuration_path(kind, name)) for kind, name in WEBHOOK_CONFIGS]
+    items = (_get(kube, profile_path()) or {}).get("items") or []
     profiles = [read_progress(obj) for obj in sorted(items, key=lambda o: o["metadata"]["name"])]
     return report(workloads, leader, configs, profiles)
 

@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
 
     controller.start()
     if not controller.wait_synced(60):
-        log.warning("caches not synced after 60s; carrying on, reconciles wait for them")
+        log.warning("caches not synced after 60s; carrying on, the workers start once they are")
     if elector is not None:
         log.info(
             "controller %s: caches synced; campaigning for Lease %s/%s",

@@ -21,13 +21,11 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from netshift.keys import SELECTED_LABEL
-from netshift.kube import ApiError, Informer, Kube
+from netshift.kube import ApiError, Informer, Kube, namespace_path
 from netshift.policy import Profile, selected_label
-from netshift.workqueue import WorkQueue
+from netshift.workqueue import Result, WorkQueue
 
 log = logging.getLogger(__name__)
-
-NAMESPACES_PATH = "/api/v1/namespaces"
 
 
 class NamespaceLabeler:
@@ -63,33 +61,35 @@ class NamespaceLabeler:
         for obj in self.namespaces.items():
             self.queue.add(str((obj.get("metadata") or {}).get("name")))
 
-    def reconcile(self, name: str) -> float | None:
+    def reconcile(self, name: str) -> Result:
         if not self.active():
-            return None  # a new leader labels everything again (enqueue_all)
+            return Result()  # a new leader labels everything again (enqueue_all)
         if not self.ready():
-            return 0.5
+            # The controller starts this queue once its caches synced; kept for a caller
+            # that starts it earlier. The key's backoff, as for any wait on something else.
+            return Result(requeue=True)
         obj = self.namespaces.get(name)
         if obj is None:
-            return None
+            return Result()
         meta: dict[str, Any] = obj.get("metadata") or {}
         if meta.get("deletionTimestamp"):
-            return None
+            return Result()
         labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
         want = selected_label(name, labels, self.profiles(), self.excluded)
         if labels.get(SELECTED_LABEL) == want:
-            return None
+            return Result()
         try:
             self.kube.patch_merge(
-                f"{NAMESPACES_PATH}/{name}", {"metadata": {"labels": {SELECTED_LABEL: want}}}
+                namespace_path(name), {"metadata": {"labels": {SELECTED_LABEL: want}}}
             )
         except ApiError as err:
             if err.status == 404:
-                return None
+                return Result()
             log.warning("could not label namespace %s %s=%s: %s", name, SELECTED_LABEL, want, err)
-            return 5.0
+            return Result(requeue=True)
         log.info(
             "namespace %s: %s",
             name,
             f"{SELECTED_LABEL}={want}" if want else f"{SELECTED_LABEL} removed",
         )
-        return None
+        return Result()

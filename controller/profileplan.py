@@ -3,15 +3,15 @@
 Pure: the input is the cluster as it is now (a controller.rollout.Snapshot) and
 the profile object from the user's file (or the name to delete); the output is
 what would follow from it, computed with the functions that will do the work:
-policy.resolve picks each namespace's profile as the webhook and the controller
-will, policy.apply_profile gives what a new pod gets, and
+policy.resolve picks (and explains) each namespace's profile as the webhook and
+the controller will, policy.apply_profile gives what a new pod gets, and
 controller.rollout.plan_rollout on the cluster *after* the change gives the
 running pods the controller would patch, with the exact annotation changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
@@ -31,7 +31,14 @@ from controller.rollout import (
     required_networks,
 )
 from netshift.pod import Pod
-from netshift.policy import Profile, ProfileError, apply_profile, profile_from_object
+from netshift.policy import (
+    Profile,
+    ProfileError,
+    Resolution,
+    apply_profile,
+    profile_from_object,
+    resolve,
+)
 
 CREATE: Final = "create"
 UPDATE: Final = "update"
@@ -236,8 +243,8 @@ def _plan(
             continue
         winner_before = before_winners.get(ns)
         winner_after = after_winners.get(ns)
-        contenders = _matching(after.profiles, labels)
-        conflict, message = _conflict(name, _matching(current.profiles, labels), contenders)
+        contenders = resolve(labels, after.profiles)
+        conflict, message = _conflict(name, resolve(labels, current.profiles), contenders)
         before_name = winner_before.name if winner_before else None
         after_name = winner_after.name if winner_after else None
         # Where another profile governs before and after, this change does nothing to the pods.
@@ -255,7 +262,7 @@ def _plan(
                 selected=will if new is not None else was,
                 winner_before=before_name,
                 winner_after=after_name,
-                contenders=tuple(p.name for p in contenders),
+                contenders=tuple(p.name for p in contenders.ranked),
                 conflict=conflict,
                 conflict_message=message,
                 running=sum(1 for p in current.pods if p.namespace == ns and p.eligible),
@@ -274,31 +281,17 @@ def _plan(
     return ProfilePlan(name, action, (), new, tuple(rows))
 
 
-def _matching(profiles: Sequence[Profile], labels: Mapping[str, str]) -> list[Profile]:
-    """The profiles selecting a namespace, in the order policy.resolve ranks them."""
-    return sorted(
-        (p for p in profiles if p.namespace_selector.matches(labels)),
-        key=lambda p: (-p.priority, p.name),
-    )
-
-
-def _why(winner: Profile, loser: Profile) -> str:
-    if winner.priority == loser.priority:
-        return f"same priority {winner.priority}, ties go to the first name"
-    return f"priority {winner.priority} > {loser.priority}"
-
-
-def _conflict(name: str, before: Sequence[Profile], after: Sequence[Profile]) -> tuple[str, str]:
-    was = len(before) > 1 and any(p.name == name for p in before)
-    will = len(after) > 1 and any(p.name == name for p in after)
-    if not will:
+def _conflict(name: str, before: Resolution, after: Resolution) -> tuple[str, str]:
+    was = len(before.ranked) > 1 and any(p.name == name for p in before.ranked)
+    will = len(after.ranked) > 1 and any(p.name == name for p in after.ranked)
+    if not will or after.winner is None:
         return (CONFLICT_ENDS if was else CONFLICT_NONE), ""
-    winner, losers = after[0], after[1:]
+    winner = after.winner
     if winner.name == name:
-        message = "wins over " + ", ".join(f'"{p.name}" ({_why(winner, p)})' for p in losers)
+        message = "wins over " + ", ".join(f'"{p.name}" ({after.why(p)})' for p in after.losers)
     else:
-        own = next(p for p in after if p.name == name)
-        message = f'loses to "{winner.name}" ({_why(winner, own)})'
+        own = next(p for p in after.losers if p.name == name)
+        message = f'loses to "{winner.name}" ({after.why(own)})'
     return (CONFLICT_REMAINS if was else CONFLICT_CREATES), message
 
 

@@ -46,44 +46,35 @@ from controller.status import build_status, failed_pods, transition_events
 from netshift.keys import (
     PROFILE_GROUP,
     PROFILE_KIND,
-    PROFILE_PLURAL,
     PROFILE_VERSION,
     ROLLOUT_PROFILE_KEY,
     SYSTEM_NAMESPACES,
 )
 from netshift.kube import (
+    RUNNING_PODS,
     ApiError,
     Informer,
     Kube,
     nad_path,
+    namespace_path,
     now_rfc3339,
     object_key,
     pod_path,
+    profile_crd_path,
+    profile_path,
     record_event,
 )
 from netshift.pod import Pod
 from netshift.podstatus import desired_hash, is_settled
 from netshift.policy import Profile, ProfileError, profile_from_object, resolve
-from netshift.workqueue import WorkQueue
+from netshift.workqueue import Result, WorkQueue
 
 log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 COMPONENT = "netshift-controller"
-PROFILES_PATH = f"/apis/{PROFILE_GROUP}/{PROFILE_VERSION}/{PROFILE_PLURAL}"
-NAMESPACES_PATH = "/api/v1/namespaces"
-PODS_PATH = "/api/v1/pods"
-PROFILE_CRD_PATH = (
-    f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{PROFILE_PLURAL}.{PROFILE_GROUP}"
-)
-# Only running pods matter to a rollout; the apiserver filters the rest out of the watch.
-RUNNING_PODS = {"fieldSelector": "status.phase=Running"}
 # At most one NetworkProfile.status write per profile this often, unless a condition changes.
 STATUS_INTERVAL = 1.0
-
-
-def profile_status_path(name: str) -> str:
-    return f"{PROFILES_PATH}/{name}/status"
 
 
 class ChangesMemo:
@@ -159,13 +150,13 @@ class Controller:
         self._patcher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pod-patch")
 
         self.profiles = Informer(
-            kube, PROFILES_PATH, on_event=self._profile_event, name="networkprofiles"
+            kube, profile_path(), on_event=self._profile_event, name="networkprofiles"
         )
         self.namespaces = Informer(
-            kube, NAMESPACES_PATH, on_event=self._namespace_event, name="namespaces"
+            kube, namespace_path(), on_event=self._namespace_event, name="namespaces"
         )
         self.pods = Informer(
-            kube, PODS_PATH, params=RUNNING_PODS, on_event=self._pod_event, name="pods"
+            kube, pod_path(), params=RUNNING_PODS, on_event=self._pod_event, name="pods"
         )
         self.nads = Informer(kube, nad_path(), on_event=self._nad_event, name="nads")
         self._informers = (self.profiles, self.namespaces, self.pods, self.nads)
@@ -185,8 +176,19 @@ class Controller:
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the caches; the workers start once they have synced (in the background)."""
         for informer in self._informers:
             informer.start()
+        # As controller-runtime waits for its caches: a plan made from a half-filled cache
+        # would hand back the pods of namespaces it has not seen yet. Events queue keys meanwhile.
+        threading.Thread(target=self._start_workers, name="start-workers", daemon=True).start()
+
+    def _start_workers(self) -> None:
+        while not self.wait_synced(1.0):
+            if self._stopping.is_set():
+                return
+        if self._stopping.is_set():
+            return
         self.queue.start()
         self.labeler.start()
         self._resync_thread = threading.Thread(target=self._resync, name="resync", daemon=True)
@@ -352,7 +354,7 @@ class Controller:
 
     # -- reconcile ---------------------------------------------------------------
 
-    def reconcile(self, name: str) -> float | None:
+    def reconcile(self, name: str) -> Result:
         with self._idle:
             self._busy += 1
         began = time.perf_counter()
@@ -367,12 +369,10 @@ class Controller:
                 self._busy -= 1
                 self._idle.notify_all()
 
-    def _reconcile(self, name: str) -> float | None:
+    def _reconcile(self, name: str) -> Result:
         if not self.active():
             self.metrics.forget(name)
-            return None
-        if not self.synced():
-            return 0.5
+            return Result()
         now = datetime.now(UTC)
         snapshot = self.snapshot()
         plan = plan_rollout(name, snapshot, now, self.options.settings, self._desired)
@@ -380,14 +380,14 @@ class Controller:
         if plan.starts and self.profile_object(name) is None:
             uninstalling = self._uninstalling()
             if uninstalling is None:
-                return 5.0
+                return Result(requeue=True)  # cannot tell now: again after the key's backoff
             if uninstalling:
                 # Its pods keep their networks: netshift is being removed, not this profile.
                 log.info("rollout %s: the NetworkProfile CRD is being deleted; no hand-back", name)
-                return None
+                return Result()
         started, conflicts = self._start_pods(plan)
         if not self.active():
-            return None
+            return Result()
         final = plan
         if started:
             # Status counts the pods just started as in flight.
@@ -395,9 +395,11 @@ class Controller:
         status_wait = self._write_status(name, plan, final, started)
         self.metrics.observe_plan(final)
         if conflicts:
-            return 0.5
+            # A pod changed since the plan: its update queues the rollout anyway; this retry
+            # (the key's backoff) is for the case where that event came and went meanwhile.
+            return Result(requeue=True)
         waits = [w for w in (self._next_timeout(final, now), status_wait) if w is not None]
-        return min(waits) if waits else None
+        return Result(requeue_after=min(waits) if waits else None)
 
     def _uninstalling(self) -> bool | None:
         """Whether the NetworkProfile CRD is gone or being deleted (None: cannot tell now).
@@ -407,7 +409,7 @@ class Controller:
         apiserver, not a cache: hand-backs are rare, and a watch could lag the profiles'.
         """
         try:
-            crd = self.kube.get(PROFILE_CRD_PATH)
+            crd = self.kube.get(profile_crd_path())
         except ApiError as err:
             if err.status == 404:
                 return True
@@ -529,7 +531,7 @@ class Controller:
                 return wait
             self._profile_writes.expect(name)
             try:
-                result = self.kube.patch_merge(profile_status_path(name), {"status": status})
+                result = self.kube.patch_merge(profile_path(name, "status"), {"status": status})
             except ApiError as err:
                 self._profile_writes.cancel(name)
                 if err.status != 404:

@@ -39,7 +39,7 @@ from netshift.podstatus import (
     is_settled,
     parse_status,
 )
-from netshift.policy import Profile, apply_profile, resolve
+from netshift.policy import Profile, apply_profile, resolve, why_first
 
 # What a pod is within one rollout.
 PENDING: Final = "Pending"  # its annotations differ from what the rollout wants: needs a patch
@@ -99,7 +99,7 @@ class Conflict:
 
     namespace: str
     winner: str
-    winner_priority: int
+    why: str  # why the winner governs it rather than this profile (policy.why_first)
 
 
 @dataclass(frozen=True)
@@ -296,7 +296,7 @@ def _conflicts(
             and winner.name != rollout
             and profile.namespace_selector.matches(labels)
         ):
-            conflicts.append(Conflict(ns, winner.name, winner.priority))
+            conflicts.append(Conflict(ns, winner.name, why_first(winner, profile)))
     return tuple(conflicts)
 
 

@@ -134,15 +134,10 @@ def conflict(plan: RolloutPlan) -> Condition:
         return Condition(
             CONFLICT, "False", NO_CONFLICT, "no other profile governs a namespace this one selects"
         )
-    own = plan.profile.priority if plan.profile else 0
-    parts = []
-    for c in plan.conflicts:
-        why = (
-            f"same priority {own}, ties go to the first name"
-            if c.winner_priority == own
-            else f"priority {c.winner_priority} > {own}"
-        )
-        parts.append(f'namespace {c.namespace} is governed by NetworkProfile "{c.winner}" ({why})')
+    parts = [
+        f'namespace {c.namespace} is governed by NetworkProfile "{c.winner}" ({c.why})'
+        for c in plan.conflicts
+    ]
     return Condition(CONFLICT, "True", OTHER_PROFILE_WINS, "; ".join(parts))
 
 

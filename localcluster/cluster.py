@@ -16,6 +16,7 @@ the tail of its log.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -26,7 +27,17 @@ from localcluster import nodekinds
 from localcluster.errors import ClusterError
 from localcluster.node import Node
 from localcluster.plane import Plane
-from localcluster.state import DEFAULT_BRIDGE, DEFAULT_POD_SUBNET, ClusterState, NodeSpec, node_name
+from localcluster.state import (
+    DEFAULT_BRIDGE,
+    DEFAULT_POD_SUBNET,
+    DEFAULT_POD_SUBNET6,
+    DUAL,
+    IP_FAMILIES,
+    SERVICE_CIDRS,
+    ClusterState,
+    NodeSpec,
+    node_name,
+)
 from localcluster.supervisor import ProcStatus
 from netshift.kube import Kube
 
@@ -38,14 +49,45 @@ def add_network_arguments(parser: argparse.ArgumentParser) -> None:
     """The node's pod network, chosen when a state dir is first used (then kept in it)."""
     parser.add_argument("--pod-subnet", default=None, help=f"default {DEFAULT_POD_SUBNET}")
     parser.add_argument("--bridge", default=None, help=f"default {DEFAULT_BRIDGE}")
+    parser.add_argument(
+        "--ip-family",
+        choices=IP_FAMILIES,
+        default=None,
+        help="ipv4 (default) or dual: an IPv6 pod subnet besides the IPv4 one "
+        f"(--pod-subnet6, default {DEFAULT_POD_SUBNET6}), Services with both families "
+        "(real node only)",
+    )
+    parser.add_argument("--pod-subnet6", default=None, help=f"default {DEFAULT_POD_SUBNET6}")
+
+
+def _check_subnets(spec: NodeSpec, asked6: str | None) -> None:
+    """A new node's subnets are of the families they are for (errors a user can act on)."""
+    if asked6 is not None and spec.pod_subnet6 is None:
+        raise ClusterError("--pod-subnet6 is for a dual-stack cluster: add --ip-family dual")
+    for subnet, version in ((spec.pod_subnet, 4), (spec.pod_subnet6, 6)):
+        if subnet is None:
+            continue
+        try:
+            ok = ipaddress.ip_network(subnet).version == version
+        except ValueError:
+            ok = False
+        if not ok:
+            flag = "--pod-subnet" if version == 4 else "--pod-subnet6"
+            raise ClusterError(
+                f"{flag} {subnet} is not an IPv{version} network (e.g. {_EXAMPLE[version]})"
+            )
+
+
+_EXAMPLE = {4: DEFAULT_POD_SUBNET, 6: DEFAULT_POD_SUBNET6}
 
 
 class LocalCluster:
     """The plane and the nodes of one local cluster, rooted at `state_dir`.
 
     A new state dir gets one node of kind `node` ("real" or "sim"; "sim" when None)
-    with `pod_subnet` and `bridge`; an existing one keeps what it was made with, and
-    changes its node's kind to `node` only while nothing runs."""
+    with `pod_subnet` and `bridge` and, with `ip_family` "dual", `pod_subnet6`; an
+    existing one keeps what it was made with (its IP family too), and changes its node's
+    kind to `node` only while nothing runs."""
 
     def __init__(
         self,
@@ -54,18 +96,41 @@ class LocalCluster:
         pod_subnet: str | None = None,
         bridge: str | None = None,
         node: str | None = None,
+        ip_family: str | None = None,
+        pod_subnet6: str | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.state = ClusterState(self.state_dir)
-        self.plane = Plane(self.state_dir, self.state.plane_ports)
-        specs = self.state.node_specs() or [
+        made = self.state.node_specs()
+        if not made and ip_family is not None:
+            self.state.ip_family = ip_family
+        elif ip_family is not None and ip_family != self.state.ip_family:
+            raise ClusterError(
+                f"{self.state_dir} was made with --ip-family {self.state.ip_family}; a state "
+                "dir keeps its IP family: `netshift down` it and use another --state-dir"
+            )
+        self.ip_family = self.state.ip_family
+        self.plane = Plane(
+            self.state_dir, self.state.plane_ports, service_cidrs=SERVICE_CIDRS[self.ip_family]
+        )
+        dual = self.ip_family == DUAL
+        specs = made or [
             NodeSpec(
                 name=node_name(),
                 kind=node or "sim",
                 pod_subnet=pod_subnet or DEFAULT_POD_SUBNET,
                 bridge=bridge or DEFAULT_BRIDGE,
+                pod_subnet6=(pod_subnet6 or DEFAULT_POD_SUBNET6) if dual else None,
             )
         ]
+        if not made:
+            _check_subnets(specs[0], pod_subnet6)
+        kinds = {node} if node is not None else {s.kind for s in specs}
+        if dual and kinds != {"real"}:
+            # The node simulator wires IPv4 only.
+            raise ClusterError(
+                "a dual-stack local cluster runs on the real node only (--node real)"
+            )
         self.nodes = self._make_nodes(specs)
         if node is not None and any(s.kind != node for s in specs):
             if self.status():

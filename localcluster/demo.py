@@ -35,7 +35,12 @@ def run(args: argparse.Namespace) -> int:
         return simdemo.run(args)
     say = print
     cluster = LocalCluster(
-        args.state_dir, pod_subnet=args.pod_subnet, bridge=args.bridge, node="real"
+        args.state_dir,
+        pod_subnet=args.pod_subnet,
+        bridge=args.bridge,
+        ip_family=args.ip_family,
+        pod_subnet6=args.pod_subnet6,
+        node="real",
     )
     say(f"== bringing up the local cluster in {cluster.state_dir} (real node)")
     cluster.up(say=lambda line: say("   " + line))

@@ -7,6 +7,7 @@ from network old-cni to new-cni through the same NetworkProfile.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 from netshift import podstatus
 from netshift.keys import SELECTED_LABEL
-from netshift.kube import ApiError, Kube
+from netshift.kube import ApiError, Kube, namespace_path, pod_path
 
 NS = "netshift-demo"
 PROFILE = "netshift-demo"
@@ -27,14 +28,17 @@ NEW = ("new-cni", "nsdemo-new", "10.251.2")
 def selected(kube: Kube, namespace: str) -> bool:
     """Whether the namespace carries netshift.io/selected: from then on its new pods go
     through the webhook (the controller labels it once the profile selects it)."""
-    labels = kube.get(f"/api/v1/namespaces/{namespace}")["metadata"].get("labels") or {}
+    labels = kube.get(namespace_path(namespace))["metadata"].get("labels") or {}
     return labels.get(SELECTED_LABEL) == "true"
 
 
 def bridge_nad(
-    namespace: str, name: str, bridge: str, subnet: str, ipam_dir: Path
+    namespace: str, name: str, bridge: str, subnet: str | Sequence[str], ipam_dir: Path
 ) -> dict[str, Any]:
-    """A NAD for a bridge network with a gateway and a default route, no masquerading."""
+    """A NAD for a bridge network with a gateway and a default route, no masquerading;
+    `subnet`: one CIDR or one per IP family (a range and a default route each)."""
+    subnets = [subnet] if isinstance(subnet, str) else list(subnet)
+    versions = [ipaddress.ip_network(s).version for s in subnets]
     config = {
         "cniVersion": "1.0.0",
         "name": name,
@@ -46,8 +50,8 @@ def bridge_nad(
                 "ipMasq": False,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": subnet}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "ranges": [[{"subnet": s}] for s in subnets],
+                    "routes": [{"dst": "0.0.0.0/0" if v == 4 else "::/0"} for v in versions],
                     "dataDir": str(ipam_dir),
                 },
             }
@@ -90,7 +94,7 @@ def apply(kube: Kube, path: str, obj: dict[str, Any]) -> None:
 
 def switched_count(kube: Kube, namespace: str, network: str, selector: str) -> int:
     """Pods whose agent reports `network` as their default network."""
-    pods = kube.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector)["items"]
+    pods = kube.get(pod_path(namespace), labelSelector=selector)["items"]
     done = 0
     for pod in pods:
         st = podstatus.parse_status(pod["metadata"].get("annotations") or {})

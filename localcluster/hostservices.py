@@ -12,11 +12,11 @@ import base64
 from localcluster.plane import Plane
 from localcluster.procs import Proc, http_ok, main_python
 from localcluster.state import Ports
-from netshift.kube import Kube
+from netshift.kube import Kube, lease_path, secret_path
 from webhook.registration import apply_webhook_configurations, webhook_configurations
 
 CONTROLLER_IDENTITY = "netshift-local"
-LEASE = "/apis/coordination.k8s.io/v1/namespaces/netshift-system/leases/netshift-controller"
+LEASE = lease_path("netshift-system", "netshift-controller")
 
 
 def procs(plane: Plane, ports: Ports) -> list[Proc]:
@@ -57,7 +57,7 @@ def procs(plane: Plane, ports: Ports) -> list[Proc]:
 
 def register_webhook(kube: Kube, port: int) -> None:
     """Point the apiserver at the local webhook by URL, trusting the CA the webhook made."""
-    secret = kube.get("/api/v1/namespaces/netshift-system/secrets/netshift-webhook-tls")
+    secret = kube.get(secret_path("netshift-system", "netshift-webhook-tls"))
     ca = base64.b64decode(secret["data"]["ca.crt"])
     objects = webhook_configurations(ca_bundle=ca, url=f"https://127.0.0.1:{port}")
     apply_webhook_configurations(kube, objects)

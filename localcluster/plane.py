@@ -16,23 +16,26 @@ from pathlib import Path
 from localcluster import binaries, planepki
 from localcluster.errors import ClusterError
 from localcluster.procs import Proc, clean_env, http_ok
-from localcluster.state import Ports
+from localcluster.state import IPV4, SERVICE_CIDRS, Ports
 from localcluster.supervisor import ProcStatus, Supervisor
-from netshift.kube import ApiError, Kube
+from netshift.kube import ApiError, Kube, namespace_path
 
 MANIFESTS = binaries.REPO / "manifests"
-SERVICE_CIDR = "10.0.0.0/24"
 PROCS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
 Say = Callable[[str], None]
 
 
 class Plane:
-    """The plane's processes and files under `state_dir`, its ports kept in `ports`."""
+    """The plane's processes and files under `state_dir`, its ports kept in `ports`;
+    `service_cidrs`: the Services' ranges, one per IP family of the cluster."""
 
-    def __init__(self, state_dir: Path, ports: Ports) -> None:
+    def __init__(
+        self, state_dir: Path, ports: Ports, service_cidrs: Sequence[str] = SERVICE_CIDRS[IPV4]
+    ) -> None:
         self.state_dir = state_dir
         self.ports = ports
+        self.service_cidrs = list(service_cidrs)
         self.pki_dir = state_dir / "pki"
         self.kubeconfig = state_dir / "kubeconfig"
         self.supervisor = Supervisor(state_dir / "run", state_dir / "logs", state_dir, PROCS)
@@ -110,7 +113,7 @@ class Plane:
                 f"--tls-cert-file={d / 'apiserver.crt'}",
                 f"--tls-private-key-file={d / 'apiserver.key'}",
                 f"--client-ca-file={d / 'ca.crt'}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--service-cluster-ip-range={','.join(self.service_cidrs)}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={d / 'sa.pub'}",
                 f"--service-account-signing-key-file={d / 'sa.key'}",
@@ -154,7 +157,7 @@ class Plane:
                 f"--root-ca-file={d / 'ca.crt'}",
                 f"--cluster-signing-cert-file={d / 'ca.crt'}",
                 f"--cluster-signing-key-file={d / 'ca.key'}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--service-cluster-ip-range={','.join(self.service_cidrs)}",
                 "--controllers=*",
             ],
             healthy=lambda: http_ok(f"https://127.0.0.1:{port}/healthz"),
@@ -197,7 +200,7 @@ class Plane:
 
     def ensure_namespace(self, name: str) -> None:
         try:
-            self.kube().create("/api/v1/namespaces", {"metadata": {"name": name}})
+            self.kube().create(namespace_path(), {"metadata": {"name": name}})
         except ApiError as err:
             if err.status != 409:
                 raise

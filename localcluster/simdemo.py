@@ -33,7 +33,17 @@ from localcluster.demokit import (
 )
 from localcluster.probe import ClientNetns, Ping, Stream
 from netshift import podstatus
-from netshift.kube import ApiError, Kube, has_default_service_account, nad_path, wait_for
+from netshift.kube import (
+    ApiError,
+    Kube,
+    deployment_path,
+    has_default_service_account,
+    nad_path,
+    namespace_path,
+    pod_path,
+    profile_path,
+    wait_for,
+)
 
 CLIENT = "nsdemo-client"
 
@@ -67,7 +77,7 @@ class PodView:
 
 def pod_views(kube: Kube) -> list[PodView]:
     views = []
-    for pod in kube.get(f"/api/v1/namespaces/{NS}/pods", labelSelector="app=web")["items"]:
+    for pod in kube.get(pod_path(NS), labelSelector="app=web")["items"]:
         uid = pod["metadata"]["uid"]
         netns = f"/var/run/netns/netshift-{uid}"
         route = subprocess.run(
@@ -94,13 +104,13 @@ def pod_views(kube: Kube) -> list[PodView]:
 def cleanup(kube: Kube, client: ClientNetns) -> None:
     client.delete()
     with contextlib.suppress(ApiError):
-        kube.delete(f"/apis/netshift.io/v1alpha1/networkprofiles/{PROFILE}")
+        kube.delete(profile_path(PROFILE))
     with contextlib.suppress(ApiError):
-        kube.delete(f"/api/v1/namespaces/{NS}")
+        kube.delete(namespace_path(NS))
 
     def gone() -> bool:
         try:
-            kube.get(f"/api/v1/namespaces/{NS}")
+            kube.get(namespace_path(NS))
             return False
         except ApiError as err:
             return err.status == 404
@@ -115,7 +125,11 @@ def run(args: argparse.Namespace) -> int:
     # The node simulator: the demo's probes find pods by its namespace names. A state dir
     # running a real-node cluster is refused with a message saying so.
     cluster = LocalCluster(
-        args.state_dir, pod_subnet=args.pod_subnet, bridge=args.bridge, node="sim"
+        args.state_dir,
+        pod_subnet=args.pod_subnet,
+        bridge=args.bridge,
+        ip_family=args.ip_family,  # dual is refused: the node simulator wires IPv4 only
+        node="sim",
     )
     say(f"== bringing up the local cluster in {cluster.state_dir}")
     cluster.up(say=lambda line: say("   " + line))
@@ -128,25 +142,25 @@ def run(args: argparse.Namespace) -> int:
     say(f"== namespace {NS}, networks {OLD[0]} ({OLD[2]}.0/24) and {NEW[0]} ({NEW[2]}.0/24)")
     apply(
         kube,
-        "/api/v1/namespaces",
+        namespace_path(),
         {"metadata": {"name": NS, "labels": {"netshift.io/demo": "true"}}},
     )
     for name, bridge, prefix in (OLD, NEW):
         apply(kube, nad_path(NS), bridge_nad(NS, name, bridge, f"{prefix}.0/24", ipam))
     say(f"== NetworkProfile {PROFILE}: default network {NS}/{OLD[0]}, rollout Live")
-    apply(kube, "/apis/netshift.io/v1alpha1/networkprofiles", profile(f"{NS}/{OLD[0]}"))
+    apply(kube, profile_path(), profile(f"{NS}/{OLD[0]}"))
     wait_for(lambda: has_default_service_account(kube, NS), 30, what="the default ServiceAccount")
     # The Deployment's pods get the profile at creation once the namespace is labelled.
     wait_for(lambda: selected(kube, NS), 30, what=f"{NS} labelled netshift.io/selected")
     say(f"== Deployment web with {args.pods} pods")
-    apply(kube, f"/apis/apps/v1/namespaces/{NS}/deployments", deployment(args.pods))
+    apply(kube, deployment_path(NS), deployment(args.pods))
     wait_for(
         lambda: len([v for v in pod_views(kube) if v.ip and v.default_if != "-"]) == args.pods,
         120,
         what=f"{args.pods} running pods",
     )
     before = {v.uid: v for v in pod_views(kube)}
-    annotated = kube.get(f"/api/v1/namespaces/{NS}/pods", labelSelector="app=web")["items"][0]
+    annotated = kube.get(pod_path(NS), labelSelector="app=web")["items"][0]
     injected = (annotated["metadata"].get("annotations") or {}).get(
         "v1.multus-cni.io/default-network", "(none: is the webhook running?)"
     )
@@ -163,12 +177,12 @@ def run(args: argparse.Namespace) -> int:
     say(f"== switching the profile to {NS}/{NEW[0]}")
     t0 = time.monotonic()
     kube.patch_merge(
-        f"/apis/netshift.io/v1alpha1/networkprofiles/{PROFILE}",
+        profile_path(PROFILE),
         {"spec": {"defaultNetwork": f"{NS}/{NEW[0]}"}},
     )
 
     def switched() -> bool:
-        pods = kube.get(f"/api/v1/namespaces/{NS}/pods", labelSelector="app=web")["items"]
+        pods = kube.get(pod_path(NS), labelSelector="app=web")["items"]
         done = 0
         for pod in pods:
             st = podstatus.parse_status(pod["metadata"].get("annotations") or {})

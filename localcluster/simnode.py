@@ -24,7 +24,7 @@ from localcluster.plane import Plane
 from localcluster.procs import Proc, clean_env, indent, main_python
 from localcluster.state import NodeSpec, Ports
 from localcluster.supervisor import ProcStatus, Supervisor
-from netshift.kube import ApiError
+from netshift.kube import ApiError, node_path
 from netshift.records import RecordStore
 
 NETNS_DIR = Path("/var/run/netns")
@@ -163,7 +163,7 @@ class SimNode:
             },
         }
         try:
-            self.plane.kube().create("/api/v1/nodes", node)
+            self.plane.kube().create(node_path(), node)
         except ApiError as err:
             if err.status != 409:
                 raise

@@ -8,6 +8,10 @@ with, so that a second `up` or a `down` finds the same cluster.
      "nodes": [{"name": "vm", "kind": "real", "podSubnet": "10.244.0.0/24",
                 "bridge": "nsbr0", "ports": {"kubelet": 41240, ...}}]}
 
+A dual-stack cluster (`--ip-family dual`) says so at the top ("ipFamily": "dual") and
+each node has an IPv6 pod subnet besides its IPv4 one ("podSubnet6"); an IPv4 cluster's
+file has neither, as before.
+
 A state file of a netshift from before nodes/ (one node, its settings at the top
 level) is read as that one node; its node's files were elsewhere, so it must have
 been taken down with that netshift first (see `LocalCluster`).
@@ -27,6 +31,15 @@ from localcluster.procs import free_port
 STATE_FILE = "cluster.json"
 DEFAULT_POD_SUBNET = "10.244.0.0/24"
 DEFAULT_BRIDGE = "nsbr0"
+DEFAULT_POD_SUBNET6 = "fd6e:7368:244::/64"  # a ULA range of the project's own ("ns" = 6e73)
+
+# `--ip-family`: what a cluster's Services and pods get. The family is this value, kept in
+# the state; everything that depends on it reads the lists below or a node's pod_subnets.
+IPV4, DUAL = "ipv4", "dual"
+IP_FAMILIES = (IPV4, DUAL)
+# The Services' ranges, the cluster's primary (IPv4) family first. The IPv6 one is a /112
+# (the apiserver takes none larger than a /108), apart from every pod subnet.
+SERVICE_CIDRS = {IPV4: ("10.0.0.0/24",), DUAL: ("10.0.0.0/24", "fd6e:7368:5e::/112")}
 
 
 @dataclass(frozen=True)
@@ -35,20 +48,31 @@ class NodeSpec:
 
     name: str
     kind: str  # "real" or "sim" (`--node`)
-    pod_subnet: str  # its pods' addresses; its Node's spec.podCIDR on a real node
+    pod_subnet: str  # its pods' IPv4 addresses
     bridge: str  # its cluster network's bridge
+    pod_subnet6: str | None = None  # its pods' IPv6 addresses in a dual-stack cluster
+
+    @property
+    def pod_subnets(self) -> list[str]:
+        """Its pod subnets, one per IP family of the cluster, IPv4 first."""
+        return [self.pod_subnet, *([self.pod_subnet6] if self.pod_subnet6 else [])]
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "kind": self.kind,
             "podSubnet": self.pod_subnet,
             "bridge": self.bridge,
         }
+        if self.pod_subnet6:
+            out["podSubnet6"] = self.pod_subnet6
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> NodeSpec:
-        return cls(data["name"], data["kind"], data["podSubnet"], data["bridge"])
+        return cls(
+            data["name"], data["kind"], data["podSubnet"], data["bridge"], data.get("podSubnet6")
+        )
 
 
 def node_name() -> str:
@@ -95,6 +119,20 @@ class ClusterState:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text(json.dumps(self.data, indent=2))
         tmp.replace(self.path)
+
+    @property
+    def ip_family(self) -> str:
+        """The cluster's IP family (one of IP_FAMILIES); IPv4 for a file without one."""
+        return str(self.data.get("ipFamily", IPV4))
+
+    @ip_family.setter
+    def ip_family(self, family: str) -> None:
+        if family not in IP_FAMILIES:
+            raise ValueError(f"no IP family {family!r}; one of {', '.join(IP_FAMILIES)}")
+        if family == IPV4:
+            self.data.pop("ipFamily", None)  # an IPv4 cluster's file stays as it was
+        else:
+            self.data["ipFamily"] = family
 
     def node_specs(self) -> list[NodeSpec]:
         return [NodeSpec.from_json(entry) for entry in self.data.get("nodes", [])]

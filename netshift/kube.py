@@ -18,11 +18,13 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+
+from netshift.keys import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -358,16 +360,99 @@ def patch_annotations(kube: Kube, path: str, changes: Mapping[str, str | None]) 
     return kube.patch_merge(path, {"metadata": {"annotations": dict(changes)}})
 
 
-def pod_path(namespace: str, name: str | None = None) -> str:
-    base = f"/api/v1/namespaces/{namespace}/pods"
-    return f"{base}/{name}" if name else base
+# -- API paths ----------------------------------------------------------------------
+# The one home of the REST paths of the kinds netshift reads and writes. For a
+# namespaced kind, `namespace=None` is every namespace (to list or watch); for any
+# kind, `name=None` is the collection (to list, watch or create in).
+
+CORE_V1: Final = "/api/v1"
+NAD_GROUP_VERSION: Final = "k8s.cni.cncf.io/v1"
+LEASE_GROUP_VERSION: Final = "coordination.k8s.io/v1"
+APPS_V1: Final = "apps/v1"
+ADMISSION_V1: Final = "admissionregistration.k8s.io/v1"
+APIEXTENSIONS_V1: Final = "apiextensions.k8s.io/v1"
+# Only running pods matter to a rollout: the controller and `netshift plan` ask the
+# apiserver to filter the rest out.
+RUNNING_PODS: Final[Mapping[str, str]] = {"fieldSelector": "status.phase=Running"}
+
+
+def api_path(
+    group_version: str,
+    plural: str,
+    namespace: str | None = None,
+    name: str | None = None,
+    subresource: str | None = None,
+) -> str:
+    """The path of a kind's collection or object; `group_version` "" is the core group."""
+    base = f"/apis/{group_version}" if group_version else CORE_V1
+    if namespace is not None:
+        base = f"{base}/namespaces/{namespace}"
+    path = f"{base}/{plural}"
+    if name:
+        path = f"{path}/{name}"
+        if subresource:
+            path = f"{path}/{subresource}"
+    return path
+
+
+def pod_path(namespace: str | None = None, name: str | None = None) -> str:
+    return api_path("", "pods", namespace, name)
 
 
 def nad_path(namespace: str | None = None, name: str | None = None) -> str:
-    if namespace is None:
-        return "/apis/k8s.cni.cncf.io/v1/network-attachment-definitions"
-    base = f"/apis/k8s.cni.cncf.io/v1/namespaces/{namespace}/network-attachment-definitions"
-    return f"{base}/{name}" if name else base
+    return api_path(NAD_GROUP_VERSION, "network-attachment-definitions", namespace, name)
+
+
+def profile_path(name: str | None = None, subresource: str | None = None) -> str:
+    """A NetworkProfile (cluster-scoped); `subresource="status"` is where its status is written."""
+    return api_path(f"{PROFILE_GROUP}/{PROFILE_VERSION}", PROFILE_PLURAL, None, name, subresource)
+
+
+def crd_path(name: str | None = None) -> str:
+    """A CustomResourceDefinition; its name is `<plural>.<group>`."""
+    return api_path(APIEXTENSIONS_V1, "customresourcedefinitions", None, name)
+
+
+def profile_crd_path() -> str:
+    """The NetworkProfile CRD: deleting it is how netshift is uninstalled."""
+    return crd_path(f"{PROFILE_PLURAL}.{PROFILE_GROUP}")
+
+
+def namespace_path(name: str | None = None) -> str:
+    return api_path("", "namespaces", None, name)
+
+
+def node_path(name: str | None = None, subresource: str | None = None) -> str:
+    return api_path("", "nodes", None, name, subresource)
+
+
+def configmap_path(namespace: str, name: str | None = None) -> str:
+    return api_path("", "configmaps", namespace, name)
+
+
+def secret_path(namespace: str, name: str | None = None) -> str:
+    return api_path("", "secrets", namespace, name)
+
+
+def service_path(namespace: str, name: str | None = None) -> str:
+    return api_path("", "services", namespace, name)
+
+
+def event_path(namespace: str) -> str:
+    return api_path("", "events", namespace)
+
+
+def lease_path(namespace: str, name: str | None = None) -> str:
+    return api_path(LEASE_GROUP_VERSION, "leases", namespace, name)
+
+
+def deployment_path(namespace: str, name: str | None = None) -> str:
+    return api_path(APPS_V1, "deployments", namespace, name)
+
+
+def webhook_configuration_path(kind: str, name: str | None = None) -> str:
+    """`kind`: "mutating" or "validating"."""
+    return api_path(ADMISSION_V1, f"{kind}webhookconfigurations", None, name)
 
 
 def now_rfc3339() -> str:
@@ -413,7 +498,7 @@ def record_event(
         "count": 1,
     }
     try:
-        kube.create(f"/api/v1/namespaces/{namespace}/events", event)
+        kube.create(event_path(namespace), event)
     except Exception as err:
         log.warning("could not record event %s on %s: %s", reason, object_key(obj), err)
 
@@ -500,7 +585,7 @@ def wait_for(
 def has_default_service_account(kube: Kube, namespace: str) -> bool:
     """Pods are refused in a namespace until the controller-manager made its default ServiceAccount."""
     try:
-        kube.get(f"/api/v1/namespaces/{namespace}/serviceaccounts/default")
+        kube.get(api_path("", "serviceaccounts", namespace, "default"))
         return True
     except ApiError:
         return False

@@ -23,16 +23,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from netshift.kube import ApiError, Kube, now_rfc3339
+from netshift.kube import ApiError, Kube, lease_path, now_rfc3339
 
 log = logging.getLogger(__name__)
-
-LEASE_GROUP_PATH = "/apis/coordination.k8s.io/v1"
-
-
-def lease_path(namespace: str, name: str | None = None) -> str:
-    base = f"{LEASE_GROUP_PATH}/namespaces/{namespace}/leases"
-    return f"{base}/{name}" if name else base
 
 
 class LeaderElector:

@@ -138,8 +138,20 @@ class Profile:
 
 @dataclass(frozen=True)
 class Resolution:
+    """The profiles that select a namespace, ranked (see `resolve`): the winner governs it."""
+
     winner: Profile | None
     losers: tuple[Profile, ...]
+
+    @property
+    def ranked(self) -> tuple[Profile, ...]:
+        """Every profile selecting the namespace, the winner first."""
+        return () if self.winner is None else (self.winner, *self.losers)
+
+    def why(self, loser: Profile) -> str:
+        """Why the winner governs the namespace rather than `loser`, for a human."""
+        assert self.winner is not None, "a namespace no profile selects has no losers"
+        return why_first(self.winner, loser)
 
 
 # --- reading a NetworkProfile object -----------------------------------------
@@ -450,14 +462,29 @@ def selected_label(
 
 
 def resolve(namespace_labels: Mapping[str, str], profiles: Iterable[Profile]) -> Resolution:
-    """All profiles selecting the namespace: highest priority wins, ties by name."""
+    """All profiles selecting the namespace, ranked: highest priority wins, ties by name.
+
+    The one ranking of profiles: the webhook, the controller and `netshift plan`
+    all call it, and `why_first` explains it.
+    """
     matching = sorted(
         (profile for profile in profiles if profile.namespace_selector.matches(namespace_labels)),
-        key=lambda profile: (-profile.priority, profile.name),
+        key=_rank,
     )
     if not matching:
         return Resolution(None, ())
     return Resolution(matching[0], tuple(matching[1:]))
+
+
+def _rank(profile: Profile) -> tuple[int, str]:
+    return (-profile.priority, profile.name)
+
+
+def why_first(winner: Profile, loser: Profile) -> str:
+    """Why `resolve` ranks `winner` before `loser` (both select the namespace), for a human."""
+    if winner.priority == loser.priority:
+        return f"same priority {winner.priority}, ties go to the first name"
+    return f"priority {winner.priority} > {loser.priority}"
 
 
 # --- bringing a pod to its profile ---------------------------------------------

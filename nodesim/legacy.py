@@ -11,8 +11,9 @@ import json
 import logging
 from pathlib import Path
 
+from netshift.attachments import AttachmentRecord, PodMeta
 from netshift.keys import ATTACHED, DEFAULT, SECONDARY
-from netshift.records import AttachmentRecord, PodMeta, RecordStore
+from netshift.records import RecordStore
 
 log = logging.getLogger("netshift.nodesim")
 

@@ -37,6 +37,7 @@ from typing import Any
 
 from netshift import annotations as ann
 from netshift import keys
+from netshift.attachments import AttachmentRecord, PodMeta
 from netshift.cni.config import CniError, ConfList, load_conflist
 from netshift.cni.executor import CniExecutor
 from netshift.cni.nad import attachment_runtime, nad_conflist, recorded_invocation
@@ -47,14 +48,16 @@ from netshift.kube import (
     ApiError,
     Informer,
     Kube,
+    lease_path,
     nad_path,
+    node_path,
     now_rfc3339,
     patch_annotations,
     pod_path,
     record_event,
 )
-from netshift.records import AttachmentRecord, PodMeta, RecordStore
-from netshift.workqueue import WorkQueue
+from netshift.records import RecordStore
+from netshift.workqueue import Result, WorkQueue
 from nodesim import legacy
 
 log = logging.getLogger("netshift.nodesim")
@@ -62,6 +65,7 @@ log = logging.getLogger("netshift.nodesim")
 NETNS_DIR = Path("/var/run/netns")
 CLUSTER_NETWORK = "netshift-cluster"
 COMPONENT = "netshift-nodesim"
+NODE_LEASE_NAMESPACE = "kube-node-lease"  # the kubelet's heartbeat Leases live here
 CLEANUP_RETRY = 10.0  # a sandbox whose DEL failed is torn down again after this long
 
 
@@ -124,7 +128,7 @@ class NodeSimulator:
         self.queue = WorkQueue(self.reconcile, workers=settings.workers, name="nodesim")
         self.pods = Informer(
             kube,
-            "/api/v1/pods",
+            pod_path(),
             params={"fieldSelector": f"spec.nodeName={settings.node}"},
             on_event=self._on_pod,
             name="nodesim pods",
@@ -214,16 +218,17 @@ class NodeSimulator:
                 "kubeProxyVersion": "",
             },
         }
-        self.kube.patch_merge(f"/api/v1/nodes/{self.s.node}/status", {"status": status})
-        lease_path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.s.node}"
+        self.kube.patch_merge(node_path(self.s.node, "status"), {"status": status})
         micro = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
         try:
-            self.kube.patch_merge(lease_path, {"spec": {"renewTime": micro}})
+            self.kube.patch_merge(
+                lease_path(NODE_LEASE_NAMESPACE, self.s.node), {"spec": {"renewTime": micro}}
+            )
         except ApiError as err:
             if err.status != 404:
                 raise
             self.kube.create(
-                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                lease_path(NODE_LEASE_NAMESPACE),
                 {
                     "metadata": {"name": self.s.node},
                     "spec": {
@@ -252,22 +257,22 @@ class NodeSimulator:
     def _has_sandbox(self, uid: str) -> bool:
         return self.store.get_pod_meta(uid) is not None or bool(self.store.list_pod(uid))
 
-    def reconcile(self, uid: str) -> float | None:
+    def reconcile(self, uid: str) -> Result:
         pod = self._pod_by_uid(uid)
         if pod is None or pod["metadata"].get("deletionTimestamp"):
             if (pod is not None or self._has_sandbox(uid)) and self.teardown(uid, pod):
-                return CLEANUP_RETRY  # a DEL failed: its record stays, try again
-            return None
+                return Result(requeue_after=CLEANUP_RETRY)  # a DEL failed: its record stays
+            return Result()
         eth0 = self.store.get(uid, "eth0")
         if eth0 is None or eth0.state != ATTACHED:
             # A new sandbox (also for a pod that outlived a `netshift down`): new pod IP.
             # One made only in part before a crash goes first, as a runtime would redo it.
             if self._has_sandbox(uid) and self.teardown(uid, None):
-                return CLEANUP_RETRY
+                return Result(requeue_after=CLEANUP_RETRY)
             self.set_running(pod, self.create_sandbox(pod))
         elif pod.get("status", {}).get("phase") != "Running":
             self.set_running(pod, eth0)
-        return None
+        return Result()
 
     def _nad_conflist(self, ref: ann.NetworkRef) -> ConfList:
         try:

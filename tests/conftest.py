@@ -24,7 +24,7 @@ from support import timeouts
 TIER_FIXTURES = {
     "node": ("node_host",),
     "cluster": ("cluster", "kube", "namespace", "real_cluster"),
-    "realnode": ("real_cluster", "real_kube", "real_namespace", "real_node"),
+    "realnode": ("real_cluster", "real_kube", "real_namespace", "real_node", "dual_cluster"),
 }
 
 
@@ -34,7 +34,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     The real-node tests run last, together: the session's real node (and the machine's
     one-real-node lock) is taken only for the end of the run, not next to the other tiers;
-    and of those, the ones that take the node down and up again (`restarts_node`) last.
+    and of those, the ones that take the node down and up again (`restarts_node`) after
+    the others, and the dual-stack ones (`dual_cluster`, which replaces the session's IPv4
+    real node with a dual-stack one) at the very end.
     """
     misplaced = [
         f"{item.nodeid} (uses {', '.join(used)}: needs the `{marker}` marker of its tier)"
@@ -54,6 +56,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(
         key=lambda item: (
             item.get_closest_marker("realnode") is not None,
+            "dual_cluster" in getattr(item, "fixturenames", ()),
             item.get_closest_marker("restarts_node") is not None,
         )
     )

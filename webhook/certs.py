@@ -44,13 +44,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from netshift import pki
-from netshift.kube import ApiError, Kube
+from netshift.kube import ApiError, Kube, secret_path, webhook_configuration_path
 
 log = logging.getLogger(__name__)
 
 NEXT_CA_SINCE_KEY = "netshift.io/next-ca-since"
-MUTATING_PATH = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
-VALIDATING_PATH = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+MUTATING_PATH = webhook_configuration_path("mutating")
+VALIDATING_PATH = webhook_configuration_path("validating")
 
 
 class CertError(ValueError):
@@ -197,7 +197,7 @@ class KubeSecretStore:
         self.kube = kube
         self.namespace = namespace
         self.name = name
-        self.path = f"/api/v1/namespaces/{namespace}/secrets/{name}"
+        self.path = secret_path(namespace, name)
         self._last: dict[str, Any] | None = None
 
     def read(self) -> tuple[dict[str, bytes], dict[str, str], str | None]:
@@ -232,7 +232,7 @@ class KubeSecretStore:
                     },
                     "data": encoded,
                 }
-                self.kube.create(f"/api/v1/namespaces/{self.namespace}/secrets", body)
+                self.kube.create(secret_path(self.namespace), body)
             else:
                 if last is None or str(last["metadata"].get("resourceVersion")) != version:
                     raise Conflict("the Secret read last is not the one being replaced")

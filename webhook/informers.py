@@ -12,8 +12,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from netshift.annotations import NetworkRef
-from netshift.keys import NETSHIFT_NAMESPACE, PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION
-from netshift.kube import Informer, Kube, nad_path
+from netshift.keys import NETSHIFT_NAMESPACE
+from netshift.kube import (
+    Informer,
+    Kube,
+    configmap_path,
+    nad_path,
+    namespace_path,
+    profile_path,
+)
 from netshift.nadpolicy import (
     OFF,
     POLICY_CONFIGMAP,
@@ -24,9 +31,6 @@ from netshift.nadpolicy import (
 from netshift.policy import Profile, ProfileError, profile_from_object
 
 log = logging.getLogger(__name__)
-
-NAMESPACES_PATH = "/api/v1/namespaces"
-PROFILES_PATH = f"/apis/{PROFILE_GROUP}/{PROFILE_VERSION}/{PROFILE_PLURAL}"
 
 
 class InformerCaches:
@@ -44,9 +48,9 @@ class InformerCaches:
         self._profiles_dirty = True
         self._profiles: list[Profile] = []
         self._rejected: set[tuple[str, str]] = set()
-        self.namespaces = Informer(kube, NAMESPACES_PATH, name="namespaces")
+        self.namespaces = Informer(kube, namespace_path(), name="namespaces")
         self.profile_objects = Informer(
-            kube, PROFILES_PATH, name="networkprofiles", on_event=self._profile_event
+            kube, profile_path(), name="networkprofiles", on_event=self._profile_event
         )
         self.nad_objects = Informer(kube, nad_path(), name="network-attachment-definitions")
         self._informers: tuple[Informer, ...] = (
@@ -62,7 +66,7 @@ class InformerCaches:
             namespace, name = nad_policy
             self.policy_objects = Informer(
                 kube,
-                f"/api/v1/namespaces/{namespace}/configmaps",
+                configmap_path(namespace),
                 params={"fieldSelector": f"metadata.name={name}"},
                 on_event=self._policy_event,
                 name="nad-policy",

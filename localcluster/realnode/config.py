@@ -121,9 +121,16 @@ def kubelet_config(
     }
 
 
+def host_cidr(address: str) -> str:
+    """One address as a CIDR of its own: 10.244.0.1/32, fd6e:7368:244::1/128."""
+    return str(ipaddress.ip_network(address))
+
+
 def kube_proxy_config(
-    layout: Layout, *, name: str, node_ip: str, healthz_port: int, metrics_port: int
+    layout: Layout, *, name: str, node_ips: Sequence[str], healthz_port: int, metrics_port: int
 ) -> dict[str, Any]:
+    """`node_ips`: one per IP family of the cluster. kube-proxy programs every family the
+    machine has (iptables and ip6tables), the Node's first address's as the primary one."""
     return {
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
         "kind": "KubeProxyConfiguration",
@@ -142,8 +149,9 @@ def kube_proxy_config(
             "syncPeriod": "30s",
             "minSyncPeriod": "0s",
         },
-        # NodePorts on the node's own address on the bridge only.
-        "nodePortAddresses": [f"{node_ip}/32"],
+        # NodePorts on the node's own addresses on the bridge only: a family without one
+        # here would get NodePorts on every address of the machine.
+        "nodePortAddresses": [host_cidr(ip) for ip in node_ips],
         # 0: leave the machine's conntrack sysctls as they are.
         "conntrack": {
             "maxPerCore": 0,

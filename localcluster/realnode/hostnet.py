@@ -30,6 +30,9 @@ class HostNetwork:
     apiserver_port: int
     owner: str  # said in the DNAT rule's comment: whose rule it is (the state dir)
     netns_dir: Path
+    # A dual-stack node's IPv6 pod subnet: its gateway (host 1) is on the bridge too.
+    # Pods reach the apiserver over IPv4 alone (the DNAT rule).
+    other_subnets: tuple[str, ...] = ()
 
     def dnat_rule(self) -> list[str]:
         """The nat PREROUTING rule (without -A/-D) that sends pods' apiserver traffic to loopback."""
@@ -59,6 +62,11 @@ class HostNetwork:
         subprocess.run(
             ["ip", "addr", "replace", f"{self.gateway}/{prefix}", "dev", bridge], check=True
         )
+        for subnet in self.other_subnets:
+            net = ipaddress.ip_network(subnet)
+            # nodad: the gateway answers at once, not after duplicate address detection.
+            address = f"{next(net.hosts())}/{net.prefixlen}"
+            subprocess.run(["ip", "addr", "replace", address, "dev", bridge, "nodad"], check=True)
         subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
         Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet").write_text("1\n")
         shared_netns_dir(self.netns_dir)

@@ -31,7 +31,7 @@ from localcluster.realnode.shutdown import Shutdown
 from localcluster.realnode.tools import host_tool, missing_binaries
 from localcluster.state import NodeSpec, Ports
 from localcluster.supervisor import ProcStatus, Supervisor
-from netshift.kube import ApiError
+from netshift.kube import ApiError, node_path
 
 
 def missing_prerequisites() -> list[str]:
@@ -54,7 +54,10 @@ class RealNode:
             self.layout.run_dir, self.layout.log_dir, plane.state_dir, processes.NAMES
         )
         self.runtime = Runtime(self.layout)
-        self.gateway = config.gateway(spec.pod_subnet)
+        # The bridge's address in each pod subnet (IPv4 first): the pods' gateways and the
+        # Node's addresses.
+        self.gateways = [config.gateway(s) for s in spec.pod_subnets]
+        self.gateway = self.gateways[0]
 
     @property
     def name(self) -> str:
@@ -73,6 +76,11 @@ class RealNode:
         """The Node's InternalIP: the bridge's gateway address, a local address of this
         machine in the project's own subnet (the kubelet refuses a loopback node IP)."""
         return self.gateway
+
+    @property
+    def node_ips(self) -> list[str]:
+        """The Node's addresses, one per IP family of the cluster (IPv4 first)."""
+        return list(self.gateways)
 
     @property
     def endpoint(self) -> str:
@@ -126,14 +134,14 @@ class RealNode:
         return config.kube_proxy_config(
             self.layout,
             name=self.name,
-            node_ip=self.node_ip,
+            node_ips=self.node_ips,
             healthz_port=self.ports("kube-proxy-healthz"),
             metrics_port=self.ports("kube-proxy-metrics"),
         )
 
     def cluster_network(self) -> dict[str, Any]:
         return config.cluster_network(
-            bridge=self.bridge, subnets=[self.pod_subnet], data_dir=self.ipam_dir
+            bridge=self.bridge, subnets=self.spec.pod_subnets, data_dir=self.ipam_dir
         )
 
     def multus_daemon_config(self) -> dict[str, Any]:
@@ -177,6 +185,7 @@ class RealNode:
             apiserver_port=self.plane.ports("apiserver"),
             owner=str(self.plane.state_dir),
             netns_dir=self.netns_dir,
+            other_subnets=tuple(self.spec.pod_subnets[1:]),
         )
 
     # -- processes -----------------------------------------------------------------
@@ -188,7 +197,7 @@ class RealNode:
             processes.kubelet(
                 self.layout,
                 name=self.name,
-                node_ip=self.node_ip,
+                node_ips=self.node_ips,
                 healthz_port=self.ports("kubelet-healthz"),
             ),
             processes.kube_proxy(self.layout, healthz_port=self.ports("kube-proxy-healthz")),
@@ -208,6 +217,7 @@ class RealNode:
         replaced = self.start(say)
         deadline = time.monotonic() + timeout
         self._wait(lambda: self._node() is not None, deadline, "the kubelet to register its Node")
+        self.set_pod_cidrs()
         self.deploy(replaced, say, deadline)
 
     def start(self, say: Say) -> list[str]:
@@ -275,9 +285,20 @@ class RealNode:
 
     def _node(self) -> dict[str, Any] | None:
         try:
-            return self.plane.kube().get(f"/api/v1/nodes/{self.name}")
+            return self.plane.kube().get(node_path(self.name))
         except (ApiError, OSError):
             return None
+
+    def set_pod_cidrs(self) -> None:
+        """The Node's spec.podCIDRs: its pod subnets, one per IP family. The subnets are the
+        node's own (its cluster network's ranges), not allocated by the controller-manager
+        (no --allocate-node-cidrs); a Node's podCIDRs can be set once, when still empty."""
+        node = self._node() or {}
+        if not node.get("spec", {}).get("podCIDRs"):
+            subnets = self.spec.pod_subnets
+            self.plane.kube().patch_merge(
+                f"/api/v1/nodes/{self.name}", {"spec": {"podCIDR": subnets[0], "podCIDRs": subnets}}
+            )
 
     def node_ready(self) -> bool:
         node = self._node()

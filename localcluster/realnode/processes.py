@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from localcluster.procs import Proc, http_ok
 from localcluster.realnode.layout import Layout
@@ -24,7 +24,8 @@ def containerd(layout: Layout, *, ready: Callable[[], bool]) -> Proc:
     )
 
 
-def kubelet(layout: Layout, *, name: str, node_ip: str, healthz_port: int) -> Proc:
+def kubelet(layout: Layout, *, name: str, node_ips: Sequence[str], healthz_port: int) -> Proc:
+    """`node_ips`: one per IP family of the cluster (a dual-stack Node has both)."""
     d = layout.kubelet_dir
     return Proc(
         "kubelet",
@@ -35,7 +36,7 @@ def kubelet(layout: Layout, *, name: str, node_ip: str, healthz_port: int) -> Pr
             f"--root-dir={d / 'root'}",
             f"--cert-dir={layout.kubelet_pki}",
             f"--hostname-override={name}",
-            f"--node-ip={node_ip}",
+            f"--node-ip={','.join(node_ips)}",
             "--v=1",
         ],
         env={"PATH": node_path()},

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from netshift.annotations import AnnotationError, NetworkRef, NetworkSelection, parse_networks
+from netshift.attachments import AttachmentRecord
 from netshift.cni.config import (
     CniError,
     ConfList,
@@ -25,9 +26,6 @@ from netshift.cni.config import (
     load_conflist,
 )
 from netshift.cni.nodeconf import NodeConf, NodeConfError, per_node_summary
-
-if TYPE_CHECKING:
-    from netshift.records import AttachmentRecord
 
 __all__ = [
     "NAD_CONFIG",

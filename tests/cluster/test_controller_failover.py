@@ -20,8 +20,8 @@ import pytest
 
 from localcluster.cluster import LocalCluster
 from netshift.keys import ROLLOUT_STARTED_KEY
-from netshift.kube import Kube, now_rfc3339, wait_for
-from netshift.leader import LeaderElector, lease_path
+from netshift.kube import Kube, lease_path, now_rfc3339, wait_for
+from netshift.leader import LeaderElector
 from netshift.podstatus import is_settled
 from support.controller import (
     ControllerProcess,

@@ -32,7 +32,7 @@ from localcluster.procs import clean_env, free_port, main_python
 from localcluster.samples import deployment_pod, pod_review
 from netshift.annotations import parse_networks
 from netshift.keys import DEFAULT_NETWORK_KEY, NETWORKS_KEY, PROFILE_KEY, SELECTED_LABEL
-from netshift.kube import ApiError, Kube, nad_path, wait_for
+from netshift.kube import ApiError, Kube, nad_path, profile_path, wait_for
 from netshift.nadpolicy import POLICY_CONFIGMAP
 from support.builders import create_nad, nad_object
 from webhook.app import WebhookSettings, create_app, create_health_app
@@ -42,7 +42,7 @@ from webhook.certs import (
     KubeSecretStore,
     SecretCertManager,
 )
-from webhook.informers import PROFILES_PATH, InformerCaches
+from webhook.informers import InformerCaches
 from webhook.metrics import WebhookMetrics
 from webhook.registration import (
     apply_webhook_configurations,
@@ -150,7 +150,7 @@ class Space:
                 **spec,
             },
         }
-        self.kube.create(PROFILES_PATH, body)
+        self.kube.create(profile_path(), body)
         self.profiles.append(name)
         wait_for(
             lambda: any(p.name == name for p in self.webhook.caches.profiles()),
@@ -219,7 +219,7 @@ def space(namespace: str, kube: Kube, cluster: LocalCluster, webhook: Webhook) -
     yield s
     for name in s.profiles:
         with contextlib.suppress(ApiError):
-            kube.delete(f"{PROFILES_PATH}/{name}")
+            kube.delete(profile_path(name))
 
 
 def pod_annotations(pod: dict[str, Any]) -> dict[str, str]:
@@ -459,7 +459,7 @@ def test_the_namespace_webhook_labels_a_namespace_in_the_write_that_selects_it(
     team = uuid.uuid4().hex[:8]
     profile = f"labels-{team}"
     kube.create(
-        PROFILES_PATH,
+        profile_path(),
         {
             "apiVersion": "netshift.io/v1alpha1",
             "kind": "NetworkProfile",
@@ -487,7 +487,7 @@ def test_the_namespace_webhook_labels_a_namespace_in_the_write_that_selects_it(
         assert webhook.metrics.requests_value("mutate-namespace", "allowed") == before
         assert webhook.metrics.requests_value("mutate-namespace", "patched") >= 2
     finally:
-        kube.delete(f"{PROFILES_PATH}/{profile}")
+        kube.delete(profile_path(profile))
         with contextlib.suppress(ApiError):
             kube.delete(path)
 
@@ -546,8 +546,9 @@ def test_pods_a_replicaset_creates_get_their_networks(space: Space, kube: Kube) 
         assert pod_annotations(item)[DEFAULT_NETWORK_KEY] == f"{space.name}/blue"
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_netshift_webhook_command_manages_its_secret_and_drains_on_sigterm(
-    cluster: LocalCluster, kube: Kube, namespace: str, tmp_path: Path
+    cluster: LocalCluster, kube: Kube, namespace: str, tmp_path: Path, workers: int
 ) -> None:
     port, health = free_port(), free_port()
     argv = [
@@ -561,6 +562,8 @@ def test_netshift_webhook_command_manages_its_secret_and_drains_on_sigterm(
         "--tls-hosts=127.0.0.1",
         "--webhook-config-name=",
         "--shutdown-delay=2",
+        f"--workers={workers}",
+        f"--metrics-dir={tmp_path / 'metrics'}",
     ]
     log = tmp_path / "webhook.log"
     with log.open("w") as out:
@@ -582,14 +585,19 @@ def test_netshift_webhook_command_manages_its_secret_and_drains_on_sigterm(
         ca = base64.b64decode(secret["data"]["ca.crt"]).decode()
         ctx = ssl.create_default_context(cadata=ca)
         review = pod_review(deployment_pod(), namespace=namespace, uid="cli")
-        with httpx.Client(verify=ctx, trust_env=False) as http:
-            answer = http.post(f"https://127.0.0.1:{port}/mutate", json=review).json()
+        sent = 8
+        for _ in range(sent):  # each on a new connection, which the kernel gives to any worker
+            with httpx.Client(verify=ctx, trust_env=False) as http:
+                answer = http.post(f"https://127.0.0.1:{port}/mutate", json=review).json()
             assert answer["response"]["uid"] == "cli" and answer["response"]["allowed"]
-            metrics = http.get(f"http://127.0.0.1:{health}/metrics").text
+        for _ in range(4):  # each scrape answered by any worker counts them all
+            with httpx.Client(trust_env=False) as http:
+                metrics = http.get(f"http://127.0.0.1:{health}/metrics").text
             assert (
-                'netshift_webhook_requests_total{endpoint="mutate",outcome="allowed"} 1.0'
+                f'netshift_webhook_requests_total{{endpoint="mutate",outcome="allowed"}} {sent}.0'
                 in metrics
-            )
+            ), metrics
+        with httpx.Client(verify=ctx, trust_env=False) as http:
             # SIGTERM: not ready any more, but admission is still answered while draining.
             proc.send_signal(signal.SIGTERM)
             wait_for(lambda: not ready(), 5, what="/readyz to turn 503 after SIGTERM")

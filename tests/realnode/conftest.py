@@ -5,6 +5,8 @@ One per test session (only one real node can run on a machine: the kubelet owns 
 kubepods cgroups), with a pod subnet and bridge of its own, apart from a developer's
 `netshift up` (10.244.0.0/24) and from the node-simulator session's. Its tests run last
 (tests/conftest.py). A missing prerequisite skips on a developer machine and fails in CI.
+`real_cluster` is an IPv4 cluster; `dual_cluster` a dual-stack one, which replaces it for
+the dual-stack tests, run after every other real-node test.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 
 from localcluster import realnode
 from localcluster.cluster import LocalCluster
+from localcluster.state import DUAL, IPV4
 from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
 from support.realnode import diagnostics, webhook_serving
 from support.require import node_prerequisites, plane_prerequisites, require
@@ -28,6 +31,7 @@ from support.require import node_prerequisites, plane_prerequisites, require
 # Apart from every other range the tests and bench/ use (10.244-10.253).
 REAL_POD_SUBNET = f"10.242.{os.getpid() % 250}.0/24"
 REAL_BRIDGE = f"nsr{os.getpid() % 100000}"
+REAL_POD_SUBNET6 = f"fd6e:7368:242:{os.getpid() % 250}::/64"  # a dual-stack session's
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
@@ -66,7 +70,7 @@ _LOCK = _MachineLock()
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
     """Wait for the machine's real node before the test that brings it up starts its clock:
     another session's turn on it is no part of this test's time limit."""
-    if "real_cluster" in getattr(item, "fixturenames", ()):
+    if {"real_cluster", "dual_cluster"} & set(getattr(item, "fixturenames", ())):
         _LOCK.take()
     return (yield)
 
@@ -77,29 +81,82 @@ def pytest_sessionfinish() -> None:
     _LOCK.release()
 
 
-@pytest.fixture(scope="session")
-def real_cluster() -> Iterator[LocalCluster]:
-    node_prerequisites()
-    plane_prerequisites()
-    missing = realnode.missing_prerequisites()
-    require(not missing, "real node: " + "; ".join(missing))
-    _LOCK.take()  # taken already, before this test's clock started (above)
-    if _LOCK.error is not None:
-        raise _LOCK.error
-    try:
+class _Clusters:
+    """The session's real-node cluster: one at a time (one kubelet per machine), of one IP
+    family. A test of the other family takes the running one down and brings its own up;
+    tests/conftest.py runs the dual-stack tests last, so that happens once a run."""
+
+    def __init__(self) -> None:
+        self.family: str | None = None
+        self.cluster: LocalCluster | None = None
+
+    def get(self, family: str) -> LocalCluster:
+        if self.cluster is not None and self.family == family:
+            return self.cluster
+        self.stop()
+        node_prerequisites()
+        plane_prerequisites()
+        missing = realnode.missing_prerequisites()
+        require(not missing, "real node: " + "; ".join(missing))
+        _LOCK.take()  # taken already, before this test's clock started (above)
+        if _LOCK.error is not None:
+            raise _LOCK.error
         others = realnode.kubelet_pids()
         require(not others, f"another kubelet runs here (pid {others[:1]}): one real node")
         state = Path(tempfile.mkdtemp(prefix="netshift-real-"))
-        c = LocalCluster(state, pod_subnet=REAL_POD_SUBNET, bridge=REAL_BRIDGE, node="real")
+        c = LocalCluster(
+            state,
+            pod_subnet=REAL_POD_SUBNET,
+            pod_subnet6=REAL_POD_SUBNET6 if family == DUAL else None,
+            bridge=REAL_BRIDGE,
+            node="real",
+            ip_family=family,
+        )
+        self.family, self.cluster = family, c
+        c.up(say=lambda _line: None)
+        return c
+
+    def stop(self) -> None:
+        c, self.cluster, self.family = self.cluster, None, None
+        if c is None:
+            return
         try:
-            c.up(say=lambda _line: None)
-            yield c
             crashed = c.crashed()
             assert not crashed, f"processes of the real-node test cluster crashed: {crashed}"
         finally:
             c.down(say=lambda _line: None)
-            shutil.rmtree(state, ignore_errors=True)
+            shutil.rmtree(c.state_dir, ignore_errors=True)
+
+
+_CLUSTERS = _Clusters()
+
+
+@pytest.fixture(scope="session")
+def real_cluster() -> Iterator[LocalCluster]:
+    """The session's IPv4 real-node cluster."""
+    try:
+        yield _CLUSTERS.get(IPV4)
+        if _CLUSTERS.family == IPV4:
+            _CLUSTERS.stop()
     finally:
+        with contextlib.suppress(Exception):
+            if _CLUSTERS.family == IPV4:
+                _CLUSTERS.stop()  # after a failed start or check: down, whatever happened
+        _LOCK.release()
+
+
+@pytest.fixture(scope="session")
+def dual_cluster() -> Iterator[LocalCluster]:
+    """The session's dual-stack real-node cluster (`netshift up --ip-family dual`): IPv4 and
+    IPv6 pod subnets, Services of both families. It replaces the IPv4 one (see _Clusters)."""
+    try:
+        yield _CLUSTERS.get(DUAL)
+        if _CLUSTERS.family == DUAL:
+            _CLUSTERS.stop()
+    finally:
+        with contextlib.suppress(Exception):
+            if _CLUSTERS.family == DUAL:
+                _CLUSTERS.stop()
         _LOCK.release()
 
 
@@ -133,7 +190,8 @@ def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestR
     """A failed real-node test carries the cluster's pods, events and netshift's logs."""
     report = yield
     # funcargs holds every fixture of the test's closure that was set up so far.
-    cluster = getattr(item, "funcargs", {}).get("real_cluster")
+    funcargs = getattr(item, "funcargs", {})
+    cluster = funcargs.get("real_cluster") or funcargs.get("dual_cluster")
     if report.failed and isinstance(cluster, LocalCluster):
         report.sections.append(("real-node diagnostics", diagnostics(cluster)))
     return report

@@ -22,12 +22,12 @@ from localcluster.demokit import bridge_nad
 from localcluster.realnode import RealNode, image_name
 from netshift import podstatus
 from netshift.keys import DEFAULT_NETWORK_KEY
-from netshift.kube import ApiError, Kube, nad_path, wait_for
+from netshift.kube import ApiError, Kube, lease_path, nad_path, profile_path, wait_for
 from support.builders import namespace_profile
 from support.realnode import eventually, store_addresses, wait_webhook_injects
 
 PODS = 6
-LEASE = "/apis/coordination.k8s.io/v1/namespaces/netshift-system/leases/netshift-controller"
+LEASE = lease_path("netshift-system", "netshift-controller")
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def _empty(store: Path) -> Callable[[], bool]:
 
 def _paused(kube: Kube, name: str, paused: bool) -> None:
     kube.patch_merge(
-        f"/apis/netshift.io/v1alpha1/networkprofiles/{name}",
+        profile_path(name),
         {"spec": {"rollout": {"paused": paused}}},
     )
 
@@ -117,7 +117,7 @@ def test_the_standby_controller_finishes_a_rollout_whose_leader_was_killed(
     ns = real_namespace
     name = f"p-{ns}"
     real_kube.create(
-        "/apis/netshift.io/v1alpha1/networkprofiles",
+        profile_path(),
         namespace_profile(name, ns, "a", maxConcurrent=1, oldDefault="Keep"),
     )
     try:
@@ -130,7 +130,7 @@ def test_the_standby_controller_finishes_a_rollout_whose_leader_was_killed(
         assert leader.startswith("netshift-controller-"), leader
 
         real_kube.patch_merge(
-            f"/apis/netshift.io/v1alpha1/networkprofiles/{name}",
+            profile_path(name),
             {"spec": {"defaultNetwork": f"{ns}/b"}},
         )
         # One pod at a time; once the first has moved, pause the rollout so that work is
@@ -155,14 +155,14 @@ def test_the_standby_controller_finishes_a_rollout_whose_leader_was_killed(
         assert restarts == [0] * PODS, restarts
 
         def complete() -> bool:
-            status = real_kube.get(f"/apis/netshift.io/v1alpha1/networkprofiles/{name}")
+            status = real_kube.get(profile_path(name))
             conditions = status.get("status", {}).get("conditions") or []
             return any(c["type"] == "Complete" and c["status"] == "True" for c in conditions)
 
         eventually(complete, 60, "the profile's status Complete")
     finally:
         with contextlib.suppress(ApiError):
-            real_kube.delete(f"/apis/netshift.io/v1alpha1/networkprofiles/{name}")
+            real_kube.delete(profile_path(name))
     real_kube.delete(f"/apis/apps/v1/namespaces/{ns}/deployments/web")
     eventually(lambda: not _pods(real_kube, ns), 90, "the pods deleted")
     for key, store in two_networks.items():

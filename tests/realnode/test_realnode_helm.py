@@ -30,7 +30,7 @@ from localcluster import binaries
 from localcluster.cluster import LocalCluster
 from localcluster.procs import clean_env
 from localcluster.realnode import RealNode
-from netshift.kube import ApiError, Kube
+from netshift.kube import ApiError, Kube, nad_path, profile_crd_path
 from support.builders import bridge_config, create_nad
 from support.realnode import (
     busybox_pod,
@@ -291,14 +291,8 @@ def test_helm_install_upgrade_uninstall_with_a_hot_plug_between(
             "/apis/rbac.authorization.k8s.io/v1/clusterroles/netshift-agent",
         ):
             assert gone(real_kube, path), path
-        assert not gone(
-            real_kube,
-            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/networkprofiles.netshift.io",
-        )
-        assert not gone(
-            real_kube,
-            f"/apis/k8s.cni.cncf.io/v1/namespaces/{real_namespace}/network-attachment-definitions/side",
-        )
+        assert not gone(real_kube, profile_crd_path())
+        assert not gone(real_kube, nad_path(real_namespace, "side"))
         step("helm uninstall --wait")
     finally:
         # 5. The kustomize install back, as the session had it (after an uninstall of

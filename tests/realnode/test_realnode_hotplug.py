@@ -21,7 +21,7 @@ import pytest
 
 from localcluster.cluster import LocalCluster
 from localcluster.realnode import RealNode
-from netshift.kube import ApiError, Kube, wait_for
+from netshift.kube import ApiError, Kube, profile_path, wait_for
 from support.builders import PROFILES, bridge_config, create_nad
 from support.realnode import (
     busybox_pod,
@@ -235,7 +235,7 @@ def test_the_webhook_pods_inject_a_profile_and_multus_attaches_it_at_creation(
         real_kube.delete(f"/api/v1/namespaces/{real_namespace}/pods/injected")
         eventually(lambda: not store_addresses(side_network.store), 60, "net1's address released")
     finally:
-        real_kube.delete(f"/apis/netshift.io/v1alpha1/networkprofiles/{name}")
+        real_kube.delete(profile_path(name))
 
 
 def _running(kube: Kube, namespace: str, name: str) -> Any:

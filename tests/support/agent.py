@@ -75,7 +75,9 @@ class AgentProcess:
         *,
         extra_bin_dirs: tuple[str, ...] = (),
         resync_seconds: float = 60.0,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
+        """`extra_args`: more flags of `netshift agent` (e.g. its retry backoff)."""
         self.cluster = cluster
         self.workdir = workdir
         self.records_dir = workdir / "records"
@@ -86,6 +88,7 @@ class AgentProcess:
         self.node_conf_dir = workdir / "node-conf.d"
         self.extra_bin_dirs = extra_bin_dirs
         self.resync_seconds = resync_seconds
+        self.extra_args = extra_args
         self.health_port = free_port()  # /healthz, /readyz, /metrics
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -120,6 +123,7 @@ class AgentProcess:
             str(self.timing_log),
             "--health-bind-address=127.0.0.1",
             f"--health-port={self.health_port}",
+            *self.extra_args,
         ]
 
     def metrics(self) -> str:

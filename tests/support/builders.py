@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from localcluster.topology import V4, Subnet
-from netshift.kube import Kube, nad_path
+from netshift.kube import Kube, nad_path, profile_path
 
-PROFILES = "/apis/netshift.io/v1alpha1/networkprofiles"
+PROFILES = profile_path()
 
 
 def unique(prefix: str) -> str:

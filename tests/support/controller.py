@@ -26,7 +26,16 @@ from controller.rollout import RolloutPlan, Settings, Snapshot, plan_rollout, st
 from localcluster.cluster import LocalCluster
 from localcluster.procs import main_python
 from netshift.keys import CONVERGED, DEGRADED, ROLLOUT_STARTED_KEY, STATUS_KEY
-from netshift.kube import ApiError, Informer, Kube, now_rfc3339, pod_path, wait_for
+from netshift.kube import (
+    ApiError,
+    Informer,
+    Kube,
+    lease_path,
+    namespace_path,
+    now_rfc3339,
+    pod_path,
+    wait_for,
+)
 from netshift.pod import Pod
 from netshift.podstatus import PodNetStatus, desired_hash, parse_status
 from netshift.policy import Profile, profile_from_object
@@ -159,7 +168,7 @@ def condition(status: Mapping[str, Any], type_: str) -> dict[str, Any]:
 
 
 def label_namespace(kube: Kube, namespace: str, labels: Mapping[str, str | None]) -> None:
-    kube.patch_merge(f"/api/v1/namespaces/{namespace}", {"metadata": {"labels": dict(labels)}})
+    kube.patch_merge(namespace_path(namespace), {"metadata": {"labels": dict(labels)}})
 
 
 def create_pods(kube: Kube, namespace: str, n: int, prefix: str = "p") -> list[str]:
@@ -410,7 +419,7 @@ class ControllerProcess:
 
 def lease_holder(kube: Kube, namespace: str, name: str = "netshift-controller") -> str | None:
     try:
-        lease = kube.get(f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}")
+        lease = kube.get(lease_path(namespace, name))
     except ApiError:
         return None
     holder = (lease.get("spec") or {}).get("holderIdentity")

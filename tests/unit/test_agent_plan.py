@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +23,7 @@ from agent.plan import (
     Current,
     EarlierSwitch,
     Plan,
+    Retry,
     Seen,
     Wish,
     backoff,
@@ -170,6 +172,24 @@ def test_a_detach_that_failed_is_retried_with_the_next_attempt() -> None:
 def test_backoff_doubles_from_one_second_up_to_a_cap() -> None:
     assert [backoff(n) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 8, 16]
     assert backoff(30) == MAX_BACKOFF
+
+
+def test_the_retry_policy_sets_the_base_and_the_cap_of_the_backoff() -> None:
+    retry = Retry(base=10, cap=60)
+    assert [retry.after(n) for n in (1, 2, 3, 4, 5)] == [10, 20, 40, 60, 60]
+    assert retry.after(1000) == 60
+    failed = secondary("bad", "bad0", FAILED, attempts=2, retry_at=NOW)
+    wish = Wish(NS, {keys.NETWORKS_KEY: "bad@bad0"}, CLUSTER)
+    p = plan_pod(wish, Seen([ETH0, failed], links=["eth0"]), NOW, retry=retry)
+    assert (p.attach[0].attempt, p.attach[0].retry_in) == (3, 40)
+    stuck = secondary("blue", "data0", DETACHING, attempts=1, message="detach failed: boom")
+    p = plan_pod(
+        Wish(NS, {}, CLUSTER), Seen([ETH0, stuck], links=["eth0", "data0"]), NOW, retry=retry
+    )
+    assert (p.detach[0].attempt, p.detach[0].retry_in) == (2, 20)
+    for base, cap in ((0, 10), (-1, 10), (20, 10)):
+        with pytest.raises(ValueError, match="the base must be above 0 and at most the maximum"):
+            Retry(base, cap)
 
 
 def test_a_malformed_annotation_plans_nothing_but_bookkeeping() -> None:

@@ -399,6 +399,15 @@ def test_resolve_orders_losers_by_priority_then_name() -> None:
     assert [p.name for p in result.losers] == ["c", "b", "d"]
 
 
+def test_resolve_explains_why_the_winner_beats_each_loser() -> None:
+    a, c, b = _profile("a", 3), _profile("c", 3), _profile("b", 1)
+    result = resolve({}, [b, c, a])
+    assert [p.name for p in result.ranked] == ["a", "c", "b"]
+    assert result.why(c) == "same priority 3, ties go to the first name"
+    assert result.why(b) == "priority 3 > 1"
+    assert resolve({}, []).ranked == ()
+
+
 def test_the_selected_label_is_set_exactly_where_some_profile_selects() -> None:
     shop = _profile("shop", labels={"team": "shop"})
     low = _profile("low", -5, labels={"team": "shop"})

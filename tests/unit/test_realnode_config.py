@@ -130,3 +130,34 @@ def test_the_overlay_runs_netshift_from_the_local_image(node: RealNode) -> None:
     assert volumes["state"]["hostPath"]["path"] == str(node.layout.agent_dir)
     # Mounted where the base mounts a node's Multus conf dir (--node-conf-dir).
     assert volumes["multus-conf"]["hostPath"]["path"] == str(node.layout.cluster_conf_dir)
+
+
+def test_a_dual_stack_node_has_both_families_everywhere(tmp_path: Path) -> None:
+    cluster = LocalCluster(
+        tmp_path,
+        pod_subnet="10.246.78.0/24",
+        pod_subnet6="fd6e:7368:78::/64",
+        bridge="nscfg1",
+        node="real",
+        ip_family="dual",
+    )
+    planepki.ensure(cluster.plane.pki_dir)
+    node = cluster.single_node(RealNode)
+    node.prepare()
+    conflist = json.loads(node.cluster_conflist.read_text())
+    ipam = conflist["plugins"][0]["ipam"]
+    assert ipam["ranges"] == [
+        [{"subnet": "10.246.78.0/24", "gateway": "10.246.78.1"}],
+        [{"subnet": "fd6e:7368:78::/64", "gateway": "fd6e:7368:78::1"}],
+    ]
+    assert ipam["routes"] == [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
+    proxy = yaml.safe_load((node.layout.proxy_dir / "config.yaml").read_text())
+    assert proxy["nodePortAddresses"] == ["10.246.78.1/32", "fd6e:7368:78::1/128"]
+    try:
+        kubelet = node.procs()[1]
+        apiserver, manager = cluster.plane.procs()[1:3]
+    except binaries.MissingBinary as err:
+        require(False, str(err))
+    assert "--node-ip=10.246.78.1,fd6e:7368:78::1" in kubelet.argv
+    ranges = "--service-cluster-ip-range=10.0.0.0/24,fd6e:7368:5e::/112"
+    assert ranges in apiserver.argv and ranges in manager.argv

@@ -76,10 +76,15 @@ def test_containerd_and_kubelet_name_only_their_own_node() -> None:
 
 def test_kube_proxy_serves_nodeports_on_its_node_address_only() -> None:
     proxy = config.kube_proxy_config(
-        B, name="b", node_ip="10.246.2.1", healthz_port=7, metrics_port=8
+        B, name="b", node_ips=["10.246.2.1"], healthz_port=7, metrics_port=8
     )
     assert proxy["hostnameOverride"] == "b"
     assert proxy["nodePortAddresses"] == ["10.246.2.1/32"]
+    # Dual-stack: an address per family, else the IPv6 NodePorts open on every address.
+    dual = config.kube_proxy_config(
+        B, name="b", node_ips=["10.246.2.1", "fd6e:7368:2::1"], healthz_port=7, metrics_port=8
+    )
+    assert dual["nodePortAddresses"] == ["10.246.2.1/32", "fd6e:7368:2::1/128"]
     assert (proxy["healthzBindAddress"], proxy["metricsBindAddress"]) == (
         "127.0.0.1:7",
         "127.0.0.1:8",
