@@ -404,9 +404,9 @@ def start_probes(
     in_pod = ContainerLoop(cluster, CLIENT_NS, "client-0", [url(ip) for ip in cluster_ips])
     # Counted from when the Service answers: a new Service's requests fail until kube-proxy
     # has synced its first ready endpoint (docs/agent.md, "Services across a switch").
-    for probe in (*http.values(), in_pod):
-        if not probe.wait_serving():
-            raise RuntimeError(f"Service web ({', '.join(cluster_ips)}) does not answer")
+    serving = [p.wait_serving() for p in http.values()] + [in_pod.wait_serving()]
+    if not all(serving):
+        raise RuntimeError(f"Service web ({', '.join(cluster_ips)}) does not answer")
     return Probes(host_pings, pod_pings, streams, http, in_pod)
 
 
