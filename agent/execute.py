@@ -13,14 +13,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from agent import netlink
 from agent.metrics import (
     REASON_CNI,
     REASON_NETNS,
+    REASON_NO_DEFAULT_ROUTE,
     REASON_OTHER,
     REASON_TIMEOUT,
     REASON_VERIFY,
@@ -29,7 +32,7 @@ from agent.metrics import (
 from agent.netns import Sandbox, same_namespace
 from agent.networks import NetworkConfigs, PodError
 from agent.observe import Observation, as_current, live_result
-from agent.outcomes import Attached, Detached, Outcome, Problem, Switched
+from agent.outcomes import NODE_CONF, Attached, Detached, Outcome, Problem, Switched
 from agent.plan import (
     Adopt,
     Attach,
@@ -37,16 +40,18 @@ from agent.plan import (
     Plan,
     Switch,
     network_id,
+    not_a_default_network,
     parse_network_id,
     plan_release,
     same_sandbox,
+    switch_routes,
 )
 from netshift import annotations as ann
 from netshift.attachments import AttachmentRecord, PodMeta
 from netshift.cni.config import CniError, CniTimeoutError, RuntimeConf
 from netshift.cni.executor import CniExecutor
 from netshift.cni.nad import attachment_runtime, recorded_invocation
-from netshift.cni.results import result_gateways, result_ips
+from netshift.cni.results import result_ips
 from netshift.keys import (
     ATTACHED,
     ATTACHING,
@@ -61,6 +66,11 @@ from netshift.kube import now_rfc3339
 from netshift.records import RecordStore
 
 log = logging.getLogger("netshift.agent")
+_FAMILY: dict[int, int] = {4: socket.AF_INET, 6: socket.AF_INET6}  # IP version -> family
+
+
+class ResultRefused(Exception):
+    """The ADD worked, but its result cannot serve (a new default without a default route)."""
 
 
 @dataclass(frozen=True)
@@ -195,12 +205,18 @@ class Executor:
         if a.role == INCOMING_DEFAULT:
             # Attached without the route guard, runtime capabilities aside: it is meant to carry
             # the default; until the switch, the old default keeps the main table's route.
+            # A result without a default route is no default network: released at once.
             rec, error, reason = self._plug(
                 obs,
                 rec,
                 None,
                 a.retry_in,
                 lambda: netlink.remove_default_routes_via(obs.netns, want.interface),
+                accept=lambda result: (
+                    ""
+                    if switch_routes(result, want.interface)
+                    else not_a_default_network(network_id(want.ref), want.interface, result)
+                ),
             )
         else:
             rec, error, reason = self._plug(
@@ -219,21 +235,31 @@ class Executor:
         sel: ann.NetworkSelection | None,
         retry_in: float,
         fix_routes: Callable[[], object],
+        accept: Callable[[Mapping[str, Any]], str] | None = None,
     ) -> tuple[AttachmentRecord, str, str]:
-        """ADD, fix routes, verify; on failure roll back and record it.
+        """ADD, check the result (`accept`: why it is refused, "" if not), fix routes, verify;
+        on failure roll back and record it.
 
         Returns (record, error, failure reason); error and reason are "" when attached.
         """
         started = time.monotonic()
         try:
-            conflist = self.configs.conflist(parse_network_id(rec.network))
+            found = self.configs.resolve(parse_network_id(rec.network))
+            conflist = found.conflist
             # Written before ADD: a crash from here on leaves a record to clean up, never a leak.
-            rec = self.store.put(replace(rec, conflist=conflist.to_dict()))
+            # It keeps the exact config, so the DEL is right even after a node file changed.
+            extra = {**rec.extra, NODE_CONF: found.node_file} if found.node_file else rec.extra
+            rec = self.store.put(replace(rec, conflist=conflist.to_dict(), extra=extra))
             rt = _runtime(obs, rec.interface, sel)
             result = self.cni.add(conflist, rt)
             # Recorded with the Attached state below, in one write: a crash before it leaves
             # the Attaching record, DELed with its config as after a crash during the ADD.
             rec = replace(rec, result=result)
+            refused = accept(result) if accept is not None else ""
+            if refused:
+                # DEL with the ADD's own config: nothing the refused ADD reserved stays.
+                self.cni.delete(conflist, rt, result)
+                raise ResultRefused(refused)
             fix_routes()
             try:
                 netlink.verify_interface(
@@ -242,7 +268,7 @@ class Executor:
             except netlink.VerifyError:
                 self.cni.delete(conflist, rt, result)
                 raise
-        except (CniError, netlink.VerifyError, PodError, OSError) as err:
+        except (CniError, netlink.VerifyError, PodError, ResultRefused, OSError) as err:
             failed = self.store.put(
                 replace(
                     rec,
@@ -368,10 +394,13 @@ class Executor:
         uid = obs.pod.uid
         outcomes: list[Outcome] = []
         old = self.store.get(uid, sw.old.interface) if sw.old is not None else None
+        kept: tuple[tuple[netlink.SourceRule, ...], tuple[netlink.Route, ...]] = ((), ())
         if old is not None:
             # Before the ADD: the plugin's own default route wins the moment it is added, so
             # the old addresses must already be pinned to the old interface by then.
-            netlink.keep_source_routes(obs.netns, old.interface, _old_addresses(obs, old), sw.table)
+            kept = netlink.keep_source_routes(
+                obs.netns, old.interface, _old_addresses(obs, old), sw.table
+            )
         if sw.attach is None:
             new = self.store.get(uid, sw.interface)
             assert new is not None
@@ -380,21 +409,25 @@ class Executor:
             outcomes.append(attached)
             new = attached.record
             if new.state != ATTACHED:
+                if old is not None and not self._table_recorded(uid, sw.table):
+                    # No switch to protect: the old default keeps the main table's routes.
+                    netlink.remove_source_routes(
+                        obs.netns, netlink.SwitchRecord(sw.table, old.interface, "", *kept, ())
+                    )
                 return outcomes
-        gateways = result_gateways(new.result or {}, new.interface) or list(sw.fallback_gateways)
-        if not gateways:
+        routes = switch_routes(new.result or {}, new.interface, sw.fallback_gateways)
+        if not routes:
+            # A reused interface that never carried a default route here: nothing to move to.
             outcomes.append(
-                Problem(
-                    f"cannot make {new.interface} ({new.network}) the default network: its CNI "
-                    "result has no gateway and it never carried the default route here"
-                )
+                Problem(not_a_default_network(new.network, new.interface, new.result or {}))
             )
             return outcomes
+        gateways = {_FAMILY[version]: gw for version, gw in routes.items()}
         if old is not None:
             self._move_default_route(obs, sw, new, old, gateways)
         else:
-            for gw in gateways:
-                netlink.set_default_route_via(obs.netns, new.interface, gw)
+            for family, gw in gateways.items():
+                netlink.set_default_route_via(obs.netns, new.interface, gw, family=family)
         at = now_rfc3339()
         # Kept with the record, not only in the pod's status: a status computed from a
         # watch cache that lags behind our own last patch must not lose it.
@@ -418,7 +451,7 @@ class Executor:
         sw: Switch,
         new: AttachmentRecord,
         old: AttachmentRecord,
-        gateways: list[str],
+        gateways: Mapping[int, str | None],
     ) -> None:
         uid = obs.pod.uid
         meta = self.store.get_pod_meta(uid) or PodMeta(uid)
@@ -434,6 +467,13 @@ class Executor:
         self.store.put_pod_meta(replace(meta, switches=[*kept, switch.to_json()]))
         self.store.put(
             replace(old, role=PREVIOUS_DEFAULT, is_default=False, drain_until=sw.drain_until)
+        )
+
+    def _table_recorded(self, uid: str, table: int) -> bool:
+        """A switch that happened holds `table` (its source routing must stay)."""
+        meta = self.store.get_pod_meta(uid)
+        return meta is not None and any(
+            netlink.SwitchRecord.from_json(raw).table == table for raw in meta.switches
         )
 
     def _remove_source_routes(self, obs: Observation, rec: AttachmentRecord) -> None:
@@ -493,6 +533,8 @@ def failure_reason(err: BaseException) -> str:
         return REASON_VERIFY
     if isinstance(err, PodError):
         return err.reason
+    if isinstance(err, ResultRefused):
+        return REASON_NO_DEFAULT_ROUTE
     if isinstance(err, netlink.NetnsNotFound):
         return REASON_NETNS
     return REASON_OTHER

@@ -22,6 +22,7 @@ from agent.netns import (
 from agent.plan import DEFAULT_RETRY, Retry
 from agent.procsys import NET_SYSCTLS, make_net_sysctls_writable
 from agent.reconcile import Agent, AgentSettings
+from netshift.cni.nodeconf import DEFAULT_CONF_DIR
 from netshift.keys import NETSHIFT_NAMESPACE
 from netshift.kube import Kube
 from netshift.metrics import HealthServer
@@ -41,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cluster-network-conf",
         default=None,
         help="CNI conf(list) of the cluster default network (Multus's clusterNetwork)",
+    )
+    parser.add_argument(
+        "--node-conf-dir",
+        default=DEFAULT_CONF_DIR,
+        help="the node's Multus conf dir (its confDir): a NAD without spec.config is the CNI "
+        'conf file of that name there ("" for none)',
     )
     parser.add_argument(
         "--netns-template",
@@ -123,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
             plugin_dirs=tuple(args.cni_bin_dir or ["/opt/cni/bin", "/usr/lib/cni"]),
             records_dir=args.records_dir,
             cluster_network_conf=args.cluster_network_conf,
+            node_conf_dir=args.node_conf_dir or None,
             workers=args.workers,
             resync_seconds=args.resync_seconds,
             retry=Retry(args.retry_base_seconds, args.retry_max_seconds),

@@ -26,8 +26,10 @@ REASON_TIMEOUT: Final = "timeout"  # the plugin was killed after its timeout
 REASON_NETNS: Final = "netns_not_found"  # the pod's network namespace could not be found
 REASON_NAD_MISSING: Final = "nad_missing"  # the NetworkAttachmentDefinition does not exist
 REASON_CONFIG: Final = "invalid_config"  # the NAD's CNI config does not parse
+REASON_NODE_CONF: Final = "node_conf"  # a NAD without spec.config: no usable conf file on the node
 REASON_POLICY: Final = "nad_policy"  # the cluster's NAD policy forbids the config
 REASON_VERIFY: Final = "verify_failed"  # netlink does not show what the plugin reported
+REASON_NO_DEFAULT_ROUTE: Final = "no_default_route"  # a new default whose result has none
 REASON_OTHER: Final = "other"
 REASONS: Final = (
     REASON_CNI,
@@ -35,8 +37,10 @@ REASONS: Final = (
     REASON_NETNS,
     REASON_NAD_MISSING,
     REASON_CONFIG,
+    REASON_NODE_CONF,
     REASON_POLICY,
     REASON_VERIFY,
+    REASON_NO_DEFAULT_ROUTE,
     REASON_OTHER,
 )
 

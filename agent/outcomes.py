@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from agent.plan import Attach
 from netshift.attachments import AttachmentRecord
 
+# A record's extra key: the node conf file its config came from (a NAD without spec.config).
+NODE_CONF = "node_conf_file"
+
 
 @dataclass(frozen=True)
 class Attached:

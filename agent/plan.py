@@ -49,6 +49,7 @@ from netshift.annotations import (
     parse_default_network,
     parse_networks,
 )
+from netshift.cni.results import result_default_routes, result_gateways, result_routes
 from netshift.keys import (
     ATTACHED,
     ATTACHING,
@@ -256,7 +257,9 @@ class Switch:
     attach: Attach | None  # None: the target is already attached (a kept old default)
     old: Current | None  # the default now, kept (Keep) or drained (Remove) afterwards
     table: int  # the source-routing table for the old default's addresses
-    # Used when the target's CNI result names no gateway: the default it had before.
+    # A reused interface whose result has no default route (an adopted one: its live view
+    # lists none) gets the default route it had before, of each family. Empty for a new ADD:
+    # then the result alone says (switch_routes).
     fallback_gateways: tuple[str, ...]
     policy: SwitchPolicy
     drain_until: float | None  # when the old default is to be removed (Remove)
@@ -632,7 +635,7 @@ def _switch_target(
         attach=attach,
         old=default,
         table=_source_table(switches, default),
-        fallback_gateways=_old_gateways(switches, target.interface),
+        fallback_gateways=_old_gateways(switches, target.interface) if up is not None else (),
         policy=policy,
         drain_until=now + policy.drain_seconds if policy.old_default == "Remove" else None,
     )
@@ -671,6 +674,35 @@ def _old_gateways(switches: Sequence[EarlierSwitch], ifname: str) -> tuple[str, 
             for gw in sw.gateways:
                 found.setdefault(":" in gw, gw)
     return tuple(found.values())
+
+
+def switch_routes(
+    result: Mapping[str, Any], interface: str, fallback: Sequence[str] = ()
+) -> dict[int, str | None]:
+    """The default routes (IP version -> gateway, None: a device route) that make `interface`
+    the pod's default: exactly those its CNI result gives, none invented — a gateway alone is
+    not a default route (host-local names one for every range, whatever the network is).
+
+    `fallback`: the default routes a reused interface had before (Switch.fallback_gateways).
+    Empty: the network is not a default network, and the switch is refused
+    (:func:`not_a_default_network`).
+    """
+    routes = result_default_routes(result, interface)
+    if routes:
+        return routes
+    return {(6 if ":" in gw else 4): gw for gw in fallback}
+
+
+def not_a_default_network(network: str, interface: str, result: Mapping[str, Any]) -> str:
+    """Why a switch to a network whose result has no default route is refused."""
+    gateways = ", ".join(result_gateways(result, interface))
+    gw_text = f" (its gateway {gateways} alone is not a route)" if gateways else ""
+    routes = ", ".join(str(r["dst"]) for r in result_routes(result)) or "none"
+    return (
+        f"{network} is not a default network: the CNI result for {interface} has no default "
+        f"route (routes: {routes}){gw_text}, so {interface} was released; give the network a "
+        "default route (bridge isDefaultGateway, or 0.0.0.0/0 or ::/0 in its IPAM routes)"
+    )
 
 
 def next_requeue(plan: Plan, after: Sequence[Current], now: float) -> float | None:

@@ -43,8 +43,10 @@ from agent.plan import (
 )
 from agent.report import Report, build_report
 from netshift.annotations import NetworkRef
+from netshift.cni.confdir import NodeConfDir
 from netshift.cni.config import ConfList, load_conflist
 from netshift.cni.executor import CniExecutor
+from netshift.cni.nodeconf import DEFAULT_CONF_DIR
 from netshift.keys import NETSHIFT_NAMESPACE
 from netshift.kube import (
     ApiError,
@@ -81,6 +83,8 @@ class AgentSettings:
     # default-network annotation has as eth0. Needed to switch back to it or to
     # remove it after a switch.
     cluster_network_conf: str | None = None
+    # The node's Multus conf dir: where a NAD without spec.config finds its CNI conf file.
+    node_conf_dir: str | None = DEFAULT_CONF_DIR
     workers: int = 10  # pods are independent (one worker per pod at a time); CNI waits on plugins
     resync_seconds: float = 60.0
     cni_timeout: float = 30.0
@@ -132,7 +136,12 @@ class Agent:
                 params={"fieldSelector": f"metadata.name={name}"},
                 name="agent nad-policy",
             )
-        self.configs = NetworkConfigs(self.nads.get, cluster_net, self._nad_policy)
+        node_conf = (
+            NodeConfDir(settings.node_conf_dir, settings.node).lookup
+            if settings.node_conf_dir
+            else None
+        )
+        self.configs = NetworkConfigs(self.nads.get, cluster_net, self._nad_policy, node_conf)
         self.metrics = AgentMetrics()
         self.metrics.queue_depth.set_function(lambda: float(self.queue.pending()))
         self.metrics.records_on_disk.set_function(self._records_on_disk)

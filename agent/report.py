@@ -15,7 +15,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from agent.outcomes import Attached, Detached, Outcome, Problem, Switched
+from agent.outcomes import NODE_CONF, Attached, Detached, Outcome, Problem, Switched
 from agent.plan import network_id
 from netshift import annotations as ann
 from netshift import keys, podstatus
@@ -108,7 +108,9 @@ def _attach_event(o: Attached) -> Event:
     if o.error:
         return Event("AttachFailed", f"{want.ref}@{want.interface}: {error}", "Warning")
     ips = ", ".join(result_ips(o.record.result or {}, want.interface)) or "no address"
-    return Event("Attached", f"{want.ref} as {want.interface} ({ips})")
+    node_file = o.record.extra.get(NODE_CONF)
+    source = f" from the node's conf file {node_file}" if node_file else ""
+    return Event("Attached", f"{want.ref} as {want.interface} ({ips}){source}")
 
 
 def failed(r: AttachmentRecord) -> bool:

@@ -1,24 +1,30 @@
 """`netshift plan`: what applying (or deleting) a NetworkProfile would do, read-only.
 
-The shell around controller.profileplan: read the profile file and the cluster
-(profiles, namespaces, running pods, NADs: GETs only), plan, print a table or
-JSON. Exit 0 when applying is safe, 1 when the profile is invalid or needs a
-NetworkAttachmentDefinition that does not exist, 2 when the file or the
-cluster cannot be read.
+The shell around controller.profileplan and cli.netcheck: read the profile file
+and the cluster (profiles, namespaces, running pods, NADs: GETs only), and the
+conf files of the networks defined per node (NADs without spec.config) where a
+node's conf dir is readable from here (`--node-conf-dir NODE=DIR`; on the local
+cluster, its node's), plan, print a table or JSON. Exit 0 when applying is safe,
+1 when the profile is invalid, needs a NetworkAttachmentDefinition that does not
+exist, makes a network the default that gives no default route, or uses a
+per-node network a node has no conf file for; 2 when the file or the cluster
+cannot be read.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from cli import connect
 
 if TYPE_CHECKING:
+    from cli.netcheck import NetworkCheck, NodeFile
     from controller.profileplan import AnnotationChange, ProfilePlan
     from controller.rollout import Snapshot
     from netshift.kube import Kube
@@ -41,6 +47,14 @@ def add_parser(sub: Any, local: bool = True) -> None:
     )
     what.add_argument("--delete", metavar="NAME", help="plan deleting this NetworkProfile")
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.add_argument(
+        "--node-conf-dir",
+        action="append",
+        default=[],
+        metavar="NODE=DIR",
+        help="a node's Multus conf dir, readable from here, for the networks defined per node "
+        "(repeatable)" + ("; on the local cluster, its real nodes' are used" if local else ""),
+    )
     connect.add_arguments(p, local)
     p.set_defaults(func=run)
 
@@ -70,9 +84,11 @@ def read_manifest(filename: str, stdin: TextIO | None = None) -> Any:
     return docs[0]
 
 
-def read_cluster(kube: Kube) -> Snapshot:
-    """The cluster now, as the controller's caches would show it."""
+def read_cluster(kube: Kube) -> tuple[Snapshot, dict[str, str]]:
+    """The cluster now, as the controller's caches would show it; and every NAD's spec.config
+    ("ns/name" -> its text, "" for a network defined per node)."""
     from controller.rollout import Snapshot
+    from netshift.cni.nad import nad_spec_config
     from netshift.kube import (
         RUNNING_PODS,
         ApiError,
@@ -98,21 +114,64 @@ def read_cluster(kube: Kube) -> Snapshot:
     }
     pods = [Pod.from_object(o) for o in kube.get(pod_path(), **RUNNING_PODS).get("items", [])]
     try:
-        nads = {object_key(o) for o in kube.get(nad_path()).get("items", [])}
+        configs = {object_key(o): nad_spec_config(o) for o in kube.get(nad_path()).get("items", [])}
     except ApiError as err:
         if err.status != 404:
             raise
-        nads = set()  # no NAD CRD: no NAD exists
-    return Snapshot(
+        configs = {}  # no NAD CRD: no NAD exists
+    snapshot = Snapshot(
         profiles=sorted(profiles, key=lambda p: p.name),
         namespaces=namespaces,
         pods=pods,
-        nads=nads,
+        nads=set(configs),
         invalid_profiles=invalid,
     )
+    return snapshot, configs
+
+
+def node_conf_dirs(args: argparse.Namespace) -> dict[str, str]:
+    """Node name -> its Multus conf dir as readable from here: the ones given, else the local
+    cluster's own node when the plan talks to it."""
+    dirs: dict[str, str] = {}
+    for item in args.node_conf_dir:
+        node, sep, path = item.partition("=")
+        if not sep or not node or not path:
+            raise ValueError(f"--node-conf-dir {item!r}: expected NODE=DIR")
+        dirs[node] = path
+    if dirs or args.state_dir is None:  # given, or a kubectl plugin: no local cluster
+        return dirs
+    local = os.path.join(args.state_dir, "kubeconfig")
+    used = connect.kubeconfig_path(args.kubeconfig, args.state_dir)
+    if used is not None and os.path.isfile(local) and os.path.samefile(used, local):
+        from localcluster.cluster import LocalCluster
+        from localcluster.realnode import RealNode
+
+        for node in LocalCluster(args.state_dir).nodes:
+            if isinstance(node, RealNode):
+                dirs[node.name] = str(node.layout.cluster_conf_dir)
+    return dirs
+
+
+def read_node_files(names: Sequence[str], dirs: Mapping[str, str]) -> dict[str, list[NodeFile]]:
+    """Each per-node network's conf file on each node whose conf dir is readable here."""
+    from cli.netcheck import NodeFile
+    from netshift.cni.confdir import NodeConfDir
+    from netshift.cni.nodeconf import NodeConfError
+
+    found: dict[str, list[NodeFile]] = {}
+    for name in names:
+        for node, path in sorted(dirs.items()):
+            try:
+                conf = NodeConfDir(path, node).lookup(name)
+            except NodeConfError as err:
+                found.setdefault(name, []).append(NodeFile(node, error=str(err)))
+            else:
+                found.setdefault(name, []).append(NodeFile(node, conf.path, conf.text))
+    return found
 
 
 def run(args: argparse.Namespace) -> int:
+    from cli.netcheck import check_networks, used_networks
     from controller.profileplan import plan_apply, plan_delete
 
     obj: Any = None
@@ -126,7 +185,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"netshift plan: invalid: {err}", file=sys.stderr)
             return EXIT_UNSAFE
     try:
-        snapshot = read_cluster(connect.connect(args))
+        dirs = node_conf_dirs(args)
+    except ValueError as err:
+        print(f"netshift plan: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        snapshot, nad_configs = read_cluster(connect.connect(args))
     except Exception as err:  # kubeconfig, TLS, connection, 403 ...
         print(f"netshift plan: cannot read the cluster: {err}", file=sys.stderr)
         return EXIT_ERROR
@@ -134,14 +198,25 @@ def run(args: argparse.Namespace) -> int:
     result = (
         plan_delete(args.delete, snapshot, now) if obj is None else plan_apply(obj, snapshot, now)
     )
+    used = used_networks(result)
+    per_node = [u.network.split("/", 1)[1] for u in used if nad_configs.get(u.network) == ""]
+    checks = check_networks(used, nad_configs, read_node_files(per_node, dirs))
+    problems = [p for c in checks for p in c.problems]
+    safe = result.safe and not problems
     if args.output == "table":
-        print(render(result))
+        print(render(result, checks))
     else:
-        json.dump(result.to_json(), sys.stdout, indent=2)
+        data = result.to_json()
+        data["safe"] = safe
+        data["networks"] = [c.to_json() for c in checks]
+        data["networkProblems"] = problems
+        json.dump(data, sys.stdout, indent=2)
         print()
         for error in result.errors:
             print(f"netshift plan: invalid: {error}", file=sys.stderr)
-    return EXIT_SAFE if result.safe else EXIT_UNSAFE
+        for problem in problems:
+            print(f"netshift plan: {problem}", file=sys.stderr)
+    return EXIT_SAFE if safe else EXIT_UNSAFE
 
 
 # --- the human view ------------------------------------------------------------
@@ -188,7 +263,7 @@ def _rollout_text(plan: ProfilePlan) -> str:
     return text
 
 
-def render(plan: ProfilePlan) -> str:
+def render(plan: ProfilePlan, checks: Sequence[NetworkCheck] = ()) -> str:
     title = f'NetworkProfile "{plan.name}" ({plan.action})'
     if plan.errors:
         return "\n".join([title, *(f"  invalid: {e}" for e in plan.errors), "NOT SAFE to apply"])
@@ -229,16 +304,47 @@ def render(plan: ProfilePlan) -> str:
     changing = sum(ns.changing for ns in plan.namespaces)
     rolled = sum(ns.will_roll for ns in plan.namespaces)
     spaces = sum(1 for ns in plan.namespaces if ns.changing)
+    lines += _network_lines(checks)
     lines.append("")
     lines.append(
         f"{_count(changing, 'running pod')} would change in {_count(spaces, 'namespace')}; "
         f"the controller would patch {rolled} of them"
     )
+    problems = [p for c in checks for p in c.problems]
     if plan.missing_networks:
         lines.append(
             "NOT SAFE to apply: NetworkAttachmentDefinitions that do not exist: "
             + ", ".join(plan.missing_networks)
         )
-    else:
+    lines += [f"NOT SAFE to apply: {p}" for p in problems]
+    if not plan.missing_networks and not problems:
         lines.append("safe to apply")
     return "\n".join(lines)
+
+
+def _defined_by(c: NetworkCheck) -> str:
+    if c.defined_by != "per node":
+        return c.defined_by
+    found = [f"{f.node}: {f.path or 'NONE'}" for f in c.node_files]
+    return "per node" + (f" ({', '.join(found)})" if found else " (no node's files readable here)")
+
+
+def _network_lines(checks: Sequence[NetworkCheck]) -> list[str]:
+    if not checks:
+        return []
+    rows = [
+        [
+            c.network,
+            "default" if c.default else "secondary",
+            _defined_by(c),
+            f"{c.route}: {c.why}" if c.route else "-",
+        ]
+        for c in checks
+    ]
+    lines = ["", *_table(["NETWORK", "USED AS", "DEFINED BY", "DEFAULT ROUTE"], rows)]
+    for c in checks:
+        for f in c.node_files:
+            if f.text:
+                lines.append(f"{c.network} on node {f.node}, {f.path}:")
+                lines += [f"    {line}" for line in f.text.rstrip().splitlines()]
+    return lines

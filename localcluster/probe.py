@@ -410,6 +410,8 @@ class HttpProbe:
         self.timeout = timeout
         self.ok = self.failed = 0
         self.errors: list[str] = []
+        self._streak = 0
+        self._lock = threading.Lock()
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -429,13 +431,34 @@ class HttpProbe:
     def _run(self) -> None:
         while not self._stop.is_set():
             problem = self._once()
-            if problem:
-                self.failed += 1
-                if len(self.errors) < 5:
-                    self.errors.append(problem)
-            else:
-                self.ok += 1
+            with self._lock:
+                if problem:
+                    self.failed += 1
+                    self._streak = 0
+                    if len(self.errors) < 5:
+                        self.errors.append(problem)
+                else:
+                    self.ok += 1
+                    self._streak += 1
             self._stop.wait(self.interval)
+
+    def wait_serving(self, streak: int = 5, timeout: float = 60.0) -> bool:
+        """Wait until `streak` requests in a row succeeded, then count from zero.
+
+        A new Service refuses (kube-proxy's "has no endpoints" REJECT, ECONNREFUSED) until
+        kube-proxy has synced its first ready endpoint, measured here up to ~0.7 s after
+        the API shows every pod Ready: counted from before that, those refusals would be
+        blamed on whatever the probe is about.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._streak >= streak:
+                    self.ok = self.failed = 0
+                    self.errors.clear()
+                    return True
+            time.sleep(self.interval)
+        return False
 
     def stop(self) -> dict[str, object]:
         self._stop.set()

@@ -246,6 +246,8 @@ class ContainerLoop:
         )
         self.ok = dict.fromkeys(urls, 0)
         self.failed = dict.fromkeys(urls, 0)
+        self._streak = dict.fromkeys(urls, 0)
+        self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -253,10 +255,25 @@ class ContainerLoop:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             word, _, url = line.strip().partition(" ")
-            if word == "ok" and url in self.ok:
-                self.ok[url] += 1
-            elif word == "fail" and url in self.failed:
-                self.failed[url] += 1
+            with self._lock:
+                if word == "ok" and url in self.ok:
+                    self.ok[url] += 1
+                    self._streak[url] += 1
+                elif word == "fail" and url in self.failed:
+                    self.failed[url] += 1
+                    self._streak[url] = 0
+
+    def wait_serving(self, streak: int = 5, timeout: float = 60.0) -> bool:
+        """As HttpProbe.wait_serving, for every URL: count only once each Service answers."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if all(n >= streak for n in self._streak.values()):
+                    for url in self.ok:
+                        self.ok[url] = self.failed[url] = 0
+                    return True
+            time.sleep(0.05)
+        return False
 
     def stop(self) -> dict[str, tuple[int, int]]:
         """Per URL: (ok, failed)."""
@@ -383,13 +400,14 @@ def start_probes(
     streams = {
         t: Stream(None, topo.routed_client, t[1], port=ECHO_PORT, timeout=2.0) for t in targets
     }
-    return Probes(
-        host_pings,
-        pod_pings,
-        streams,
-        {ip: HttpProbe(url(ip), expect="web-") for ip in cluster_ips},
-        ContainerLoop(cluster, CLIENT_NS, "client-0", [url(ip) for ip in cluster_ips]),
-    )
+    http = {ip: HttpProbe(url(ip), expect="web-") for ip in cluster_ips}
+    in_pod = ContainerLoop(cluster, CLIENT_NS, "client-0", [url(ip) for ip in cluster_ips])
+    # Counted from when the Service answers: a new Service's requests fail until kube-proxy
+    # has synced its first ready endpoint (docs/agent.md, "Services across a switch").
+    serving = [p.wait_serving() for p in http.values()] + [in_pod.wait_serving()]
+    if not all(serving):
+        raise RuntimeError(f"Service web ({', '.join(cluster_ips)}) does not answer")
+    return Probes(host_pings, pod_pings, streams, http, in_pod)
 
 
 def _service_account(kube: Kube, namespace: str) -> Callable[[], bool]:

@@ -67,6 +67,7 @@ def netshift_overlay(
         "agent_args": [*base_args("agent/daemonset.yaml", "agent"), *agent_args],
         "node_root": str(layout.root),
         "agent_dir": str(layout.agent_dir),
+        "multus_conf_dir": str(layout.cluster_conf_dir),
         "apiserver_port": str(apiserver_port),
         "pod_apiserver_host": pod_apiserver_host,
     }

@@ -5,7 +5,9 @@
     kube-proxy/    config.yaml, kubeconfig
     cni/bin/       multus-shim (installed by Multus's init container)
     cni/net.d/     containerd's CNI conf dir: only Multus's 00-multus.conf
-    cni/cluster.d/ the cluster network conflist (Multus's default delegate)
+    cni/cluster.d/ Multus's confDir: the cluster network conflist (its default delegate)
+                   and the conf files of networks defined per node (NADs without
+                   spec.config); the agent reads it too (its --node-conf-dir)
     cni/networks/  host-local store of the cluster network
     multus/        the Multus daemon's socket (run/) and cache
     agent/         netshift agent's attachment records (a hostPath of its DaemonSet)

@@ -1,8 +1,9 @@
 """From a NetworkAttachmentDefinition to a CNI invocation (pure).
 
-:func:`nad_conflist` turns the NAD object into the :class:`ConfList` that ADD
-runs; :func:`attachment_runtime` builds the per-attachment parameters (the
-same for ADD and for the DEL that undoes it, as libcni passes them);
+:func:`resolve_nad` turns the NAD object into the :class:`ConfList` that ADD
+runs (from ``spec.config``, or from the node's conf file of that name when
+``spec.config`` is empty); :func:`attachment_runtime` builds the per-attachment
+parameters (the same for ADD and for the DEL that undoes it, as libcni passes them);
 :func:`recorded_invocation` rebuilds both from an attachment record, so that a
 DEL uses exactly what its ADD used even after the NAD changed or vanished.
 """
@@ -10,7 +11,8 @@ DEL uses exactly what its ADD used even after the NAD changed or vanished.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from netshift.annotations import AnnotationError, NetworkRef, NetworkSelection, parse_networks
@@ -23,50 +25,108 @@ from netshift.cni.config import (
     k8s_cni_args,
     load_conflist,
 )
+from netshift.cni.nodeconf import NodeConf, NodeConfError, per_node_summary
 
 __all__ = [
+    "NAD_CONFIG",
+    "NAD_MISSING",
+    "NAD_NODE_CONF",
+    "NadConfig",
     "NadError",
     "attachment_runtime",
     "nad_conflist",
+    "nad_spec_config",
     "recorded_invocation",
     "recorded_selection",
+    "resolve_nad",
 ]
+
+
+# What kind of problem a NadError is (for the agent's metrics).
+NAD_MISSING = "missing"
+NAD_CONFIG = "config"
+NAD_NODE_CONF = "node_conf"
 
 
 class NadError(ValueError):
     """The NAD a pod asks for cannot be used; the message names it and says what to fix."""
 
-    def __init__(self, ref: NetworkRef, message: str) -> None:
+    def __init__(self, ref: NetworkRef, message: str, kind: str = NAD_CONFIG) -> None:
         super().__init__(message)
         self.ref = ref
+        self.kind = kind  # NAD_MISSING, NAD_CONFIG or NAD_NODE_CONF
 
 
-def nad_conflist(nad: Mapping[str, Any] | None, ref: NetworkRef) -> ConfList:
-    """The conflist of the NAD object `nad` (None: it does not exist), found as `ref`.
+@dataclass(frozen=True)
+class NadConfig:
+    """What a NAD stands for on this node."""
+
+    conflist: ConfList
+    text: str  # the CNI config as written: spec.config, or the node conf file's content
+    node_file: str = ""  # the node's conf file it came from; "" for spec.config
+
+
+def nad_spec_config(nad: Mapping[str, Any]) -> str:
+    """``spec.config`` of a NAD object; "" when it has none (a network defined per node)."""
+    spec = nad.get("spec")
+    config = spec.get("config") if isinstance(spec, Mapping) else None
+    return config if isinstance(config, str) else ""
+
+
+def resolve_nad(
+    nad: Mapping[str, Any] | None,
+    ref: NetworkRef,
+    node_conf: Callable[[str], NodeConf] | None = None,
+) -> NadConfig:
+    """The config the NAD object `nad` (None: it does not exist), found as `ref`, stands for.
 
     A config without a ``name`` takes the NAD's name. An empty ``spec.config``
-    means, by the NPWG spec, a CNI conf file of the NAD's name on the node; that
-    is not supported (neither agent nor node simulator reads the node's conf
-    dirs), so it is refused with a message saying so.
+    means, by the NPWG spec, the node's CNI conf file of the NAD's name:
+    `node_conf` finds it (netshift.cni.nodeconf's rules, Multus's lookup); without
+    one (a component that reads no node files) it is refused with a message saying so.
     """
     if nad is None:
         raise NadError(
             ref,
             f"NetworkAttachmentDefinition {ref} does not exist; create it or fix the annotation",
+            NAD_MISSING,
         )
-    config = (nad.get("spec") or {}).get("config") or ""
+    config = nad_spec_config(nad)
     if not config:
-        raise NadError(
-            ref,
-            f"NetworkAttachmentDefinition {ref} has a broken config: spec.config is empty "
-            "(a CNI conf file on the node is not supported); put the CNI config in spec.config",
-        )
+        if node_conf is None:
+            raise NadError(
+                ref,
+                f"NetworkAttachmentDefinition {ref} has no spec.config: it is "
+                f"{per_node_summary(ref.name)}, and this component reads no node conf files; "
+                "put the CNI config in spec.config",
+                NAD_NODE_CONF,
+            )
+        try:
+            found = node_conf(ref.name)
+        except NodeConfError as err:
+            raise NadError(
+                ref,
+                f"NetworkAttachmentDefinition {ref} has no spec.config (defined per node), "
+                f"and {err}",
+                NAD_NODE_CONF,
+            ) from err
+        return NadConfig(found.conflist, found.text, found.path)
     try:
-        return load_conflist(config, fallback_name=ref.name)
+        conflist = load_conflist(config, fallback_name=ref.name)
     except CniError as err:
         raise NadError(
             ref, f"NetworkAttachmentDefinition {ref} has a broken config: {err}"
         ) from err
+    return NadConfig(conflist, config)
+
+
+def nad_conflist(
+    nad: Mapping[str, Any] | None,
+    ref: NetworkRef,
+    node_conf: Callable[[str], NodeConf] | None = None,
+) -> ConfList:
+    """The conflist that ADD runs for the NAD `nad` (see :func:`resolve_nad`)."""
+    return resolve_nad(nad, ref, node_conf).conflist
 
 
 def attachment_runtime(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
@@ -86,3 +87,36 @@ def result_routes(result: Mapping[str, Any]) -> list[dict[str, Any]]:
 def result_dns(result: Mapping[str, Any]) -> dict[str, Any]:
     dns = result.get("dns")
     return dict(dns) if isinstance(dns, dict) else {}
+
+
+def _is_default_dst(dst: str) -> int | None:
+    """4 or 6 when `dst` is a default destination (0.0.0.0/0, ::/0), else None."""
+    try:
+        net = ipaddress.ip_network(dst, strict=False)
+    except ValueError:
+        return None
+    return net.version if net.prefixlen == 0 else None
+
+
+def result_default_routes(result: Mapping[str, Any], ifname: str) -> dict[int, str | None]:
+    """The default route of each IP version (4, 6) that the result gives interface `ifname`.
+
+    As the plugins install a result's routes (ipam.ConfigureIface): a route's own
+    ``gw``, else the gateway of the interface's first address of that version that
+    has one, else none (a device route: the value is None). The first default route
+    of a version counts. Empty: the result gives no default route at all, which an
+    address's gateway alone does not make (host-local names one for every range).
+    """
+    gateways: dict[int, str] = {}
+    for entry in _ip_entries(result, ifname):
+        gw = entry.get("gateway")
+        if isinstance(gw, str) and gw:
+            gateways.setdefault(6 if ":" in gw else 4, gw)
+    routes: dict[int, str | None] = {}
+    for route in result_routes(result):
+        version = _is_default_dst(str(route["dst"]))
+        if version is None or version in routes:
+            continue
+        gw = route.get("gw")
+        routes[version] = gw if isinstance(gw, str) and gw else gateways.get(version)
+    return routes

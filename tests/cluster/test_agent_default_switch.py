@@ -35,7 +35,6 @@ from support.agent import (
     ipam_ips,
     netns_of,
     network_status,
-    next_subnet,
     ping,
     pod_events,
     route_get,
@@ -93,7 +92,7 @@ def test_switching_the_default_network_moves_the_default_route_and_keeps_old_con
     pod = create_running_pod(kube, namespace, "web")
     path, old_ip = netns_of(pod), pod["status"]["podIP"]
     peer_ip = peer["status"]["podIP"]
-    nets.bridge("fast", is_gateway=True)
+    nets.bridge("fast", is_gateway=True, default_route=True)
     assert default_route_ifnames(path) == ["eth0"]
 
     with tcp_connection(path, netns_of(peer), peer_ip) as (client, conn):
@@ -147,7 +146,7 @@ def test_switching_with_remove_retires_the_old_default_after_the_drain_and_relea
 ) -> None:
     pod = create_running_pod(kube, namespace, "web")
     path, old_ip = netns_of(pod), pod["status"]["podIP"]
-    nets.bridge("fast", is_gateway=True)
+    nets.bridge("fast", is_gateway=True, default_route=True)
     assert old_ip in cluster_ipam_ips(cluster)
 
     annotate(
@@ -192,7 +191,7 @@ def test_switching_back_to_the_cluster_network_reuses_the_kept_eth0(
     pod = create_running_pod(kube, namespace, "web")
     path, old_ip = netns_of(pod), pod["status"]["podIP"]
     eth0 = interfaces(path)["eth0"]
-    nets.bridge("fast", is_gateway=True)
+    nets.bridge("fast", is_gateway=True, default_route=True)
     annotate(kube, namespace, "web", {DEFAULT_NETWORK: f"{namespace}/fast"})
     wait_settled(kube, namespace, "web", keys.CONVERGED)
     assert default_route_ifnames(path) == ["net1"]
@@ -215,29 +214,46 @@ def test_switching_back_to_the_cluster_network_reuses_the_kept_eth0(
     assert " dev net1 " in route_get(path, OFF_LINK, src=new_ip)
 
 
-def test_a_new_default_without_a_gateway_degrades_and_the_old_default_stays(
-    kube: Kube, namespace: str, nets: Networks
+def test_a_new_default_whose_result_has_no_default_route_is_refused_and_released(
+    kube: Kube, namespace: str, nets: Networks, agent: AgentProcess
 ) -> None:
+    """The issue's `storage`: a bridge that is no gateway, no routes in its IPAM. host-local
+    still names a gateway (the subnet's .1) that nothing answers: never a default route."""
     pod = create_running_pod(kube, namespace, "web")
-    path = netns_of(pod)
-    subnet = next_subnet()
-    nets.raw(
-        "nogw",
-        {
-            "cniVersion": "1.0.0",
-            "name": "nogw",
-            "type": "bridge",
-            "bridge": nets.links.bridge(),
-            "ipMasq": False,
-            "ipam": {"type": "static", "addresses": [{"address": subnet.replace(".0/", ".5/")}]},
-        },
-    )
-    annotate(kube, namespace, "web", {DEFAULT_NETWORK: f"{namespace}/nogw"})
+    uid, path = pod["metadata"]["uid"], netns_of(pod)
+    routes_before = sh("ip", "-n", Path(path).name, "route", "show").stdout
+    rules_before = source_rules(path)
+    nets.bridge("storage")
+    annotate(kube, namespace, "web", {DEFAULT_NETWORK: f"{namespace}/storage"})
     pod = wait_settled(kube, namespace, "web", keys.DEGRADED)
     report = agent_status(pod)
-    assert report is not None and "no gateway" in report.message
-    assert report.default_interface == "eth0"
+    assert report is not None and report.default_interface == "eth0"
+    (failed,) = [a for a in report.attachments if a.network == f"{namespace}/storage"]
+    assert failed.state == keys.FAILED
+    assert failed.message.startswith(
+        f"{namespace}/storage is not a default network: the CNI result for {failed.interface} "
+        "has no default route (routes: none) (its gateway "
+    ), failed.message
+
+    def warnings() -> list[str]:
+        return [
+            e["message"]
+            for e in pod_events(kube, namespace, "web")
+            if e["reason"] == "DefaultSwitchFailed" and e["type"] == "Warning"
+        ]
+
+    # Events go out after the status patch, from the agent's background sender.
+    (first, *_) = wait_for(warnings, 10, what="a DefaultSwitchFailed Warning")
+    assert "is not a default network" in first, first
+    assert first.endswith("the old default stays"), first
+    # The old default as it was, no trace of the refused network, its address released.
     assert default_route_ifnames(path) == ["eth0"]
+    assert sh("ip", "-n", Path(path).name, "route", "show").stdout == routes_before
+    assert source_rules(path) == rules_before
+    assert failed.interface not in interfaces(path)
+    assert nets.ips("storage") == set()
+    record = agent.records(uid)[failed.interface]
+    assert record["state"] == keys.FAILED and record["result"] is None
     assert [i for i, e in network_status(pod).items() if e.get("default")] == ["eth0"]
 
 

@@ -448,3 +448,87 @@ def test_plan_on_the_local_cluster_predicts_what_the_controller_rolls(
         for name in (blue, low):
             delete_profile(kube, name)
     assert not stand_in.errors
+
+
+def nad_config(name: str, *, default_route: bool) -> str:
+    ipam: dict[str, Any] = {"type": "host-local", "ranges": [[{"subnet": "10.250.9.0/24"}]]}
+    if default_route:
+        ipam["routes"] = [{"dst": "0.0.0.0/0"}]
+    plugin = {"type": "bridge", "bridge": "nstplan", "isGateway": False, "ipam": ipam}
+    return json.dumps({"cniVersion": "1.0.0", "name": name, "plugins": [plugin]})
+
+
+def create_raw_nad(kube: Kube, namespace: str, name: str, config: str) -> None:
+    from netshift.kube import nad_path
+
+    kube.create(
+        nad_path(namespace),
+        {
+            "apiVersion": "k8s.cni.cncf.io/v1",
+            "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": name},
+            "spec": {"config": config},
+        },
+    )
+
+
+@pytest.mark.cluster
+def test_plan_refuses_a_default_network_without_a_default_route_and_shows_per_node_networks(
+    cluster: LocalCluster,
+    kube: Kube,
+    namespace: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    kubeconfig = str(cluster.kubeconfig)
+    ns = namespace
+    labels = {"plan": ns}
+    label_namespace(kube, ns, labels)
+    create_raw_nad(kube, ns, "storage", nad_config("storage", default_route=False))
+    create_raw_nad(kube, ns, "nodenet", "")  # defined per node
+    create_pods(kube, ns, 2)
+    wait_running(kube, ns, 2)
+    name = f"gwless-{ns}"
+
+    # The gateway-less `storage` as the default: not safe, exit 1, the reason given.
+    manifest = write(tmp_path, name, labels=labels, default="storage")
+    code, table = run_plan(capsys, kubeconfig, "-f", str(manifest))
+    assert code == 1, table
+    assert (
+        f"NOT SAFE to apply: {ns}/storage is not a default network (its spec.config gives no "
+        "default route: no plugin gives one: no bridge with isDefaultGateway, no 0.0.0.0/0 or "
+        "::/0 in ipam.routes); the agent would refuse the switch and keep the old default"
+    ) in table
+    code, plan = plan_json(capsys, kubeconfig, "-f", str(manifest))
+    assert code == 1 and not plan["safe"] and plan["missingNetworks"] == []
+    (net,) = plan["networks"]
+    assert (net["network"], net["usedAs"], net["definedBy"], net["defaultRoute"]) == (
+        f"{ns}/storage",
+        "default",
+        "spec.config",
+        "no",
+    )
+    # As a secondary network it is fine.
+    manifest = write(tmp_path, name, labels=labels, default=None, networks=[{"name": "storage"}])
+    code, table = run_plan(capsys, kubeconfig, "-f", str(manifest))
+    assert code == 0 and "safe to apply" in table
+
+    # A per-node network: what the config cannot tell without the node's file ...
+    manifest = write(tmp_path, name, labels=labels, default="nodenet")
+    code, plan = plan_json(capsys, kubeconfig, "-f", str(manifest))
+    assert code == 0, plan
+    (net,) = plan["networks"]
+    assert (net["definedBy"], net["defaultRoute"]) == ("per node", "unknown")
+    assert "no node's conf dir is readable from here" in net["why"]
+    # ... and with the node's conf dir: its file shown and judged.
+    conf_dir = tmp_path / "net.d"
+    conf_dir.mkdir()
+    node_dir = f"--node-conf-dir={cluster.nodes[0].name}={conf_dir}"
+    code, table = run_plan(capsys, kubeconfig, "-f", str(manifest), node_dir)
+    assert code == 1 and f"no conf file 'nodenet' on node {cluster.nodes[0].name}" in table
+    (conf_dir / "30-nodenet.conflist").write_text(nad_config("nodenet", default_route=True))
+    code, table = run_plan(capsys, kubeconfig, "-f", str(manifest), node_dir)
+    assert code == 0, table
+    assert f"per node ({cluster.nodes[0].name}: {conf_dir}/30-nodenet.conflist)" in table
+    assert f"{ns}/nodenet on node {cluster.nodes[0].name}, {conf_dir}/30-nodenet.conflist:" in table
+    assert "yes: node" in table and '"routes": [{"dst": "0.0.0.0/0"}]' in table

@@ -84,6 +84,8 @@ class AgentProcess:
         self.ready_file = workdir / "ready"
         self.timing_log = workdir / "timings.jsonl"
         self.log_path = workdir / "agent.log"
+        # Its node's Multus conf dir: where a NAD without spec.config finds its conf file.
+        self.node_conf_dir = workdir / "node-conf.d"
         self.extra_bin_dirs = extra_bin_dirs
         self.resync_seconds = resync_seconds
         self.extra_args = extra_args
@@ -110,6 +112,8 @@ class AgentProcess:
             str(self.cluster.nodes[0].cluster_conflist),
             "--netns-template",
             NETNS_TEMPLATE,
+            "--node-conf-dir",
+            str(self.node_conf_dir),
             *bin_dirs,
             "--resync-seconds",
             str(self.resync_seconds),
@@ -139,6 +143,7 @@ class AgentProcess:
     def start(self, timeout: float = 60) -> None:
         assert not self.running(), "the agent is running already"
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.node_conf_dir.mkdir(exist_ok=True)
         self.ready_file.unlink(missing_ok=True)
         with open(self.log_path, "ab") as logf:
             logf.write(f"--- agent starting at {time.strftime('%H:%M:%S')}\n".encode())

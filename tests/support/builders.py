@@ -66,13 +66,14 @@ def bridge_config(
 
 def placeholder_config(name: str) -> dict[str, Any]:
     """A well-formed network for tests that only need the NAD to exist (the controller's,
-    the webhook's): nothing attaches it."""
+    the webhook's): nothing attaches it. It has a default route: a profile may make it
+    the pods' default, and `netshift plan` refuses a default network without one."""
     return {
         "cniVersion": "1.0.0",
         "name": name,
         "type": "bridge",
         "bridge": f"nst{name[-6:]}",
-        "ipam": {"type": "host-local", "subnet": "10.250.0.0/24"},
+        "ipam": {"type": "host-local", "subnet": "10.250.0.0/24", "routes": [{"dst": "0.0.0.0/0"}]},
     }
 
 

@@ -270,6 +270,14 @@ def test_switching_back_reuses_a_kept_previous_default() -> None:
     assert sw.table == 1001  # net1 gets a table of its own
 
 
+def test_a_new_add_for_the_default_gets_no_fallback_its_result_alone_gives_the_routes() -> None:
+    # net1 carried a default before (an old switch record names it); the ADD is new now.
+    p = plan("", default="fast", switches=[EarlierSwitch("net1", 1000, ("10.0.0.1",))])
+    sw = p.switch
+    assert sw is not None and sw.interface == "net1" and sw.attach is not None
+    assert sw.fallback_gateways == ()
+
+
 def test_a_switch_cut_short_after_its_attach_reuses_the_incoming_default() -> None:
     incoming = Current(ref("fast"), "net1", ATTACHED, INCOMING_DEFAULT)
     p = plan("", [ETH0, incoming], default="fast")

@@ -10,12 +10,15 @@ import pytest
 from netshift.annotations import NetworkRef, parse_networks
 from netshift.cni.config import load_conflist
 from netshift.cni.nad import (
+    NAD_NODE_CONF,
     NadError,
     attachment_runtime,
     nad_conflist,
     recorded_invocation,
     recorded_selection,
+    resolve_nad,
 )
+from netshift.cni.nodeconf import NodeConf, NodeConfError
 from netshift.records import AttachmentRecord
 
 REF = NetworkRef("apps", "blue")
@@ -47,14 +50,50 @@ def test_a_missing_nad_is_named_with_what_to_do() -> None:
 
 
 @pytest.mark.parametrize("obj", [nad(""), nad(None), {"metadata": {}}, {"spec": None}])
-def test_an_empty_config_is_refused_because_conf_files_on_the_node_are_not_read(
-    obj: dict[str, Any],
-) -> None:
+def test_an_empty_config_is_the_nodes_conf_file_of_the_nads_name(obj: dict[str, Any]) -> None:
+    asked: list[str] = []
+
+    def node_conf(name: str) -> NodeConf:
+        asked.append(name)
+        text = json.dumps({**BRIDGE, "name": name})
+        return NodeConf("/etc/cni/multus/net.d/10-blue.conf", text, load_conflist(text))
+
+    found = resolve_nad(obj, REF, node_conf)
+    assert asked == ["blue"]
+    assert (found.conflist.name, found.conflist.types) == ("blue", ("bridge",))
+    assert found.node_file == "/etc/cni/multus/net.d/10-blue.conf"
+    assert json.loads(found.text)["name"] == "blue"  # what the NAD policy judges
+    assert nad_conflist(obj, REF, node_conf) == found.conflist
+
+
+def test_without_a_node_lookup_an_empty_config_is_refused_saying_it_is_defined_per_node() -> None:
     with pytest.raises(
-        NadError, match=r"apps/blue has a broken config: spec.config is empty"
+        NadError, match=r"apps/blue has no spec.config: it is defined per node"
     ) as err:
-        nad_conflist(obj, REF)
-    assert err.value.ref == REF
+        nad_conflist(nad(""), REF)
+    assert err.value.ref == REF and err.value.kind == NAD_NODE_CONF
+    assert "this component reads no node conf files" in str(err.value)
+
+
+def test_a_missing_node_conf_file_is_a_node_conf_error_naming_the_nad_and_the_node() -> None:
+    def node_conf(name: str) -> NodeConf:
+        raise NodeConfError(f"no conf file {name!r} on node n1 (/etc/cni/multus/net.d): ...")
+
+    with pytest.raises(NadError) as err:
+        resolve_nad(nad(""), REF, node_conf)
+    assert err.value.kind == NAD_NODE_CONF
+    assert str(err.value).startswith(
+        "NetworkAttachmentDefinition apps/blue has no spec.config (defined per node), and "
+        "no conf file 'blue' on node n1"
+    )
+
+
+def test_a_spec_config_is_used_as_written_and_never_looks_at_the_node() -> None:
+    def node_conf(name: str) -> NodeConf:
+        raise AssertionError("a NAD with spec.config must not read node files")
+
+    found = resolve_nad(nad(json.dumps(BRIDGE)), REF, node_conf)
+    assert (found.node_file, found.text) == ("", json.dumps(BRIDGE))
 
 
 @pytest.mark.parametrize(

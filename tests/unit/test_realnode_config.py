@@ -128,6 +128,8 @@ def test_the_overlay_runs_netshift_from_the_local_image(node: RealNode) -> None:
     assert agent["args"][: len(base_args)] == base_args  # the base's flags are kept
     volumes = {v["name"]: v for v in workloads["netshift-agent"]["volumes"]}
     assert volumes["state"]["hostPath"]["path"] == str(node.layout.agent_dir)
+    # Mounted where the base mounts a node's Multus conf dir (--node-conf-dir).
+    assert volumes["multus-conf"]["hostPath"]["path"] == str(node.layout.cluster_conf_dir)
 
 
 def test_a_dual_stack_node_has_both_families_everywhere(tmp_path: Path) -> None:
