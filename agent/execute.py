@@ -27,12 +27,15 @@ from agent.metrics import (
 from agent.netns import Sandbox, same_namespace
 from agent.networks import NetworkConfigs, PodError
 from agent.observe import Observation, live_result
-from agent.outcomes import Attached, Detached, Outcome, Problem, Switched
+from agent.outcomes import Attached, Detached, Outcome, Problem, Refused, Retired, Switched
 from agent.plan import (
     Adopt,
     Attach,
+    Carry,
     Detach,
     Plan,
+    Refuse,
+    Retire,
     Switch,
     network_id,
     parse_network_id,
@@ -51,6 +54,7 @@ from netshift.keys import (
     FAILED,
     INCOMING_DEFAULT,
     PREVIOUS_DEFAULT,
+    RETIRED_DEFAULT,
     SECONDARY,
 )
 from netshift.kube import now_rfc3339
@@ -76,12 +80,14 @@ class Executor:
         configs: NetworkConfigs,
         sandbox_of: Callable[[str], Sandbox | None],
         metrics: AgentMetrics | None = None,
+        host_netns: str = netlink.HOST_NETNS,
     ) -> None:
         self.store = store
         self.cni = cni
         self.configs = configs
         self._sandbox_of = sandbox_of  # pod UID -> its sandbox now (None when unknown)
         self.metrics = metrics or AgentMetrics()
+        self.host_netns = host_netns  # where the pods' networks have their host side
 
     def run(self, obs: Observation, plan: Plan) -> Done:
         pod = obs.pod
@@ -107,6 +113,10 @@ class Executor:
             outcomes += self.switch_default(obs, plan.switch)
         if not any(isinstance(o, Problem) for o in outcomes):
             outcomes += self._detach_all(obs, plan.drain)
+            outcomes += [self.retire(obs, r) for r in plan.retire]
+            for c in plan.carry:
+                self.carry(obs, c)
+            outcomes += [self.refuse(obs, r) for r in plan.refuse]
         return Done(tuple(outcomes), tuple(self.store.list_pod(pod.uid)))
 
     def _track_sandbox(self, obs: Observation, plan: Plan) -> None:
@@ -281,6 +291,10 @@ class Executor:
         return Detached(rec, attempt, retry_in)
 
     def _delete(self, rec: AttachmentRecord) -> None:
+        if rec.role == RETIRED_DEFAULT:
+            # The node's routes to its addresses go before the addresses do (DEL releases them):
+            # never a route to an address that the pool may give to another pod.
+            netlink.remove_host_routes(self.host_netns, _carried_routes(rec))
         # In the pod's sandbox now if the attachment was made there, else in its own (old)
         # sandbox's netns if that is still there: never in a new sandbox that reuses its name.
         now = self._sandbox_of(rec.pod_uid)
@@ -335,6 +349,90 @@ class Executor:
         if records:
             log.info("pod %s gone: released %d of %d attachment(s)", uid, released, len(records))
         return released == len(records)
+
+    # -- retiring a removed default (netshift.podip) ---------------------------------------------
+
+    def retire(self, obs: Observation, r: Retire) -> Retired:
+        """Carry the old default's reported addresses onto the default interface, then delete
+        the old interface; its record stays (the deferred DEL) until the pod is gone.
+
+        The record says it is retired before anything changes, so a crash at any step leaves
+        a retirement that the next reconcile finishes (every step is idempotent), never a
+        vanished interface to re-plug or an address released while it is reported.
+        """
+        rec = self.store.get(obs.pod.uid, r.current.interface)
+        if rec is None:
+            return Retired(r, None, error="its record vanished")
+        rec = self.store.put(replace(rec, role=RETIRED_DEFAULT, is_default=False, drain_until=None))
+        try:
+            rec = self._carry(obs, rec, r.onto, r.addresses)
+            # Replies from the addresses now follow the default route (their source rules
+            # go; the addresses stay, they are on the default interface too).
+            self._remove_source_routes(obs, rec)
+            netlink.delete_link(obs.netns, rec.interface)
+        except (OSError, LookupError) as err:
+            log.warning("pod %s: retiring %s failed: %s", obs.pod.key, rec.interface, err)
+            return Retired(r, rec, error=str(err))
+        log.info(
+            "pod %s: %s (%s) removed; %s answer through %s and stay reserved until the pod goes",
+            obs.pod.key,
+            rec.interface,
+            rec.network,
+            ", ".join(r.addresses),
+            r.onto,
+        )
+        return Retired(r, rec)
+
+    def carry(self, obs: Observation, c: Carry) -> None:
+        rec = self.store.get(obs.pod.uid, c.current.interface)
+        if rec is None:
+            return
+        try:
+            self._carry(obs, rec, c.onto, c.addresses)
+        except (OSError, LookupError) as err:
+            log.warning(
+                "pod %s: keeping %s answering on %s failed: %s",
+                obs.pod.key,
+                ", ".join(c.addresses),
+                c.onto,
+                err,
+            )
+
+    def _carry(
+        self, obs: Observation, rec: AttachmentRecord, onto: str, addresses: tuple[str, ...]
+    ) -> AttachmentRecord:
+        """The addresses on interface `onto` in the pod, and the node's routes to them via the
+        pod's address there. The routes are recorded before they are made (crash-safe)."""
+        target = self.store.get(obs.pod.uid, onto)
+        if target is None or target.state != ATTACHED:
+            raise LookupError(f"{onto} is not attached: nothing to carry the addresses")
+        netlink.carry_addresses(obs.netns, onto, addresses)
+        routes = netlink.host_routes_via(
+            self.host_netns, addresses, result_ips(target.result or {}, onto)
+        )
+        before = _carried_routes(rec)
+        if routes != before or rec.extra.get("carried_on") != onto:
+            # Both the old and the new routes are named until the old ones are gone.
+            both = [r.to_json() for r in [*before, *(r for r in routes if r not in before)]]
+            rec = self.store.put(
+                replace(rec, extra={**rec.extra, "carried_on": onto, "host_routes": both})
+            )
+        netlink.install_host_routes(self.host_netns, routes)
+        stale = [r for r in before if r not in routes]
+        if stale:
+            netlink.remove_host_routes(self.host_netns, stale)
+        if _carried_routes(rec) != routes:
+            rec = self.store.put(
+                replace(rec, extra={**rec.extra, "host_routes": [r.to_json() for r in routes]})
+            )
+        return rec
+
+    def refuse(self, obs: Observation, r: Refuse) -> Refused:
+        """The Remove cannot be made safe: the old default is kept (as with Keep), once."""
+        rec = self.store.get(obs.pod.uid, r.current.interface)
+        if rec is not None:
+            rec = self.store.put(replace(rec, drain_until=None))
+        return Refused(r.current.interface, network_id(r.current.ref), r.why)
 
     # -- the default network -------------------------------------------------------------------
 
@@ -460,6 +558,12 @@ def _fix_routes(netns: str, want: ann.Attachment) -> None:
             netlink.set_default_route_via(netns, want.interface, gw)
     else:
         netlink.remove_default_routes_via(netns, want.interface)
+
+
+def _carried_routes(rec: AttachmentRecord) -> list[netlink.Route]:
+    """The node's routes to a retired default's addresses, as its record names them."""
+    raw = rec.extra.get("host_routes")
+    return [netlink.Route.from_json(r) for r in raw] if isinstance(raw, list) else []
 
 
 def _old_addresses(obs: Observation, old: AttachmentRecord) -> list[str]:

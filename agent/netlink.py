@@ -1053,6 +1053,111 @@ def _destroy_sockets(netns: str, family: int, addresses: Collection[str]) -> int
     return killed
 
 
+# -- carrying a retired default's addresses (netshift.podip) ----------------------------
+
+_IFA_F_NODAD = 0x02
+_IFA_F_NOPREFIXROUTE = 0x200
+# The agent's own namespace: the node's, for the host side of the pods' networks.
+HOST_NETNS = "/proc/self/ns/net"
+
+
+def carry_addresses(netns: str, ifname: str, addresses: Iterable[str]) -> list[str]:
+    """Put each address as a host address (/32, /128) on `ifname`; return those added.
+
+    No prefix route (the pod's routes stay as its networks made them) and no duplicate
+    address detection (the address is this pod's, reserved in its old pool). Replies
+    from it then follow the main table's default route, out of the default interface.
+    """
+    added: list[str] = []
+    with _rtnl(netns) as ipr:
+        index = _require_link(ipr, netns, ifname)
+        for address in addresses:
+            family, host = _host(address)
+            ip, length = host.split("/")
+            try:
+                ipr.add_address(family, index, ip, int(length), _IFA_F_NODAD | _IFA_F_NOPREFIXROUTE)
+            except NetlinkError as err:
+                if err.code != errno.EEXIST:
+                    raise
+                continue
+            added.append(host)
+    return added
+
+
+def host_routes_via(
+    host_netns: str, addresses: Iterable[str], gateways: Iterable[str]
+) -> list[Route]:
+    """The node's routes that send each address to the pod: ``<address>/32 via <the pod's
+    address of its family> dev <the link the node reaches that address through>``.
+
+    Read only; LookupError when the node has no route to a gateway (or none of its family).
+    """
+    by_family = {_family_of(g.split("/")[0]): g.split("/")[0] for g in gateways}
+    routes: list[Route] = []
+    with _rtnl(host_netns) as ipr:
+        names = ipr.links()
+        for address in addresses:
+            family, host = _host(address)
+            gateway = by_family.get(family)
+            if gateway is None:
+                raise LookupError(f"no address of the family of {address} to route it through")
+            gw = ipaddress.ip_address(gateway)
+            best: rtnl.RouteMsg | None = None
+            for msg in _dump(ipr, family, MAIN_TABLE):
+                if msg.oif is None or msg.gateway is not None:
+                    continue  # a connected route, or the node's own host route to the pod
+                net = ipaddress.ip_network(f"{msg.dst or _ANY[family].split('/')[0]}/{msg.dst_len}")
+                if gw in net and (best is None or msg.dst_len > best.dst_len):
+                    best = msg
+            if best is None or best.oif not in names:
+                raise LookupError(f"the node has no link route to the pod's address {gateway}")
+            routes.append(
+                Route(dst=host, gateway=gateway, ifname=names[best.oif], metric=0, table=MAIN_TABLE)
+            )
+    return routes
+
+
+def install_host_routes(host_netns: str, routes: Iterable[Route]) -> None:
+    """Create or replace each route (onlink: the pod's address is the next hop on that link)."""
+    with _rtnl(host_netns) as ipr:
+        for route in routes:
+            ip, length = route.dst.split("/")
+            ipr.route(
+                "replace",
+                rtnl.RouteSpec(
+                    family=route.family,
+                    dst=ip,
+                    dst_len=int(length),
+                    table=route.table,
+                    oif=_require_link(ipr, host_netns, route.ifname or ""),
+                    gateway=route.gateway,
+                    proto=_RTPROT_STATIC,
+                    scope=_RT_SCOPE_UNIVERSE,
+                    type=_RTN_UNICAST,
+                    flags=_RTNH_F_ONLINK,
+                ),
+            )
+
+
+def remove_host_routes(host_netns: str, routes: Iterable[Route]) -> int:
+    """Delete each route if it is still exactly there (its link, its gateway); return how many.
+
+    A route that now goes elsewhere (another pod was given the address later) is left alone.
+    """
+    removed = 0
+    with _rtnl(host_netns) as ipr:
+        names = ipr.links()
+        for route in routes:
+            ip, length = route.dst.split("/")
+            for msg in _dump(ipr, route.family, route.table):
+                if (msg.dst, msg.dst_len, msg.gateway) != (ip, int(length), route.gateway):
+                    continue
+                if msg.oif is None or names.get(msg.oif) != route.ifname:
+                    continue
+                removed += _delete_route(ipr, msg)
+    return removed
+
+
 def delete_link(netns: str, ifname: str) -> bool:
     """Remove a leftover interface; False when it was not there."""
     with _rtnl(netns) as ipr:

@@ -17,7 +17,9 @@ from agent.netns import Sandbox, same_namespace
 from agent.plan import Current, EarlierSwitch, Seen, parse_network_id, selection_key
 from netshift import annotations as ann
 from netshift import keys
+from netshift.cni.results import result_ips
 from netshift.pod import Pod
+from netshift.podip import main_plugin
 from netshift.records import AttachmentRecord, PodMeta, RecordStore
 
 log = logging.getLogger("netshift.agent")
@@ -55,6 +57,7 @@ class Observation:
                 if self.pod_meta is not None and self.pod_meta.container_id == self.sandbox_id
                 else None
             ),
+            pod_ips=frozenset(self.pod.pod_ips),
         )
 
 
@@ -110,6 +113,8 @@ def as_current(r: AttachmentRecord) -> Current:
         sandbox=r.container_id,
         netns=r.netns,
         adopted=r.adopted,
+        ips=tuple(ip.split("/")[0] for ip in result_ips(r.result or {}, r.interface)),
+        plugin=main_plugin(r.conflist),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from agent.plan import Attach
+from agent.plan import Attach, Retire
 
 if TYPE_CHECKING:
     from netshift.records import AttachmentRecord
@@ -45,4 +45,22 @@ class Problem:
     message: str
 
 
-Outcome = Attached | Detached | Switched | Problem
+@dataclass(frozen=True)
+class Retired:
+    """An old default removed, its reported addresses carried by the default interface."""
+
+    action: Retire
+    record: AttachmentRecord | None  # None: its record was gone
+    error: str = ""  # why a step failed ("" when done); the next reconcile finishes it
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A Remove that cannot be made safe: the old default stays."""
+
+    interface: str
+    network: str
+    why: str
+
+
+Outcome = Attached | Detached | Switched | Problem | Retired | Refused

@@ -43,14 +43,17 @@ from netshift.keys import (
     FAILED,
     INCOMING_DEFAULT,
     PREVIOUS_DEFAULT,
+    RETIRED_DEFAULT,
     SECONDARY,
 )
+from netshift.podip import carry_problem, reported_addresses
 from netshift.podstatus import SwitchPolicy, parse_switch_policy
 
 MAX_BACKOFF = 300.0
 SOURCE_TABLE_BASE = 1000  # policy-routing tables for old defaults: 1000, 1001, ...
 FAILED_RECHECK = 0.5  # a failed attachment whose retry is due is looked at this soon at least
 DRAIN_RECHECK = 0.1
+RETIRE_RECHECK = 1.0  # a retirement is looked at again this soon (finished, or tried again)
 # A network-status entry whose addresses are not on its live interface is another sandbox's
 # (netshift's own, or the runtime's not yet rewritten): its writer gets this long to rewrite
 # it after a sandbox appeared; then the interface is adopted by its name alone.
@@ -104,6 +107,8 @@ class Current:
     sandbox: str = ""  # the sandbox id it was attached in ("" unknown)
     netns: str = ""  # the netns path it was attached in ("" unknown)
     adopted: bool = False  # attached by someone else and taken over
+    ips: tuple[str, ...] = ()  # its addresses in the pod (no prefix), from its CNI result
+    plugin: str = ""  # the type of its network's main plugin ("" unknown)
 
     @property
     def failed(self) -> bool:
@@ -147,6 +152,9 @@ class Seen:
     addresses: Mapping[str, Collection[str]] | None = None
     # When the agent first saw this sandbox; None: now (it is new); 0: long ago (unknown).
     sandbox_since: float | None = 0.0
+    # The pod's IPs as Kubernetes reports them (status.podIPs): what a Remove must keep
+    # answering and reserved while the pod lives.
+    pod_ips: Collection[str] = ()
 
 
 def same_sandbox(sandbox: str, netns: str, now_sandbox: str, now_netns: Collection[str]) -> bool:
@@ -209,6 +217,34 @@ class Switch:
     drain_until: float | None  # when the old default is to be removed (Remove)
 
 
+@dataclass(frozen=True)
+class Retire:
+    """Remove an old default whose addresses Kubernetes reports as the pod's: carry them onto
+    `onto` (the default interface), delete the old interface, and keep the record: its CNI
+    DEL, which releases the addresses, waits until the pod is gone (a `Detach` then)."""
+
+    current: Current
+    onto: str
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Carry:
+    """Keep a retired default's reported addresses answering through interface `onto`."""
+
+    current: Current
+    onto: str
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """A Remove that cannot be made safe: the old default stays, as with Keep."""
+
+    current: Current
+    why: str
+
+
 @dataclass
 class Plan:
     problem: str = ""  # the wish cannot be read: nothing but bookkeeping is done
@@ -225,6 +261,9 @@ class Plan:
     attach: list[Attach] = field(default_factory=list)
     switch: Switch | None = None
     drain: list[Detach] = field(default_factory=list)  # previous defaults to remove now
+    retire: list[Retire] = field(default_factory=list)  # ... whose addresses the pod reports
+    carry: list[Carry] = field(default_factory=list)  # retired defaults' addresses to keep up
+    refuse: list[Refuse] = field(default_factory=list)  # Removes kept as Keep, and why
     waiting: list[Current] = field(default_factory=list)  # failed, backing off
     retry_in: float | None = None
 
@@ -253,8 +292,15 @@ def plan_pod(wish: Wish, seen: Seen, now: float) -> Plan:
         plan.attach.clear()
         return plan
     _plan_default(
-        plan, current, switches, desired_default, parse_switch_policy(wish.annotations), now
+        plan,
+        current,
+        switches,
+        desired_default,
+        parse_switch_policy(wish.annotations),
+        now,
+        seen.pod_ips,
     )
+    _plan_retired(plan, current, seen)
     return plan
 
 
@@ -306,7 +352,7 @@ def _bookkeeping(plan: Plan, seen: Seen, now: float) -> list[Current]:
             auto_named=auto,
         )
     for interface, c in list(held.items()):
-        if c.state == ATTACHED and interface not in seen.links:
+        if c.state == ATTACHED and interface not in seen.links and c.role != RETIRED_DEFAULT:
             # Gone behind the agent's back (e.g. `ip link del`): release its address and
             # forget it, so that it is attached again below if still wanted.
             plan.detach.append(_detach(c, "vanished"))
@@ -380,6 +426,7 @@ def _plan_default(
     desired: NetworkRef | None,
     policy: SwitchPolicy,
     now: float,
+    pod_ips: Collection[str] = (),
 ) -> None:
     default = next((c for c in current if c.role == DEFAULT), None)
     incoming = [c for c in current if c.role == INCOMING_DEFAULT]
@@ -394,9 +441,48 @@ def _plan_default(
             continue
         if c.drain_until is not None:
             if now >= c.drain_until:
-                plan.drain.append(_detach(c, "drained"))
+                _plan_removal(plan, c, default, pod_ips)
             else:
                 plan.retry(c.drain_until - now)
+
+
+def _plan_removal(
+    plan: Plan, old: Current, default: Current | None, pod_ips: Collection[str]
+) -> None:
+    """A drained old default goes: released at once when Kubernetes does not report its
+    addresses as the pod's; else retired (kept answering and reserved until the pod goes),
+    or, where the default network cannot carry them, kept."""
+    reported = reported_addresses(old.ips, pod_ips)
+    if not reported:
+        plan.drain.append(_detach(old, "drained"))
+        return
+    if default is None or default.state != ATTACHED:
+        why = "no default network is attached to carry the pod IP Kubernetes reports"
+    else:
+        why = carry_problem(default.plugin, reported, default.ips)
+    if why:
+        plan.refuse.append(Refuse(old, f"{default.interface if default else 'the default'}: {why}"))
+        return
+    assert default is not None
+    plan.retire.append(Retire(old, default.interface, reported))
+    plan.retry(RETIRE_RECHECK)
+
+
+def _plan_retired(plan: Plan, current: Sequence[Current], seen: Seen) -> None:
+    """Retired defaults: a retirement cut short is finished; the addresses of the others
+    follow the default interface (after a switch in this plan: the new one)."""
+    onto = plan.switch.interface if plan.switch is not None else None
+    if onto is None:
+        onto = next((c.interface for c in current if c.role == DEFAULT), None)
+    for c in current:
+        if c.role != RETIRED_DEFAULT or onto is None:
+            continue
+        addresses = reported_addresses(c.ips, seen.pod_ips) or c.ips
+        if c.interface in seen.links:
+            plan.retire.append(Retire(c, onto, addresses))
+            plan.retry(RETIRE_RECHECK)
+        else:
+            plan.carry.append(Carry(c, onto, addresses))
 
 
 def _switch_target(
