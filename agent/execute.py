@@ -365,10 +365,12 @@ class Executor:
             return Retired(r, None, error="its record vanished")
         rec = self.store.put(replace(rec, role=RETIRED_DEFAULT, is_default=False, drain_until=None))
         try:
-            rec = self._carry(obs, rec, r.onto, r.addresses)
-            # Replies from the addresses now follow the default route (their source rules
-            # go; the addresses stay, they are on the default interface too).
+            # The node reaches the addresses both ways while the pod's replies move over ...
+            rec = self._carry(obs, rec, r.onto, r.addresses, bridge=True)
+            # ... to the default route (their source rules go; the addresses stay: they are
+            # on the default interface too), then only through the new network.
             self._remove_source_routes(obs, rec)
+            netlink.install_host_routes(self.host_netns, _carried_routes(rec))
             netlink.delete_link(obs.netns, rec.interface)
         except (OSError, LookupError) as err:
             log.warning("pod %s: retiring %s failed: %s", obs.pod.key, rec.interface, err)
@@ -399,7 +401,13 @@ class Executor:
             )
 
     def _carry(
-        self, obs: Observation, rec: AttachmentRecord, onto: str, addresses: tuple[str, ...]
+        self,
+        obs: Observation,
+        rec: AttachmentRecord,
+        onto: str,
+        addresses: tuple[str, ...],
+        *,
+        bridge: bool = False,
     ) -> AttachmentRecord:
         """The addresses on interface `onto` in the pod, and the node's routes to them via the
         pod's address there. The routes are recorded before they are made (crash-safe)."""
@@ -417,7 +425,10 @@ class Executor:
             rec = self.store.put(
                 replace(rec, extra={**rec.extra, "carried_on": onto, "host_routes": both})
             )
-        netlink.install_host_routes(self.host_netns, routes)
+        if bridge:
+            netlink.bridge_host_routes(self.host_netns, routes)
+        else:
+            netlink.install_host_routes(self.host_netns, routes)
         stale = [r for r in before if r not in routes]
         if stale:
             netlink.remove_host_routes(self.host_netns, stale)

@@ -1101,18 +1101,12 @@ def host_routes_via(
             gateway = by_family.get(family)
             if gateway is None:
                 raise LookupError(f"no address of the family of {address} to route it through")
-            gw = ipaddress.ip_address(gateway)
-            best: rtnl.RouteMsg | None = None
-            for msg in _dump(ipr, family, MAIN_TABLE):
-                if msg.oif is None or msg.gateway is not None:
-                    continue  # a connected route, or the node's own host route to the pod
-                net = ipaddress.ip_network(f"{msg.dst or _ANY[family].split('/')[0]}/{msg.dst_len}")
-                if gw in net and (best is None or msg.dst_len > best.dst_len):
-                    best = msg
-            if best is None or best.oif not in names:
+            # A connected route (bridge), or the node's own host route to the pod (ptp).
+            oif = _link_path(ipr, family, ipaddress.ip_address(gateway))
+            if oif is None or oif not in names:
                 raise LookupError(f"the node has no link route to the pod's address {gateway}")
             routes.append(
-                Route(dst=host, gateway=gateway, ifname=names[best.oif], metric=0, table=MAIN_TABLE)
+                Route(dst=host, gateway=gateway, ifname=names[oif], metric=0, table=MAIN_TABLE)
             )
     return routes
 
@@ -1137,6 +1131,52 @@ def install_host_routes(host_netns: str, routes: Iterable[Route]) -> None:
                     flags=_RTNH_F_ONLINK,
                 ),
             )
+
+
+def bridge_host_routes(host_netns: str, routes: Iterable[Route]) -> None:
+    """For the moment of a retirement: each address routed both ways, the node's old path to
+    it (the link route it is reached through now) and the new one, as one multipath route.
+
+    The pod's replies move from the old interface to the new one with one change in the pod,
+    the node's route with another, and nothing orders the two: with both next hops a
+    reverse-path check passes on either link, so no packet is dropped in between.
+    :func:`install_host_routes` then leaves the new path alone.
+    """
+    with _rtnl(host_netns) as ipr:
+        for route in routes:
+            ip, length = route.dst.split("/")
+            new = _require_link(ipr, host_netns, route.ifname or "")
+            old = _link_path(ipr, route.family, ipaddress.ip_address(ip))
+            hops: list[tuple[int, str | None]] = [(new, route.gateway)]
+            if old is not None and old != new:
+                hops.insert(0, (old, None))
+            ipr.route(
+                "replace",
+                rtnl.RouteSpec(
+                    family=route.family,
+                    dst=ip,
+                    dst_len=int(length),
+                    table=route.table,
+                    proto=_RTPROT_STATIC,
+                    scope=_RT_SCOPE_UNIVERSE,
+                    type=_RTN_UNICAST,
+                    multipath=hops,
+                ),
+            )
+
+
+def _link_path(
+    ipr: rtnl.Rtnl, family: int, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+) -> int | None:
+    """The link of the most specific gateway-less main-table route to `address`, if any."""
+    best: rtnl.RouteMsg | None = None
+    for msg in _dump(ipr, family, MAIN_TABLE):
+        if msg.oif is None or msg.gateway is not None:
+            continue
+        net = ipaddress.ip_network(f"{msg.dst or _ANY[family]}/{msg.dst_len}")
+        if address in net and (best is None or msg.dst_len > best.dst_len):
+            best = msg
+    return best.oif if best is not None else None
 
 
 def remove_host_routes(host_netns: str, routes: Iterable[Route]) -> int:
