@@ -91,18 +91,31 @@ def read_cluster(kube: Kube) -> Snapshot:
     }
     pods = [Pod.from_object(o) for o in kube.get(PODS_PATH, **RUNNING_PODS).get("items", [])]
     try:
-        nads = {object_key(o) for o in kube.get(nad_path()).get("items", [])}
+        nad_objects = kube.get(nad_path()).get("items", [])
     except ApiError as err:
         if err.status != 404:
             raise
-        nads = set()  # no NAD CRD: no NAD exists
+        nad_objects = []  # no NAD CRD: no NAD exists
+    nads = {object_key(o) for o in nad_objects}
     return Snapshot(
         profiles=sorted(profiles, key=lambda p: p.name),
         namespaces=namespaces,
         pods=pods,
         nads=nads,
         invalid_profiles=invalid,
+        nad_plugins={object_key(o): _main_plugin(o) for o in nad_objects},
     )
+
+
+def _main_plugin(nad: dict[str, Any]) -> str:
+    """The type of a NAD's main plugin ("" when its config cannot be read)."""
+    from netshift.podip import main_plugin
+
+    try:
+        config = json.loads((nad.get("spec") or {}).get("config") or "{}")
+    except ValueError:
+        return ""
+    return main_plugin(config) if isinstance(config, dict) else ""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -215,6 +228,12 @@ def render(plan: ProfilePlan) -> str:
     else:
         lines.append("  selects no namespace")
     for ns in plan.namespaces:
+        if ns.after_remove or ns.remove_problem:
+            lines += [
+                "",
+                f"{ns.namespace}: "
+                + "; ".join(t for t in (ns.after_remove, ns.remove_problem) if t),
+            ]
         if ns.sample:
             lines += ["", f"{ns.namespace}: sample pod {ns.sample}", *_diff_lines(ns.sample_diff)]
         if ns.new_pod and ns.changes_hands:
@@ -232,6 +251,8 @@ def render(plan: ProfilePlan) -> str:
             "NOT SAFE to apply: NetworkAttachmentDefinitions that do not exist: "
             + ", ".join(plan.missing_networks)
         )
-    else:
+    if plan.remove_problems:
+        lines.append("NOT SAFE to apply: " + "; ".join(plan.remove_problems))
+    if not plan.missing_networks and not plan.remove_problems:
         lines.append("safe to apply")
     return "\n".join(lines)

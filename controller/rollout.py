@@ -66,6 +66,8 @@ class Snapshot:
     nads: Collection[str] | None = None  # "ns/name" of every NAD; None: do not check
     invalid_profiles: Mapping[str, str] = field(default_factory=dict)  # name -> why unreadable
     excluded_namespaces: Collection[str] = SYSTEM_NAMESPACES
+    # "ns/name" -> the type of the NAD's main plugin (netshift.podip); None: not read
+    nad_plugins: Mapping[str, str] | None = None
 
     def winners(self) -> dict[str, Profile | None]:
         """The governing profile of every known namespace (None: no profile)."""

@@ -392,9 +392,7 @@ def test_a_retirement_cut_short_while_its_interface_is_there_is_finished() -> No
 
 def test_a_retired_defaults_address_follows_the_default_to_its_next_switch() -> None:
     retired = replace(OLD, role=RETIRED_DEFAULT, drain_until=None)
-    p = plan(
-        "", [retired, new_default()], default="other", links=["net1"], pod_ips=[POD_IP]
-    )
+    p = plan("", [retired, new_default()], default="other", links=["net1"], pod_ips=[POD_IP])
     assert p.switch is not None and p.switch.interface == "net2"
     assert [c.onto for c in p.carry] == ["net2"]
 

@@ -91,7 +91,10 @@ def test_a_retired_default_leaves_the_status_lists_and_is_named_as_retained() ->
         result=result("10.244.0.7/24", "eth0"),
     )
     new = replace(
-        record("net1", "ns/new"), state=ATTACHED, role=DEFAULT, result=result("10.250.0.3/24", "net1")
+        record("net1", "ns/new"),
+        state=ATTACHED,
+        role=DEFAULT,
+        result=result("10.250.0.3/24", "net1"),
     )
     multus = NetworkStatusEntry(name="cluster", interface="eth0", ips=["10.244.0.7"], default=True)
     action = Retire(Current(NetworkRef("", "cluster"), "eth0", ATTACHED), "net1", ("10.244.0.7",))
