@@ -1149,7 +1149,9 @@ def bridge_host_routes(host_netns: str, routes: Iterable[Route]) -> None:
             old = _link_path(ipr, route.family, ipaddress.ip_address(ip))
             hops: list[tuple[int, str | None]] = [(new, route.gateway)]
             if old is not None and old != new:
-                hops.insert(0, (old, None))
+                # IPv6 refuses device-only next hops in a multipath route: the address itself,
+                # on the link it is reached through now, is the same path.
+                hops.insert(0, (old, None if route.family == socket.AF_INET else ip))
             ipr.route(
                 "replace",
                 rtnl.RouteSpec(
