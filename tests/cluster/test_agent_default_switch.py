@@ -8,11 +8,10 @@ kept or, after the drain, removed.
 
 from __future__ import annotations
 
-import subprocess
-
 import json
 import re
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
