@@ -76,6 +76,7 @@ def read_cluster(kube: Kube) -> Snapshot:
     from controller.rollout import Snapshot
     from netshift.kube import ApiError, nad_path, object_key
     from netshift.pod import Pod
+    from netshift.podip import nad_main_plugin
     from netshift.policy import Profile, ProfileError, profile_from_object
 
     profiles: list[Profile] = []
@@ -103,19 +104,8 @@ def read_cluster(kube: Kube) -> Snapshot:
         pods=pods,
         nads=nads,
         invalid_profiles=invalid,
-        nad_plugins={object_key(o): _main_plugin(o) for o in nad_objects},
+        nad_plugins={object_key(o): nad_main_plugin(o) for o in nad_objects},
     )
-
-
-def _main_plugin(nad: dict[str, Any]) -> str:
-    """The type of a NAD's main plugin ("" when its config cannot be read)."""
-    from netshift.podip import main_plugin
-
-    try:
-        config = json.loads((nad.get("spec") or {}).get("config") or "{}")
-    except ValueError:
-        return ""
-    return main_plugin(config) if isinstance(config, dict) else ""
 
 
 def run(args: argparse.Namespace) -> int:

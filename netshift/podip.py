@@ -25,6 +25,7 @@ checked that they route an extra address.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -55,6 +56,15 @@ def main_plugin(conflist: Mapping[str, Any]) -> str:
     if isinstance(plugins, list) and plugins and isinstance(plugins[0], Mapping):
         return str(plugins[0].get("type", ""))
     return str(conflist.get("type", ""))
+
+
+def nad_main_plugin(nad: Mapping[str, Any]) -> str:
+    """The main plugin type of a NetworkAttachmentDefinition object ("" when unreadable)."""
+    try:
+        config = json.loads((nad.get("spec") or {}).get("config") or "{}")
+    except (ValueError, TypeError):
+        return ""
+    return main_plugin(config) if isinstance(config, Mapping) else ""
 
 
 def _family(address: str) -> int:
