@@ -112,12 +112,21 @@ class Executor:
         elif plan.switch is not None:
             outcomes += self.switch_default(obs, plan.switch)
         if not any(isinstance(o, Problem) for o in outcomes):
-            outcomes += self._detach_all(obs, plan.drain)
-            outcomes += [self.retire(obs, r) for r in plan.retire]
-            for c in plan.carry:
-                self.carry(obs, c)
-            outcomes += [self.refuse(obs, r) for r in plan.refuse]
+            outcomes += self._old_defaults(obs, plan)
         return Done(tuple(outcomes), tuple(self.store.list_pod(pod.uid)))
+
+    def _old_defaults(self, obs: Observation, plan: Plan) -> list[Outcome]:
+        """Drain, retire or keep old defaults; keep retired addresses carried."""
+        # Carried addresses move off an interface before it goes (drain below).
+        for c in plan.carry:
+            self.carry(obs, c)
+        outcomes: list[Outcome] = [*self._detach_all(obs, plan.drain)]
+        outcomes += [self.retire(obs, r) for r in plan.retire]
+        outcomes += [self.refuse(obs, r) for r in plan.refuse]
+        for c in plan.carry:
+            if c.moving:  # its old carrier's source rules are gone: the new path alone
+                self._settle_routes(obs, c)
+        return outcomes
 
     def _track_sandbox(self, obs: Observation, plan: Plan) -> None:
         """The pod's meta follows its current sandbox; records made before name it too."""
@@ -390,7 +399,7 @@ class Executor:
         if rec is None:
             return
         try:
-            self._carry(obs, rec, c.onto, c.addresses)
+            self._carry(obs, rec, c.onto, c.addresses, bridge=c.moving)
         except (OSError, LookupError) as err:
             log.warning(
                 "pod %s: keeping %s answering on %s failed: %s",
@@ -426,7 +435,7 @@ class Executor:
                 replace(rec, extra={**rec.extra, "carried_on": onto, "host_routes": both})
             )
         if bridge:
-            netlink.bridge_host_routes(self.host_netns, routes)
+            netlink.bridge_host_routes(self.host_netns, routes, before)
         else:
             netlink.install_host_routes(self.host_netns, routes)
         stale = [r for r in before if r not in routes]
@@ -437,6 +446,12 @@ class Executor:
                 replace(rec, extra={**rec.extra, "host_routes": [r.to_json() for r in routes]})
             )
         return rec
+
+    def _settle_routes(self, obs: Observation, c: Carry) -> None:
+        rec = self.store.get(obs.pod.uid, c.current.interface)
+        if rec is not None:
+            with contextlib.suppress(OSError, LookupError):
+                netlink.install_host_routes(self.host_netns, _carried_routes(rec))
 
     def refuse(self, obs: Observation, r: Refuse) -> Refused:
         """The Remove cannot be made safe: the old default is kept (as with Keep), once."""
@@ -465,7 +480,9 @@ class Executor:
         if old is not None:
             # Before the ADD: the plugin's own default route wins the moment it is added, so
             # the old addresses must already be pinned to the old interface by then.
-            netlink.keep_source_routes(obs.netns, old.interface, _old_addresses(obs, old), sw.table)
+            netlink.keep_source_routes(
+                obs.netns, old.interface, self._old_addresses(obs, old), sw.table
+            )
         if sw.attach is None:
             new = self.store.get(uid, sw.interface)
             assert new is not None
@@ -518,7 +535,12 @@ class Executor:
         meta = self.store.get_pod_meta(uid) or PodMeta(uid)
         earlier = [netlink.SwitchRecord.from_json(raw) for raw in meta.switches]
         switch = netlink.switch_default_route(
-            obs.netns, new.interface, gateways, old.interface, _old_addresses(obs, old), sw.table
+            obs.netns,
+            new.interface,
+            gateways,
+            old.interface,
+            self._old_addresses(obs, old),
+            sw.table,
         )
         # Source routing kept for the new default while it was an old one is obsolete now.
         for e in earlier:
@@ -529,6 +551,17 @@ class Executor:
         self.store.put(
             replace(old, role=PREVIOUS_DEFAULT, is_default=False, drain_until=sw.drain_until)
         )
+
+    def _old_addresses(self, obs: Observation, old: AttachmentRecord) -> list[str]:
+        """The old default's addresses, and the retired ones it carries: replies from all of
+        them keep leaving through it while the node routes them to it."""
+        carried = [
+            ip
+            for r in self.store.list_pod(obs.pod.uid)
+            if r.role == RETIRED_DEFAULT and r.extra.get("carried_on") == old.interface
+            for ip in result_ips(r.result or {}, r.interface)
+        ]
+        return [*_old_addresses(obs, old), *carried]
 
     def _remove_source_routes(self, obs: Observation, rec: AttachmentRecord) -> None:
         """An old default is removed: the source routing for its addresses goes first."""

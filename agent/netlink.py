@@ -1133,25 +1133,34 @@ def install_host_routes(host_netns: str, routes: Iterable[Route]) -> None:
             )
 
 
-def bridge_host_routes(host_netns: str, routes: Iterable[Route]) -> None:
+def bridge_host_routes(
+    host_netns: str, routes: Iterable[Route], before: Sequence[Route] = ()
+) -> None:
     """For the moment of a retirement: each address routed both ways, the node's old path to
     it (the link route it is reached through now) and the new one, as one multipath route.
 
     The pod's replies move from the old interface to the new one with one change in the pod,
     the node's route with another, and nothing orders the two: with both next hops a
     reverse-path check passes on either link, so no packet is dropped in between.
-    :func:`install_host_routes` then leaves the new path alone.
+    :func:`install_host_routes` then leaves the new path alone. The old path is the route in
+    `before` for the same address (it was carried already), else the link route to it.
     """
     with _rtnl(host_netns) as ipr:
         for route in routes:
             ip, length = route.dst.split("/")
             new = _require_link(ipr, host_netns, route.ifname or "")
-            old = _link_path(ipr, route.family, ipaddress.ip_address(ip))
             hops: list[tuple[int, str | None]] = [(new, route.gateway)]
-            if old is not None and old != new:
-                # IPv6 refuses device-only next hops in a multipath route: the address itself,
-                # on the link it is reached through now, is the same path.
-                hops.insert(0, (old, None if route.family == socket.AF_INET else ip))
+            was = next((b for b in before if b.dst == route.dst and b != route), None)
+            if was is not None:
+                old_index = _link_index(ipr, was.ifname or "")
+                if old_index is not None:
+                    hops.insert(0, (old_index, was.gateway))
+            else:
+                old = _link_path(ipr, route.family, ipaddress.ip_address(ip))
+                if old is not None and old != new:
+                    # IPv6 refuses device-only next hops in a multipath route: the address
+                    # itself, on the link it is reached through now, is the same path.
+                    hops.insert(0, (old, None if route.family == socket.AF_INET else ip))
             ipr.route(
                 "replace",
                 rtnl.RouteSpec(

@@ -115,6 +115,7 @@ def as_current(r: AttachmentRecord) -> Current:
         adopted=r.adopted,
         ips=tuple(ip.split("/")[0] for ip in result_ips(r.result or {}, r.interface)),
         plugin=main_plugin(r.conflist),
+        carried_on=str(r.extra.get("carried_on", "")),
     )
 
 

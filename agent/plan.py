@@ -109,6 +109,7 @@ class Current:
     adopted: bool = False  # attached by someone else and taken over
     ips: tuple[str, ...] = ()  # its addresses in the pod (no prefix), from its CNI result
     plugin: str = ""  # the type of its network's main plugin ("" unknown)
+    carried_on: str = ""  # a retired default: the interface that carries its addresses now
 
     @property
     def failed(self) -> bool:
@@ -230,11 +231,14 @@ class Retire:
 
 @dataclass(frozen=True)
 class Carry:
-    """Keep a retired default's reported addresses answering through interface `onto`."""
+    """Keep a retired default's reported addresses answering through interface `onto`;
+    `moving`: from the interface that carried them, which goes in this plan (they move
+    before it goes, with the node routing them both ways until its source rules are gone)."""
 
     current: Current
     onto: str
     addresses: tuple[str, ...]
+    moving: bool = False
 
 
 @dataclass(frozen=True)
@@ -469,11 +473,20 @@ def _plan_removal(
 
 
 def _plan_retired(plan: Plan, current: Sequence[Current], seen: Seen) -> None:
-    """Retired defaults: a retirement cut short is finished; the addresses of the others
-    follow the default interface (after a switch in this plan: the new one)."""
+    """Retired defaults: a retirement cut short is finished; the addresses of the others stay
+    where they are carried while that interface stays (a default switched away from keeps
+    them, with its source rules, as it keeps its own), else go to the default interface."""
     onto = plan.switch.interface if plan.switch is not None else None
     if onto is None:
         onto = next((c.interface for c in current if c.role == DEFAULT), None)
+    leaving = {d.current.interface for d in (*plan.detach, *plan.drain)} | {
+        r.current.interface for r in plan.retire
+    }
+    carriers = {
+        c.interface
+        for c in current
+        if c.state == ATTACHED and c.role in (DEFAULT, PREVIOUS_DEFAULT)
+    } - leaving
     for c in current:
         if c.role != RETIRED_DEFAULT or onto is None:
             continue
@@ -481,8 +494,10 @@ def _plan_retired(plan: Plan, current: Sequence[Current], seen: Seen) -> None:
         if c.interface in seen.links:
             plan.retire.append(Retire(c, onto, addresses))
             plan.retry(RETIRE_RECHECK)
+        elif c.carried_on in carriers:
+            plan.carry.append(Carry(c, c.carried_on, addresses))
         else:
-            plan.carry.append(Carry(c, onto, addresses))
+            plan.carry.append(Carry(c, onto, addresses, moving=bool(c.carried_on)))
 
 
 def _switch_target(

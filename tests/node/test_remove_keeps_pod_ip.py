@@ -396,3 +396,40 @@ def test_a_retirement_cut_short_by_a_crash_is_finished_by_the_next_agent(
     assert not lost
     assert in_netns(node.path, lambda: node.executor.cleanup(pod.uid))
     assert host_local_allocations(str(node.store_a)) == []
+
+
+@needs_node_host
+def test_a_second_remove_moves_the_reported_ip_on_and_releases_the_middle_network(
+    node: Node,
+) -> None:
+    """A (reported) -> B (Remove: A retired, its IP carried by B) -> C (Remove: B is not
+    reported, so it is released; A's IP moves to C before B goes). Counted across both."""
+    netns, pod = start_pod(node)
+    old = pod.ip
+    topo = node.topo
+    assert topo.router is not None
+    pings = [SeqPing(topo.routed_client, old), SeqPing(topo.router, old)]
+    for ping in pings:
+        assert ping.wait_first(), f"no first echo from {old} in {ping.netns}"
+    streams = [Stream(netns, topo.routed_client, old), Stream(netns, topo.router, old)]
+    policy = json.dumps({"oldDefault": "Remove", "drainSeconds": 1})
+    pod.annotations[keys.SWITCH_POLICY_KEY] = policy
+    for new in ("b", "c"):
+        pod.annotations[keys.DEFAULT_NETWORK_KEY] = f"{NS}/{new}"
+        converge(node, pod)
+        for ping in pings:
+            assert ping.settle(50), f"no echoes from {old} in {ping.netns} after {new}"
+    links = {link.name for link in netlink.list_interfaces(pod.netns)}
+    assert links == {"net2"}, links
+    assert f"{old}/32" in ips_on(netns, "net2")
+    assert "dev veth" in node_routes(node, old), node_routes(node, old)
+    lost = {ping.netns: ping.stop() for ping in pings}
+    broken = [s.stop() for s in streams]
+    print(f"Remove A>B>C: pings {lost}, streams {broken}")
+    assert all(not missing for _n, missing in lost.values()), lost
+    assert all(s["alive"] for s in broken), broken
+    assert host_local_allocations(str(node.store_a)) == [old]
+    assert host_local_allocations(str(node.store_a.parent / "ipam-b")) == []
+    assert in_netns(node.path, lambda: node.executor.cleanup(pod.uid))
+    assert node_routes(node, old) == ""
+    assert host_local_allocations(str(node.store_a)) == []

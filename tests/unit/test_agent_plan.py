@@ -390,11 +390,19 @@ def test_a_retirement_cut_short_while_its_interface_is_there_is_finished() -> No
     assert p.carry == [] and p.retry_in is not None
 
 
-def test_a_retired_defaults_address_follows_the_default_to_its_next_switch() -> None:
-    retired = replace(OLD, role=RETIRED_DEFAULT, drain_until=None)
+def test_a_retired_defaults_address_stays_on_its_carrier_until_that_goes() -> None:
+    retired = replace(OLD, role=RETIRED_DEFAULT, drain_until=None, carried_on="net1")
+    # A switch away from net1: net1 keeps carrying it (with its own source rules).
     p = plan("", [retired, new_default()], default="other", links=["net1"], pod_ips=[POD_IP])
     assert p.switch is not None and p.switch.interface == "net2"
-    assert [c.onto for c in p.carry] == ["net2"]
+    assert [(c.onto, c.moving) for c in p.carry] == [("net1", False)]
+    # net1 drained later: the address moves to the default first.
+    draining = replace(new_default(), role=PREVIOUS_DEFAULT, drain_until=NOW)
+    now_default = Current(ref("other"), "net2", ATTACHED, DEFAULT, ips=("10.9.0.2",), plugin="ptp")
+    links = ["net1", "net2"]
+    p = plan("", [retired, draining, now_default], default="other", links=links, pod_ips=[POD_IP])
+    assert [d.current.interface for d in p.drain] == ["net1"]
+    assert [(c.onto, c.moving) for c in p.carry] == [("net2", True)]
 
 
 def test_a_retired_default_of_a_replaced_sandbox_is_released() -> None:
