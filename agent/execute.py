@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from agent import netlink
@@ -37,6 +37,7 @@ from agent.plan import (
     Refuse,
     Retire,
     Switch,
+    backoff,
     network_id,
     parse_network_id,
     same_sandbox,
@@ -117,15 +118,15 @@ class Executor:
 
     def _old_defaults(self, obs: Observation, plan: Plan) -> list[Outcome]:
         """Drain, retire or keep old defaults; keep retired addresses carried."""
-        # Carried addresses move off an interface before it goes (drain below).
+        # Carried addresses move off an interface before it goes (drain below) ...
         for c in plan.carry:
             self.carry(obs, c)
-        outcomes: list[Outcome] = [*self._detach_all(obs, plan.drain)]
+        moving = [c for c in plan.carry if c.moving]
+        outcomes: list[Outcome] = [*self._detach_all(obs, plan.drain, moving)]
         outcomes += [self.retire(obs, r) for r in plan.retire]
         outcomes += [self.refuse(obs, r) for r in plan.refuse]
-        for c in plan.carry:
-            if c.moving:  # its old carrier's source rules are gone: the new path alone
-                self._settle_routes(obs, c)
+        for c in moving:  # (already done if their old carrier was drained)
+            self._settle_routes(obs, c)
         return outcomes
 
     def _track_sandbox(self, obs: Observation, plan: Plan) -> None:
@@ -144,7 +145,9 @@ class Executor:
             if rec is not None:
                 self.store.put(replace(rec, container_id=obs.sandbox_id))
 
-    def _detach_all(self, obs: Observation, detaches: list[Detach]) -> list[Detached]:
+    def _detach_all(
+        self, obs: Observation, detaches: list[Detach], moving: Sequence[Carry] = ()
+    ) -> list[Detached]:
         done: list[Detached] = []
         for d in detaches:
             rec = self.store.get(obs.pod.uid, d.current.interface)
@@ -164,6 +167,9 @@ class Executor:
                 )
             if d.why == "drained":
                 self._remove_source_routes(obs, rec)
+                # ... and the node's routes to them leave it before its link goes.
+                for c in moving:
+                    self._settle_routes(obs, c)
             done.append(replace(self.detach(rec, d.attempt, d.retry_in), why=d.why))
         return done
 
@@ -383,6 +389,10 @@ class Executor:
             netlink.delete_link(obs.netns, rec.interface)
         except (OSError, LookupError) as err:
             log.warning("pod %s: retiring %s failed: %s", obs.pod.key, rec.interface, err)
+            attempts = rec.attempts + 1
+            rec = self.store.put(
+                replace(rec, attempts=attempts, retry_at=time.time() + backoff(attempts))
+            )
             return Retired(r, rec, error=str(err))
         log.info(
             "pod %s: %s (%s) removed; %s answer through %s and stay reserved until the pod goes",

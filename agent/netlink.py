@@ -1111,6 +1111,19 @@ def host_routes_via(
     return routes
 
 
+def node_reaches(host_netns: str, addresses: Iterable[str]) -> set[str]:
+    """Those of the addresses the node has a link route to (read only): a network whose host
+    side has no address on the node (a bridge without a gateway) cannot carry another."""
+    found: set[str] = set()
+    with _rtnl(host_netns) as ipr:
+        for address in addresses:
+            ip = ipaddress.ip_interface(address).ip
+            family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+            if _link_path(ipr, family, ip) is not None:
+                found.add(str(ip))
+    return found
+
+
 def install_host_routes(host_netns: str, routes: Iterable[Route]) -> None:
     """Create or replace each route (onlink: the pod's address is the next hop on that link)."""
     with _rtnl(host_netns) as ipr:

@@ -37,6 +37,7 @@ class Observation:
     pod_meta: PodMeta | None
     switches: tuple[netlink.SwitchRecord, ...]
     netns_aliases: frozenset[str] = frozenset()  # recorded paths of this same namespace
+    node_reaches: frozenset[str] | None = None  # see Seen.node_reaches
 
     def seen(self) -> Seen:
         """The planner's view of it."""
@@ -58,10 +59,13 @@ class Observation:
                 else None
             ),
             pod_ips=frozenset(self.pod.pod_ips),
+            node_reaches=self.node_reaches,
         )
 
 
-def observe(pod: Pod, sandbox: Sandbox, store: RecordStore) -> Observation:
+def observe(
+    pod: Pod, sandbox: Sandbox, store: RecordStore, host_netns: str = netlink.HOST_NETNS
+) -> Observation:
     netns = sandbox.netns
     records = tuple(store.list_pod(pod.uid))
     links = {i.name: i for i in netlink.list_interfaces(netns)}
@@ -86,7 +90,23 @@ def observe(pod: Pod, sandbox: Sandbox, store: RecordStore) -> Observation:
         if meta
         else (),
         netns_aliases=aliases,
+        node_reaches=_node_reaches(records, host_netns),
     )
+
+
+def _node_reaches(records: tuple[AttachmentRecord, ...], host_netns: str) -> frozenset[str] | None:
+    """Which of the default's addresses the node routes to, when an old default may go."""
+    if not any(r.role == keys.PREVIOUS_DEFAULT and r.drain_until is not None for r in records):
+        return None
+    default = next((r for r in records if r.role == keys.DEFAULT), None)
+    if default is None:
+        return None
+    try:
+        return frozenset(
+            netlink.node_reaches(host_netns, result_ips(default.result or {}, default.interface))
+        )
+    except OSError:
+        return None
 
 
 def network_status(pod: Pod) -> list[ann.NetworkStatusEntry]:

@@ -156,6 +156,9 @@ class Seen:
     # The pod's IPs as Kubernetes reports them (status.podIPs): what a Remove must keep
     # answering and reserved while the pod lives.
     pod_ips: Collection[str] = ()
+    # The default interface's addresses that the node has a link route to (None: not looked
+    # at; observed when an old default may be removed).
+    node_reaches: Collection[str] | None = None
 
 
 def same_sandbox(sandbox: str, netns: str, now_sandbox: str, now_netns: Collection[str]) -> bool:
@@ -302,9 +305,9 @@ def plan_pod(wish: Wish, seen: Seen, now: float) -> Plan:
         desired_default,
         parse_switch_policy(wish.annotations),
         now,
-        seen.pod_ips,
+        seen,
     )
-    _plan_retired(plan, current, seen)
+    _plan_retired(plan, current, seen, now)
     return plan
 
 
@@ -430,7 +433,7 @@ def _plan_default(
     desired: NetworkRef | None,
     policy: SwitchPolicy,
     now: float,
-    pod_ips: Collection[str] = (),
+    seen: Seen | None = None,
 ) -> None:
     default = next((c for c in current if c.role == DEFAULT), None)
     incoming = [c for c in current if c.role == INCOMING_DEFAULT]
@@ -445,25 +448,23 @@ def _plan_default(
             continue
         if c.drain_until is not None:
             if now >= c.drain_until:
-                _plan_removal(plan, c, default, pod_ips)
+                _plan_removal(plan, c, default, seen or Seen(()))
             else:
                 plan.retry(c.drain_until - now)
 
 
-def _plan_removal(
-    plan: Plan, old: Current, default: Current | None, pod_ips: Collection[str]
-) -> None:
+def _plan_removal(plan: Plan, old: Current, default: Current | None, seen: Seen) -> None:
     """A drained old default goes: released at once when Kubernetes does not report its
     addresses as the pod's; else retired (kept answering and reserved until the pod goes),
     or, where the default network cannot carry them, kept."""
-    reported = reported_addresses(old.ips, pod_ips)
+    reported = reported_addresses(old.ips, seen.pod_ips)
     if not reported:
         plan.drain.append(_detach(old, "drained"))
         return
     if default is None or default.state != ATTACHED:
         why = "no default network is attached to carry the pod IP Kubernetes reports"
     else:
-        why = carry_problem(default.plugin, reported, default.ips)
+        why = carry_problem(default.plugin, reported, default.ips) or _unreached(default, seen)
     if why:
         plan.refuse.append(Refuse(old, f"{default.interface if default else 'the default'}: {why}"))
         return
@@ -472,7 +473,20 @@ def _plan_removal(
     plan.retry(RETIRE_RECHECK)
 
 
-def _plan_retired(plan: Plan, current: Sequence[Current], seen: Seen) -> None:
+def _unreached(default: Current, seen: Seen) -> str:
+    """Why the node cannot route through the default network ("" when it can, or unknown)."""
+    if seen.node_reaches is None:
+        return ""
+    missing = [ip for ip in default.ips if ip not in seen.node_reaches]
+    if not missing:
+        return ""
+    return (
+        f"the node has no route to the pod's address {missing[0]} on that network (its host "
+        "side has no address on the node, e.g. a bridge without isGateway)"
+    )
+
+
+def _plan_retired(plan: Plan, current: Sequence[Current], seen: Seen, now: float) -> None:
     """Retired defaults: a retirement cut short is finished; the addresses of the others stay
     where they are carried while that interface stays (a default switched away from keeps
     them, with its source rules, as it keeps its own), else go to the default interface."""
@@ -492,8 +506,11 @@ def _plan_retired(plan: Plan, current: Sequence[Current], seen: Seen) -> None:
             continue
         addresses = reported_addresses(c.ips, seen.pod_ips) or c.ips
         if c.interface in seen.links:
-            plan.retire.append(Retire(c, onto, addresses))
-            plan.retry(RETIRE_RECHECK)
+            if now < c.retry_at:  # a retirement that failed backs off
+                plan.retry(c.retry_at - now)
+            else:
+                plan.retire.append(Retire(c, onto, addresses))
+                plan.retry(RETIRE_RECHECK)
         elif c.carried_on in carriers:
             plan.carry.append(Carry(c, c.carried_on, addresses))
         else:

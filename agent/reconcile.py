@@ -276,7 +276,7 @@ class Agent:
 
     def converge(self, pod: Pod, sandbox: Sandbox) -> tuple[float | None, Report]:
         """Observe, plan, execute; the report of it and when to look again."""
-        obs = observe(pod, sandbox, self.store)
+        obs = observe(pod, sandbox, self.store, self.executor.host_netns)
         cluster = self.configs.cluster_net
         wish = Wish(pod.namespace, pod.annotations, cluster.name if cluster else None)
         plan = plan_pod(wish, obs.seen(), time.time())

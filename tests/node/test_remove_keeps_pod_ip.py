@@ -139,7 +139,7 @@ def reconcile(node: Node, pod: FakePodObject) -> float | None:
     sandbox = Sandbox(id=pod.uid, netns=pod.netns)
 
     def run() -> float | None:
-        obs = observe(view, sandbox, node.executor.store)
+        obs = observe(view, sandbox, node.executor.store, node.path)
         wish = Wish(NS, view.annotations, "cluster-a")
         plan = plan_pod(wish, obs.seen(), time.time())
         done = node.executor.run(obs, plan)

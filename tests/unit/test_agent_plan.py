@@ -373,6 +373,24 @@ def test_a_remove_onto_a_network_without_the_pod_ips_family_is_refused() -> None
     assert "no IPv6 address" in refused.why and "fd00::7" in refused.why
 
 
+def test_a_remove_onto_a_network_the_node_does_not_route_to_is_refused() -> None:
+    old, new = OLD, new_default("bridge")
+    links = ["eth0", "net1"]
+    seen = Seen([old, new], links=links, pod_ips={POD_IP}, node_reaches=set())
+    p = plan_pod(Wish(NS, {keys.DEFAULT_NETWORK_KEY: f"{NS}/fast"}, CLUSTER), seen, NOW)
+    (refused,) = p.refuse
+    assert "no route to the pod's address 10.250.0.3" in refused.why and p.retire == []
+    seen = replace(seen, node_reaches={"10.250.0.3"})
+    p = plan_pod(Wish(NS, {keys.DEFAULT_NETWORK_KEY: f"{NS}/fast"}, CLUSTER), seen, NOW)
+    assert [r.current.interface for r in p.retire] == ["eth0"] and p.refuse == []
+
+
+def test_a_retirement_that_failed_backs_off() -> None:
+    retired = replace(OLD, role=RETIRED_DEFAULT, drain_until=None, retry_at=NOW + 4)
+    p = plan("", [retired, new_default()], default="fast", pod_ips=[POD_IP])
+    assert p.retire == [] and p.retry_in == 4
+
+
 def test_a_retired_default_is_never_taken_for_vanished_nor_re_plugged() -> None:
     retired = replace(OLD, role=RETIRED_DEFAULT, drain_until=None)
     p = plan("", [retired, new_default()], default="fast", links=["net1"], pod_ips=[POD_IP])
