@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from netshift.metrics import CONTENT_TYPE
 from webhook.admission import (
@@ -44,6 +45,7 @@ from webhook.mutate import mutate_pod
 from webhook.namespaces import mutate_namespace
 from webhook.validate import ValidationOptions, validate_pod
 from webhook.validate_nad import validate_nad
+from webhook.workers import ReadinessBoard
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,10 @@ class WebhookSettings:
     # Extra readiness conditions: a serving certificate is loaded; not shutting down.
     tls_ready: Callable[[], bool] = lambda: True
     stopping: Callable[[], bool] = lambda: False
+    # Several worker processes (webhook/workers.py): each posts its own readiness on the
+    # board as worker `worker`, and /readyz on any of them answers for the replica.
+    board: ReadinessBoard | None = None
+    worker: int = 0
     max_body_bytes: int = MAX_BODY_BYTES
     body_timeout: float = 10.0
     cache_wait: float = 2.0
@@ -107,13 +113,30 @@ class Admission:
     def __init__(self, settings: WebhookSettings) -> None:
         self.s = settings
 
-    def ready(self) -> tuple[bool, dict[str, bool]]:
-        detail = {"caches": self.s.caches.synced(), "tls": self.s.tls_ready()}
-        self.s.metrics.cache_synced.set(1.0 if detail["caches"] else 0.0)
+    def own_ready(self) -> tuple[bool, dict[str, object]]:
+        """This process's readiness, posted on the board and in the cache gauge."""
+        caches, tls = self.s.caches.synced(), self.s.tls_ready()
+        self.s.metrics.cache_synced.set(1.0 if caches else 0.0)
+        detail: dict[str, object] = {"caches": caches, "tls": tls}
+        ok = caches and tls
         if self.s.stopping():
             detail["stopping"] = True
-            return False, detail
-        return all(detail.values()), detail
+            ok = False
+        if self.s.board is not None:
+            self.s.board.post(self.s.worker, ok)
+        return ok, detail
+
+    def ready(self) -> tuple[bool, dict[str, object]]:
+        """The replica's readiness: this process's, and every other worker's from the board."""
+        ok, detail = self.own_ready()
+        board = self.s.board
+        if board is not None and board.workers > 1:
+            waiting = board.waiting()
+            detail["workers"] = board.workers
+            if waiting:
+                detail["workers_not_ready"] = waiting
+                ok = False
+        return ok, detail
 
     async def _wait_for_cache(self, request: AdmissionRequest) -> None:
         caches = self.s.caches
@@ -216,7 +239,7 @@ def _add_health_routes(app: FastAPI, admission: Admission) -> None:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        admission.ready()  # refresh the cache gauge
+        admission.own_ready()  # refresh this worker's cache gauge
         return Response(admission.s.metrics.render(), media_type=CONTENT_TYPE)
 
 
@@ -224,34 +247,47 @@ def _bare_app() -> FastAPI:
     return FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 
-def create_app(settings: WebhookSettings) -> FastAPI:
+class AdmissionApp:
+    """The TLS app: a POST to an admission path goes straight to `Admission.handle`,
+    everything else (health, metrics, 404, 405, redirects) to a FastAPI app.
+
+    py-spy put the middleware stack and router of Starlette and FastAPI (server
+    errors, exceptions, telemetry, body limit, exit stack, route matching) at
+    about an eighth of an admission request, for paths that use none of it:
+    `handle` answers every error itself (see the module doc). The FastAPI app
+    keeps the admission routes, so other methods on them still get a 405.
+    """
+
+    def __init__(self, settings: WebhookSettings) -> None:
+        self.admission = admission = Admission(settings)
+        self.endpoints = {
+            "/mutate": "mutate",
+            "/validate": "validate",
+            f"/{NAD_ENDPOINT}": NAD_ENDPOINT,
+            f"/{NAMESPACE_ENDPOINT}": NAMESPACE_ENDPOINT,
+        }
+        self.fallback = _bare_app()
+        for path, endpoint in self.endpoints.items():
+
+            async def route(request: Request, endpoint: str = endpoint) -> Response:
+                return await admission.handle(endpoint, request)
+
+            self.fallback.add_route(path, route, methods=["POST"], include_in_schema=False)
+        _add_health_routes(self.fallback, admission)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.endpoints.get(scope["path"])
+            if endpoint is not None:
+                response = await self.admission.handle(endpoint, Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.fallback(scope, receive, send)
+
+
+def create_app(settings: WebhookSettings) -> AdmissionApp:
     """The TLS app: admission endpoints plus health and metrics."""
-    app = _bare_app()
-    admission = Admission(settings)
-
-    # Plain Starlette routes: the handlers take the request as it is, so FastAPI's
-    # dependency solving per request is skipped (webhook/fastpath.py).
-    async def mutate(request: Request) -> Response:
-        return await admission.handle("mutate", request)
-
-    async def validate(request: Request) -> Response:
-        return await admission.handle("validate", request)
-
-    async def validate_nads(request: Request) -> Response:
-        return await admission.handle(NAD_ENDPOINT, request)
-
-    async def mutate_namespaces(request: Request) -> Response:
-        return await admission.handle(NAMESPACE_ENDPOINT, request)
-
-    app.add_route("/mutate", mutate, methods=["POST"], include_in_schema=False)
-    app.add_route("/validate", validate, methods=["POST"], include_in_schema=False)
-    app.add_route(f"/{NAD_ENDPOINT}", validate_nads, methods=["POST"], include_in_schema=False)
-    app.add_route(
-        f"/{NAMESPACE_ENDPOINT}", mutate_namespaces, methods=["POST"], include_in_schema=False
-    )
-
-    _add_health_routes(app, admission)
-    return app
+    return AdmissionApp(settings)
 
 
 def create_health_app(settings: WebhookSettings) -> FastAPI:
@@ -259,3 +295,8 @@ def create_health_app(settings: WebhookSettings) -> FastAPI:
     app = _bare_app()
     _add_health_routes(app, Admission(settings))
     return app
+
+
+def readiness_tick(settings: WebhookSettings) -> Callable[[], object]:
+    """What a worker runs every second (`WebhookServer(tick=...)`): post its own readiness."""
+    return Admission(settings).own_ready

@@ -18,10 +18,17 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from netshift.kube import Kube
 from netshift.nadpolicy import POLICY_CONFIGMAP
-from webhook.app import MAX_BODY_BYTES, WebhookSettings, create_app, create_health_app
+from webhook.app import (
+    MAX_BODY_BYTES,
+    WebhookSettings,
+    create_app,
+    create_health_app,
+    readiness_tick,
+)
 from webhook.certs import (
     CertWatcher,
     FileCertSource,
@@ -34,8 +41,9 @@ from webhook.certs import (
 from webhook.informers import InformerCaches
 from webhook.metrics import WebhookMetrics
 from webhook.registration import DEFAULT_CONFIG_NAME, DEFAULT_NAMESPACE, DEFAULT_SERVICE
-from webhook.server import ReloadableTLS, WebhookServer, bind, default_workers, run_workers
+from webhook.server import ReloadableTLS, WebhookServer, bind
 from webhook.validate import DEFAULT_GLOBAL_NAMESPACES, ValidationOptions
+from webhook.workers import ReadinessBoard, Workers, default_workers
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +123,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=default_workers(),
-        help="worker processes sharing the HTTPS port, each with its own caches and TLS "
-        "watcher (default: $NETSHIFT_WEBHOOK_WORKERS, else CPUs up to 2)",
+        help="worker processes sharing both ports, each with its own caches and TLS "
+        "watcher (default: $NETSHIFT_WEBHOOK_WORKERS, else 1)",
+    )
+    p.add_argument(
+        "--metrics-dir",
+        type=Path,
+        default=None,
+        help="with several workers: directory of their metric files, emptied at start "
+        "(default: $PROMETHEUS_MULTIPROC_DIR, else a temporary one)",
     )
     lim = p.add_argument_group("limits")
     lim.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES)
@@ -162,14 +177,20 @@ def _first_material(source: Callable[[], ServingMaterial], what: str) -> Serving
 
 
 def run(args: argparse.Namespace) -> int:
-    # Sockets first, in this process: workers inherit them (see server.run_workers).
+    # Sockets, metrics directory and readiness board first, in this process: the
+    # workers inherit them (webhook/workers.py).
     sock = bind(args.bind_address, args.port)
     health_sock = bind(args.bind_address, args.health_port) if args.health_port else None
-    return run_workers(args.workers, lambda index: _serve(args, sock, health_sock, index))
+    workers = Workers.prepare(args.workers, args.metrics_dir)
+    return workers.run(lambda index: _serve(args, sock, health_sock, workers.board, index))
 
 
 def _serve(
-    args: argparse.Namespace, sock: socket.socket, health_sock: socket.socket | None, index: int
+    args: argparse.Namespace,
+    sock: socket.socket,
+    health_sock: socket.socket | None,
+    board: ReadinessBoard,
+    index: int,
 ) -> int:
     """One worker: its own client, TLS context, certificate watcher and caches."""
     kube = Kube.from_kubeconfig(args.kubeconfig)
@@ -195,18 +216,19 @@ def _serve(
         tls_ready=lambda: tls.loaded,
         max_body_bytes=args.max_body_bytes,
         cache_wait=args.cache_wait,
+        board=board,
+        worker=index,
     )
-    # The plain health port is served by worker 0 alone, so that /metrics is one
-    # process's series (its share of the admissions) rather than a different
-    # worker's on every scrape.
-    health = health_sock if index == 0 else None
+    # Every worker serves the health port too: its /readyz reads the board and its
+    # /metrics merges the workers' files, so any of them answers for the replica.
     server = WebhookServer(
         create_app(settings),
         tls,
         sock,
-        health_app=create_health_app(settings) if health else None,
-        health_sock=health,
+        health_app=create_health_app(settings) if health_sock else None,
+        health_sock=health_sock,
         shutdown_delay=args.shutdown_delay,
+        tick=readiness_tick(settings),
     )
     settings.stopping = server.stopping.is_set
     watcher = CertWatcher(source, server.reload, args.tls_check_interval)
@@ -217,7 +239,7 @@ def _serve(
         args.bind_address,
         server.port,
         what,
-        f"http port {server.health_port}" if health else "the https port",
+        f"http port {server.health_port}" if health_sock else "the https port",
     )
     try:
         server.run(handle_signals=True)

@@ -115,8 +115,45 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+class CoalescingTransport:
+    """A transport whose writes within one event-loop step leave in one write.
+
+    uvicorn writes a response's head and its body separately; over TLS each
+    write is a record of its own and a send() of its own, which on the webhook's
+    small answers costs about as much as the answer itself (py-spy: a third of
+    a request's time was in those writes). Collected here and written once, at
+    the end of the loop step (`call_soon`), or before a close. Everything else
+    is the transport's own.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(bytes(data))
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():  # the peer went away: nobody to write to
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class HeadCappedHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol (llhttp, C) with the request-head cap h11 has.
+    """uvicorn's httptools protocol (llhttp, C) with the request-head cap h11 has, whose
+    responses leave in one write (`CoalescingTransport`).
 
     llhttp buffers a header of any size; here a request whose head is still not
     complete after MAX_HEADER_BYTES bytes (plus at most one read) gets a 400 and
@@ -125,6 +162,10 @@ class HeadCappedHttpTools(HttpToolsProtocol):
 
     _head_bytes = 0
     _in_head = True
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        coalescing = CoalescingTransport(transport, self.loop)
+        super().connection_made(coalescing)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
@@ -203,9 +244,15 @@ class WebhookServer:
         health_app: Any = None,
         health_sock: socket.socket | None = None,
         shutdown_delay: float = 0.0,
+        tick: Callable[[], object] | None = None,
+        tick_interval: float = 1.0,
     ) -> None:
         self.tls = tls
         self.shutdown_delay = shutdown_delay
+        # Called every tick_interval on the event loop while serving: a worker posts its
+        # readiness from there, so a worker whose loop is stuck stops looking ready.
+        self.tick = tick
+        self.tick_interval = tick_interval
         # Set on SIGTERM: /readyz turns 503 while requests are still served.
         self.stopping = threading.Event()
         self.sock = sock
@@ -233,11 +280,14 @@ class WebhookServer:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(sig, self._on_signal)
         tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in self._servers]
-        waiter = asyncio.create_task(self._mark_started())
+        helpers = [asyncio.create_task(self._mark_started())]
+        if self.tick is not None:
+            helpers.append(asyncio.create_task(self._ticking(self.tick)))
         try:
             await asyncio.gather(*tasks)
         finally:
-            waiter.cancel()
+            for helper in helpers:
+                helper.cancel()
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     self._loop.remove_signal_handler(sig)
@@ -246,6 +296,14 @@ class WebhookServer:
         while not all(s.started for s, _ in self._servers):
             await asyncio.sleep(0.01)
         self.started.set()
+
+    async def _ticking(self, tick: Callable[[], object]) -> None:
+        while True:
+            try:
+                tick()
+            except Exception:
+                log.exception("webhook tick failed")
+            await asyncio.sleep(self.tick_interval)
 
     def _on_signal(self) -> None:
         if self.stopping.is_set() or self._loop is None:
@@ -304,88 +362,3 @@ def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
-
-
-# -- worker processes -------------------------------------------------------------------
-
-WORKERS_ENV = "NETSHIFT_WEBHOOK_WORKERS"
-
-
-def default_workers() -> int:
-    """$NETSHIFT_WEBHOOK_WORKERS, else 1: one process per replica keeps /metrics exact
-    (see docs/webhook.md); more throughput comes from more replicas."""
-    text = os.environ.get(WORKERS_ENV, "")
-    return max(1, int(text)) if text.strip() else 1
-
-
-def _die_with_parent() -> None:
-    """Best effort (Linux): a worker gets SIGTERM when its supervisor dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def run_workers(workers: int, target: Callable[[int], int]) -> int:
-    """Run `target(index)` in `workers` forked processes sharing the listening sockets.
-
-    One worker: `target(0)` runs in this process. More: this process only forks
-    (before any thread is started: the caller binds sockets and nothing else),
-    forwards SIGTERM/SIGINT to the workers and waits. Each worker builds its own
-    caches, TLS context and certificate watcher, exactly as a single-process
-    webhook does, so a rotated keypair is picked up by every worker; the kernel
-    spreads connections over the workers accepting on the shared socket. When a
-    worker exits on its own, the others are stopped and the exit code is
-    non-zero, so that the kubelet restarts the container as a whole.
-    """
-    if workers <= 1:
-        return target(0)
-    children = {_fork_worker(index, target): index for index in range(workers)}
-    stopping = False
-
-    def forward(sig: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, sig)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    log.info("webhook serving with %d worker processes: %s", workers, sorted(children))
-    result = 0
-    try:
-        while children:
-            pid, status = os.wait()
-            if pid not in children:
-                continue
-            index = children.pop(pid)
-            code = os.waitstatus_to_exitcode(status)
-            if not stopping:
-                log.error("webhook worker %d (pid %d) exited with %d; stopping", index, pid, code)
-                forward(signal.SIGTERM, None)
-                result = 1
-            elif code not in (0, -signal.SIGTERM, -signal.SIGINT):
-                result = 1
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return result
-
-
-def _fork_worker(index: int, target: Callable[[int], int]) -> int:
-    """Fork one worker running `target(index)`; returns its pid (never returns in the child)."""
-    pid = os.fork()
-    if pid != 0:
-        return pid
-    code = 1
-    try:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        _die_with_parent()
-        code = target(index)
-    except BaseException:
-        log.exception("webhook worker %d failed", index)
-    finally:
-        os._exit(code)

@@ -546,8 +546,9 @@ def test_pods_a_replicaset_creates_get_their_networks(space: Space, kube: Kube) 
         assert pod_annotations(item)[DEFAULT_NETWORK_KEY] == f"{space.name}/blue"
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_netshift_webhook_command_manages_its_secret_and_drains_on_sigterm(
-    cluster: LocalCluster, kube: Kube, namespace: str, tmp_path: Path
+    cluster: LocalCluster, kube: Kube, namespace: str, tmp_path: Path, workers: int
 ) -> None:
     port, health = free_port(), free_port()
     argv = [
@@ -561,6 +562,8 @@ def test_netshift_webhook_command_manages_its_secret_and_drains_on_sigterm(
         "--tls-hosts=127.0.0.1",
         "--webhook-config-name=",
         "--shutdown-delay=2",
+        f"--workers={workers}",
+        f"--metrics-dir={tmp_path / 'metrics'}",
     ]
     log = tmp_path / "webhook.log"
     with log.open("w") as out:
@@ -582,14 +585,19 @@ def test_netshift_webhook_command_manages_its_secret_and_drains_on_sigterm(
         ca = base64.b64decode(secret["data"]["ca.crt"]).decode()
         ctx = ssl.create_default_context(cadata=ca)
         review = pod_review(deployment_pod(), namespace=namespace, uid="cli")
-        with httpx.Client(verify=ctx, trust_env=False) as http:
-            answer = http.post(f"https://127.0.0.1:{port}/mutate", json=review).json()
+        sent = 8
+        for _ in range(sent):  # each on a new connection, which the kernel gives to any worker
+            with httpx.Client(verify=ctx, trust_env=False) as http:
+                answer = http.post(f"https://127.0.0.1:{port}/mutate", json=review).json()
             assert answer["response"]["uid"] == "cli" and answer["response"]["allowed"]
-            metrics = http.get(f"http://127.0.0.1:{health}/metrics").text
+        for _ in range(4):  # each scrape answered by any worker counts them all
+            with httpx.Client(trust_env=False) as http:
+                metrics = http.get(f"http://127.0.0.1:{health}/metrics").text
             assert (
-                'netshift_webhook_requests_total{endpoint="mutate",outcome="allowed"} 1.0'
+                f'netshift_webhook_requests_total{{endpoint="mutate",outcome="allowed"}} {sent}.0'
                 in metrics
-            )
+            ), metrics
+        with httpx.Client(verify=ctx, trust_env=False) as http:
             # SIGTERM: not ready any more, but admission is still answered while draining.
             proc.send_signal(signal.SIGTERM)
             wait_for(lambda: not ready(), 5, what="/readyz to turn 503 after SIGTERM")

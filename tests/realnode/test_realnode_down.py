@@ -7,6 +7,8 @@ It takes the session's real node down, so it runs after every other real-node te
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import subprocess
 from pathlib import Path
@@ -52,6 +54,8 @@ def test_down_releases_every_address_and_stops_the_apiserver_without_a_kill(
     live = {p["status"].get("podIP") for p in pods}
     peers = real_node.apiserver_pod_connections()
     dead = [peer for peer in peers if peer.split(":")[0] not in live]
+    netns = _sandbox_netns(real_node)
+    assert netns, "the node's pods have network namespaces before down"
     said: list[str] = []
     try:
         real_cluster.down(say=said.append)
@@ -66,7 +70,8 @@ def test_down_releases_every_address_and_stops_the_apiserver_without_a_kill(
         assert not [line for line in said if "killed" in line], "\n".join(said)
         assert not store_addresses(real_node.ipam_dir), "the pods' eth0 addresses leaked"
         assert not store_addresses(store), "the hot-plugged net1's address leaked"
-        assert not _pod_netns_left(real_node), "pod network namespaces left behind"
+        left = sorted(netns & _netns_mounted())
+        assert not left, ("pod network namespaces left behind", left, "\n".join(said))
     finally:
         real_cluster.up(say=lambda _line: None)
         webhook_serving(real_cluster, real_kube, timeout=120)
@@ -78,7 +83,24 @@ def test_down_releases_every_address_and_stops_the_apiserver_without_a_kill(
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
 
 
-def _pod_netns_left(node: RealNode) -> list[str]:
-    """containerd's pod namespaces (/var/run/netns/cni-*) that are still mounted."""
+def _sandbox_netns(node: RealNode) -> set[str]:
+    """The network namespace files of this node's pod sandboxes (host-network pods have none).
+
+    Only these are checked after down: the machine's mount table may hold namespaces of
+    other nodes, or of a test session that was killed, which this node's down never knew."""
+    paths = set()
+    for sandbox in node.runtime.sandboxes():
+        done = node.runtime.crictl("inspectp", "-o", "json", sandbox.id, check=False)
+        if done.returncode != 0:
+            continue
+        spec = json.loads(done.stdout).get("info", {}).get("runtimeSpec", {})
+        for ns in spec.get("linux", {}).get("namespaces", []):
+            if ns.get("type") == "network" and ns.get("path"):
+                paths.add(os.path.realpath(ns["path"]))  # /var/run is /run
+    return paths
+
+
+def _netns_mounted() -> set[str]:
+    """Namespace files bind-mounted on this host (/run/netns/cni-*, containerd's)."""
     mounts = Path("/proc/self/mountinfo").read_text().splitlines()
-    return [m.split()[4] for m in mounts if "/netns/cni-" in m.split()[4]]
+    return {m.split()[4] for m in mounts if "/netns/cni-" in m.split()[4]}

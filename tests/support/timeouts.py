@@ -14,7 +14,10 @@ machine under a load of 5 to 10: unit 14 s (a hypothesis fuzz test); node 75 s (
 switch lab; a private containerd's start, 72 s); cluster 36 s (the switch labs: 176 s;
 the first test, control plane and a private containerd: 130 s); real node 31 s (its
 start: 43 s; its stop: 8 s). Each limit is several times that, because a limit must
-never fail a slow but healthy test: speed is bench/'s business, not a test's.
+never fail a slow but healthy test: speed is bench/'s business, not a test's. Under a
+load of 25 the unit fuzz test took 90 s, past a 60 s limit, and the timeout's signal,
+landing inside the test client's portal, failed the next tests of the module with
+"cannot wait on un-acquired lock": the unit limit is the others' now.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import pytest
 
 # Seconds, by tier.
-UNIT = 60
+UNIT = 300
 NODE = 300
 CLUSTER = 300
 REALNODE = 300

@@ -145,3 +145,47 @@ def test_a_request_head_incomplete_past_the_cap_is_refused() -> None:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+class _Recording:
+    """Stands in for the TLS transport under CoalescingTransport: records what reaches it."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed_after: int | None = None
+
+    def write(self, data: bytes) -> None:
+        assert self.closed_after is None, "written after close"
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed_after = len(self.writes)
+
+    def is_closing(self) -> bool:
+        return self.closed_after is not None
+
+    def get_extra_info(self, name: str) -> str:
+        return f"extra:{name}"
+
+
+def test_a_response_written_in_pieces_leaves_in_one_write_and_before_a_close() -> None:
+    import asyncio
+
+    from webhook.server import CoalescingTransport
+
+    async def scenario() -> _Recording:
+        raw = _Recording()
+        transport = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+        transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")  # uvicorn: the head
+        transport.write(b"{}")  # then the body, in the same loop step
+        assert raw.writes == []
+        await asyncio.sleep(0)  # the loop turns
+        assert raw.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+        transport.write(b"next")  # a later response, then a close in the same step
+        transport.close()
+        await asyncio.sleep(0)
+        assert transport.get_extra_info("peername") == "extra:peername"  # the rest is the raw one's
+        return raw
+
+    raw = asyncio.run(scenario())
+    assert raw.writes[1:] == [b"next"] and raw.closed_after == 2
