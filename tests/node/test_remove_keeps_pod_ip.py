@@ -38,7 +38,7 @@ from agent.observe import as_current, observe
 from agent.plan import Wish, next_requeue, plan_pod
 from agent.report import build_report
 from localcluster.probe import SeqPing, Stream
-from localcluster.topology import V4, Topology, subnets
+from localcluster.topology import V4, V6, Subnet, Topology, subnets
 from netshift import annotations as ann
 from netshift import keys
 from netshift.cni.config import CniError, load_conflist
@@ -84,11 +84,15 @@ def in_netns(path: str, fn: Callable[[], T]) -> T:
     return out[0]
 
 
-def _ipam(subnet: str, data_dir: Path, **range_: str) -> dict[str, Any]:
+def _ipam(subnet: Subnet, data_dir: Path, **v4_range: str) -> dict[str, Any]:
+    """host-local over the subnet's families (IPv4 narrowed to `v4_range`), a default each."""
+    ranges = [
+        [{"subnet": subnet.cidr(f), **(v4_range if f == V4 else {})}] for f in subnet.families
+    ]
     return {
         "type": "host-local",
-        "ranges": [[{"subnet": subnet, **range_}]],
-        "routes": [{"dst": "0.0.0.0/0"}],
+        "ranges": ranges,
+        "routes": [{"dst": "0.0.0.0/0" if f == V4 else "::/0"} for f in subnet.families],
         "dataDir": str(data_dir),
     }
 
@@ -114,11 +118,12 @@ class Node:
 class FakePodObject:
     """The pod as the apiserver would hold it: annotations the agent's reports update."""
 
-    def __init__(self, netns: str, ip: str) -> None:
+    def __init__(self, netns: str, ips: list[str]) -> None:
         self.uid = str(uuid.uuid4())
         self.netns = f"/var/run/netns/{netns}"
-        self.ip = ip
-        entry = ann.NetworkStatusEntry(name="cluster-a", interface="eth0", ips=[ip], default=True)
+        self.ips = ips
+        self.ip = ips[0]
+        entry = ann.NetworkStatusEntry(name="cluster-a", interface="eth0", ips=ips, default=True)
         self.annotations = {keys.NETWORK_STATUS_KEY: ann.format_network_status([entry])}
 
     def obj(self) -> dict[str, Any]:
@@ -129,7 +134,11 @@ class FakePodObject:
                 "uid": self.uid,
                 "annotations": dict(self.annotations),
             },
-            "status": {"phase": "Running", "podIP": self.ip, "podIPs": [{"ip": self.ip}]},
+            "status": {
+                "phase": "Running",
+                "podIP": self.ip,
+                "podIPs": [{"ip": ip} for ip in self.ips],
+            },
         }
 
 
@@ -166,9 +175,12 @@ def converge(node: Node, pod: FakePodObject, rounds: int = 6) -> None:
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
+def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Node]:
+    """The node; `request.param` (indirect): the address families of A, B and the client."""
+    families: tuple[int, ...] = getattr(request, "param", (V4,))
     tag = unique("rm")[:7]
-    sa, sb, sc, sd = subnets(4, (V4,), second=237)
+    sa, sb, sd = subnets(3, families, second=237)
+    (sc,) = subnets(1, (V4,), second=238)
     topo = Topology(
         name=tag,
         bridges={f"{tag}a": sa, f"{tag}b": sb},
@@ -205,9 +217,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
                     "bridge": f"{tag}a",
                     "isGateway": True,
                     "ipMasq": False,
-                    "ipam": _ipam(
-                        sa.cidr(V4), store_a, rangeStart=f"{base}.10", rangeEnd=f"{base}.14"
-                    ),
+                    "ipam": _ipam(sa, store_a, rangeStart=f"{base}.10", rangeEnd=f"{base}.14"),
                 }
             ],
         }
@@ -221,7 +231,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
                         "bridge": f"{tag}b",
                         "isGateway": True,
                         "ipMasq": False,
-                        "ipam": _ipam(sb.cidr(V4), tmp_path / "ipam-b"),
+                        "ipam": _ipam(sb, tmp_path / "ipam-b"),
                     }
                 ],
             },
@@ -232,7 +242,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
                     {
                         "type": "ptp",
                         "ipMasq": False,
-                        "ipam": _ipam(sc.cidr(V4), tmp_path / "ipam-c"),
+                        "ipam": _ipam(sc, tmp_path / "ipam-c"),
                     }
                 ],
             },
@@ -255,20 +265,23 @@ def node(tmp_path: Path) -> Iterator[Node]:
         topo.delete()
 
 
-def runtime_add(node: Node, netns: str, ifname: str, uid: str) -> str:
+def runtime_add_all(node: Node, netns: str, ifname: str, uid: str) -> list[str]:
     """What the runtime (Multus) does at sandbox creation: the cluster network as eth0."""
     assert node.configs.cluster_net is not None
     rt = attachment_runtime(
         namespace=NS, name="web", uid=uid, netns=f"/var/run/netns/{netns}", ifname=ifname
     )
     result = in_netns(node.path, lambda: node.cni.add(node.configs.cluster_net, rt))  # type: ignore[arg-type]
-    (ip,) = result_ips(result, ifname)
-    return ip.split("/")[0]
+    return [ip.split("/")[0] for ip in result_ips(result, ifname)]
 
 
-def ips_on(netns: str, ifname: str) -> list[str]:
+def runtime_add(node: Node, netns: str, ifname: str, uid: str) -> str:
+    return runtime_add_all(node, netns, ifname, uid)[0]
+
+
+def ips_on(netns: str, ifname: str, family: str = "-4") -> list[str]:
     out = subprocess.run(
-        ["ip", "-n", netns, "-4", "-o", "addr", "show", "dev", ifname],
+        ["ip", "-n", netns, family, "-o", "addr", "show", "dev", ifname],
         capture_output=True,
         text=True,
         check=False,
@@ -279,7 +292,7 @@ def ips_on(netns: str, ifname: str) -> list[str]:
 def node_routes(node: Node, dst: str) -> str:
     assert node.topo.router is not None
     return subprocess.run(
-        ["ip", "-n", node.topo.router, "route", "show", dst],
+        ["ip", "-n", node.topo.router, "-6" if ":" in dst else "-4", "route", "show", dst],
         capture_output=True,
         text=True,
         check=True,
@@ -289,8 +302,7 @@ def node_routes(node: Node, dst: str) -> str:
 def start_pod(node: Node) -> tuple[str, FakePodObject]:
     netns = node.new_netns()
     pod_uid = str(uuid.uuid4())
-    ip = runtime_add(node, netns, "eth0", pod_uid)
-    pod = FakePodObject(netns, ip)
+    pod = FakePodObject(netns, runtime_add_all(node, netns, "eth0", pod_uid))
     pod.uid = pod_uid
     converge(node, pod)  # adopts eth0
     return netns, pod
@@ -432,4 +444,48 @@ def test_a_second_remove_moves_the_reported_ip_on_and_releases_the_middle_networ
     assert host_local_allocations(str(node.store_a.parent / "ipam-b")) == []
     assert in_netns(node.path, lambda: node.executor.cleanup(pod.uid))
     assert node_routes(node, old) == ""
+    assert host_local_allocations(str(node.store_a)) == []
+
+
+@needs_node_host
+@pytest.mark.parametrize("node", [(V4, V6)], indirect=True, ids=["dual"])
+def test_a_dual_stack_pod_keeps_both_reported_ips_answering(node: Node) -> None:
+    """Both reported addresses are carried (/32 and /128): IPv6 filters by source with an
+    ip6tables rpfilter rule on the bridges, and the node's multipath route for the move
+    names the address itself as the old next hop (IPv6 takes no device-only hops)."""
+    netns, pod = start_pod(node)
+    v4, v6 = pod.ips
+    topo = node.topo
+    assert topo.router is not None
+    pings = [SeqPing(topo.routed_client, v4), SeqPing(topo.routed_client, v6)]
+    pings.append(SeqPing(topo.router, v6))
+    for ping in pings:
+        assert ping.wait_first(), f"no first echo from {ping.target} in {ping.netns}"
+    for ping in pings:
+        ping.settle(50)
+        ping.reset()
+    for ping in pings:
+        assert ping.wait_first(), f"no echo from {ping.target} after the warm-up"
+    streams = [Stream(netns, topo.routed_client, v6), Stream(netns, topo.routed_client, v4)]
+    pod.annotations[keys.DEFAULT_NETWORK_KEY] = f"{NS}/b"
+    pod.annotations[keys.SWITCH_POLICY_KEY] = json.dumps(
+        {"oldDefault": "Remove", "drainSeconds": 0}
+    )
+    converge(node, pod)
+    assert "eth0" not in {link.name for link in netlink.list_interfaces(pod.netns)}
+    assert f"{v6}/128" in ips_on(netns, "net1", "-6") and f"{v4}/32" in ips_on(netns, "net1")
+    assert "via" in node_routes(node, v6), node_routes(node, v6)
+    for ping in pings:
+        assert ping.settle(100), f"no echoes from {ping.target} any more in {ping.netns}"
+    lost = {f"{ping.netns}->{ping.target}": ping.stop() for ping in pings}
+    broken = [s.stop() for s in streams]
+    leaks = {k: v for k, v in topo.leaked().items() if v}
+    print(f"dual Remove onto b: pings {lost}, streams {broken}, packets off-subnet {leaks}")
+    assert all(not missing for _n, missing in lost.values()), lost
+    assert all(s["alive"] for s in broken), broken
+    status = json.loads(pod.annotations[keys.STATUS_KEY])
+    assert sorted(ip.split("/")[0] for ip in status["retained"]) == sorted([v4, v6])
+    assert sorted(host_local_allocations(str(node.store_a))) == sorted([v4, v6])
+    assert in_netns(node.path, lambda: node.executor.cleanup(pod.uid))
+    assert node_routes(node, v6) == "" and node_routes(node, v4) == ""
     assert host_local_allocations(str(node.store_a)) == []
