@@ -1149,17 +1149,26 @@ def install_host_routes(host_netns: str, routes: Iterable[Route]) -> None:
 def bridge_host_routes(
     host_netns: str, routes: Iterable[Route], before: Sequence[Route] = ()
 ) -> None:
-    """For the moment of a retirement: each address routed both ways, the node's old path to
-    it (the link route it is reached through now) and the new one, as one multipath route.
+    """For the moment of a retirement: each IPv4 address routed both ways, the node's old
+    path to it (the link route it is reached through now) and the new one, as one multipath
+    route; each IPv6 address straight onto its new path.
 
     The pod's replies move from the old interface to the new one with one change in the pod,
-    the node's route with another, and nothing orders the two: with both next hops a
-    reverse-path check passes on either link, so no packet is dropped in between.
-    :func:`install_host_routes` then leaves the new path alone. The old path is the route in
-    `before` for the same address (it was carried already), else the link route to it.
+    the node's route with another, and nothing orders the two: with both next hops IPv4's
+    reverse-path check (rp_filter: any next hop's link) passes on either link, so no packet
+    is dropped in between. :func:`install_host_routes` then leaves the new path alone. The
+    old path is the route in `before` for the same address (it was carried already), else
+    the link route to it. IPv6's check (ip6tables rpfilter) looks at one next hop picked by
+    the flow's hash, and a neighbour solicitation it drops stalls the pod's replies for a
+    retransmission (1 s): there the new path comes first, before the pod's replies move
+    (their few packets in between may be dropped; its neighbour discovery is not).
     """
+    routes = list(routes)
+    install_host_routes(host_netns, [r for r in routes if r.family == socket.AF_INET6])
     with _rtnl(host_netns) as ipr:
         for route in routes:
+            if route.family != socket.AF_INET:
+                continue
             ip, length = route.dst.split("/")
             new = _require_link(ipr, host_netns, route.ifname or "")
             hops: list[tuple[int, str | None]] = [(new, route.gateway)]
@@ -1171,9 +1180,7 @@ def bridge_host_routes(
             else:
                 old = _link_path(ipr, route.family, ipaddress.ip_address(ip))
                 if old is not None and old != new:
-                    # IPv6 refuses device-only next hops in a multipath route: the address
-                    # itself, on the link it is reached through now, is the same path.
-                    hops.insert(0, (old, None if route.family == socket.AF_INET else ip))
+                    hops.insert(0, (old, None))
             ipr.route(
                 "replace",
                 rtnl.RouteSpec(
