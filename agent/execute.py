@@ -32,13 +32,26 @@ from agent.metrics import (
 from agent.netns import Sandbox, same_namespace
 from agent.networks import NetworkConfigs, PodError
 from agent.observe import Observation, as_current, live_result
-from agent.outcomes import NODE_CONF, Attached, Detached, Outcome, Problem, Switched
+from agent.outcomes import (
+    NODE_CONF,
+    Attached,
+    Detached,
+    Outcome,
+    Problem,
+    Refused,
+    Retired,
+    Switched,
+)
 from agent.plan import (
     Adopt,
     Attach,
+    Carry,
     Detach,
     Plan,
+    Refuse,
+    Retire,
     Switch,
+    backoff,
     network_id,
     not_a_default_network,
     parse_network_id,
@@ -60,6 +73,7 @@ from netshift.keys import (
     FAILED,
     INCOMING_DEFAULT,
     PREVIOUS_DEFAULT,
+    RETIRED_DEFAULT,
     SECONDARY,
 )
 from netshift.kube import now_rfc3339
@@ -90,12 +104,14 @@ class Executor:
         configs: NetworkConfigs,
         sandbox_of: Callable[[str], Sandbox | None],
         metrics: AgentMetrics | None = None,
+        host_netns: str = netlink.HOST_NETNS,
     ) -> None:
         self.store = store
         self.cni = cni
         self.configs = configs
         self._sandbox_of = sandbox_of  # pod UID -> its sandbox now (None when unknown)
         self.metrics = metrics or AgentMetrics()
+        self.host_netns = host_netns  # where the pods' networks have their host side
 
     def run(self, obs: Observation, plan: Plan) -> Done:
         pod = obs.pod
@@ -120,8 +136,21 @@ class Executor:
         elif plan.switch is not None:
             outcomes += self.switch_default(obs, plan.switch)
         if not any(isinstance(o, Problem) for o in outcomes):
-            outcomes += self._detach_all(obs, plan.drain)
+            outcomes += self._old_defaults(obs, plan)
         return Done(tuple(outcomes), tuple(self.store.list_pod(pod.uid)))
+
+    def _old_defaults(self, obs: Observation, plan: Plan) -> list[Outcome]:
+        """Drain, retire or keep old defaults; keep retired addresses carried."""
+        # Carried addresses move off an interface before it goes (drain below) ...
+        for c in plan.carry:
+            self.carry(obs, c)
+        moving = [c for c in plan.carry if c.moving]
+        outcomes: list[Outcome] = [*self._detach_all(obs, plan.drain, moving)]
+        outcomes += [self.retire(obs, r) for r in plan.retire]
+        outcomes += [self.refuse(obs, r) for r in plan.refuse]
+        for c in moving:  # (already done if their old carrier was drained)
+            self._settle_routes(obs, c)
+        return outcomes
 
     def _track_sandbox(self, obs: Observation, plan: Plan) -> None:
         """The pod's meta follows its current sandbox; records made before name it too."""
@@ -139,7 +168,9 @@ class Executor:
             if rec is not None:
                 self.store.put(replace(rec, container_id=obs.sandbox_id))
 
-    def _detach_all(self, obs: Observation, detaches: list[Detach]) -> list[Detached]:
+    def _detach_all(
+        self, obs: Observation, detaches: list[Detach], moving: Sequence[Carry] = ()
+    ) -> list[Detached]:
         done: list[Detached] = []
         for d in detaches:
             rec = self.store.get(obs.pod.uid, d.current.interface)
@@ -159,6 +190,9 @@ class Executor:
                 )
             if d.why == "drained":
                 self._remove_source_routes(obs, rec)
+                # ... and the node's routes to them leave it before its link goes.
+                for c in moving:
+                    self._settle_routes(obs, c)
             done.append(replace(self.detach(rec, d), why=d.why))
         return done
 
@@ -312,6 +346,10 @@ class Executor:
         return Detached(rec, attempt, retry_in)
 
     def _delete(self, rec: AttachmentRecord) -> None:
+        if rec.role == RETIRED_DEFAULT:
+            # The node's routes to its addresses go before the addresses do (DEL releases them):
+            # never a route to an address that the pool may give to another pod.
+            netlink.remove_host_routes(self.host_netns, _carried_routes(rec))
         # In the pod's sandbox now if the attachment was made there, else in its own (old)
         # sandbox's netns if that is still there: never in a new sandbox that reuses its name.
         now = self._sandbox_of(rec.pod_uid)
@@ -377,6 +415,111 @@ class Executor:
         held = [as_current(r) for r in self.store.list_pod(uid)]
         return not self.release(uid, plan_release(held))
 
+    # -- retiring a removed default (netshift.podip) ---------------------------------------------
+
+    def retire(self, obs: Observation, r: Retire) -> Retired:
+        """Carry the old default's reported addresses onto the default interface, then delete
+        the old interface; its record stays (the deferred DEL) until the pod is gone.
+
+        The record says it is retired before anything changes, so a crash at any step leaves
+        a retirement that the next reconcile finishes (every step is idempotent), never a
+        vanished interface to re-plug or an address released while it is reported.
+        """
+        rec = self.store.get(obs.pod.uid, r.current.interface)
+        if rec is None:
+            return Retired(r, None, error="its record vanished")
+        rec = self.store.put(replace(rec, role=RETIRED_DEFAULT, is_default=False, drain_until=None))
+        try:
+            # The node reaches the addresses both ways while the pod's replies move over ...
+            rec = self._carry(obs, rec, r.onto, r.addresses, bridge=True)
+            # ... to the default route (their source rules go; the addresses stay: they are
+            # on the default interface too), then only through the new network.
+            self._remove_source_routes(obs, rec)
+            netlink.install_host_routes(self.host_netns, _carried_routes(rec))
+            netlink.delete_link(obs.netns, rec.interface)
+        except (OSError, LookupError) as err:
+            log.warning("pod %s: retiring %s failed: %s", obs.pod.key, rec.interface, err)
+            attempts = rec.attempts + 1
+            rec = self.store.put(
+                replace(rec, attempts=attempts, retry_at=time.time() + backoff(attempts))
+            )
+            return Retired(r, rec, error=str(err))
+        log.info(
+            "pod %s: %s (%s) removed; %s answer through %s and stay reserved until the pod goes",
+            obs.pod.key,
+            rec.interface,
+            rec.network,
+            ", ".join(r.addresses),
+            r.onto,
+        )
+        return Retired(r, rec)
+
+    def carry(self, obs: Observation, c: Carry) -> None:
+        rec = self.store.get(obs.pod.uid, c.current.interface)
+        if rec is None:
+            return
+        try:
+            self._carry(obs, rec, c.onto, c.addresses, bridge=c.moving)
+        except (OSError, LookupError) as err:
+            log.warning(
+                "pod %s: keeping %s answering on %s failed: %s",
+                obs.pod.key,
+                ", ".join(c.addresses),
+                c.onto,
+                err,
+            )
+
+    def _carry(
+        self,
+        obs: Observation,
+        rec: AttachmentRecord,
+        onto: str,
+        addresses: tuple[str, ...],
+        *,
+        bridge: bool = False,
+    ) -> AttachmentRecord:
+        """The addresses on interface `onto` in the pod, and the node's routes to them via the
+        pod's address there. The routes are recorded before they are made (crash-safe)."""
+        target = self.store.get(obs.pod.uid, onto)
+        if target is None or target.state != ATTACHED:
+            raise LookupError(f"{onto} is not attached: nothing to carry the addresses")
+        netlink.carry_addresses(obs.netns, onto, addresses)
+        routes = netlink.host_routes_via(
+            self.host_netns, addresses, result_ips(target.result or {}, onto)
+        )
+        before = _carried_routes(rec)
+        if routes != before or rec.extra.get("carried_on") != onto:
+            # Both the old and the new routes are named until the old ones are gone.
+            both = [r.to_json() for r in [*before, *(r for r in routes if r not in before)]]
+            rec = self.store.put(
+                replace(rec, extra={**rec.extra, "carried_on": onto, "host_routes": both})
+            )
+        if bridge:
+            netlink.bridge_host_routes(self.host_netns, routes, before)
+        else:
+            netlink.install_host_routes(self.host_netns, routes)
+        stale = [r for r in before if r not in routes]
+        if stale:
+            netlink.remove_host_routes(self.host_netns, stale)
+        if _carried_routes(rec) != routes:
+            rec = self.store.put(
+                replace(rec, extra={**rec.extra, "host_routes": [r.to_json() for r in routes]})
+            )
+        return rec
+
+    def _settle_routes(self, obs: Observation, c: Carry) -> None:
+        rec = self.store.get(obs.pod.uid, c.current.interface)
+        if rec is not None:
+            with contextlib.suppress(OSError, LookupError):
+                netlink.install_host_routes(self.host_netns, _carried_routes(rec))
+
+    def refuse(self, obs: Observation, r: Refuse) -> Refused:
+        """The Remove cannot be made safe: the old default is kept (as with Keep), once."""
+        rec = self.store.get(obs.pod.uid, r.current.interface)
+        if rec is not None:
+            rec = self.store.put(replace(rec, drain_until=None))
+        return Refused(r.current.interface, network_id(r.current.ref), r.why)
+
     # -- the default network -------------------------------------------------------------------
 
     def switch_default(self, obs: Observation, sw: Switch) -> list[Outcome]:
@@ -399,7 +542,7 @@ class Executor:
             # Before the ADD: the plugin's own default route wins the moment it is added, so
             # the old addresses must already be pinned to the old interface by then.
             kept = netlink.keep_source_routes(
-                obs.netns, old.interface, _old_addresses(obs, old), sw.table
+                obs.netns, old.interface, self._old_addresses(obs, old), sw.table
             )
         if sw.attach is None:
             new = self.store.get(uid, sw.interface)
@@ -457,7 +600,12 @@ class Executor:
         meta = self.store.get_pod_meta(uid) or PodMeta(uid)
         earlier = [netlink.SwitchRecord.from_json(raw) for raw in meta.switches]
         switch = netlink.switch_default_route(
-            obs.netns, new.interface, gateways, old.interface, _old_addresses(obs, old), sw.table
+            obs.netns,
+            new.interface,
+            gateways,
+            old.interface,
+            self._old_addresses(obs, old),
+            sw.table,
         )
         # Source routing kept for the new default while it was an old one is obsolete now.
         for e in earlier:
@@ -475,6 +623,17 @@ class Executor:
         return meta is not None and any(
             netlink.SwitchRecord.from_json(raw).table == table for raw in meta.switches
         )
+
+    def _old_addresses(self, obs: Observation, old: AttachmentRecord) -> list[str]:
+        """The old default's addresses, and the retired ones it carries: replies from all of
+        them keep leaving through it while the node routes them to it."""
+        carried = [
+            ip
+            for r in self.store.list_pod(obs.pod.uid)
+            if r.role == RETIRED_DEFAULT and r.extra.get("carried_on") == old.interface
+            for ip in result_ips(r.result or {}, r.interface)
+        ]
+        return [*_old_addresses(obs, old), *carried]
 
     def _remove_source_routes(self, obs: Observation, rec: AttachmentRecord) -> None:
         """An old default is removed: the source routing for its addresses goes first."""
@@ -515,6 +674,12 @@ def _fix_routes(netns: str, want: ann.Attachment) -> None:
             netlink.set_default_route_via(netns, want.interface, gw)
     else:
         netlink.remove_default_routes_via(netns, want.interface)
+
+
+def _carried_routes(rec: AttachmentRecord) -> list[netlink.Route]:
+    """The node's routes to a retired default's addresses, as its record names them."""
+    raw = rec.extra.get("host_routes")
+    return [netlink.Route.from_json(r) for r in raw] if isinstance(raw, list) else []
 
 
 def _old_addresses(obs: Observation, old: AttachmentRecord) -> list[str]:

@@ -1053,6 +1053,182 @@ def _destroy_sockets(netns: str, family: int, addresses: Collection[str]) -> int
     return killed
 
 
+# -- carrying a retired default's addresses (netshift.podip) ----------------------------
+
+_IFA_F_NODAD = 0x02
+_IFA_F_NOPREFIXROUTE = 0x200
+# The agent's own namespace: the node's, for the host side of the pods' networks.
+HOST_NETNS = "/proc/self/ns/net"
+
+
+def carry_addresses(netns: str, ifname: str, addresses: Iterable[str]) -> list[str]:
+    """Put each address as a host address (/32, /128) on `ifname`; return those added.
+
+    No prefix route (the pod's routes stay as its networks made them) and no duplicate
+    address detection (the address is this pod's, reserved in its old pool). Replies
+    from it then follow the main table's default route, out of the default interface.
+    """
+    added: list[str] = []
+    with _rtnl(netns) as ipr:
+        index = _require_link(ipr, netns, ifname)
+        for address in addresses:
+            family, host = _host(address)
+            ip, length = host.split("/")
+            try:
+                ipr.add_address(family, index, ip, int(length), _IFA_F_NODAD | _IFA_F_NOPREFIXROUTE)
+            except NetlinkError as err:
+                if err.code != errno.EEXIST:
+                    raise
+                continue
+            added.append(host)
+    return added
+
+
+def host_routes_via(
+    host_netns: str, addresses: Iterable[str], gateways: Iterable[str]
+) -> list[Route]:
+    """The node's routes that send each address to the pod: ``<address>/32 via <the pod's
+    address of its family> dev <the link the node reaches that address through>``.
+
+    Read only; LookupError when the node has no route to a gateway (or none of its family).
+    """
+    by_family = {_family_of(g.split("/")[0]): g.split("/")[0] for g in gateways}
+    routes: list[Route] = []
+    with _rtnl(host_netns) as ipr:
+        names = ipr.links()
+        for address in addresses:
+            family, host = _host(address)
+            gateway = by_family.get(family)
+            if gateway is None:
+                raise LookupError(f"no address of the family of {address} to route it through")
+            # A connected route (bridge), or the node's own host route to the pod (ptp).
+            oif = _link_path(ipr, family, ipaddress.ip_address(gateway))
+            if oif is None or oif not in names:
+                raise LookupError(f"the node has no link route to the pod's address {gateway}")
+            routes.append(
+                Route(dst=host, gateway=gateway, ifname=names[oif], metric=0, table=MAIN_TABLE)
+            )
+    return routes
+
+
+def node_reaches(host_netns: str, addresses: Iterable[str]) -> set[str]:
+    """Those of the addresses the node has a link route to (read only): a network whose host
+    side has no address on the node (a bridge without a gateway) cannot carry another."""
+    found: set[str] = set()
+    with _rtnl(host_netns) as ipr:
+        for address in addresses:
+            ip = ipaddress.ip_interface(address).ip
+            family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+            if _link_path(ipr, family, ip) is not None:
+                found.add(str(ip))
+    return found
+
+
+def install_host_routes(host_netns: str, routes: Iterable[Route]) -> None:
+    """Create or replace each route (onlink: the pod's address is the next hop on that link)."""
+    with _rtnl(host_netns) as ipr:
+        for route in routes:
+            ip, length = route.dst.split("/")
+            ipr.route(
+                "replace",
+                rtnl.RouteSpec(
+                    family=route.family,
+                    dst=ip,
+                    dst_len=int(length),
+                    table=route.table,
+                    oif=_require_link(ipr, host_netns, route.ifname or ""),
+                    gateway=route.gateway,
+                    proto=_RTPROT_STATIC,
+                    scope=_RT_SCOPE_UNIVERSE,
+                    type=_RTN_UNICAST,
+                    flags=_RTNH_F_ONLINK,
+                ),
+            )
+
+
+def bridge_host_routes(
+    host_netns: str, routes: Iterable[Route], before: Sequence[Route] = ()
+) -> None:
+    """For the moment of a retirement: each IPv4 address routed both ways, the node's old
+    path to it (the link route it is reached through now) and the new one, as one multipath
+    route; each IPv6 address straight onto its new path.
+
+    The pod's replies move from the old interface to the new one with one change in the pod,
+    the node's route with another, and nothing orders the two: with both next hops IPv4's
+    reverse-path check (rp_filter: any next hop's link) passes on either link, so no packet
+    is dropped in between. :func:`install_host_routes` then leaves the new path alone. The
+    old path is the route in `before` for the same address (it was carried already), else
+    the link route to it. IPv6's check (ip6tables rpfilter) looks at one next hop picked by
+    the flow's hash, and a neighbour solicitation it drops stalls the pod's replies for a
+    retransmission (1 s): there the new path comes first, before the pod's replies move
+    (their few packets in between may be dropped; its neighbour discovery is not).
+    """
+    routes = list(routes)
+    install_host_routes(host_netns, [r for r in routes if r.family == socket.AF_INET6])
+    with _rtnl(host_netns) as ipr:
+        for route in routes:
+            if route.family != socket.AF_INET:
+                continue
+            ip, length = route.dst.split("/")
+            new = _require_link(ipr, host_netns, route.ifname or "")
+            hops: list[tuple[int, str | None]] = [(new, route.gateway)]
+            was = next((b for b in before if b.dst == route.dst and b != route), None)
+            if was is not None:
+                old_index = _link_index(ipr, was.ifname or "")
+                if old_index is not None:
+                    hops.insert(0, (old_index, was.gateway))
+            else:
+                old = _link_path(ipr, route.family, ipaddress.ip_address(ip))
+                if old is not None and old != new:
+                    hops.insert(0, (old, None))
+            ipr.route(
+                "replace",
+                rtnl.RouteSpec(
+                    family=route.family,
+                    dst=ip,
+                    dst_len=int(length),
+                    table=route.table,
+                    proto=_RTPROT_STATIC,
+                    scope=_RT_SCOPE_UNIVERSE,
+                    type=_RTN_UNICAST,
+                    multipath=hops,
+                ),
+            )
+
+
+def _link_path(
+    ipr: rtnl.Rtnl, family: int, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+) -> int | None:
+    """The link of the most specific gateway-less main-table route to `address`, if any."""
+    best: rtnl.RouteMsg | None = None
+    for msg in _dump(ipr, family, MAIN_TABLE):
+        if msg.oif is None or msg.gateway is not None:
+            continue
+        net = ipaddress.ip_network(f"{msg.dst or _ANY[family]}/{msg.dst_len}")
+        if address in net and (best is None or msg.dst_len > best.dst_len):
+            best = msg
+    return best.oif if best is not None else None
+
+
+def remove_host_routes(host_netns: str, routes: Iterable[Route]) -> int:
+    """Delete each route if it is still exactly there (its link, its gateway); return how many.
+
+    A route that now goes elsewhere (another pod was given the address later) is left alone.
+    """
+    removed = 0
+    with _rtnl(host_netns) as ipr:
+        names = ipr.links()
+        for route in routes:
+            ip, length = route.dst.split("/")
+            for msg in _dump(ipr, route.family, route.table):
+                if (msg.dst, msg.dst_len, msg.gateway) != (ip, int(length), route.gateway):
+                    continue
+                if msg.oif is None or names.get(msg.oif) != route.ifname:
+                    continue
+                removed += _delete_route(ipr, msg)
+    return removed
+
+
 def delete_link(netns: str, ifname: str) -> bool:
     """Remove a leftover interface; False when it was not there."""
     with _rtnl(netns) as ipr:

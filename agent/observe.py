@@ -18,7 +18,9 @@ from agent.plan import Current, EarlierSwitch, Seen, parse_network_id, selection
 from netshift import annotations as ann
 from netshift import keys
 from netshift.attachments import AttachmentRecord, PodMeta
+from netshift.cni.results import result_ips
 from netshift.pod import Pod
+from netshift.podip import main_plugin
 from netshift.records import RecordStore
 
 log = logging.getLogger("netshift.agent")
@@ -36,6 +38,7 @@ class Observation:
     pod_meta: PodMeta | None
     switches: tuple[netlink.SwitchRecord, ...]
     netns_aliases: frozenset[str] = frozenset()  # recorded paths of this same namespace
+    node_reaches: frozenset[str] | None = None  # see Seen.node_reaches
 
     def seen(self) -> Seen:
         """The planner's view of it."""
@@ -56,10 +59,14 @@ class Observation:
                 if self.pod_meta is not None and self.pod_meta.container_id == self.sandbox_id
                 else None
             ),
+            pod_ips=frozenset(self.pod.pod_ips),
+            node_reaches=self.node_reaches,
         )
 
 
-def observe(pod: Pod, sandbox: Sandbox, store: RecordStore) -> Observation:
+def observe(
+    pod: Pod, sandbox: Sandbox, store: RecordStore, host_netns: str = netlink.HOST_NETNS
+) -> Observation:
     netns = sandbox.netns
     records = tuple(store.list_pod(pod.uid))
     links = {i.name: i for i in netlink.list_interfaces(netns)}
@@ -84,7 +91,23 @@ def observe(pod: Pod, sandbox: Sandbox, store: RecordStore) -> Observation:
         if meta
         else (),
         netns_aliases=aliases,
+        node_reaches=_node_reaches(records, host_netns),
     )
+
+
+def _node_reaches(records: tuple[AttachmentRecord, ...], host_netns: str) -> frozenset[str] | None:
+    """Which of the default's addresses the node routes to, when an old default may go."""
+    if not any(r.role == keys.PREVIOUS_DEFAULT and r.drain_until is not None for r in records):
+        return None
+    default = next((r for r in records if r.role == keys.DEFAULT), None)
+    if default is None:
+        return None
+    try:
+        return frozenset(
+            netlink.node_reaches(host_netns, result_ips(default.result or {}, default.interface))
+        )
+    except OSError:
+        return None
 
 
 def network_status(pod: Pod) -> list[ann.NetworkStatusEntry]:
@@ -111,6 +134,9 @@ def as_current(r: AttachmentRecord) -> Current:
         sandbox=r.container_id,
         netns=r.netns,
         adopted=r.adopted,
+        ips=tuple(ip.split("/")[0] for ip in result_ips(r.result or {}, r.interface)),
+        plugin=main_plugin(r.conflist),
+        carried_on=str(r.extra.get("carried_on", "")),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.plan import Attach
+from agent.plan import Attach, Retire
 from netshift.attachments import AttachmentRecord
 
 # A record's extra key: the node conf file its config came from (a NAD without spec.config).
@@ -45,4 +45,22 @@ class Problem:
     message: str
 
 
-Outcome = Attached | Detached | Switched | Problem
+@dataclass(frozen=True)
+class Retired:
+    """An old default removed, its reported addresses carried by the default interface."""
+
+    action: Retire
+    record: AttachmentRecord | None  # None: its record was gone
+    error: str = ""  # why a step failed ("" when done); the next reconcile finishes it
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A Remove that cannot be made safe: the old default stays."""
+
+    interface: str
+    network: str
+    why: str
+
+
+Outcome = Attached | Detached | Switched | Problem | Retired | Refused

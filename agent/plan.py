@@ -58,15 +58,18 @@ from netshift.keys import (
     FAILED,
     INCOMING_DEFAULT,
     PREVIOUS_DEFAULT,
+    RETIRED_DEFAULT,
     SECONDARY,
 )
 from netshift.pod import Pod
+from netshift.podip import carry_problem, reported_addresses
 from netshift.podstatus import SwitchPolicy, parse_switch_policy
 
 MAX_BACKOFF = 300.0
 SOURCE_TABLE_BASE = 1000  # policy-routing tables for old defaults: 1000, 1001, ...
 FAILED_RECHECK = 0.5  # a failed attachment whose retry is due is looked at this soon at least
 DRAIN_RECHECK = 0.1
+RETIRE_RECHECK = 1.0  # a retirement is looked at again this soon (finished, or tried again)
 # A network-status entry whose addresses are not on its live interface is another sandbox's
 # (netshift's own, or the runtime's not yet rewritten): its writer gets this long to rewrite
 # it after a sandbox appeared; then the interface is adopted by its name alone.
@@ -153,6 +156,9 @@ class Current:
     sandbox: str = ""  # the sandbox id it was attached in ("" unknown)
     netns: str = ""  # the netns path it was attached in ("" unknown)
     adopted: bool = False  # attached by someone else and taken over
+    ips: tuple[str, ...] = ()  # its addresses in the pod (no prefix), from its CNI result
+    plugin: str = ""  # the type of its network's main plugin ("" unknown)
+    carried_on: str = ""  # a retired default: the interface that carries its addresses now
 
     @property
     def failed(self) -> bool:
@@ -196,6 +202,12 @@ class Seen:
     addresses: Mapping[str, Collection[str]] | None = None
     # When the agent first saw this sandbox; None: now (it is new); 0: long ago (unknown).
     sandbox_since: float | None = 0.0
+    # The pod's IPs as Kubernetes reports them (status.podIPs): what a Remove must keep
+    # answering and reserved while the pod lives.
+    pod_ips: Collection[str] = ()
+    # The default interface's addresses that the node has a link route to (None: not looked
+    # at; observed when an old default may be removed).
+    node_reaches: Collection[str] | None = None
 
 
 def same_sandbox(sandbox: str, netns: str, now_sandbox: str, now_netns: Collection[str]) -> bool:
@@ -265,6 +277,37 @@ class Switch:
     drain_until: float | None  # when the old default is to be removed (Remove)
 
 
+@dataclass(frozen=True)
+class Retire:
+    """Remove an old default whose addresses Kubernetes reports as the pod's: carry them onto
+    `onto` (the default interface), delete the old interface, and keep the record: its CNI
+    DEL, which releases the addresses, waits until the pod is gone (a `Detach` then)."""
+
+    current: Current
+    onto: str
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Carry:
+    """Keep a retired default's reported addresses answering through interface `onto`;
+    `moving`: from the interface that carried them, which goes in this plan (they move
+    before it goes, with the node routing them both ways until its source rules are gone)."""
+
+    current: Current
+    onto: str
+    addresses: tuple[str, ...]
+    moving: bool = False
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """A Remove that cannot be made safe: the old default stays, as with Keep."""
+
+    current: Current
+    why: str
+
+
 @dataclass
 class Plan:
     problem: str = ""  # the wish cannot be read: nothing but bookkeeping is done
@@ -281,6 +324,9 @@ class Plan:
     attach: list[Attach] = field(default_factory=list)
     switch: Switch | None = None
     drain: list[Detach] = field(default_factory=list)  # previous defaults to remove now
+    retire: list[Retire] = field(default_factory=list)  # ... whose addresses the pod reports
+    carry: list[Carry] = field(default_factory=list)  # retired defaults' addresses to keep up
+    refuse: list[Refuse] = field(default_factory=list)  # Removes kept as Keep, and why
     waiting: list[Current] = field(default_factory=list)  # failed, backing off
     retry_in: float | None = None
 
@@ -436,7 +482,9 @@ def plan_pod(
         now,
         changed,
         retry,
+        seen,
     )
+    _plan_retired(plan, current, seen, now)
     return plan
 
 
@@ -488,7 +536,7 @@ def _bookkeeping(plan: Plan, seen: Seen, now: float, retry: Retry) -> list[Curre
             auto_named=auto,
         )
     for interface, c in list(held.items()):
-        if c.state == ATTACHED and interface not in seen.links:
+        if c.state == ATTACHED and interface not in seen.links and c.role != RETIRED_DEFAULT:
             # Gone behind the agent's back (e.g. `ip link del`): release its address and
             # forget it, so that it is attached again below if still wanted.
             plan.detach.append(_detach(c, "vanished", retry))
@@ -566,6 +614,7 @@ def _plan_default(
     now: float,
     changed: Collection[NetworkRef],
     retry: Retry,
+    seen: Seen | None = None,
 ) -> None:
     default = next((c for c in current if c.role == DEFAULT), None)
     incoming = [c for c in current if c.role == INCOMING_DEFAULT]
@@ -584,9 +633,75 @@ def _plan_default(
             continue
         if c.drain_until is not None:
             if now >= c.drain_until:
-                plan.drain.append(_detach(c, "drained", retry))
+                _plan_removal(plan, c, default, seen or Seen(()), retry)
             else:
                 plan.retry(c.drain_until - now)
+
+
+def _plan_removal(
+    plan: Plan, old: Current, default: Current | None, seen: Seen, retry: Retry
+) -> None:
+    """A drained old default goes: released at once when Kubernetes does not report its
+    addresses as the pod's; else retired (kept answering and reserved until the pod goes),
+    or, where the default network cannot carry them, kept."""
+    reported = reported_addresses(old.ips, seen.pod_ips)
+    if not reported:
+        plan.drain.append(_detach(old, "drained", retry))
+        return
+    if default is None or default.state != ATTACHED:
+        why = "no default network is attached to carry the pod IP Kubernetes reports"
+    else:
+        why = carry_problem(default.plugin, reported, default.ips) or _unreached(default, seen)
+    if why:
+        plan.refuse.append(Refuse(old, f"{default.interface if default else 'the default'}: {why}"))
+        return
+    assert default is not None
+    plan.retire.append(Retire(old, default.interface, reported))
+    plan.retry(RETIRE_RECHECK)
+
+
+def _unreached(default: Current, seen: Seen) -> str:
+    """Why the node cannot route through the default network ("" when it can, or unknown)."""
+    if seen.node_reaches is None:
+        return ""
+    missing = [ip for ip in default.ips if ip not in seen.node_reaches]
+    if not missing:
+        return ""
+    return (
+        f"the node has no route to the pod's address {missing[0]} on that network (its host "
+        "side has no address on the node, e.g. a bridge without isGateway)"
+    )
+
+
+def _plan_retired(plan: Plan, current: Sequence[Current], seen: Seen, now: float) -> None:
+    """Retired defaults: a retirement cut short is finished; the addresses of the others stay
+    where they are carried while that interface stays (a default switched away from keeps
+    them, with its source rules, as it keeps its own), else go to the default interface."""
+    onto = plan.switch.interface if plan.switch is not None else None
+    if onto is None:
+        onto = next((c.interface for c in current if c.role == DEFAULT), None)
+    leaving = {d.current.interface for d in (*plan.detach, *plan.drain)} | {
+        r.current.interface for r in plan.retire
+    }
+    carriers = {
+        c.interface
+        for c in current
+        if c.state == ATTACHED and c.role in (DEFAULT, PREVIOUS_DEFAULT)
+    } - leaving
+    for c in current:
+        if c.role != RETIRED_DEFAULT or onto is None:
+            continue
+        addresses = reported_addresses(c.ips, seen.pod_ips) or c.ips
+        if c.interface in seen.links:
+            if now < c.retry_at:  # a retirement that failed backs off
+                plan.retry(c.retry_at - now)
+            else:
+                plan.retire.append(Retire(c, onto, addresses))
+                plan.retry(RETIRE_RECHECK)
+        elif c.carried_on in carriers:
+            plan.carry.append(Carry(c, c.carried_on, addresses))
+        else:
+            plan.carry.append(Carry(c, onto, addresses, moving=bool(c.carried_on)))
 
 
 def _switch_target(

@@ -359,7 +359,7 @@ class Agent:
     ) -> tuple[float | None, Report]:
         """Observe, plan, execute; the report of it and when to look again. `changed`: the
         NADs added, changed or deleted since the pod was last looked at."""
-        obs = observe(pod, sandbox, self.store)
+        obs = observe(pod, sandbox, self.store, self.executor.host_netns)
         cluster = self.configs.cluster_net
         wish = Wish(pod.namespace, pod.annotations, cluster.name if cluster else None)
         plan = plan_pod(wish, obs.seen(), time.time(), changed, self.s.retry)

@@ -15,14 +15,21 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from agent.outcomes import NODE_CONF, Attached, Detached, Outcome, Problem, Switched
+from agent.outcomes import NODE_CONF, Attached, Detached, Outcome, Problem, Refused, Retired, Switched
 from agent.plan import network_id
 from netshift import annotations as ann
 from netshift import keys, podstatus
 from netshift.attachments import AttachmentRecord
 from netshift.cni.results import result_ips
 from netshift.cni.status import network_status_entry
-from netshift.keys import ATTACHED, ATTACHING, DEFAULT, DETACHING, INCOMING_DEFAULT
+from netshift.keys import (
+    ATTACHED,
+    ATTACHING,
+    DEFAULT,
+    DETACHING,
+    INCOMING_DEFAULT,
+    RETIRED_DEFAULT,
+)
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,28 @@ def events_of(o: Outcome, rollout: bool = False) -> list[Event]:
         if o.old is not None:
             message += f" (was {o.old.network} on {o.old.interface}; {o.old_default})"
         return [Event("DefaultNetworkSwitched", message)]
+    if isinstance(o, Retired | Refused):
+        return _removal_events(o)
     return []
+
+
+def _removal_events(o: Retired | Refused) -> list[Event]:
+    if isinstance(o, Refused):
+        message = (
+            f"oldDefault Remove not done: {o.network} stays on {o.interface} (as with Keep), "
+            f"because {o.why}"
+        )
+        return [Event("RemoveRefused", message, "Warning")]
+    r = o.action
+    addresses = ", ".join(r.addresses)
+    if o.error:
+        message = f"removing {r.current.interface}: {o.error}; tried again"
+        return [Event("RemoveIncomplete", message, "Warning")]
+    message = (
+        f"{network_id(r.current.ref)} removed from {r.current.interface}; {addresses} (the pod "
+        f"IP Kubernetes reports) answers through {r.onto} and stays reserved until the pod goes"
+    )
+    return [Event("OldDefaultRetired", message)]
 
 
 def _attach_event(o: Attached) -> Event:
@@ -125,6 +153,8 @@ def pod_status(
     switched_at: str,
 ) -> podstatus.PodNetStatus:
     old = podstatus.parse_status(annotations)
+    retired = [r for r in records if r.role == RETIRED_DEFAULT]
+    records = [r for r in records if r.role != RETIRED_DEFAULT]
     atts = [
         podstatus.AttachmentStatus(
             network=r.network,
@@ -149,6 +179,7 @@ def pod_status(
         or (str(default.extra.get("switched_at", "")) if default else "")
         or (old.switched_at if old else ""),
         message=message,
+        retained=sorted(ip for r in retired for ip in result_ips(r.result or {}, r.interface)),
     )
 
 
@@ -186,7 +217,7 @@ def merge_network_status(
         if rec is None and (entry.interface or "") not in gone:
             out.append(entry)
     for rec in sorted(records, key=lambda r: (r.role != DEFAULT, r.interface)):
-        if rec.state != ATTACHED:
+        if rec.state != ATTACHED or rec.role == RETIRED_DEFAULT:
             continue
         prior = next((e for e in existing if e.interface == rec.interface), None)
         out.append(

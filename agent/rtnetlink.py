@@ -336,6 +336,16 @@ class Rtnl:
         body += attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed)
         self._request(RTM_DELADDR, 0, body, "address del")
 
+    def add_address(
+        self, family: int, index: int, address: str, prefixlen: int, flags: int
+    ) -> None:
+        """Add an address to interface `index` (``ip address add``); EEXIST when it is there."""
+        body = IFADDRMSG.pack(family, prefixlen, flags & 0xFF, 0, index)
+        packed = _pton(address)
+        body += attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed)
+        body += attr(IFA_FLAGS, struct.pack("=I", flags))
+        self._request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, "address add")
+
     def delete_link(self, index: int) -> None:
         self._request(RTM_DELLINK, 0, IFINFOMSG.pack(0, 0, index, 0, 0), "link del")
 

@@ -99,6 +99,7 @@ def read_cluster(kube: Kube) -> tuple[Snapshot, dict[str, str]]:
         profile_path,
     )
     from netshift.pod import Pod
+    from netshift.podip import nad_main_plugin
     from netshift.policy import Profile, ProfileError, profile_from_object
 
     profiles: list[Profile] = []
@@ -114,17 +115,19 @@ def read_cluster(kube: Kube) -> tuple[Snapshot, dict[str, str]]:
     }
     pods = [Pod.from_object(o) for o in kube.get(pod_path(), **RUNNING_PODS).get("items", [])]
     try:
-        configs = {object_key(o): nad_spec_config(o) for o in kube.get(nad_path()).get("items", [])}
+        nad_objects = kube.get(nad_path()).get("items", [])
     except ApiError as err:
         if err.status != 404:
             raise
-        configs = {}  # no NAD CRD: no NAD exists
+        nad_objects = []  # no NAD CRD: no NAD exists
+    configs = {object_key(o): nad_spec_config(o) for o in nad_objects}
     snapshot = Snapshot(
         profiles=sorted(profiles, key=lambda p: p.name),
         namespaces=namespaces,
         pods=pods,
         nads=set(configs),
         invalid_profiles=invalid,
+        nad_plugins={object_key(o): nad_main_plugin(o) for o in nad_objects},
     )
     return snapshot, configs
 
@@ -297,6 +300,12 @@ def render(plan: ProfilePlan, checks: Sequence[NetworkCheck] = ()) -> str:
     else:
         lines.append("  selects no namespace")
     for ns in plan.namespaces:
+        if ns.after_remove or ns.remove_problem:
+            lines += [
+                "",
+                f"{ns.namespace}: "
+                + "; ".join(t for t in (ns.after_remove, ns.remove_problem) if t),
+            ]
         if ns.sample:
             lines += ["", f"{ns.namespace}: sample pod {ns.sample}", *_diff_lines(ns.sample_diff)]
         if ns.new_pod and ns.changes_hands:
@@ -317,7 +326,9 @@ def render(plan: ProfilePlan, checks: Sequence[NetworkCheck] = ()) -> str:
             + ", ".join(plan.missing_networks)
         )
     lines += [f"NOT SAFE to apply: {p}" for p in problems]
-    if not plan.missing_networks and not problems:
+    if plan.remove_problems:
+        lines.append("NOT SAFE to apply: " + "; ".join(plan.remove_problems))
+    if not plan.missing_networks and not problems and not plan.remove_problems:
         lines.append("safe to apply")
     return "\n".join(lines)
 

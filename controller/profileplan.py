@@ -30,7 +30,9 @@ from controller.rollout import (
     plan_rollout,
     required_networks,
 )
+from netshift.keys import DEFAULT_NETWORK_KEY
 from netshift.pod import Pod
+from netshift.podip import carry_problem
 from netshift.policy import (
     Profile,
     ProfileError,
@@ -94,6 +96,10 @@ class NamespacePlan:
     sample_diff: tuple[AnnotationChange, ...]
     new_pod: tuple[AnnotationChange, ...]  # what the webhook gives a pod created after it
     missing_networks: tuple[str, ...]  # NADs ("ns/name") the new winner needs that do not exist
+    # With oldDefault Remove: what reaches the switched pods by the IPs Kubernetes reports
+    # afterwards, and why that Remove cannot be made safe ("" when it can, or no Remove).
+    after_remove: str = ""
+    remove_problem: str = ""
 
     @property
     def changes_hands(self) -> bool:
@@ -125,6 +131,8 @@ class NamespacePlan:
             "sampleDiff": [c.to_json() for c in self.sample_diff],
             "newPod": [c.to_json() for c in self.new_pod],
             "missingNetworks": list(self.missing_networks),
+            "afterRemove": self.after_remove or None,
+            "removeProblem": self.remove_problem or None,
         }
 
 
@@ -141,9 +149,16 @@ class ProfilePlan:
         return tuple(sorted({n for ns in self.namespaces for n in ns.missing_networks}))
 
     @property
+    def remove_problems(self) -> tuple[str, ...]:
+        return tuple(
+            f"{ns.namespace}: {ns.remove_problem}" for ns in self.namespaces if ns.remove_problem
+        )
+
+    @property
     def safe(self) -> bool:
-        """Applying it is safe: it is valid and every network it needs exists."""
-        return not self.errors and not self.missing_networks
+        """Applying it is safe: it is valid, every network it needs exists, and a Remove of the
+        old default can keep the pod IPs Kubernetes reports answering."""
+        return not self.errors and not self.missing_networks and not self.remove_problems
 
     @property
     def existing_pods(self) -> str | None:
@@ -160,6 +175,7 @@ class ProfilePlan:
             "safe": self.safe,
             "errors": list(self.errors),
             "missingNetworks": list(self.missing_networks),
+            "removeProblems": list(self.remove_problems),
             "rollout": None
             if rollout is None
             else {
@@ -256,6 +272,9 @@ def _plan(
         changing = [p for p in pod_plans if p.state == PENDING]
         sample = changing[0] if changing else None
         new_pod = apply_profile({}, ns, winner_after) if touched and winner_after else {}
+        after_remove, remove_problem = _after_remove(
+            winner_after if touched else None, changing, current.nad_plugins
+        )
         rows.append(
             NamespacePlan(
                 namespace=ns,
@@ -276,9 +295,42 @@ def _plan(
                 missing_networks=_missing(ns, winner_after, after)
                 if touched and winner_after
                 else (),
+                after_remove=after_remove,
+                remove_problem=remove_problem,
             )
         )
     return ProfilePlan(name, action, (), new, tuple(rows))
+
+
+def _after_remove(
+    profile: Profile | None, changing: Sequence[PodPlan], plugins: Mapping[str, str] | None
+) -> tuple[str, str]:
+    """(what reaches the pods by their reported IPs after a Remove, why it cannot be made safe)
+    for the pods whose default network the rollout changes."""
+    if profile is None or profile.rollout.old_default != "Remove" or plugins is None:
+        return "", ""
+    targets = sorted(
+        {
+            str(p.changes[DEFAULT_NETWORK_KEY])
+            for p in changing
+            if p.changes.get(DEFAULT_NETWORK_KEY)
+        }
+    )
+    said, problems = [], []
+    for ref in targets:
+        plugin = plugins.get(ref)
+        if plugin is None:
+            continue  # a missing NAD: said so already
+        why = carry_problem(plugin, (), ())
+        if why:
+            problems.append(f"Remove onto {ref} is refused: {why}; the old default would stay")
+        else:
+            said.append(
+                f"after Remove, the pod IPs Kubernetes reports (kubelet probes, Services, "
+                f"NetworkPolicies) answer through {ref} ({plugin}) and stay reserved in the old "
+                "network's pool until each pod is deleted"
+            )
+    return "; ".join(said), "; ".join(problems)
 
 
 def _conflict(name: str, before: Resolution, after: Resolution) -> tuple[str, str]:

@@ -65,6 +65,7 @@ from netshift.kube import (
     record_event,
 )
 from netshift.pod import Pod
+from netshift.podip import nad_main_plugin
 from netshift.podstatus import desired_hash, is_settled
 from netshift.policy import Profile, ProfileError, profile_from_object, resolve
 from netshift.workqueue import Result, WorkQueue
@@ -333,8 +334,11 @@ class Controller:
         }
         pods = [Pod.from_object(o) for o in self._pod_writes.merge(self.pods.items())]
         nads: Collection[str] | None = None
+        plugins: dict[str, str] | None = None
         if self.options.check_networks:
-            nads = {object_key(o) for o in self.nads.items()}
+            objects = self.nads.items()
+            nads = {object_key(o) for o in objects}
+            plugins = {object_key(o): nad_main_plugin(o) for o in objects}
         return Snapshot(
             profiles=profiles,
             namespaces=namespaces,
@@ -342,6 +346,7 @@ class Controller:
             nads=nads,
             invalid_profiles=invalid,
             excluded_namespaces=self.options.excluded_namespaces,
+            nad_plugins=plugins,
         )
 
     def profile_object(self, name: str) -> JSON | None:

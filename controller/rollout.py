@@ -32,6 +32,7 @@ from netshift.keys import (
     SYSTEM_NAMESPACES,
 )
 from netshift.pod import Pod
+from netshift.podip import carry_problem
 from netshift.podstatus import (
     SwitchPolicy,
     desired_hash,
@@ -66,6 +67,8 @@ class Snapshot:
     nads: Collection[str] | None = None  # "ns/name" of every NAD; None: do not check
     invalid_profiles: Mapping[str, str] = field(default_factory=dict)  # name -> why unreadable
     excluded_namespaces: Collection[str] = SYSTEM_NAMESPACES
+    # "ns/name" -> the type of the NAD's main plugin (netshift.podip); None: not read
+    nad_plugins: Mapping[str, str] | None = None
 
     def winners(self) -> dict[str, Profile | None]:
         """The governing profile of every known namespace (None: no profile)."""
@@ -129,6 +132,9 @@ class RolloutPlan:
     blocked: str | None  # why no pod may start (None: not blocked)
     max_concurrent: int
     counts: Counts
+    # With oldDefault Remove: "ns/name: why" of each new default network that cannot carry
+    # the pod IPs Kubernetes reports (the agents keep those pods' old defaults instead).
+    remove_problems: tuple[str, ...] = ()
 
 
 def switch_policy_of(profile: Profile) -> str:
@@ -276,7 +282,25 @@ def plan_rollout(
         blocked=blocked,
         max_concurrent=max_concurrent,
         counts=_counts(pods, failed),
+        remove_problems=_remove_problems(profile, namespaces, snapshot),
     )
+
+
+def _remove_problems(
+    profile: Profile | None, namespaces: Sequence[str], snapshot: Snapshot
+) -> tuple[str, ...]:
+    """Which of the profile's new default networks cannot carry a retired pod IP
+    (netshift.podip): the agents refuse those Removes."""
+    if profile is None or profile.rollout.old_default != "Remove" or snapshot.nad_plugins is None:
+        return ()
+    found = set()
+    for ns in namespaces:
+        ref = apply_profile({}, ns, profile).get(DEFAULT_NETWORK_KEY)
+        plugin = snapshot.nad_plugins.get(ref) if ref else None
+        why = carry_problem(plugin, (), ()) if plugin is not None else ""
+        if why:
+            found.add(f"{ref}: {why}")
+    return tuple(sorted(found))
 
 
 def _conflicts(

@@ -35,6 +35,10 @@ MISSING_NETWORKS: Final = "MissingNetworks"
 ALL_CONVERGED: Final = "AllPodsConverged"
 PODS_FAILED: Final = "PodsFailed"
 NOT_CONVERGED: Final = "PodsNotConverged"
+# RemoveSafe (only for a profile with rollout.oldDefault Remove) and its reasons.
+REMOVE_SAFE: Final = "RemoveSafe"
+POD_IPS_CARRIED: Final = "PodIPsCarried"
+REMOVE_REFUSED: Final = "RemoveRefused"
 # Conflict reasons.
 OTHER_PROFILE_WINS: Final = "NamespaceGovernedByOtherProfile"
 NO_CONFLICT: Final = "NoConflict"
@@ -141,8 +145,30 @@ def conflict(plan: RolloutPlan) -> Condition:
     return Condition(CONFLICT, "True", OTHER_PROFILE_WINS, "; ".join(parts))
 
 
+def remove_safe(plan: RolloutPlan) -> Condition | None:
+    """Whether the agents can retire the old defaults (None: the profile keeps them)."""
+    if plan.profile is None or plan.profile.rollout.old_default != "Remove":
+        return None
+    if plan.remove_problems:
+        return Condition(
+            REMOVE_SAFE,
+            "False",
+            REMOVE_REFUSED,
+            "the old default stays (as with Keep) on pods switched onto "
+            + "; ".join(plan.remove_problems),
+        )
+    return Condition(
+        REMOVE_SAFE,
+        "True",
+        POD_IPS_CARRIED,
+        "the pod IPs Kubernetes reports keep answering through the new default network and "
+        "stay reserved in the old one until each pod is deleted",
+    )
+
+
 def conditions(plan: RolloutPlan) -> list[Condition]:
-    return [progressing(plan), complete(plan), conflict(plan)]
+    remove = remove_safe(plan)
+    return [progressing(plan), complete(plan), conflict(plan), *([remove] if remove else [])]
 
 
 def _condition_map(status: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:

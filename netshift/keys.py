@@ -66,3 +66,7 @@ SECONDARY: Final = "secondary"  # asked for by the networks annotation
 DEFAULT: Final = "default"  # carries the pod's default route
 PREVIOUS_DEFAULT: Final = "previous-default"  # the default before a live switch (Keep / drain)
 INCOMING_DEFAULT: Final = "incoming-default"  # attached for a switch, routes not moved yet
+# A removed old default whose addresses Kubernetes still reports as the pod's: its interface
+# is gone, its addresses answer through the default interface, and its CNI DEL (the release
+# of its addresses) waits until the pod is gone (netshift.podip).
+RETIRED_DEFAULT: Final = "retired-default"

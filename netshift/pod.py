@@ -33,6 +33,8 @@ class Pod:
     terminating: bool = False
     host_network: bool = False
     resource_version: str = ""
+    # status.podIPs as the kubelet reports them (learnt when the sandbox was created)
+    pod_ips: tuple[str, ...] = ()
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> Pod:
@@ -47,6 +49,7 @@ class Pod:
             terminating=bool(meta.get("deletionTimestamp")),
             host_network=bool((obj.get("spec") or {}).get("hostNetwork", False)),
             resource_version=str(meta.get("resourceVersion", "")),
+            pod_ips=_pod_ips(obj.get("status") or {}),
         )
 
     @property
@@ -79,3 +82,10 @@ class Pod:
             for k in (PROFILE_KEY, ROLLOUT_PROFILE_KEY)
             if self.annotations.get(k)
         }
+
+
+def _pod_ips(status: Mapping[str, Any]) -> tuple[str, ...]:
+    ips = [str(e.get("ip", "")) for e in status.get("podIPs") or () if isinstance(e, Mapping)]
+    if not ips and status.get("podIP"):
+        ips = [str(status["podIP"])]
+    return tuple(ip for ip in ips if ip)

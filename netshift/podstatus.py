@@ -93,6 +93,9 @@ class PodNetStatus:
     switched_at: str = ""
     message: str = ""
     updated_at: str = ""
+    # Addresses of removed old defaults that Kubernetes still reports as the pod's IPs: they
+    # answer through the default interface and stay reserved until the pod is deleted.
+    retained: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))

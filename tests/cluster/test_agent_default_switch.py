@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -141,7 +142,7 @@ def test_switching_the_default_network_moves_the_default_route_and_keeps_old_con
     assert ping(netns_of(other), new_ip[0])
 
 
-def test_switching_with_remove_retires_the_old_default_after_the_drain_and_releases_its_ip(
+def test_switching_with_remove_retires_the_old_default_and_holds_its_ip_until_the_pod_goes(
     kube: Kube, namespace: str, nets: Networks, cluster: LocalCluster
 ) -> None:
     pod = create_running_pod(kube, namespace, "web")
@@ -162,11 +163,11 @@ def test_switching_with_remove_retires_the_old_default_after_the_drain_and_relea
     assert default_route_ifnames(path) == ["net1"]
 
     wait_for(lambda: "eth0" not in interfaces(path), 20, what="eth0 removed after the drain")
-    wait_for(
-        lambda: old_ip not in cluster_ipam_ips(cluster),
-        10,
-        what=f"{old_ip} released in the node's host-local store",
-    )
+    # The kubelet (here the node simulator) reports old_ip as the pod IP: it answers through
+    # net1 and stays reserved until the pod goes.
+    assert old_ip in cluster_ipam_ips(cluster)
+    from_node = subprocess.run(["ping", "-n", "-q", "-c", "1", "-W", "2", old_ip], check=False)
+    assert from_node.returncode == 0, f"{old_ip} does not answer the node any more"
 
     def reported() -> bool:
         pod = kube.get(f"/api/v1/namespaces/{namespace}/pods/web")
@@ -181,8 +182,15 @@ def test_switching_with_remove_retires_the_old_default_after_the_drain_and_relea
     assert report is not None
     assert [a.interface for a in report.attachments] == ["net1"]
     assert report.default_interface == "net1" and report.switched_at
+    assert report.retained and report.retained[0].split("/")[0] == old_ip
     # Its source routing went with it.
     assert f"from {old_ip}" not in source_rules(path)
+    kube.delete(f"/api/v1/namespaces/{namespace}/pods/web")
+    wait_for(
+        lambda: old_ip not in cluster_ipam_ips(cluster),
+        30,
+        what=f"{old_ip} released in the node's host-local store once the pod is gone",
+    )
 
 
 def test_switching_back_to_the_cluster_network_reuses_the_kept_eth0(

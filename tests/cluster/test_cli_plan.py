@@ -281,6 +281,34 @@ def test_deleting_a_profile_that_does_not_exist_is_an_error() -> None:
     assert not plan.safe and plan.errors == ('NetworkProfile "nope" does not exist',)
 
 
+# --- oldDefault Remove: what reaches the pods by their reported IPs afterwards -----------------
+
+
+def test_a_remove_onto_a_network_that_routes_the_pod_ip_says_what_reaches_the_pods() -> None:
+    plugins = {n: "ptp" for n in NADS}
+    snap = cluster([], pods(2), nad_plugins=plugins)
+    plan = plan_apply(obj(default="net-b", oldDefault="Remove"), snap, NOW)
+    ns1 = row(plan, "ns1")
+    assert plan.safe and ns1.remove_problem == ""
+    assert "answer through ns1/net-b (ptp)" in ns1.after_remove
+    assert "reserved" in ns1.after_remove
+
+
+def test_a_remove_onto_a_network_that_cannot_carry_the_pod_ip_is_not_safe() -> None:
+    plugins = {**{n: "bridge" for n in NADS}, "ns1/net-b": "macvlan"}
+    snap = cluster([], pods(2), nad_plugins=plugins)
+    plan = plan_apply(obj(default="net-b", oldDefault="Remove"), snap, NOW)
+    assert not plan.safe
+    assert plan.remove_problems == (
+        "ns1: Remove onto ns1/net-b is refused: its network's plugin 'macvlan' cannot carry "
+        "the pod IP Kubernetes reports: the node cannot reach a macvlan pod through the parent "
+        "link (carriers: bridge, flannel, ptp); the old default would stay",
+    )
+    assert plan.to_json()["removeProblems"] == list(plan.remove_problems)
+    # Keep changes nothing on the old network: safe onto the same NAD.
+    assert plan_apply(obj(default="net-b"), snap, NOW).safe
+
+
 def test_the_json_form_is_plain_data() -> None:
     plan = plan_apply(obj(), cluster([], pods(1)), NOW)
     data = json.loads(json.dumps(plan.to_json()))

@@ -172,7 +172,7 @@ def test_a_profile_change_moves_20_running_pods_without_losing_a_probe(
         kube.delete(f"{PROFILES}/{name}")
 
 
-def test_with_old_default_remove_the_old_interface_goes_and_its_ip_returns_to_the_pool(
+def test_with_old_default_remove_the_old_interface_goes_and_its_ip_is_held_until_the_pod_goes(
     kube: Kube, namespace: str, agent: AgentProcess, controller: ControllerProcess, tmp_path: Path
 ) -> None:
     nets = Networks(kube, namespace, tmp_path)
@@ -190,8 +190,11 @@ def test_with_old_default_remove_the_old_interface_goes_and_its_ip_returns_to_th
             lambda: on_default(kube, namespace, f"{namespace}/new", 3), 90, what="pods on new"
         )
 
+        reported = {p["status"]["podIP"] for p in moved}
+        assert set(ipam_ips(nets.ipam, "old")) == reported
+
         def drained() -> bool:
-            return not ipam_ips(nets.ipam, "old") and all(
+            return all(
                 "eth0"
                 not in subprocess.run(
                     ["ip", "-n", f"netshift-{p['metadata']['uid']}", "-br", "link"],
@@ -201,8 +204,13 @@ def test_with_old_default_remove_the_old_interface_goes_and_its_ip_returns_to_th
                 for p in moved
             )
 
-        wait_for(drained, 30, what="old interfaces removed and their IPs released")
+        wait_for(drained, 30, what="old interfaces removed")
         assert len(ipam_ips(nets.ipam, "new")) == 3
+        # The pod IPs the node reports stay reserved in the old pool until the pods go.
+        assert set(ipam_ips(nets.ipam, "old")) == reported
+        for p in moved:
+            kube.delete(f"/api/v1/namespaces/{namespace}/pods/{p['metadata']['name']}")
+        wait_for(lambda: not ipam_ips(nets.ipam, "old"), 60, what="old IPs released")
     finally:
         nets.cleanup()
         kube.delete(f"{PROFILES}/{name}")

@@ -235,6 +235,40 @@ def test_removing_the_creation_time_default_releases_the_runtimes_reservation(
     assert c.reserved() == {}
 
 
+def test_removing_the_reported_default_defers_the_runtimes_release_to_the_pods_end(
+    containerd: Containerd, node: Node
+) -> None:
+    """When the kubelet reports eth0's address as the pod IP, `oldDefault: Remove` takes eth0
+    away but keeps the runtime's reservation (and the address answering through net1) until
+    the agent's clean-up DELs it under the runtime's container id."""
+    c, uid = containerd, new_uid()
+    node.blue["plugins"][0]["isGateway"] = True  # the node routes blue: it can carry eth0's IP
+    node.configs = NetworkConfigs(
+        {f"{NS}/blue": {"spec": {"config": json.dumps(node.blue)}}}.get, node.configs.cluster_net
+    )
+    node.executor.configs = node.configs
+    a = c.runp(uid, "web-0")
+    obj = make_pod(c, node, uid, a)
+    eth0_ip = live_ips(c.netns(a))["eth0"][0]
+    obj["status"]["podIP"] = eth0_ip
+    obj["status"]["podIPs"] = [{"ip": eth0_ip}]
+    annotations = obj["metadata"]["annotations"]
+    del annotations[keys.NETWORKS_KEY]
+    node.reconcile(uid)  # adopts eth0
+    annotations[keys.DEFAULT_NETWORK_KEY] = f"{NS}/blue"
+    annotations[keys.SWITCH_POLICY_KEY] = json.dumps({"oldDefault": "Remove", "drainSeconds": 0})
+    node.reconcile(uid)  # switch to net1
+    node.reconcile(uid)  # drain: eth0 retired
+    live = live_ips(c.netns(a))
+    assert "eth0" not in live and eth0_ip in live["net1"], live
+    assert c.reserved().get(eth0_ip) == a, f"eth0's address is held: {c.reserved()}"
+    assert node.executor.cleanup(uid)
+    assert eth0_ip not in {ip.split("/")[0] for ip in c.reserved()}, c.reserved()
+    c.stopp(a)  # the runtime's own DEL of eth0 (idempotent) succeeds after ours
+    c.rmp(a)
+    assert c.reserved() == {}
+
+
 def test_what_multus_recreated_in_the_new_sandbox_is_adopted_not_plugged_again(
     containerd: Containerd, node: Node
 ) -> None:

@@ -338,11 +338,12 @@ def test_a_rollout_switches_4_real_pods_a_b_a_b_with_keep_and_loses_nothing(lab:
             lab.kube.delete(f"{PROFILES}/{name}")
 
 
-def test_a_rollout_with_remove_releases_multus_eth0_and_loses_nothing_on_the_way(
+def test_a_rollout_with_remove_retires_multus_eth0_and_loses_nothing_on_the_way(
     lab: Lab,
 ) -> None:
+    """The pod IPs (eth0's, on A) keep answering through B after eth0 goes, and stay reserved
+    in A's pool until the pods are deleted."""
     name = f"swrm-{lab.namespace}"
-    # Long enough for the 4 switches to be counted before the first old address goes.
     drain = 15
     prof = namespace_profile(
         name, lab.namespace, "a", maxConcurrent=PODS, oldDefault="Remove", drainSeconds=drain
@@ -351,6 +352,9 @@ def test_a_rollout_with_remove_releases_multus_eth0_and_loses_nothing_on_the_way
     try:
         url = f"http://{service(lab.kube, lab.namespace, 'web', {'app': 'web'})}/"
         old = [p["status"]["podIP"] for p in before.values()]
+        bridge_b = next(k for k, v in lab.topo.bridges.items() if v == lab.subnets["b"])
+        for ip in old:
+            lab.topo.allow(ip, bridge_b)  # carried through B once eth0 is retired
         probes_old = Probes(lab, old, url, _client_pods(lab, "old", PODS))
         lab.kube.patch_merge(f"{PROFILES}/{name}", {"spec": {"defaultNetwork": lab.network("b")}})
         patched = time.monotonic() - probes_old.started
@@ -370,29 +374,31 @@ def test_a_rollout_with_remove_releases_multus_eth0_and_loses_nothing_on_the_way
         timeline = (
             f"patched at {patched:.2f}s, switched by {time.monotonic() - probes_old.started:.2f}s"
         )
-        # Counted while the old interfaces drain: the switch itself lost nothing.
-        counted_old, problems_old = probes_old.stop()
         new = {p["metadata"]["uid"]: _default_of(p) for p in moved}
         probes_new = Probes(
             lab, [ips[0] for _, ips in new.values()], None, _client_pods(lab, "new", PODS)
         )
 
-        # After the drain the agent DELs Multus's eth0 with the config that made it.
-        eventually(
-            lambda: not store_addresses(lab.stores["a"]), drain + 45, "A's addresses released"
-        )
-
         def retired() -> list[dict[str, Any]] | None:
-            # Converged on B and reporting B's interface alone: eth0's DEL is in the report.
+            # Converged on B and reporting B's interface alone, eth0's address retained.
             items = _all_settled_on(lab, "b")
             return (
                 items
-                if items and all(_interfaces(p) == [_default_of(p)[0]] for p in items)
+                if items
+                and all(_interfaces(p) == [_default_of(p)[0]] for p in items)
+                and all(
+                    (st := podstatus.parse_status(p["metadata"]["annotations"]))
+                    and [ip.split("/")[0] for ip in st.retained] == [p["status"]["podIP"]]
+                    for p in items
+                )
                 else None
             )
 
-        settled = wait_for(retired, 30, what="pods converged on B, eth0 gone from their status")
+        settled = wait_for(retired, drain + 45, what="pods converged on B, eth0 retired")
+        # Counted across the switch and the retirement: the old addresses kept answering.
+        counted_old, problems_old = probes_old.stop()
         counted_new, problems_new = probes_new.stop()
+        assert store_addresses(lab.stores["a"]) == set(old), "the pod IPs are held in A"
         leaks = {k: v for k, v in lab.topo.leaked().items() if v}
         print(
             f"remove A>B: {counted_old}+{counted_new} echoes, {probes_old.requests} Service "
@@ -413,7 +419,8 @@ def test_a_rollout_with_remove_releases_multus_eth0_and_loses_nothing_on_the_way
             assert f"dev {ifname}" in default_route(lab.cluster, lab.namespace, pname)
         assert store_addresses(lab.stores["b"]) == {ips[0] for _, ips in new.values()}
 
-        # Multus DELs its (already released) eth0 at teardown; the agent DELs B's.
+        # Multus DELs eth0 at teardown, the agent the retired eth0 (that second DEL releases
+        # nothing another pod holds) and B's.
         lab.kube.delete(f"/apis/apps/v1/namespaces/{lab.namespace}/deployments/web")
         eventually(lambda: not lab.pods(), 90, "the pods deleted")
         eventually(lambda: not lab.leaked_addresses(), 60, "every address back in host-local")

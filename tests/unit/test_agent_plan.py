@@ -41,6 +41,7 @@ from netshift.keys import (
     FAILED,
     INCOMING_DEFAULT,
     PREVIOUS_DEFAULT,
+    RETIRED_DEFAULT,
     SECONDARY,
 )
 
@@ -77,6 +78,7 @@ def plan(
     switches: Sequence[EarlierSwitch] = (),
     cluster: str | None = CLUSTER,
     now: float = NOW,
+    pod_ips: Sequence[str] = (),
 ) -> Plan:
     annotations = {keys.NETWORKS_KEY: networks} if networks else {}
     if default is not None:
@@ -85,7 +87,8 @@ def plan(
         annotations[keys.SWITCH_POLICY_KEY] = json.dumps(policy)
     if links is None:
         links = [c.interface for c in current] + [e.interface or "" for e in status]
-    return plan_pod(Wish(NS, annotations, cluster), Seen(current, status, links, switches), now)
+    seen = Seen(current, status, links, switches, pod_ips=frozenset(pod_ips))
+    return plan_pod(Wish(NS, annotations, cluster), seen, now)
 
 
 def attached_names(p: Plan) -> list[str]:
@@ -354,6 +357,105 @@ def test_a_draining_old_default_switched_back_to_is_reused_not_removed() -> None
     old = Current(NetworkRef("", CLUSTER), "eth0", ATTACHED, PREVIOUS_DEFAULT, drain_until=NOW)
     p = plan("", [old, Current(ref("fast"), "net1", ATTACHED, DEFAULT)])
     assert p.drain == [] and p.switch is not None and p.switch.interface == "eth0"
+
+
+# -- Remove of an old default whose addresses Kubernetes reports (netshift.podip) ----------------
+
+POD_IP = "10.244.0.7"
+OLD = Current(
+    NetworkRef("", CLUSTER), "eth0", ATTACHED, PREVIOUS_DEFAULT, drain_until=NOW, ips=(POD_IP,)
+)
+
+
+def new_default(plugin: str = "ptp", ips: tuple[str, ...] = ("10.250.0.3",)) -> Current:
+    return Current(ref("fast"), "net1", ATTACHED, DEFAULT, ips=ips, plugin=plugin)
+
+
+def test_a_drained_old_default_holding_the_reported_pod_ip_is_retired_not_released() -> None:
+    for plugin in ("ptp", "bridge"):
+        p = plan("", [OLD, new_default(plugin)], default="fast", pod_ips=[POD_IP])
+        assert p.drain == [] and p.refuse == [] and p.detach == []
+        assert [(r.current.interface, r.onto, r.addresses) for r in p.retire] == [
+            ("eth0", "net1", (POD_IP,))
+        ]
+
+
+def test_a_drained_old_default_whose_addresses_are_not_reported_is_released_at_once() -> None:
+    p = plan("", [OLD, new_default()], default="fast", pod_ips=["10.250.9.9"])
+    assert [(d.current.interface, d.why) for d in p.drain] == [("eth0", "drained")]
+    assert p.retire == [] and p.refuse == []
+
+
+def test_a_remove_onto_a_network_that_cannot_carry_the_pod_ip_keeps_the_old_default() -> None:
+    for plugin in ("macvlan", "ipvlan", "calico", "somethingnew"):
+        p = plan("", [OLD, new_default(plugin)], default="fast", pod_ips=[POD_IP])
+        assert p.drain == [] and p.retire == [] and p.detach == []
+        (refused,) = p.refuse
+        assert refused.current.interface == "eth0" and repr(plugin) in refused.why, refused.why
+
+
+def test_a_remove_onto_a_network_without_the_pod_ips_family_is_refused() -> None:
+    old = replace(OLD, ips=(POD_IP, "fd00::7"))
+    p = plan("", [old, new_default()], default="fast", pod_ips=[POD_IP, "fd00::7"])
+    (refused,) = p.refuse
+    assert "no IPv6 address" in refused.why and "fd00::7" in refused.why
+
+
+def test_a_remove_onto_a_network_the_node_does_not_route_to_is_refused() -> None:
+    old, new = OLD, new_default("bridge")
+    links = ["eth0", "net1"]
+    seen = Seen([old, new], links=links, pod_ips={POD_IP}, node_reaches=set())
+    p = plan_pod(Wish(NS, {keys.DEFAULT_NETWORK_KEY: f"{NS}/fast"}, CLUSTER), seen, NOW)
+    (refused,) = p.refuse
+    assert "no route to the pod's address 10.250.0.3" in refused.why and p.retire == []
+    seen = replace(seen, node_reaches={"10.250.0.3"})
+    p = plan_pod(Wish(NS, {keys.DEFAULT_NETWORK_KEY: f"{NS}/fast"}, CLUSTER), seen, NOW)
+    assert [r.current.interface for r in p.retire] == ["eth0"] and p.refuse == []
+
+
+def test_a_retirement_that_failed_backs_off() -> None:
+    retired = replace(OLD, role=RETIRED_DEFAULT, drain_until=None, retry_at=NOW + 4)
+    p = plan("", [retired, new_default()], default="fast", pod_ips=[POD_IP])
+    assert p.retire == [] and p.retry_in == 4
+
+
+def test_a_retired_default_is_never_taken_for_vanished_nor_re_plugged() -> None:
+    retired = replace(OLD, role=RETIRED_DEFAULT, drain_until=None)
+    p = plan("", [retired, new_default()], default="fast", links=["net1"], pod_ips=[POD_IP])
+    assert p.detach == [] and p.attach == [] and p.drain == [] and p.switch is None
+    assert p.retire == []
+    assert [(c.current.interface, c.onto, c.addresses) for c in p.carry] == [
+        ("eth0", "net1", (POD_IP,))
+    ]
+
+
+def test_a_retirement_cut_short_while_its_interface_is_there_is_finished() -> None:
+    retired = replace(OLD, role=RETIRED_DEFAULT, drain_until=None)
+    p = plan("", [retired, new_default()], default="fast", pod_ips=[POD_IP])
+    assert [(r.current.interface, r.onto) for r in p.retire] == [("eth0", "net1")]
+    assert p.carry == [] and p.retry_in is not None
+
+
+def test_a_retired_defaults_address_stays_on_its_carrier_until_that_goes() -> None:
+    retired = replace(OLD, role=RETIRED_DEFAULT, drain_until=None, carried_on="net1")
+    # A switch away from net1: net1 keeps carrying it (with its own source rules).
+    p = plan("", [retired, new_default()], default="other", links=["net1"], pod_ips=[POD_IP])
+    assert p.switch is not None and p.switch.interface == "net2"
+    assert [(c.onto, c.moving) for c in p.carry] == [("net1", False)]
+    # net1 drained later: the address moves to the default first.
+    draining = replace(new_default(), role=PREVIOUS_DEFAULT, drain_until=NOW)
+    now_default = Current(ref("other"), "net2", ATTACHED, DEFAULT, ips=("10.9.0.2",), plugin="ptp")
+    links = ["net1", "net2"]
+    p = plan("", [retired, draining, now_default], default="other", links=links, pod_ips=[POD_IP])
+    assert [d.current.interface for d in p.drain] == ["net1"]
+    assert [(c.onto, c.moving) for c in p.carry] == [("net2", True)]
+
+
+def test_a_retired_default_of_a_replaced_sandbox_is_released() -> None:
+    retired = replace(OLD, role=RETIRED_DEFAULT, drain_until=None, sandbox="old", netns="/x")
+    seen = Seen([retired], links=["eth0"], sandbox="new", netns="/y", pod_ips={"10.244.0.9"})
+    p = plan_pod(Wish(NS, {}, CLUSTER), seen, NOW)
+    assert [(d.current.interface, d.why) for d in p.release] == [("eth0", "recreated")]
 
 
 # -- when to look again --------------------------------------------------------------------------

@@ -67,3 +67,52 @@ def test_a_failure_in_a_rollout_is_still_a_warning_on_the_pod() -> None:
     annotations = rolled_out({DEFAULT_NETWORK_KEY: "ns/old"}, "ns/new")
     failed = Detached(record("eth0", "ns/old"), attempt=2, retry_in=2.0, error="plugin failed")
     assert reasons(annotations, [failed]) == [("DetachFailed", "Warning")]
+
+
+def test_a_retired_default_leaves_the_status_lists_and_is_named_as_retained() -> None:
+    from dataclasses import replace
+
+    from agent.outcomes import Refused, Retired
+    from agent.plan import Current, Retire
+    from netshift.annotations import NetworkRef, NetworkStatusEntry
+    from netshift.keys import ATTACHED, DEFAULT, RETIRED_DEFAULT
+    from netshift.podstatus import parse_status
+
+    def result(ip: str, ifname: str) -> dict[str, object]:
+        return {
+            "interfaces": [{"name": ifname, "sandbox": "/n"}],
+            "ips": [{"address": ip, "interface": 0}],
+        }
+
+    old = replace(
+        record("eth0", "cluster"),
+        state=ATTACHED,
+        role=RETIRED_DEFAULT,
+        result=result("10.244.0.7/24", "eth0"),
+    )
+    new = replace(
+        record("net1", "ns/new"),
+        state=ATTACHED,
+        role=DEFAULT,
+        result=result("10.250.0.3/24", "net1"),
+    )
+    multus = NetworkStatusEntry(name="cluster", interface="eth0", ips=["10.244.0.7"], default=True)
+    action = Retire(Current(NetworkRef("", "cluster"), "eth0", ATTACHED), "net1", ("10.244.0.7",))
+    report = build_report(
+        {DEFAULT_NETWORK_KEY: "ns/new"},
+        [multus],
+        [old, new],
+        [Retired(action, old), Refused("net2", "ns/x", "its plugin 'macvlan' cannot")],
+        (),
+        NOW,
+    )
+    status = parse_status(dict(report.changes))  # type: ignore[arg-type]
+    assert status is not None
+    assert [a.interface for a in status.attachments] == ["net1"]
+    assert status.retained == ["10.244.0.7/24"]
+    assert '"eth0"' not in str(report.changes.get("k8s.v1.cni.cncf.io/network-status"))
+    assert [(e.reason, e.type) for e in report.events] == [
+        ("OldDefaultRetired", "Normal"),
+        ("RemoveRefused", "Warning"),
+    ]
+    assert "10.244.0.7" in report.events[0].message and "macvlan" in report.events[1].message

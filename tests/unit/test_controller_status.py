@@ -132,3 +132,24 @@ def test_events_follow_condition_changes_only() -> None:
     lost = build_status(plan("low", snap), 1, None, T0)
     events = transition_events(plan("low", snap), None, lost)
     assert [(e.reason, e.type) for e in events] == [("Conflict", "Warning")]
+
+
+def test_remove_onto_a_network_that_cannot_carry_the_pod_ip_is_a_false_remove_safe() -> None:
+    from controller.status import POD_IPS_CARRIED, REMOVE_REFUSED, REMOVE_SAFE
+
+    prof = profile(oldDefault="Remove", drainSeconds=5)
+    plugins = {"ns1/net-b": "macvlan", "ns2/net-b": "bridge"}
+    refused = build_status(
+        plan("blue", snapshot([prof], pods(1), nad_plugins=plugins)), 1, None, T0
+    )
+    assert cond(refused, REMOVE_SAFE) == ("False", REMOVE_REFUSED)
+    message = str(condition_of(refused, REMOVE_SAFE)["message"])
+    assert "ns1/net-b: its network's plugin 'macvlan'" in message and "ns2" not in message
+    carried = {"ns1/net-b": "ptp", "ns2/net-b": "bridge"}
+    safe = build_status(plan("blue", snapshot([prof], pods(1), nad_plugins=carried)), 1, None, T0)
+    assert cond(safe, REMOVE_SAFE) == ("True", POD_IPS_CARRIED)
+    # Keep: no such condition at all.
+    kept = build_status(
+        plan("blue", snapshot([profile()], pods(1), nad_plugins=plugins)), 1, None, T0
+    )
+    assert condition_of(kept, REMOVE_SAFE) == {}
