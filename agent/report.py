@@ -15,7 +15,16 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from agent.outcomes import NODE_CONF, Attached, Detached, Outcome, Problem, Refused, Retired, Switched
+from agent.outcomes import (
+    NODE_CONF,
+    Attached,
+    Detached,
+    Outcome,
+    Problem,
+    Refused,
+    Retired,
+    Switched,
+)
 from agent.plan import network_id
 from netshift import annotations as ann
 from netshift import keys, podstatus
