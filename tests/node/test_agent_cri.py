@@ -208,12 +208,23 @@ def test_attachments_carry_the_sandbox_id_and_a_recreated_sandbox_is_rebuilt(
     assert c.reserved() == {}
 
 
+def _blue_gives_a_default_route(node: Node) -> None:
+    """blue as a default network: its IPAM hands out a default route (a network whose CNI
+    result has none is refused as a default, docs/agent.md)."""
+    node.blue["plugins"][0]["ipam"]["routes"] = [{"dst": "0.0.0.0/0"}]
+    node.configs = NetworkConfigs(
+        {f"{NS}/blue": {"spec": {"config": json.dumps(node.blue)}}}.get, node.configs.cluster_net
+    )
+    node.executor.configs = node.configs
+
+
 def test_removing_the_creation_time_default_releases_the_runtimes_reservation(
     containerd: Containerd, node: Node
 ) -> None:
     """`oldDefault: Remove` DELs the adopted eth0 under the runtime's container id (the sandbox
     id), so host-local finds the runtime's reservation and frees it at once."""
     c, uid = containerd, new_uid()
+    _blue_gives_a_default_route(node)
     a = c.runp(uid, "web-0")
     obj = make_pod(c, node, uid, a)
     eth0_ip = live_ips(c.netns(a))["eth0"][0]
