@@ -219,6 +219,28 @@ def _params() -> list[Param]:
             ),
         ),
         Param(
+            "agent.multusConfHostPath",
+            "The node's Multus conf dir (a hostPath): a NAD without spec.config names a CNI "
+            "conf file there (docs/agent.md).",
+            {"type": "string", "minLength": 1},
+            (
+                Target(
+                    *AGENT[:2],
+                    (
+                        "spec",
+                        "template",
+                        "spec",
+                        "volumes",
+                        {"name": "multus-conf"},
+                        "hostPath",
+                        "path",
+                    ),
+                    "inline",
+                    "{{ .Values.agent.multusConfHostPath | quote }}",
+                ),
+            ),
+        ),
+        Param(
             "agent.extraVolumes",
             "Volumes added to the agent pod's (e.g. the node's CNI directories elsewhere).",
             OBJECT_LIST,

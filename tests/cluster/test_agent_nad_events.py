@@ -108,7 +108,7 @@ def test_a_default_network_created_after_the_annotation_is_switched_to_at_its_cr
     failed_first(kube, namespace, agent, uid, "net1", "does not exist")
     assert default_route_ifnames(path) == ["eth0"]
 
-    nets.bridge("fast", is_gateway=True)
+    nets.bridge("fast", is_gateway=True, default_route=True)  # a default network gives one
     pod = wait_settled(kube, namespace, "web", keys.CONVERGED)
 
     report = agent_status(pod)

@@ -68,6 +68,7 @@ def local_values(node: RealNode) -> dict[str, Any]:
     assert agent["args"][: len(base_args)] == base_args
     volumes = {v["name"]: v for v in agent_pod["volumes"]}
     state = volumes.pop("state")
+    multus_conf = volumes.pop("multus-conf")
     return {
         # manifests/overlays/local: the image is imported, never pulled.
         "image": {"repository": image["newName"], "tag": image["newTag"], "pullPolicy": "Never"},
@@ -75,6 +76,7 @@ def local_values(node: RealNode) -> dict[str, Any]:
             "extraArgs": agent["args"][len(base_args) :],
             "extraEnv": agent["env"],
             "stateHostPath": state["hostPath"]["path"],
+            "multusConfHostPath": multus_conf["hostPath"]["path"],
             "extraVolumes": list(volumes.values()),
             "extraVolumeMounts": agent["volumeMounts"],
         },

@@ -110,7 +110,21 @@ def test_with_every_webhook_replica_gone_only_selected_namespaces_refuse_pods(
                     )
                     with pytest.raises(ApiError):
                         real_kube.create(f"/api/v1/namespaces/{late}/pods", busybox_pod("p"))
-            # Back: the selected namespace gets its pods again, through the webhook.
+
+            # Back: the selected namespace gets its pods again, through the webhook, once
+            # kube-proxy sends the Service to the new endpoints (until its next sync it still
+            # REJECTs, "connection refused", a moment after they are ready).
+            def admitted() -> bool:
+                try:
+                    real_kube.create(
+                        f"/api/v1/namespaces/{selected}/pods", busybox_pod("a"), dryRun="All"
+                    )
+                except ApiError as err:
+                    assert "connection refused" in str(err), err
+                    return False
+                return True
+
+            eventually(admitted, 30, "the Service to reach the webhook again")
             after = real_kube.create(f"/api/v1/namespaces/{selected}/pods", busybox_pod("a"))
             assert after["metadata"]["annotations"].get("netshift.io/profile") == name
             # Its profile gone, the namespace is no longer selected.
