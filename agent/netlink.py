@@ -1124,8 +1124,38 @@ def node_reaches(host_netns: str, addresses: Iterable[str]) -> set[str]:
     return found
 
 
+def node_soliciting(host_netns: str, addresses: Iterable[str]) -> set[str]:
+    """Those of the IPv6 addresses whose link on the node cannot solicit neighbours yet (read
+    only): the node asks for a next hop's link-layer address from its link-local address on
+    that link, and sends nothing while that address is tentative (duplicate address
+    detection, about 1-2 s after a network's bridge or veth is made). A route to a carried
+    address via the pod's new address would hold its packets until then."""
+    waiting: set[str] = set()
+    with _rtnl(host_netns) as ipr:
+        ready = {
+            a.index
+            for a in ipr.addresses(socket.AF_INET6)
+            if ipaddress.ip_address(a.address).is_link_local
+            and not a.flags & (_IFA_F_TENTATIVE | _IFA_F_DADFAILED)
+        }
+        for address in addresses:
+            ip = ipaddress.ip_interface(address).ip
+            if ip.version != 6:
+                continue
+            oif = _link_path(ipr, socket.AF_INET6, ip)
+            if oif is not None and oif not in ready:
+                waiting.add(str(ip))
+    return waiting
+
+
+# The metric of the node's old path to a carried IPv6 address while its replies move over:
+# above the kernel's default (1024) for the new one, so that one carries the traffic.
+_OLD_PATH_METRIC = 1536
+
+
 def install_host_routes(host_netns: str, routes: Iterable[Route]) -> None:
-    """Create or replace each route (onlink: the pod's address is the next hop on that link)."""
+    """Create or replace each route (onlink: the pod's address is the next hop on that link);
+    an old path left beside an IPv6 one by :func:`bridge_host_routes` goes."""
     with _rtnl(host_netns) as ipr:
         for route in routes:
             ip, length = route.dst.split("/")
@@ -1144,43 +1174,53 @@ def install_host_routes(host_netns: str, routes: Iterable[Route]) -> None:
                     flags=_RTNH_F_ONLINK,
                 ),
             )
+            _drop_old_paths(ipr, route)
+
+
+def _drop_old_paths(ipr: rtnl.Rtnl, route: Route) -> None:
+    ip, length = route.dst.split("/")
+    for msg in _dump(ipr, route.family, route.table):
+        if (msg.dst, msg.dst_len, msg.priority) == (ip, int(length), _OLD_PATH_METRIC):
+            _delete_route(ipr, msg)
 
 
 def bridge_host_routes(
     host_netns: str, routes: Iterable[Route], before: Sequence[Route] = ()
 ) -> None:
-    """For the moment of a retirement: each IPv4 address routed both ways, the node's old
-    path to it (the link route it is reached through now) and the new one, as one multipath
-    route; each IPv6 address straight onto its new path.
+    """For the moment of a retirement: the node routes each address along its new path and
+    still accepts the pod's replies along the old one.
 
     The pod's replies move from the old interface to the new one with one change in the pod,
-    the node's route with another, and nothing orders the two: with both next hops IPv4's
-    reverse-path check (rp_filter: any next hop's link) passes on either link, so no packet
-    is dropped in between. :func:`install_host_routes` then leaves the new path alone. The
-    old path is the route in `before` for the same address (it was carried already), else
-    the link route to it. IPv6's check (ip6tables rpfilter) looks at one next hop picked by
-    the flow's hash, and a neighbour solicitation it drops stalls the pod's replies for a
-    retransmission (1 s): there the new path comes first, before the pod's replies move
-    (their few packets in between may be dropped; its neighbour discovery is not).
+    the node's route with another, and nothing orders the two. The old path is the route in
+    `before` for the same address (it was carried already), else the link route to it.
+    IPv4's reverse-path check (rp_filter) passes on any next hop's link, so each IPv4 route
+    is one multipath route over both. IPv6's (ip6tables rpfilter) looks up the source with
+    the packet's link as the preferred one and picks, of the routes to that prefix, the first
+    through that link, but only one next hop of a multipath route: there the new path is the
+    route and the old one a second route of a higher metric (which carries nothing).
+    :func:`install_host_routes` then leaves the new path alone.
     """
     routes = list(routes)
-    install_host_routes(host_netns, [r for r in routes if r.family == socket.AF_INET6])
     with _rtnl(host_netns) as ipr:
         for route in routes:
-            if route.family != socket.AF_INET:
-                continue
             ip, length = route.dst.split("/")
             new = _require_link(ipr, host_netns, route.ifname or "")
-            hops: list[tuple[int, str | None]] = [(new, route.gateway)]
+            old: tuple[int, str | None] | None = None
             was = next((b for b in before if b.dst == route.dst and b != route), None)
             if was is not None:
                 old_index = _link_index(ipr, was.ifname or "")
                 if old_index is not None:
-                    hops.insert(0, (old_index, was.gateway))
+                    old = (old_index, was.gateway)
             else:
-                old = _link_path(ipr, route.family, ipaddress.ip_address(ip))
-                if old is not None and old != new:
-                    hops.insert(0, (old, None))
+                link = _link_path(ipr, route.family, ipaddress.ip_address(ip))
+                if link is not None and link != new:
+                    old = (link, None)
+            if route.family == socket.AF_INET6:
+                _bridge_v6(ipr, route, new, old)
+                continue
+            hops: list[tuple[int, str | None]] = [(new, route.gateway)]
+            if old is not None:
+                hops.insert(0, old)
             ipr.route(
                 "replace",
                 rtnl.RouteSpec(
@@ -1194,6 +1234,44 @@ def bridge_host_routes(
                     multipath=hops,
                 ),
             )
+
+
+def _bridge_v6(ipr: rtnl.Rtnl, route: Route, new: int, old: tuple[int, str | None] | None) -> None:
+    ip, length = route.dst.split("/")
+    if old is not None:
+        # First, so that no moment is without either path.
+        oif, gateway = old
+        ipr.route(
+            "replace",
+            rtnl.RouteSpec(
+                family=route.family,
+                dst=ip,
+                dst_len=int(length),
+                table=route.table,
+                oif=oif,
+                gateway=gateway,
+                priority=_OLD_PATH_METRIC,
+                proto=_RTPROT_STATIC,
+                scope=_RT_SCOPE_LINK if gateway is None else _RT_SCOPE_UNIVERSE,
+                type=_RTN_UNICAST,
+                flags=_RTNH_F_ONLINK if gateway is not None else 0,
+            ),
+        )
+    ipr.route(
+        "replace",
+        rtnl.RouteSpec(
+            family=route.family,
+            dst=ip,
+            dst_len=int(length),
+            table=route.table,
+            oif=new,
+            gateway=route.gateway,
+            proto=_RTPROT_STATIC,
+            scope=_RT_SCOPE_UNIVERSE,
+            type=_RTN_UNICAST,
+            flags=_RTNH_F_ONLINK,
+        ),
+    )
 
 
 def _link_path(
@@ -1226,6 +1304,7 @@ def remove_host_routes(host_netns: str, routes: Iterable[Route]) -> int:
                 if msg.oif is None or names.get(msg.oif) != route.ifname:
                     continue
                 removed += _delete_route(ipr, msg)
+            _drop_old_paths(ipr, route)
     return removed
 
 

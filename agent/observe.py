@@ -39,6 +39,7 @@ class Observation:
     switches: tuple[netlink.SwitchRecord, ...]
     netns_aliases: frozenset[str] = frozenset()  # recorded paths of this same namespace
     node_reaches: frozenset[str] | None = None  # see Seen.node_reaches
+    node_soliciting: frozenset[str] = frozenset()  # see Seen.node_soliciting
 
     def seen(self) -> Seen:
         """The planner's view of it."""
@@ -61,6 +62,7 @@ class Observation:
             ),
             pod_ips=frozenset(self.pod.pod_ips),
             node_reaches=self.node_reaches,
+            node_soliciting=self.node_soliciting,
         )
 
 
@@ -75,6 +77,7 @@ def observe(
     # Default routes matter only for interfaces someone else attached (their gateways).
     unheld = any(e.interface and e.interface not in held for e in entries)
     meta = store.get_pod_meta(pod.uid)
+    reaches, soliciting = _node_paths(records, host_netns)
     aliases = frozenset(
         r.netns for r in records if r.netns and r.netns != netns and same_namespace(r.netns, netns)
     )
@@ -91,23 +94,29 @@ def observe(
         if meta
         else (),
         netns_aliases=aliases,
-        node_reaches=_node_reaches(records, host_netns),
+        node_reaches=reaches,
+        node_soliciting=soliciting,
     )
 
 
-def _node_reaches(records: tuple[AttachmentRecord, ...], host_netns: str) -> frozenset[str] | None:
-    """Which of the default's addresses the node routes to, when an old default may go."""
+def _node_paths(
+    records: tuple[AttachmentRecord, ...], host_netns: str
+) -> tuple[frozenset[str] | None, frozenset[str]]:
+    """When an old default may go: which of the default's addresses the node routes to, and
+    which of those its link cannot solicit neighbours for yet (netlink.node_soliciting)."""
     if not any(r.role == keys.PREVIOUS_DEFAULT and r.drain_until is not None for r in records):
-        return None
+        return None, frozenset()
     default = next((r for r in records if r.role == keys.DEFAULT), None)
     if default is None:
-        return None
+        return None, frozenset()
+    ips = result_ips(default.result or {}, default.interface)
     try:
-        return frozenset(
-            netlink.node_reaches(host_netns, result_ips(default.result or {}, default.interface))
+        return (
+            frozenset(netlink.node_reaches(host_netns, ips)),
+            frozenset(netlink.node_soliciting(host_netns, ips)),
         )
     except OSError:
-        return None
+        return None, frozenset()
 
 
 def network_status(pod: Pod) -> list[ann.NetworkStatusEntry]:

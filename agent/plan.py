@@ -70,6 +70,7 @@ SOURCE_TABLE_BASE = 1000  # policy-routing tables for old defaults: 1000, 1001, 
 FAILED_RECHECK = 0.5  # a failed attachment whose retry is due is looked at this soon at least
 DRAIN_RECHECK = 0.1
 RETIRE_RECHECK = 1.0  # a retirement is looked at again this soon (finished, or tried again)
+NODE_LINK_RECHECK = 0.25  # a removal waiting for the node's link to the new default
 # A network-status entry whose addresses are not on its live interface is another sandbox's
 # (netshift's own, or the runtime's not yet rewritten): its writer gets this long to rewrite
 # it after a sandbox appeared; then the interface is adopted by its name alone.
@@ -208,6 +209,9 @@ class Seen:
     # The default interface's addresses that the node has a link route to (None: not looked
     # at; observed when an old default may be removed).
     node_reaches: Collection[str] | None = None
+    # Those of them whose link on the node cannot solicit neighbours yet (its IPv6 link-local
+    # address is tentative): a route through them would hold packets until it can.
+    node_soliciting: Collection[str] = ()
 
 
 def same_sandbox(sandbox: str, netns: str, now_sandbox: str, now_netns: Collection[str]) -> bool:
@@ -644,6 +648,13 @@ def _plan_removal(
     """A drained old default goes: released at once when Kubernetes does not report its
     addresses as the pod's; else retired (kept answering and reserved until the pod goes),
     or, where the default network cannot carry them, kept."""
+    waiting = [ip for ip in default.ips if ip in seen.node_soliciting] if default else []
+    if waiting:
+        # Carried addresses will be routed via the pod's address there, and a moment after
+        # a new network's bridge or veth appears the node cannot resolve it yet: the IPv6
+        # traffic to them would wait about a second. The old default stays until then.
+        plan.retry(NODE_LINK_RECHECK)
+        return
     reported = reported_addresses(old.ips, seen.pod_ips)
     if not reported:
         plan.drain.append(_detach(old, "drained", retry))

@@ -184,6 +184,7 @@ class AddrMsg:
     index: int
     address: str  # IFA_LOCAL, else IFA_ADDRESS
     prefixlen: int
+    flags: int = 0  # IFA_FLAGS (all 32 bits) when present, else the header's 8
 
 
 @dataclass(frozen=True)
@@ -293,13 +294,16 @@ class Rtnl:
         found: list[AddrMsg] = []
         body = IFADDRMSG.pack(family, 0, 0, 0, 0)
         for msg in dump(self.sock, RTM_GETADDR, body, RTM_NEWADDR):
-            fam, prefixlen, _flags, _scope, index = IFADDRMSG.unpack_from(msg)
+            fam, prefixlen, hdr_flags, _scope, index = IFADDRMSG.unpack_from(msg)
             at = attrs(msg, IFADDRMSG.size, len(msg))
             # For IPv4 IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer on
             # point-to-point links); IPv6 only sets IFA_ADDRESS unless a peer is configured.
             address = _ip(fam, at.get(IFA_LOCAL) or at.get(IFA_ADDRESS))
             if fam == family and address is not None:
-                found.append(AddrMsg(fam, index, address, prefixlen))
+                flags = _u32(at.get(IFA_FLAGS))
+                found.append(
+                    AddrMsg(fam, index, address, prefixlen, hdr_flags if flags is None else flags)
+                )
         return found
 
     # -- requests --------------------------------------------------------------------------

@@ -208,10 +208,13 @@ def test_attachments_carry_the_sandbox_id_and_a_recreated_sandbox_is_rebuilt(
     assert c.reserved() == {}
 
 
-def _blue_gives_a_default_route(node: Node) -> None:
+def _blue_gives_a_default_route(node: Node, *, gateway: bool = False) -> None:
     """blue as a default network: its IPAM hands out a default route (a network whose CNI
-    result has none is refused as a default, docs/agent.md)."""
+    result has none is refused as a default, docs/agent.md); with `gateway` the node has an
+    address on blue's bridge, so it routes blue (and can carry another address through it)."""
     node.blue["plugins"][0]["ipam"]["routes"] = [{"dst": "0.0.0.0/0"}]
+    if gateway:
+        node.blue["plugins"][0]["isGateway"] = True
     node.configs = NetworkConfigs(
         {f"{NS}/blue": {"spec": {"config": json.dumps(node.blue)}}}.get, node.configs.cluster_net
     )
@@ -253,11 +256,7 @@ def test_removing_the_reported_default_defers_the_runtimes_release_to_the_pods_e
     away but keeps the runtime's reservation (and the address answering through net1) until
     the agent's clean-up DELs it under the runtime's container id."""
     c, uid = containerd, new_uid()
-    node.blue["plugins"][0]["isGateway"] = True  # the node routes blue: it can carry eth0's IP
-    node.configs = NetworkConfigs(
-        {f"{NS}/blue": {"spec": {"config": json.dumps(node.blue)}}}.get, node.configs.cluster_net
-    )
-    node.executor.configs = node.configs
+    _blue_gives_a_default_route(node, gateway=True)  # the node routes blue: it carries eth0's IP
     a = c.runp(uid, "web-0")
     obj = make_pod(c, node, uid, a)
     eth0_ip = live_ips(c.netns(a))["eth0"][0]

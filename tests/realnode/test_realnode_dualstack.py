@@ -35,9 +35,20 @@ from localcluster.probe import SeqPing, Stream
 from localcluster.realdemo import main_default_route
 from localcluster.topology import V4, V6, Subnet, Topology, subnets
 from netshift import keys, podstatus
-from netshift.kube import ApiError, Kube, has_default_service_account, wait_for
+from netshift.kube import (
+    ApiError,
+    Kube,
+    deployment_path,
+    has_default_service_account,
+    namespace_path,
+    node_path,
+    pod_path,
+    profile_path,
+    service_path,
+    wait_for,
+)
 from support import timeouts
-from support.builders import PROFILES, bridge_config, create_nad, namespace_profile
+from support.builders import bridge_config, create_nad, namespace_profile
 from support.realnode import (
     ExecPing,
     HttpLoop,
@@ -88,7 +99,7 @@ class Lab:
 
     def pods(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.kube.get(
-            f"/api/v1/namespaces/{self.namespace}/pods", labelSelector=SELECTOR
+            pod_path(self.namespace), labelSelector=SELECTOR
         )["items"]
         return [p for p in items if not p["metadata"].get("deletionTimestamp")]
 
@@ -99,10 +110,10 @@ def lab(dual_cluster: LocalCluster) -> Iterator[Lab]:
     webhook_serving(dual_cluster, kube)
     namespace, client_ns = f"d-{uuid.uuid4().hex[:10]}", f"dc-{uuid.uuid4().hex[:8]}"
     kube.create(
-        "/api/v1/namespaces",
+        namespace_path(),
         {"metadata": {"name": namespace, "labels": {"netshift.io/test": "true"}}},
     )
-    kube.create("/api/v1/namespaces", {"metadata": {"name": client_ns}})
+    kube.create(namespace_path(), {"metadata": {"name": client_ns}})
     tag = f"nsd{secrets.token_hex(2)}"
     sa, sb, sc = subnets(3, (V4, V6), second=239)
     bridges = {"a": f"{tag}a", "b": f"{tag}b"}
@@ -147,7 +158,7 @@ def lab(dual_cluster: LocalCluster) -> Iterator[Lab]:
 def _dual_service(lab: Lab) -> list[str]:
     """A PreferDualStack Service of the web pods; its ClusterIPs, IPv4 first."""
     svc = lab.kube.create(
-        f"/api/v1/namespaces/{lab.namespace}/services",
+        service_path(lab.namespace),
         {
             "metadata": {"name": "web"},
             "spec": {
@@ -174,12 +185,9 @@ def _all_settled_on(lab: Lab, key: str) -> list[dict[str, Any]] | None:
 
 def _start_web(lab: Lab, profile: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The profile, the Deployment on A (both families on eth0); the pods by UID."""
-    lab.kube.create(PROFILES, profile)
+    lab.kube.create(profile_path(), profile)
     wait_webhook_injects(lab.kube, lab.namespace, keys.DEFAULT_NETWORK_KEY)
-    lab.kube.create(
-        f"/apis/apps/v1/namespaces/{lab.namespace}/deployments",
-        deployment("web", PODS, command=WEB),
-    )
+    lab.kube.create(deployment_path(lab.namespace), deployment("web", PODS, command=WEB))
     wait_for(lambda: running_pods(lab.kube, lab.namespace, SELECTOR, PODS), 120, what="4 pods")
     pods = wait_for(lambda: _all_settled_on(lab, "a"), 60, what="the agent's report on A")
     for pod in pods:
@@ -223,7 +231,7 @@ def _client_pods(lab: Lab, prefix: str) -> list[str]:
     names = [f"{prefix}-{i}" for i in range(PODS)]
     for name in names:
         pod = client_pod(name, labels={"app": prefix})
-        lab.kube.create(f"/api/v1/namespaces/{lab.client_namespace}/pods", pod)
+        lab.kube.create(pod_path(lab.client_namespace), pod)
     wait_for(
         lambda: running_pods(lab.kube, lab.client_namespace, f"app={prefix}", PODS),
         90,
@@ -345,6 +353,20 @@ def _addresses(pods: dict[str, dict[str, Any]]) -> list[list[str]]:
     return [[p["ip"] for p in pod["status"]["podIPs"]] for pod in pods.values()]
 
 
+def _delete_web_and_check_every_address_released(lab: Lab) -> None:
+    lab.kube.delete(deployment_path(lab.namespace, "web"))
+    eventually(lambda: not lab.pods(), 90, "the pods deleted")
+    eventually(
+        lambda: not any(store_addresses(s) for s in lab.stores.values()),
+        60,
+        "every address of both families back in host-local",
+    )
+
+
+def _switch_profile(lab: Lab, name: str, key: str) -> None:
+    lab.kube.patch_merge(profile_path(name), {"spec": {"defaultNetwork": lab.network(key)}})
+
+
 def test_the_dual_stack_node_has_an_address_and_a_pod_subnet_of_each_family(
     dual_cluster: LocalCluster,
 ) -> None:
@@ -353,7 +375,7 @@ def test_the_dual_stack_node_has_an_address_and_a_pod_subnet_of_each_family(
     from localcluster.realnode import RealNode
 
     node = dual_cluster.single_node(RealNode)
-    got = dual_cluster.kube().get(f"/api/v1/nodes/{node.name}")
+    got = dual_cluster.kube().get(node_path(node.name))
     internal = [a["address"] for a in got["status"]["addresses"] if a["type"] == "InternalIP"]
     assert internal == node.node_ips and [family_of(ip) for ip in internal] == [V4, V6]
     assert got["spec"]["podCIDRs"] == node.spec.pod_subnets
@@ -376,7 +398,7 @@ def test_dual_stack_control_without_a_switch_loses_nothing(lab: Lab) -> None:
         assert {p["metadata"]["uid"] for p in lab.pods()} == set(before)
     finally:
         with contextlib.suppress(ApiError):
-            lab.kube.delete(f"{PROFILES}/{name}")
+            lab.kube.delete(profile_path(name))
 
 
 def test_a_dual_stack_rollout_a_b_a_with_keep_loses_nothing_on_either_family(lab: Lab) -> None:
@@ -389,9 +411,7 @@ def test_a_dual_stack_rollout_a_b_a_with_keep_loses_nothing_on_either_family(lab
         probes_old = Probes(lab, old, _client_pods(lab, "old"), ips)
 
         def switch(key: str) -> list[dict[str, Any]]:
-            lab.kube.patch_merge(
-                f"{PROFILES}/{name}", {"spec": {"defaultNetwork": lab.network(key)}}
-            )
+            _switch_profile(lab, name, key)
             moved: list[dict[str, Any]] = wait_for(
                 lambda: _all_settled_on(lab, key), 120, what=f"{PODS} pods converged on {key}"
             )
@@ -424,105 +444,89 @@ def test_a_dual_stack_rollout_a_b_a_with_keep_loses_nothing_on_either_family(lab
         assert store_addresses(lab.stores["a"]) == {ip for pair in old for ip in pair}
         assert store_addresses(lab.stores["b"]) == {ip for _, pair in new.values() for ip in pair}
 
-        lab.kube.delete(f"/apis/apps/v1/namespaces/{lab.namespace}/deployments/web")
-        eventually(lambda: not lab.pods(), 90, "the pods deleted")
-        eventually(
-            lambda: not any(store_addresses(s) for s in lab.stores.values()),
-            60,
-            "every address of both families back in host-local",
-        )
+        _delete_web_and_check_every_address_released(lab)
     finally:
         with contextlib.suppress(ApiError):
-            lab.kube.delete(f"{PROFILES}/{name}")
+            lab.kube.delete(profile_path(name))
 
 
 def test_a_dual_stack_rollout_a_b_a_with_remove_loses_nothing_on_either_family(
     lab: Lab,
 ) -> None:
-    """Remove: each old default answers until its drain ends, then it is DELed (both of its
-    addresses released). The Service is counted during the first switch: once eth0 is gone,
-    the pod IPs the kubelet reports are no longer the pods' (issue 22)."""
+    """Remove: Multus's eth0 is retired after its drain, its two addresses (the pod IPs the
+    kubelet reports) carried through B and then through A's new interface, held in A's pool
+    until the pods go; B's own addresses are released when the pods leave B. The reported
+    addresses and the Service (both ClusterIPs) are counted across the whole run; B's
+    addresses while the pods are on B."""
     name = f"drm-{lab.namespace}"
-    drain = 15  # long enough for the 4 switches to be counted before an old address goes
+    drain = 10
     prof = namespace_profile(
         name, lab.namespace, "a", maxConcurrent=PODS, oldDefault="Remove", drainSeconds=drain
     )
     before = _start_web(lab, prof)
     try:
         ips = _dual_service(lab)
-        tallies: list[dict[int, Tally]] = []
-        problems: list[str] = []
+        reported = _addresses(before)
+        bridge_b = next(k for k, v in lab.topo.bridges.items() if v == lab.subnets["b"])
+        for pair in reported:
+            for ip in pair:
+                lab.topo.allow(ip, bridge_b)  # carried through B once eth0 is retired
+        held = {ip for pair in reported for ip in pair}  # in A's pool until the pods go
+        whole_run = Probes(lab, reported, _client_pods(lab, "one"), ips)
 
-        def switch(
-            key: str, away: str, away_ifs: set[str], probes: Probes
-        ) -> dict[str, tuple[str, list[str]]]:
-            """To `key`; counted while `away` (interfaces `away_ifs`) drains; until `away` is
-            released and gone from the pods' status."""
-            lab.kube.patch_merge(
-                f"{PROFILES}/{name}", {"spec": {"defaultNetwork": lab.network(key)}}
-            )
-
-            def switched() -> list[dict[str, Any]] | None:
-                items = lab.pods()
-                done = [
-                    p
+        def settled(key: str, released: str) -> list[dict[str, Any]] | None:
+            """On `key`, reporting its interface alone, both pod IPs retained, and the
+            network `released` holding none of the pods' own addresses any more."""
+            items = _all_settled_on(lab, key)
+            ok = (
+                items
+                and all(_interfaces(p) == [_default_of(p)[0]] for p in items)
+                and all(
+                    (st := podstatus.parse_status(p["metadata"]["annotations"]))
+                    and sorted((ip.split("/")[0] for ip in st.retained), key=family_of)
+                    == [a["ip"] for a in p["status"]["podIPs"]]
                     for p in items
-                    if (st := podstatus.parse_status(p["metadata"].get("annotations") or {}))
-                    and st.default_network == lab.network(key)
-                    and st.default_interface not in ("", *away_ifs)
-                ]
-                return done if len(done) == PODS == len(items) else None
-
-            moved = wait_for(switched, 60, what=f"4 pods switched to {key} ({away} draining)")
-            tally, found = probes.stop()
-            tallies.append(tally)
-            problems.extend(found)
-            eventually(
-                lambda: not store_addresses(lab.stores[away]),
-                drain + 45,
-                f"{away}'s addresses of both families released",
+                )
+                and not (store_addresses(lab.stores[released]) - held)
             )
+            return items if ok else None
 
-            def retired() -> list[dict[str, Any]] | None:
-                items = _all_settled_on(lab, key)
-                ok = items and all(_interfaces(p) == [_default_of(p)[0]] for p in items)
-                return items if ok else None
-
-            wait_for(retired, 30, what=f"pods converged on {key}, {away} gone from their status")
-            return {p["metadata"]["uid"]: _default_of(p) for p in moved}
-
-        first = Probes(lab, _addresses(before), _client_pods(lab, "one"), ips)
-        on_b = switch("b", "a", {"eth0"}, first)
-        second = Probes(lab, [v[1] for v in on_b.values()], _client_pods(lab, "two"), [])
-        on_a = switch("a", "b", {v[0] for v in on_b.values()}, second)
-        last = Probes(lab, [v[1] for v in on_a.values()], _client_pods(lab, "three"), [])
+        _switch_profile(lab, name, "b")
+        on_b_pods = wait_for(lambda: settled("b", "a"), drain + 60, what="pods on B, eth0 retired")
+        on_b = {p["metadata"]["uid"]: _default_of(p) for p in on_b_pods}
+        while_on_b = Probes(lab, [v[1] for v in on_b.values()], _client_pods(lab, "two"), [])
         time.sleep(3)
-        tally, found = last.stop()
-        tallies.append(tally)
-        _report("remove", tallies, problems + found, lab)
+        _switch_profile(lab, name, "a")
+        # B's own addresses answer until B's drain ends, then are released (not reported).
+        wait_for(
+            lambda: (items := _all_settled_on(lab, "a")) and len(items) == PODS,
+            60,
+            what="pods switched back to A",
+        )
+        tally_b, problems_b = while_on_b.stop()
+        on_a_pods = wait_for(lambda: settled("a", "b"), drain + 60, what="pods on A, B released")
+        on_a = {p["metadata"]["uid"]: _default_of(p) for p in on_a_pods}
+        time.sleep(3)
+        tally, problems = whole_run.stop()
+        _report("remove", [tally, tally_b], problems + problems_b, lab)
 
         after = {p["metadata"]["uid"]: p for p in lab.pods()}
         assert set(after) == set(before), "pods were recreated"
         for uid, pod in after.items():
             pname = pod["metadata"]["name"]
             assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+            assert pod["status"]["podIPs"] == before[uid]["status"]["podIPs"]
             ifname, addresses = _default_of(pod)
             assert (ifname, addresses) == on_a[uid] and ifname not in ("eth0", on_b[uid][0])
             routes = _default_routes(lab, pname)
             assert all(_out_of(r, ifname) for r in routes.values()), routes
-        assert store_addresses(lab.stores["a"]) == {ip for _, pair in on_a.values() for ip in pair}
+        own_a = {ip for _, pair in on_a.values() for ip in pair}
+        assert store_addresses(lab.stores["a"]) == held | own_a, "the pod IPs are held in A"
         assert not store_addresses(lab.stores["b"])
-
-        lab.kube.delete(f"/apis/apps/v1/namespaces/{lab.namespace}/deployments/web")
-        eventually(lambda: not lab.pods(), 90, "the pods deleted")
-        eventually(
-            lambda: not any(store_addresses(s) for s in lab.stores.values()),
-            60,
-            "every address of both families back in host-local",
-        )
+        _delete_web_and_check_every_address_released(lab)
     finally:
         with contextlib.suppress(ApiError):
-            lab.kube.delete(f"{PROFILES}/{name}")
+            lab.kube.delete(profile_path(name))
 
 
 def test_the_demo_on_a_dual_stack_cluster_shows_and_counts_both_families(

@@ -413,6 +413,21 @@ def test_a_remove_onto_a_network_the_node_does_not_route_to_is_refused() -> None
     assert [r.current.interface for r in p.retire] == ["eth0"] and p.refuse == []
 
 
+def test_a_remove_waits_while_the_nodes_link_to_the_new_default_cannot_solicit() -> None:
+    old = replace(OLD, ips=(POD_IP, "fd00::7"))
+    new = replace(new_default("bridge"), ips=("10.250.0.3", "fd00:1::3"))
+    both = {"10.250.0.3", "fd00:1::3"}
+    seen = Seen([old, new], links=["eth0", "net1"], pod_ips={POD_IP, "fd00::7"}, node_reaches=both)
+    wish = Wish(NS, {keys.DEFAULT_NETWORK_KEY: f"{NS}/fast"}, CLUSTER)
+    p = plan_pod(wish, replace(seen, node_soliciting={"fd00:1::3"}), NOW)
+    assert p.retire == [] and p.drain == [] and p.refuse == [] and p.detach == []
+    assert p.retry_in is not None and p.retry_in < 1
+    p = plan_pod(wish, seen, NOW)
+    assert [(r.current.interface, sorted(r.addresses)) for r in p.retire] == [
+        ("eth0", sorted([POD_IP, "fd00::7"]))
+    ]
+
+
 def test_a_retirement_that_failed_backs_off() -> None:
     retired = replace(OLD, role=RETIRED_DEFAULT, drain_until=None, retry_at=NOW + 4)
     p = plan("", [retired, new_default()], default="fast", pod_ips=[POD_IP])
