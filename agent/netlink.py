@@ -1158,23 +1158,39 @@ def install_host_routes(host_netns: str, routes: Iterable[Route]) -> None:
     an old path left beside an IPv6 one by :func:`bridge_host_routes` goes."""
     with _rtnl(host_netns) as ipr:
         for route in routes:
-            ip, length = route.dst.split("/")
-            ipr.route(
-                "replace",
-                rtnl.RouteSpec(
-                    family=route.family,
-                    dst=ip,
-                    dst_len=int(length),
-                    table=route.table,
-                    oif=_require_link(ipr, host_netns, route.ifname or ""),
-                    gateway=route.gateway,
-                    proto=_RTPROT_STATIC,
-                    scope=_RT_SCOPE_UNIVERSE,
-                    type=_RTN_UNICAST,
-                    flags=_RTNH_F_ONLINK,
-                ),
-            )
+            oif = _require_link(ipr, host_netns, route.ifname or "")
+            _put_host_route(ipr, route, oif, route.gateway)
             _drop_old_paths(ipr, route)
+
+
+def _put_host_route(
+    ipr: rtnl.Rtnl,
+    route: Route,
+    oif: int | None,
+    via: str | None,
+    priority: int | None = None,
+    multipath: Sequence[tuple[int, str | None]] = (),
+) -> None:
+    """Create or replace the route to `route.dst` out of `oif`: via `via` (onlink), or, with
+    None, straight on that link; or over each (link, gateway) of `multipath`."""
+    ip, length = route.dst.split("/")
+    ipr.route(
+        "replace",
+        rtnl.RouteSpec(
+            family=route.family,
+            dst=ip,
+            dst_len=int(length),
+            table=route.table,
+            oif=oif,
+            gateway=via,
+            priority=priority,
+            proto=_RTPROT_STATIC,
+            scope=_RT_SCOPE_UNIVERSE if via or multipath else _RT_SCOPE_LINK,
+            type=_RTN_UNICAST,
+            flags=_RTNH_F_ONLINK if via else 0,
+            multipath=multipath,
+        ),
+    )
 
 
 def _drop_old_paths(ipr: rtnl.Rtnl, route: Route) -> None:
@@ -1203,7 +1219,7 @@ def bridge_host_routes(
     routes = list(routes)
     with _rtnl(host_netns) as ipr:
         for route in routes:
-            ip, length = route.dst.split("/")
+            ip = route.dst.split("/")[0]
             new = _require_link(ipr, host_netns, route.ifname or "")
             old: tuple[int, str | None] | None = None
             was = next((b for b in before if b.dst == route.dst and b != route), None)
@@ -1221,57 +1237,13 @@ def bridge_host_routes(
             hops: list[tuple[int, str | None]] = [(new, route.gateway)]
             if old is not None:
                 hops.insert(0, old)
-            ipr.route(
-                "replace",
-                rtnl.RouteSpec(
-                    family=route.family,
-                    dst=ip,
-                    dst_len=int(length),
-                    table=route.table,
-                    proto=_RTPROT_STATIC,
-                    scope=_RT_SCOPE_UNIVERSE,
-                    type=_RTN_UNICAST,
-                    multipath=hops,
-                ),
-            )
+            _put_host_route(ipr, route, None, None, multipath=hops)
 
 
 def _bridge_v6(ipr: rtnl.Rtnl, route: Route, new: int, old: tuple[int, str | None] | None) -> None:
-    ip, length = route.dst.split("/")
-    if old is not None:
-        # First, so that no moment is without either path.
-        oif, gateway = old
-        ipr.route(
-            "replace",
-            rtnl.RouteSpec(
-                family=route.family,
-                dst=ip,
-                dst_len=int(length),
-                table=route.table,
-                oif=oif,
-                gateway=gateway,
-                priority=_OLD_PATH_METRIC,
-                proto=_RTPROT_STATIC,
-                scope=_RT_SCOPE_LINK if gateway is None else _RT_SCOPE_UNIVERSE,
-                type=_RTN_UNICAST,
-                flags=_RTNH_F_ONLINK if gateway is not None else 0,
-            ),
-        )
-    ipr.route(
-        "replace",
-        rtnl.RouteSpec(
-            family=route.family,
-            dst=ip,
-            dst_len=int(length),
-            table=route.table,
-            oif=new,
-            gateway=route.gateway,
-            proto=_RTPROT_STATIC,
-            scope=_RT_SCOPE_UNIVERSE,
-            type=_RTN_UNICAST,
-            flags=_RTNH_F_ONLINK,
-        ),
-    )
+    if old is not None:  # first, so that no moment is without either path
+        _put_host_route(ipr, route, old[0], old[1], priority=_OLD_PATH_METRIC)
+    _put_host_route(ipr, route, new, route.gateway)
 
 
 def _link_path(

@@ -221,6 +221,18 @@ def _blue_gives_a_default_route(node: Node, *, gateway: bool = False) -> None:
     node.executor.configs = node.configs
 
 
+def _adopt_eth0_then_remove_it_for_blue(node: Node, uid: str, obj: dict[str, Any]) -> None:
+    """The agent adopts Multus's eth0, then the pod asks for blue as its default with
+    `oldDefault: Remove` and no drain: one reconcile switches, the next removes eth0."""
+    annotations = obj["metadata"]["annotations"]
+    del annotations[keys.NETWORKS_KEY]
+    node.reconcile(uid)
+    annotations[keys.DEFAULT_NETWORK_KEY] = f"{NS}/blue"
+    annotations[keys.SWITCH_POLICY_KEY] = json.dumps({"oldDefault": "Remove", "drainSeconds": 0})
+    node.reconcile(uid)
+    node.reconcile(uid)
+
+
 def test_removing_the_creation_time_default_releases_the_runtimes_reservation(
     containerd: Containerd, node: Node
 ) -> None:
@@ -232,13 +244,7 @@ def test_removing_the_creation_time_default_releases_the_runtimes_reservation(
     obj = make_pod(c, node, uid, a)
     eth0_ip = live_ips(c.netns(a))["eth0"][0]
     assert c.reserved().get(eth0_ip) == a
-    annotations = obj["metadata"]["annotations"]
-    del annotations[keys.NETWORKS_KEY]
-    node.reconcile(uid)  # adopts eth0
-    annotations[keys.DEFAULT_NETWORK_KEY] = f"{NS}/blue"
-    annotations[keys.SWITCH_POLICY_KEY] = json.dumps({"oldDefault": "Remove", "drainSeconds": 0})
-    node.reconcile(uid)  # switch to net1
-    node.reconcile(uid)  # drain: DEL of eth0
+    _adopt_eth0_then_remove_it_for_blue(node, uid, obj)  # eth0 DEL'd
     live = live_ips(c.netns(a))
     assert "eth0" not in live and "net1" in live
     assert eth0_ip not in c.reserved(), f"eth0's address is released: {c.reserved()}"
@@ -262,13 +268,7 @@ def test_removing_the_reported_default_defers_the_runtimes_release_to_the_pods_e
     eth0_ip = live_ips(c.netns(a))["eth0"][0]
     obj["status"]["podIP"] = eth0_ip
     obj["status"]["podIPs"] = [{"ip": eth0_ip}]
-    annotations = obj["metadata"]["annotations"]
-    del annotations[keys.NETWORKS_KEY]
-    node.reconcile(uid)  # adopts eth0
-    annotations[keys.DEFAULT_NETWORK_KEY] = f"{NS}/blue"
-    annotations[keys.SWITCH_POLICY_KEY] = json.dumps({"oldDefault": "Remove", "drainSeconds": 0})
-    node.reconcile(uid)  # switch to net1
-    node.reconcile(uid)  # drain: eth0 retired
+    _adopt_eth0_then_remove_it_for_blue(node, uid, obj)  # eth0 retired
     live = live_ips(c.netns(a))
     assert "eth0" not in live and eth0_ip in live["net1"], live
     assert c.reserved().get(eth0_ip) == a, f"eth0's address is held: {c.reserved()}"

@@ -177,6 +177,14 @@ def converge(node: Node, pod: FakePodObject, within: float = 30.0) -> None:
         time.sleep(min(again, 1.0))
 
 
+def ask_remove_onto(pod: FakePodObject, network: str, drain: float = 0) -> None:
+    """The pod's annotations ask for `network` as its default, with `oldDefault: Remove`."""
+    pod.annotations[keys.DEFAULT_NETWORK_KEY] = f"{NS}/{network}"
+    pod.annotations[keys.SWITCH_POLICY_KEY] = json.dumps(
+        {"oldDefault": "Remove", "drainSeconds": drain}
+    )
+
+
 @pytest.fixture
 def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Node]:
     """The node; `request.param` (indirect): the address families of A, B and the client."""
@@ -311,6 +319,18 @@ def start_pod(node: Node) -> tuple[str, FakePodObject]:
     return netns, pod
 
 
+def probe_from_client_and_node(
+    node: Node, netns: str, address: str
+) -> tuple[list[SeqPing], list[Stream]]:
+    """10 ms pings and a TCP stream to `address` from the routed client and from the node."""
+    topo = node.topo
+    assert topo.router is not None
+    pings = [SeqPing(topo.routed_client, address), SeqPing(topo.router, address)]
+    for ping in pings:
+        assert ping.wait_first(), f"no first echo from {address} in {ping.netns}"
+    return pings, [Stream(netns, topo.routed_client, address), Stream(netns, topo.router, address)]
+
+
 @needs_node_host
 @pytest.mark.parametrize("new", ["b", "c"], ids=["bridge", "ptp"])
 def test_remove_keeps_the_reported_ip_answering_and_reserved_until_the_pod_goes(
@@ -319,17 +339,9 @@ def test_remove_keeps_the_reported_ip_answering_and_reserved_until_the_pod_goes(
     netns, pod = start_pod(node)
     old = pod.ip
     assert host_local_allocations(str(node.store_a)) == [old]
-    topo = node.topo
-    assert topo.router is not None
-    pings = [SeqPing(topo.routed_client, old), SeqPing(topo.router, old)]
-    for ping in pings:
-        assert ping.wait_first(), f"no first echo from {old} in {ping.netns}"
-    streams = [Stream(netns, topo.routed_client, old), Stream(netns, topo.router, old)]
+    pings, streams = probe_from_client_and_node(node, netns, old)
 
-    pod.annotations[keys.DEFAULT_NETWORK_KEY] = f"{NS}/{new}"
-    pod.annotations[keys.SWITCH_POLICY_KEY] = json.dumps(
-        {"oldDefault": "Remove", "drainSeconds": 0}
-    )
+    ask_remove_onto(pod, new)
     converge(node, pod)
 
     # eth0 is gone; the reported address is on the new default interface and routed to it.
@@ -376,10 +388,7 @@ def test_a_retirement_cut_short_by_a_crash_is_finished_by_the_next_agent(
 ) -> None:
     netns, pod = start_pod(node)
     old = pod.ip
-    pod.annotations[keys.DEFAULT_NETWORK_KEY] = f"{NS}/b"
-    pod.annotations[keys.SWITCH_POLICY_KEY] = json.dumps(
-        {"oldDefault": "Remove", "drainSeconds": 0}
-    )
+    ask_remove_onto(pod, "b")
     reconcile(node, pod)  # the switch
 
     def crash(_netns: str, _ifname: str) -> bool:
@@ -421,12 +430,7 @@ def test_a_second_remove_moves_the_reported_ip_on_and_releases_the_middle_networ
     reported, so it is released; A's IP moves to C before B goes). Counted across both."""
     netns, pod = start_pod(node)
     old = pod.ip
-    topo = node.topo
-    assert topo.router is not None
-    pings = [SeqPing(topo.routed_client, old), SeqPing(topo.router, old)]
-    for ping in pings:
-        assert ping.wait_first(), f"no first echo from {old} in {ping.netns}"
-    streams = [Stream(netns, topo.routed_client, old), Stream(netns, topo.router, old)]
+    pings, streams = probe_from_client_and_node(node, netns, old)
     policy = json.dumps({"oldDefault": "Remove", "drainSeconds": 1})
     pod.annotations[keys.SWITCH_POLICY_KEY] = policy
     for new in ("b", "c"):
@@ -473,13 +477,10 @@ def test_a_dual_stack_pod_keeps_both_reported_ips_answering(node: Node) -> None:
     for ping in pings:
         assert ping.wait_first(), f"no echo from {ping.target} after the warm-up"
     streams = [Stream(netns, topo.routed_client, v6), Stream(netns, topo.routed_client, v4)]
-    pod.annotations[keys.DEFAULT_NETWORK_KEY] = f"{NS}/b"
     # No drain: without the wait, the node's ping and the IPv6 stream lost about a second
     # in every run (its neighbour solicitations for the pod's new address were not sent);
     # without the second route, one echo in some runs (dropped by rpfilter).
-    pod.annotations[keys.SWITCH_POLICY_KEY] = json.dumps(
-        {"oldDefault": "Remove", "drainSeconds": 0}
-    )
+    ask_remove_onto(pod, "b")
     converge(node, pod)
     assert "eth0" not in {link.name for link in netlink.list_interfaces(pod.netns)}
     assert f"{v6}/128" in ips_on(netns, "net1", "-6") and f"{v4}/32" in ips_on(netns, "net1")

@@ -54,7 +54,7 @@ from localcluster.realnode import CLUSTER_NETWORK, RealNode
 from localcluster.topology import V4, Subnet, Topology, subnets
 from netshift import keys
 from netshift.kube import ApiError, Kube, wait_for
-from support.builders import PROFILES, create_nad, namespace_profile
+from support.builders import PROFILES, create_nad, namespace_profile, ptp_config
 from support.realnode import (
     default_route,
     deployment,
@@ -270,23 +270,7 @@ def lab(
     try:
         guard.create()
         egress.create()
-        config = {
-            "cniVersion": "1.0.0",
-            "name": "ptp",
-            "plugins": [
-                {
-                    "type": "ptp",
-                    "ipMasq": False,
-                    "ipam": {
-                        "type": "host-local",
-                        "ranges": [[{"subnet": ptp.cidr(V4)}]],
-                        "routes": [{"dst": "0.0.0.0/0"}],
-                        "dataDir": str(store),
-                    },
-                }
-            ],
-        }
-        create_nad(real_kube, real_namespace, "ptp", config)
+        create_nad(real_kube, real_namespace, "ptp", ptp_config("ptp", ptp.cidr(V4), store))
         yield made
     finally:
         real_cluster.kubectl(

@@ -32,10 +32,10 @@ from localcluster.realnode import RealNode
 from localcluster.topology import V4, Topology, subnets
 from netshift import podstatus
 from netshift.kube import ApiError, Kube, wait_for
-from support.builders import PROFILES, bridge_config, create_nad, namespace_profile
+from support.builders import PROFILES, bridge_config, create_nad, namespace_profile, ptp_config
 from support.realnode import (
     HttpLoop,
-    busybox_pod,
+    deployment,
     eventually,
     ipv4_of,
     store_addresses,
@@ -89,23 +89,7 @@ def lab(
                 "br", f"{tag}b", sb.cidr(V4), stores["br"], default_route=True, is_gateway=True
             ),
         )
-        ptp = {
-            "cniVersion": "1.0.0",
-            "name": "ptp",
-            "plugins": [
-                {
-                    "type": "ptp",
-                    "ipMasq": False,
-                    "ipam": {
-                        "type": "host-local",
-                        "ranges": [[{"subnet": sp.cidr(V4)}]],
-                        "routes": [{"dst": "0.0.0.0/0"}],
-                        "dataDir": str(stores["ptp"]),
-                    },
-                }
-            ],
-        }
-        create_nad(real_kube, real_namespace, "ptp", ptp)
+        create_nad(real_kube, real_namespace, "ptp", ptp_config("ptp", sp.cidr(V4), stores["ptp"]))
         yield made
     finally:
         real_cluster.kubectl(
@@ -116,22 +100,14 @@ def lab(
 
 
 def _web() -> dict[str, Any]:
-    pod = busybox_pod("web", command=["sh", "-c", WEB], labels={"app": "web"})
-    container = pod["spec"]["containers"][0]
+    """The web Deployment, its container probed by the kubelet (TCP readiness and liveness)."""
+    web = deployment("web", PODS, command=["sh", "-c", WEB])
+    container = web["spec"]["template"]["spec"]["containers"][0]
     probe = {"tcpSocket": {"port": HTTP_PORT}, "periodSeconds": 1, "failureThreshold": 3}
     container["readinessProbe"] = dict(probe)
     container["livenessProbe"] = dict(probe)
     container["ports"] = [{"containerPort": HTTP_PORT}, {"containerPort": ECHO_PORT}]
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "web"},
-        "spec": {
-            "replicas": PODS,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": pod["metadata"], "spec": pod["spec"]},
-        },
-    }
+    return web
 
 
 def _ready(pod: dict[str, Any]) -> bool:

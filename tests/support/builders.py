@@ -64,6 +64,19 @@ def bridge_config(
     return {"cniVersion": "1.0.0", "name": name, "plugins": [plugin]}
 
 
+def ptp_config(name: str, subnet: str, data_dir: Path) -> dict[str, Any]:
+    """A ptp + host-local IPv4 network with a default route (a veth per pod, the node's
+    host route to it), its store in `data_dir`; ipMasq off."""
+    ipam = {
+        "type": "host-local",
+        "ranges": [[{"subnet": subnet}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dataDir": str(data_dir),
+    }
+    plugin = {"type": "ptp", "ipMasq": False, "ipam": ipam}
+    return {"cniVersion": "1.0.0", "name": name, "plugins": [plugin]}
+
+
 def placeholder_config(name: str) -> dict[str, Any]:
     """A well-formed network for tests that only need the NAD to exist (the controller's,
     the webhook's): nothing attaches it. It has a default route: a profile may make it
