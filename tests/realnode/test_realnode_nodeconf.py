@@ -191,6 +191,8 @@ def test_the_nodes_network_becomes_the_default_with_its_own_route_and_no_probe_i
     pod = _pod(lab, f"def-{old_default.lower()}")
     name, old_ip = pod["metadata"]["name"], pod["status"]["podIP"]
     old = _probe(lab, old_ip)
+    for bridge in lab.topo.bridges:
+        lab.topo.allow(old_ip, bridge)  # Remove: the reported pod IP is carried through it
     drain = 4
     lab.annotate(
         name,
@@ -209,17 +211,17 @@ def test_the_nodes_network_becomes_the_default_with_its_own_route_and_no_probe_i
     assert f"{route} ".startswith(f"default via {lab.subnet.gateway(V4)} dev {ifname} "), route
     new = _probe(lab, new_ip)
     if old_default == "Remove":
-        # After the drain the old address goes (its probe ends there) and eth0 is DEL'd.
-        assert old.settle(20)
-        counted_old, lost_old = old.stop()
-        eventually(
-            lambda: old_ip not in store_addresses(lab.node.ipam_dir), drain + 30, "eth0 released"
-        )
+        # After the drain eth0 is retired: the reported pod IP moves onto the new interface,
+        # keeps answering (its probe runs on) and stays held until the pod goes (issue 22).
         eventually(
             lambda: [a.interface for a in lab.status(name).attachments] == [ifname],
-            30,
-            "eth0 gone from the status",
+            drain + 30,
+            "eth0 retired, gone from the status",
         )
+        assert ipv4_of(lab.cluster, lab.namespace, name, "eth0") == []
+        assert old_ip in store_addresses(lab.node.ipam_dir), "the reported pod IP is held"
+        assert old.settle(20)
+        counted_old, lost_old = old.stop()
     else:
         assert old.settle(20)
         counted_old, lost_old = old.stop()
@@ -236,6 +238,7 @@ def test_the_nodes_network_becomes_the_default_with_its_own_route_and_no_probe_i
     lab.kube.delete(f"/api/v1/namespaces/{lab.namespace}/pods/{name}")
     eventually(lambda: pod_deleted(lab.kube, lab.namespace, name), 60, "the pod deleted")
     eventually(lambda: not store_addresses(lab.stores[0]), 60, "the new address released")
+    eventually(lambda: old_ip not in store_addresses(lab.node.ipam_dir), 60, "the pod IP released")
 
 
 def test_a_gateway_less_default_is_refused_by_the_plan_and_by_the_agent_and_the_route_stays(
