@@ -21,6 +21,7 @@ namespaces only.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from typing import Any
 
 from cnifloor import floor_adds  # bench/cnifloor.py
 from svgplot import COLORS, Figure, Panel  # bench/svgplot.py
+from switchprofile import CpuMeter, Spy, pod_path_table  # bench/switchprofile.py
 
 from localcluster.cluster import LocalCluster
 from localcluster.demokit import bridge_nad, selected
@@ -57,9 +59,27 @@ def pods_of(kube: Kube, ns: str) -> list[dict[str, Any]]:
     return items
 
 
+PROCESSES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "webhook",
+    "controller",
+    "agent",
+    "nodesim",
+)
+
+
 def run_size(
-    kube: Kube, state: Path, n: int, max_concurrent: int, probe_pods: int
+    cluster: LocalCluster,
+    state: Path,
+    n: int,
+    max_concurrent: int,
+    probe_pods: int,
+    profile: Path | None,
 ) -> dict[str, Any]:
+    kube = cluster.kube()
     ns = f"bench-{n}"
     kube.create(namespace_path(), {"metadata": {"name": ns, "labels": {"bench": ns}}})
     for name, bridge, subnet, _ in (OLD, NEW):
@@ -120,6 +140,14 @@ def run_size(
     # The floor, same run: N bridge + host-local ADDs one after another, nothing of netshift.
     floor_s = sum(floor_adds(n, state / f"ipam-floor-{n}", FLOOR_BRIDGE, FLOOR_SUBNET, "eth9"))
 
+    pids = {name: pid for name in PROCESSES if (pid := cluster.pid(name)) is not None}
+    cpu = CpuMeter({**pids, "bench (polls, pings)": os.getpid()})
+    spy = Spy({k: pids[k] for k in ("controller", "agent") if k in pids}, profile or Path())
+    if profile is not None:
+        spy.start()
+        time.sleep(1.0)  # py-spy attached before the switch begins
+    cpu.start()
+    wall1 = time.time()
     t1 = time.monotonic()
     kube.patch_merge(
         profile_path(f"{PROFILE}-{n}"),
@@ -138,6 +166,19 @@ def run_size(
 
     wait_for(switched, 120 + 2 * n, interval=0.2, what=f"{n} pods switched")
     switch_s = time.monotonic() - t1
+    cpu.stop()
+    if profile is not None:
+        spy.stop()
+    node = cluster.nodes[0]
+    breakdown = [
+        *cpu.table(n),
+        *pod_path_table(
+            cluster.plane.supervisor.log_dir / "rollout-audit.jsonl",
+            state / "nodes" / node.name / "agent" / "timings.jsonl",
+            since=wall1,
+        ),
+        *(spy.summary() if profile is not None else []),
+    ]
     sent = lost = 0
     lost_at: list[float] = []
     for probe in probes:
@@ -166,6 +207,7 @@ def run_size(
         "lost": lost,
         "timeline": timeline,
         "lost_at": lost_at,
+        "breakdown": breakdown,
     }
 
 
@@ -199,28 +241,46 @@ GOAL_PODS, GOAL_SECONDS = 200, 10.0
 CLIENT = ClientNetns("nsbench-client", [(OLD[1], OLD[3]), (NEW[1], NEW[3])])
 
 
+def keep_logs(state: Path, dest: Path) -> None:
+    """The processes' logs, the agent's timing log and the controller's audit log."""
+    for path in [*state.rglob("*.log"), *state.rglob("*.jsonl")]:
+        target = dest / path.relative_to(state)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sizes", default="20,100,200")
     ap.add_argument("--max-concurrent", type=int, default=10)
     ap.add_argument("--probe-pods", type=int, default=10)
     ap.add_argument("--svg", default="docs/bench/rollout.svg", help="where to draw the picture")
+    ap.add_argument(
+        "--profile",
+        default=None,
+        help="py-spy the controller and the agent during each switch into this directory",
+    )
+    ap.add_argument(
+        "--keep-logs", default=None, help="copy the cluster's logs (*.log, *.jsonl) here first"
+    )
     args = ap.parse_args()
     state = Path(tempfile.mkdtemp(prefix="netshift-bench-rollout-"))
     cluster = LocalCluster(state, pod_subnet="10.248.0.0/22", bridge="nsbench0")
     rows = []
     try:
         cluster.up(say=lambda _line: None)
-        kube = cluster.kube()
         CLIENT.create()
         for n in (int(x) for x in args.sizes.split(",")):
-            rows.append(run_size(kube, state, n, args.max_concurrent, args.probe_pods))
+            profile = Path(args.profile) / f"n{n}" if args.profile else None
+            rows.append(run_size(cluster, state, n, args.max_concurrent, args.probe_pods, profile))
             r = rows[-1]
             print(
                 f"N={r['pods']}: switched in {r['switch_s']:.1f}s, lost {r['lost']}/{r['sent']}",
                 file=sys.stderr,
             )
     finally:
+        if args.keep_logs:
+            keep_logs(state, Path(args.keep_logs))
         CLIENT.delete()
         cluster.down(say=lambda _line: None)
         subprocess.run(["ip", "link", "del", FLOOR_BRIDGE], capture_output=True)
@@ -262,6 +322,9 @@ def main() -> int:
         "floor: the same number of bridge + host-local ADDs run one after another into fresh "
         "namespaces, in the same run (shared machine: only same-run ratios count)"
     )
+    for r in rows:
+        print(f"\n{r['pods']} pods, where the time went:")
+        print("\n".join(r["breakdown"]))
     out = Path(args.svg)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(picture(rows, args.max_concurrent, args.probe_pods))

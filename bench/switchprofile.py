@@ -1,0 +1,224 @@
+"""Where a rollout's time goes: CPU per process, py-spy stacks, and each pod's path.
+
+Used by bench/rollout.py around the switch of its largest size:
+
+- `CpuMeter`: CPU seconds (user + system, the children's included: the CNI plugins
+  are the agent's and the node simulator's children) each of the cluster's processes
+  spent between `start()` and `stop()`, read from /proc/<pid>/stat.
+- `Spy`: `py-spy record` of the controller and the agent (if py-spy is installed),
+  summarised per thread group: what the threads were doing (the leaf frames,
+  busy and waiting alike), so that a thread pool stuck behind one call shows.
+- `pod_path_table`: per pod, from the controller's audit log and the agent's timing
+  log: when the controller patched it, when the agent picked it up, its CNI work,
+  its status write, and when the controller saw it settled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime + cutime + cstime of a process (its reaped children included)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # After "(comm)": state is field 3, utime 14, stime 15, cutime 16, cstime 17 (1-based).
+    return sum(int(x) for x in fields[11:15]) / TICK
+
+
+class CpuMeter:
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.before: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+        self.wall = 0.0
+
+    def start(self) -> None:
+        self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._t0 = time.monotonic()
+
+    def stop(self) -> None:
+        self.wall = time.monotonic() - self._t0
+        self.used = {name: cpu_seconds(pid) - self.before[name] for name, pid in self.pids.items()}
+
+    def table(self, pods: int) -> list[str]:
+        total = sum(self.used.values())
+        lines = [f"CPU during the switch ({self.wall:.1f} s wall, {total:.1f} CPU s in all):"]
+        for name, used in sorted(self.used.items(), key=lambda kv: -kv[1]):
+            lines.append(
+                f"  {name:24} {used:6.2f} s  {100 * used / self.wall:5.0f}% of a core  "
+                f"{1000 * used / pods:6.1f} ms/pod"
+            )
+        return lines
+
+
+class Spy:
+    """`py-spy record --idle --threads` of some processes while a step runs."""
+
+    def __init__(self, pids: dict[str, int], out_dir: Path, rate: int = 100) -> None:
+        self.pids = pids
+        self.out_dir = out_dir
+        self.rate = rate
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.exe = shutil.which("py-spy") or _beside_python("py-spy")
+
+    @property
+    def available(self) -> bool:
+        return self.exe is not None
+
+    def start(self) -> None:
+        if self.exe is None:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for name, pid in self.pids.items():
+            self.procs[name] = subprocess.Popen(
+                [
+                    self.exe,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--rate",
+                    str(self.rate),
+                    "--idle",
+                    "--threads",
+                    "--nonblocking",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(self.out_dir / f"{name}.stacks"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
+        for proc in self.procs.values():
+            proc.wait(timeout=60)
+
+    def summary(self, top: int = 4) -> list[str]:
+        lines = []
+        for name in self.procs:
+            path = self.out_dir / f"{name}.stacks"
+            if path.exists():
+                lines += summarise_stacks(name, path.read_text(), top)
+        return lines
+
+
+def _beside_python(name: str) -> str | None:
+    import sys
+
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else None
+
+
+def _group(thread: str) -> str:
+    """'thread (123): pod-patch_4' -> 'pod-patch'; 'agent-7' -> 'agent'."""
+    name = thread.split(": ", 1)[-1]
+    return re.sub(r"[-_]\d+$", "", name)
+
+
+def _frame(frame: str) -> str:
+    """'Kube.request (netshift/kube.py:105)' -> 'Kube.request (netshift/kube.py)'."""
+    return re.sub(r":\d+\)$", ")", frame)
+
+
+def summarise_stacks(process: str, raw: str, top: int) -> list[str]:
+    """Per thread group: its threads' samples, and the deepest netshift frames they were in.
+
+    "Deepest netshift frame" is the last frame of netshift's own code in each sample
+    (not the library call under it): the question is which of our calls the time went to.
+    """
+    groups: dict[str, Counter[str]] = {}
+    threads: dict[str, set[str]] = {}
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        frames = stack.split(";")
+        group = _group(frames[0])
+        threads.setdefault(group, set()).add(frames[0])
+        ours = [f for f in frames[1:] if _is_ours(f)]
+        where = _frame(ours[-1]) if ours else _frame(frames[-1])
+        groups.setdefault(group, Counter())[where] += int(count)
+    lines = [f"py-spy, {process} (samples of every thread, waiting included):"]
+    order = sorted(groups, key=lambda g: -sum(groups[g].values()))
+    for group in order:
+        counts = groups[group]
+        total = sum(counts.values())
+        if all(_is_parked(w) for w in counts):
+            continue  # threads that only ever waited for work: nothing to say
+        lines.append(f"  {group} ({len(threads[group])} threads, {total} samples):")
+        for where, n in counts.most_common(top):
+            lines.append(f"    {100 * n / total:5.1f}%  {where}")
+    return lines
+
+
+OURS = ("netshift/", "agent/", "controller/", "nodesim/", "webhook/", "cli/")
+
+
+def _is_ours(frame: str) -> bool:
+    return any(f"({p}" in frame for p in OURS)
+
+
+def _is_parked(where: str) -> bool:
+    return "WorkQueue._work" in where or "WorkQueue._timer" in where
+
+
+def _ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def pod_path_table(audit_log: Path, timing_log: Path, since: float) -> list[str]:
+    """Median / p90 of each step of a pod's switch, from the two logs (times after `since`)."""
+    starts: dict[str, float] = {}
+    settles: dict[str, float] = {}
+    for line in audit_log.read_text().splitlines():
+        entry = json.loads(line)
+        at = _ts(entry["ts"])
+        if at < since:
+            continue
+        if entry["event"] == "start":
+            starts.setdefault(entry["pod"], at)
+        elif entry["event"] == "settled":
+            settles[entry["pod"]] = at
+    steps: dict[str, list[float]] = {}
+    for line in timing_log.read_text().splitlines():
+        t: dict[str, Any] = json.loads(line)
+        pod = t["pod"]
+        if pod not in starts or pod not in settles or t["done_at"] < since:
+            continue
+        picked = t.get("picked_at", t["seen_at"])
+        for step, value in (
+            ("patched -> agent picks it up", picked - starts[pod]),
+            ("agent: observe + CNI + netlink", t["cni_seconds"]),
+            ("agent: status patch", t["status_seconds"]),
+            ("status written -> controller settles it", settles[pod] - t["done_at"]),
+            ("patched -> settled", settles[pod] - starts[pod]),
+        ):
+            steps.setdefault(step, []).append(value)
+    if not steps:
+        return ["per-pod path: no pods in both logs"]
+    n = len(next(iter(steps.values())))
+    lines = [f"per-pod path ({n} pods; seconds, median / p90 / max):"]
+    for step, values in steps.items():
+        values.sort()
+        p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
+        lines.append(f"  {step:42} {statistics.median(values):6.3f} {p90:6.3f} {values[-1]:6.3f}")
+    first, last = min(starts.values()), max(settles.values())
+    lines.append(f"  first patch -> last settle: {last - first:.2f} s")
+    return lines
