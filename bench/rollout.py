@@ -1,21 +1,31 @@
 """Time to switch the default network of N running pods through a NetworkProfile change.
 
     .venv/bin/python bench/rollout.py [--sizes 20,100,200] [--max-concurrent 10] [--probe-pods 10]
-                                      [--svg docs/bench/rollout.svg]
+                                      [--rounds 1] [--svg docs/bench/rollout.svg]
+                                      [--profile DIR] [--keep-logs DIR]
 
 Brings up its own local cluster (all of netshift: node simulator, agent,
-webhook, controller) in a temporary state directory, then for each N: a fresh
+webhook, controller) in a temporary state directory, then for each round and N: a fresh
 namespace with N pods that the webhook put on the "old" network, 10 ms pings
 from a client namespace to `--probe-pods` of them (all N would be N*100
 packets/s on a 2-core machine), the profile switched to the "new" network, and
 the time until every pod's agent reports the new default. Just before the
 switch, the floor: N bridge + host-local ADDs run directly, one after another,
-into fresh namespaces. Prints one row per N: switch time, the floor and the
-ratio, pods/s, restarts, probes sent/lost; and a verdict for N=200 (<= 10 s,
-0 probes lost, 0 restarts). Beside the table, a picture (SVG, `--svg`): per N, the pods
-switched over time since the profile changed, each lost probe marked where it was due,
-and the floor's time. Everything is torn down at the end. Loopback and the bench's own
-namespaces only.
+into fresh namespaces. Prints one row per round and N: switch time, the floor and the
+ratio, pods/s, restarts, probes sent/lost; with several rounds, a median row per N; and a
+verdict for N=200 (median ratio <= 2x the floor, 0 probes lost, 0 restarts: issue 23).
+
+Where the time went, per round and N (bench/switchprofile.py): the CPU each of the
+cluster's processes used during the switch, each pod's path from the controller's audit
+log and the agent's timing log (patch round trip, pick-up, CNI, status patch, until the
+controller sees it settled; the slots held on average), and with `--profile DIR`
+py-spy's view of the controller's and the agent's threads (py-spy must be installed:
+`pip install py-spy`; it costs CPU, so ratios are measured without it).
+
+Beside the table, a picture (SVG, `--svg`): per N, the pods switched over time since the
+profile changed, each lost probe marked where it was due, and the floor's time.
+Everything is torn down at the end (`--keep-logs DIR` copies the logs first). Loopback
+and the bench's own namespaces only.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,9 +89,11 @@ def run_size(
     max_concurrent: int,
     probe_pods: int,
     profile: Path | None,
+    round_: int = 1,
 ) -> dict[str, Any]:
     kube = cluster.kube()
-    ns = f"bench-{n}"
+    tag = f"{n}-r{round_}"
+    ns = f"bench-{tag}"
     kube.create(namespace_path(), {"metadata": {"name": ns, "labels": {"bench": ns}}})
     for name, bridge, subnet, _ in (OLD, NEW):
         # One IPAM store per network across runs: the pods of the previous run may still be
@@ -91,7 +104,7 @@ def run_size(
         {
             "apiVersion": "netshift.io/v1alpha1",
             "kind": "NetworkProfile",
-            "metadata": {"name": f"{PROFILE}-{n}"},
+            "metadata": {"name": f"{PROFILE}-{tag}"},
             "spec": {
                 "namespaceSelector": {"matchLabels": {"bench": ns}},
                 "defaultNetwork": f"{ns}/{OLD[0]}",
@@ -150,7 +163,7 @@ def run_size(
     wall1 = time.time()
     t1 = time.monotonic()
     kube.patch_merge(
-        profile_path(f"{PROFILE}-{n}"),
+        profile_path(f"{PROFILE}-{tag}"),
         {"spec": {"defaultNetwork": f"{ns}/{NEW[0]}"}},
     )
 
@@ -176,6 +189,7 @@ def run_size(
             cluster.plane.supervisor.log_dir / "rollout-audit.jsonl",
             state / "nodes" / node.name / "agent" / "timings.jsonl",
             since=wall1,
+            max_concurrent=max_concurrent,
         ),
         *(spy.summary() if profile is not None else []),
     ]
@@ -193,14 +207,16 @@ def run_size(
         for c in p.get("status", {}).get("containerStatuses") or []
     )
     same = set(after) == set(before)
-    kube.delete(profile_path(f"{PROFILE}-{n}"))
+    kube.delete(profile_path(f"{PROFILE}-{tag}"))
     kube.delete(namespace_path(ns))
     return {
         "pods": n,
+        "round": round_,
         "start_s": start_s,
         "switch_s": switch_s,
         "floor_s": floor_s,
         "rate": n / switch_s,
+        "ratio": switch_s / floor_s,
         "restarts": restarts,
         "same_pods": same,
         "sent": sent,
@@ -236,7 +252,7 @@ def picture(rows: list[dict[str, Any]], max_concurrent: int, probe_pods: int) ->
 
 
 FLOOR_BRIDGE, FLOOR_SUBNET = "nsbenchf", "10.253.8.0/22"
-GOAL_PODS, GOAL_SECONDS = 200, 10.0
+GOAL_PODS, GOAL_RATIO = 200, 2.0  # issue 23: within 2x the serial floor of the same run
 
 CLIENT = ClientNetns("nsbench-client", [(OLD[1], OLD[3]), (NEW[1], NEW[3])])
 
@@ -254,6 +270,7 @@ def main() -> int:
     ap.add_argument("--sizes", default="20,100,200")
     ap.add_argument("--max-concurrent", type=int, default=10)
     ap.add_argument("--probe-pods", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=1, help="rounds of every size; medians")
     ap.add_argument("--svg", default="docs/bench/rollout.svg", help="where to draw the picture")
     ap.add_argument(
         "--profile",
@@ -270,14 +287,20 @@ def main() -> int:
     try:
         cluster.up(say=lambda _line: None)
         CLIENT.create()
-        for n in (int(x) for x in args.sizes.split(",")):
-            profile = Path(args.profile) / f"n{n}" if args.profile else None
-            rows.append(run_size(cluster, state, n, args.max_concurrent, args.probe_pods, profile))
-            r = rows[-1]
-            print(
-                f"N={r['pods']}: switched in {r['switch_s']:.1f}s, lost {r['lost']}/{r['sent']}",
-                file=sys.stderr,
-            )
+        for round_ in range(1, args.rounds + 1):
+            for n in (int(x) for x in args.sizes.split(",")):
+                profile = Path(args.profile) / f"n{n}-r{round_}" if args.profile else None
+                rows.append(
+                    run_size(
+                        cluster, state, n, args.max_concurrent, args.probe_pods, profile, round_
+                    )
+                )
+                r = rows[-1]
+                print(
+                    f"round {round_}, N={n}: switched in {r['switch_s']:.1f}s "
+                    f"({r['switch_s'] / r['floor_s']:.2f}x the floor), lost {r['lost']}/{r['sent']}",
+                    file=sys.stderr,
+                )
     finally:
         if args.keep_logs:
             keep_logs(state, Path(args.keep_logs))
@@ -293,6 +316,7 @@ def main() -> int:
     )
     header = (
         "pods",
+        "round",
         "pods up (s)",
         "switch (s)",
         "floor (s)",
@@ -304,40 +328,64 @@ def main() -> int:
         "lost",
     )
     print("  ".join(f"{h:>11}" for h in header))
+    sizes = sorted({r["pods"] for r in rows})
     for r in rows:
-        cells = (
-            r["pods"],
-            f"{r['start_s']:.1f}",
-            f"{r['switch_s']:.1f}",
-            f"{r['floor_s']:.1f}",
-            f"{r['switch_s'] / r['floor_s']:.1f}x",
-            f"{r['rate']:.1f}",
-            r["restarts"],
-            "yes" if r["same_pods"] else "NO",
-            r["sent"],
-            r["lost"],
-        )
-        print("  ".join(f"{c!s:>11}" for c in cells))
+        print("  ".join(f"{c!s:>11}" for c in row_cells(r, str(r["round"]))))
+    medians = {n: median_row([r for r in rows if r["pods"] == n]) for n in sizes}
+    if args.rounds > 1:
+        for n in sizes:
+            print("  ".join(f"{c!s:>11}" for c in row_cells(medians[n], "median")))
     print(
         "floor: the same number of bridge + host-local ADDs run one after another into fresh "
-        "namespaces, in the same run (shared machine: only same-run ratios count)"
+        "namespaces, just before each switch (shared machine: only same-run ratios count); "
+        "median row: the median of each column on its own"
     )
     for r in rows:
-        print(f"\n{r['pods']} pods, where the time went:")
+        print(f"\n{r['pods']} pods, round {r['round']}, where the time went:")
         print("\n".join(r["breakdown"]))
     out = Path(args.svg)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(picture(rows, args.max_concurrent, args.probe_pods))
-    print(f"picture: {out}")
-    for r in rows:
-        if r["pods"] == GOAL_PODS:
-            ok = r["switch_s"] <= GOAL_SECONDS and r["lost"] == 0 and r["restarts"] == 0
-            print(
-                f"verdict: {'MET' if ok else 'NOT MET'} - {GOAL_PODS} pods switched in "
-                f"{r['switch_s']:.1f}s (goal <= {GOAL_SECONDS:.0f}s), {r['lost']} probes lost, "
-                f"{r['restarts']} restarts (goal 0 and 0)"
-            )
+    shown = [medians[n]["closest"] for n in sizes]
+    out.write_text(picture(shown, args.max_concurrent, args.probe_pods))
+    print(f"\npicture: {out} (per size, the round closest to the median ratio)")
+    if GOAL_PODS in medians:
+        m = medians[GOAL_PODS]
+        goal = [r for r in rows if r["pods"] == GOAL_PODS]
+        lost = sum(r["lost"] for r in goal)
+        restarts = sum(r["restarts"] for r in goal)
+        ok = m["ratio"] <= GOAL_RATIO and lost == 0 and restarts == 0
+        print(
+            f"verdict: {'MET' if ok else 'NOT MET'} - {GOAL_PODS} pods switched in "
+            f"{m['ratio']:.2f}x the floor of the same run (median of {len(goal)}; goal <= "
+            f"{GOAL_RATIO:.0f}x), {lost} probes lost, {restarts} restarts (goal 0 and 0)"
+        )
     return 0
+
+
+def row_cells(r: dict[str, Any], label: str) -> tuple[object, ...]:
+    return (
+        r["pods"],
+        label,
+        f"{r['start_s']:.1f}",
+        f"{r['switch_s']:.1f}",
+        f"{r['floor_s']:.1f}",
+        f"{r['ratio']:.2f}x",
+        f"{r['rate']:.1f}",
+        r["restarts"],
+        "yes" if r["same_pods"] else "NO",
+        r["sent"],
+        r["lost"],
+    )
+
+
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each column's median over the rounds of one size (and the round closest to it)."""
+    med: dict[str, Any] = {"pods": rows[0]["pods"]}
+    for key in ("start_s", "switch_s", "floor_s", "ratio", "rate", "sent", "lost", "restarts"):
+        med[key] = statistics.median(r[key] for r in rows)
+    med["same_pods"] = all(r["same_pods"] for r in rows)
+    med["closest"] = min(rows, key=lambda r: abs(r["ratio"] - med["ratio"]))
+    return med
 
 
 if __name__ == "__main__":

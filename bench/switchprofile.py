@@ -183,42 +183,69 @@ def _ts(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def pod_path_table(audit_log: Path, timing_log: Path, since: float) -> list[str]:
-    """Median / p90 of each step of a pod's switch, from the two logs (times after `since`)."""
-    starts: dict[str, float] = {}
+def _read_audit(
+    audit_log: Path, since: float
+) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Per pod: when its start patch was answered, its round trip, when it was seen settled."""
+    answered: dict[str, float] = {}
+    took: dict[str, float] = {}
     settles: dict[str, float] = {}
     for line in audit_log.read_text().splitlines():
         entry = json.loads(line)
         at = _ts(entry["ts"])
         if at < since:
             continue
-        if entry["event"] == "start":
-            starts.setdefault(entry["pod"], at)
+        if entry["event"] == "start" and entry["pod"] not in answered:
+            answered[entry["pod"]] = at
+            if "seconds" in entry:
+                took[entry["pod"]] = float(entry["seconds"])
         elif entry["event"] == "settled":
             settles[entry["pod"]] = at
+    return answered, took, settles
+
+
+def pod_path_table(
+    audit_log: Path, timing_log: Path, since: float, max_concurrent: int
+) -> list[str]:
+    """Median / p90 of each step of a pod's switch, from the two logs (times after `since`).
+
+    The audit log's start line is written when the patch is answered and carries its
+    round trip (`seconds`; absent before issue 23, then the sending time is unknown).
+    """
+    answered, took, settles = _read_audit(audit_log, since)
     steps: dict[str, list[float]] = {}
     for line in timing_log.read_text().splitlines():
         t: dict[str, Any] = json.loads(line)
         pod = t["pod"]
-        if pod not in starts or pod not in settles or t["done_at"] < since:
+        if pod not in answered or pod not in settles or t["done_at"] < since:
             continue
         picked = t.get("picked_at", t["seen_at"])
         for step, value in (
-            ("patched -> agent picks it up", picked - starts[pod]),
-            ("agent: observe + CNI + netlink", t["cni_seconds"]),
+            ("controller: pod patch round trip", took.get(pod)),
+            ("patch answered -> agent picks the pod up", picked - answered[pod]),
+            ("agent: observe + CNI + netlink + records", t["cni_seconds"]),
             ("agent: status patch", t["status_seconds"]),
-            ("status written -> controller settles it", settles[pod] - t["done_at"]),
-            ("patched -> settled", settles[pod] - starts[pod]),
+            ("status written -> controller sees it settled", settles[pod] - t["done_at"]),
+            (
+                "patch sent -> settled seen (a slot held)",
+                settles[pod] - answered[pod] + took.get(pod, 0.0),
+            ),
         ):
-            steps.setdefault(step, []).append(value)
+            if value is not None:
+                steps.setdefault(step, []).append(value)
     if not steps:
         return ["per-pod path: no pods in both logs"]
-    n = len(next(iter(steps.values())))
+    n = len(steps["agent: status patch"])
     lines = [f"per-pod path ({n} pods; seconds, median / p90 / max):"]
     for step, values in steps.items():
         values.sort()
         p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
-        lines.append(f"  {step:42} {statistics.median(values):6.3f} {p90:6.3f} {values[-1]:6.3f}")
-    first, last = min(starts.values()), max(settles.values())
-    lines.append(f"  first patch -> last settle: {last - first:.2f} s")
+        lines.append(f"  {step:46} {statistics.median(values):6.3f} {p90:6.3f} {values[-1]:6.3f}")
+    first = min(answered[p] - took.get(p, 0.0) for p in answered)
+    last = max(settles.values())
+    held = sum(steps["patch sent -> settled seen (a slot held)"])
+    lines.append(
+        f"  first patch sent -> last settle seen: {last - first:.2f} s; slots held on average: "
+        f"{held / (last - first):.1f} of maxConcurrent {max_concurrent}"
+    )
     return lines
