@@ -2,9 +2,9 @@
 
 Used by bench/rollout.py around the switch of its largest size:
 
-- `CpuMeter`: CPU seconds (user + system, the children's included: the CNI plugins
-  are the agent's and the node simulator's children) each of the cluster's processes
-  spent between `start()` and `stop()`, read from /proc/<pid>/stat.
+- `CpuMeter`: CPU seconds (user + system) each of the cluster's processes spent
+  between `start()` and `stop()`, and their children's beside them (the CNI plugins
+  are the agent's children: the floor's work), read from /proc/<pid>/stat.
 - `Spy`: `py-spy record` of the controller and the agent (if py-spy is installed),
   summarised per thread group: what the threads were doing (the leaf frames,
   busy and waiting alike), so that a thread pool stuck behind one call shows.
@@ -31,18 +31,21 @@ from typing import Any
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime + cutime + cstime of a process (its reaped children included)."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(utime + stime, cutime + cstime) of a process: its own CPU, its reaped children's."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     # After "(comm)": state is field 3, utime 14, stime 15, cutime 16, cstime 17 (1-based).
-    return sum(int(x) for x in fields[11:15]) / TICK
+    own, children = int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+    return own / TICK, children / TICK
 
 
 class CpuMeter:
+    """CPU per process; a process whose children used CPU gets a second row for them."""
+
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
-        self.before: dict[str, float] = {}
+        self.before: dict[str, tuple[float, float]] = {}
         self.used: dict[str, float] = {}
         self.wall = 0.0
 
@@ -52,7 +55,12 @@ class CpuMeter:
 
     def stop(self) -> None:
         self.wall = time.monotonic() - self._t0
-        self.used = {name: cpu_seconds(pid) - self.before[name] for name, pid in self.pids.items()}
+        self.used = {}
+        for name, pid in self.pids.items():
+            own, children = cpu_seconds(pid)
+            self.used[name] = own - self.before[name][0]
+            if children - self.before[name][1] > 0:
+                self.used[f"{name}'s children"] = children - self.before[name][1]
 
     def table(self, pods: int) -> list[str]:
         total = sum(self.used.values())
