@@ -1,8 +1,8 @@
 """Time to switch the default network of N running pods through a NetworkProfile change.
 
-    .venv/bin/python bench/rollout.py [--sizes 20,100,200] [--max-concurrent 10] [--probe-pods 10]
+    .venv/bin/python bench/rollout.py [--sizes 20,100,200] [--max-concurrent 50] [--probe-pods 10]
                                       [--rounds 1] [--svg docs/bench/rollout.svg]
-                                      [--profile DIR] [--keep-logs DIR]
+                                      [--profile DIR [--profile-cpu]] [--keep-logs DIR]
 
 Brings up its own local cluster (all of netshift: node simulator, agent,
 webhook, controller) in a temporary state directory, then for each round and N: a fresh
@@ -19,7 +19,8 @@ Where the time went, per round and N (bench/switchprofile.py): the CPU each of t
 cluster's processes used during the switch, each pod's path from the controller's audit
 log and the agent's timing log (patch round trip, pick-up, CNI, status patch, until the
 controller sees it settled; the slots held on average), and with `--profile DIR`
-py-spy's view of the controller's and the agent's threads (py-spy must be installed:
+py-spy's view of the controller's, the agent's and the webhook's threads: where they
+waited, or with `--profile-cpu` where their CPU went (py-spy must be installed:
 `pip install py-spy`; it costs CPU, so ratios are measured without it).
 
 Beside the table, a picture (SVG, `--svg`): per N, the pods switched over time since the
@@ -80,6 +81,7 @@ PROCESSES = (
     "agent",
     "nodesim",
 )
+SPIED = ("controller", "agent", "webhook")  # the Python ones py-spy can read
 
 
 def run_size(
@@ -90,6 +92,7 @@ def run_size(
     probe_pods: int,
     profile: Path | None,
     round_: int = 1,
+    profile_idle: bool = True,
 ) -> dict[str, Any]:
     kube = cluster.kube()
     tag = f"{n}-r{round_}"
@@ -155,7 +158,7 @@ def run_size(
 
     pids = {name: pid for name in PROCESSES if (pid := cluster.pid(name)) is not None}
     cpu = CpuMeter({**pids, "bench (polls, pings)": os.getpid()})
-    spy = Spy({k: pids[k] for k in ("controller", "agent") if k in pids}, profile or Path())
+    spy = Spy({k: pids[k] for k in SPIED if k in pids}, profile or Path(), idle=profile_idle)
     if profile is not None:
         spy.start()
         time.sleep(1.0)  # py-spy attached before the switch begins
@@ -268,7 +271,8 @@ def keep_logs(state: Path, dest: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sizes", default="20,100,200")
-    ap.add_argument("--max-concurrent", type=int, default=10)
+    # The profile's rollout.maxConcurrent; 50 is issue 23's scenario.
+    ap.add_argument("--max-concurrent", type=int, default=50)
     ap.add_argument("--probe-pods", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=1, help="rounds of every size; medians")
     ap.add_argument("--svg", default="docs/bench/rollout.svg", help="where to draw the picture")
@@ -276,6 +280,11 @@ def main() -> int:
         "--profile",
         default=None,
         help="py-spy the controller and the agent during each switch into this directory",
+    )
+    ap.add_argument(
+        "--profile-cpu",
+        action="store_true",
+        help="with --profile: only where the threads ran (CPU), not where they waited",
     )
     ap.add_argument(
         "--keep-logs", default=None, help="copy the cluster's logs (*.log, *.jsonl) here first"
@@ -292,7 +301,14 @@ def main() -> int:
                 profile = Path(args.profile) / f"n{n}-r{round_}" if args.profile else None
                 rows.append(
                     run_size(
-                        cluster, state, n, args.max_concurrent, args.probe_pods, profile, round_
+                        cluster,
+                        state,
+                        n,
+                        args.max_concurrent,
+                        args.probe_pods,
+                        profile,
+                        round_,
+                        profile_idle=not args.profile_cpu,
                     )
                 )
                 r = rows[-1]

@@ -76,10 +76,15 @@ class CpuMeter:
 class Spy:
     """`py-spy record --idle --threads` of some processes while a step runs."""
 
-    def __init__(self, pids: dict[str, int], out_dir: Path, rate: int = 100) -> None:
+    def __init__(
+        self, pids: dict[str, int], out_dir: Path, rate: int = 100, idle: bool = True
+    ) -> None:
         self.pids = pids
         self.out_dir = out_dir
         self.rate = rate
+        # idle: every thread's samples, waiting included (where a pool is stuck);
+        # not idle: only samples where a thread runs (where the CPU goes).
+        self.idle = idle
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.exe = shutil.which("py-spy") or _beside_python("py-spy")
 
@@ -100,7 +105,7 @@ class Spy:
                     str(pid),
                     "--rate",
                     str(self.rate),
-                    "--idle",
+                    *(["--idle"] if self.idle else []),
                     "--threads",
                     "--nonblocking",
                     "--format",
@@ -122,8 +127,10 @@ class Spy:
         lines = []
         for name in self.procs:
             path = self.out_dir / f"{name}.stacks"
-            if path.exists():
-                lines += summarise_stacks(name, path.read_text(), top)
+            if not path.exists():
+                continue
+            raw = path.read_text()
+            lines += summarise_stacks(name, raw, top) if self.idle else summarise_cpu(name, raw)
         return lines
 
 
@@ -173,6 +180,34 @@ def summarise_stacks(process: str, raw: str, top: int) -> list[str]:
         lines.append(f"  {group} ({len(threads[group])} threads, {total} samples):")
         for where, n in counts.most_common(top):
             lines.append(f"    {100 * n / total:5.1f}%  {where}")
+    return lines
+
+
+def summarise_cpu(process: str, raw: str, top: int = 14) -> list[str]:
+    """Where a process's CPU went: the share of its running samples under each of our
+    functions (inclusive: a caller counts its callees' time), and the leaf frames of any
+    code (the library or builtin calls that burned it)."""
+    inclusive: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")[1:]  # the first is the thread
+        for where in {_frame(f) for f in frames if _is_ours(f)}:
+            inclusive[where] += n
+        if frames:
+            leaves[_frame(frames[-1])] += n
+    lines = [f"py-spy, {process} (running samples only: {total}):"]
+    if not total:
+        return lines
+    lines.append("  ours, inclusive:")
+    lines += [f"    {100 * n / total:5.1f}%  {w}" for w, n in inclusive.most_common(top)]
+    lines.append("  leaf frames:")
+    lines += [f"    {100 * n / total:5.1f}%  {w}" for w, n in leaves.most_common(top // 2)]
     return lines
 
 
