@@ -183,6 +183,7 @@ def run_size(
     wait_for(switched, 120 + 2 * n, interval=0.2, what=f"{n} pods switched")
     switch_s = time.monotonic() - t1
     cpu.stop()
+    load = os.getloadavg()[0]  # the machine is shared: every figure with its load
     if profile is not None:
         spy.stop()
     node = cluster.nodes[0]
@@ -227,6 +228,8 @@ def run_size(
         "timeline": timeline,
         "lost_at": lost_at,
         "breakdown": breakdown,
+        "cpu_ms": cpu.per_pod(n),
+        "load": load,
     }
 
 
@@ -326,6 +329,12 @@ def main() -> int:
         for _, bridge, _, _ in (OLD, NEW):
             subprocess.run(["ip", "link", "del", bridge], capture_output=True)
         shutil.rmtree(state, ignore_errors=True)
+    report(rows, args)
+    return 0
+
+
+def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """The table, the CPU per pod, where the time went, the picture and the verdict."""
     print(
         f"\nrollout of a default-network switch, maxConcurrent={args.max_concurrent}, "
         f"pings every 10 ms to {args.probe_pods} pods per run\n"
@@ -342,6 +351,7 @@ def main() -> int:
         "same pods",
         "probes",
         "lost",
+        "load (1m)",
     )
     print("  ".join(f"{h:>11}" for h in header))
     sizes = sorted({r["pods"] for r in rows})
@@ -356,6 +366,8 @@ def main() -> int:
         "namespaces, just before each switch (shared machine: only same-run ratios count); "
         "median row: the median of each column on its own"
     )
+    for n in sizes:
+        print("\n".join(cpu_medians(n, [r for r in rows if r["pods"] == n])))
     for r in rows:
         print(f"\n{r['pods']} pods, round {r['round']}, where the time went:")
         print("\n".join(r["breakdown"]))
@@ -375,7 +387,6 @@ def main() -> int:
             f"{m['ratio']:.2f}x the floor of the same run (median of {len(goal)}; goal <= "
             f"{GOAL_RATIO:.0f}x), {lost} probes lost, {restarts} restarts (goal 0 and 0)"
         )
-    return 0
 
 
 def row_cells(r: dict[str, Any], label: str) -> tuple[object, ...]:
@@ -391,13 +402,30 @@ def row_cells(r: dict[str, Any], label: str) -> tuple[object, ...]:
         "yes" if r["same_pods"] else "NO",
         r["sent"],
         r["lost"],
+        f"{r['load']:.1f}",
     )
+
+
+def cpu_medians(n: int, rows: list[dict[str, Any]]) -> list[str]:
+    """CPU milliseconds per pod of each process during the switch, per round and median:
+    on a loaded machine less noisy than the wall clock, and what a change must move."""
+    names = sorted({k for r in rows for k in r["cpu_ms"]}, key=lambda k: -rows[0]["cpu_ms"][k])
+    lines = [f"\nCPU ms per pod during the switch, {n} pods (rounds ... | median):"]
+    total = [sum(r["cpu_ms"].values()) for r in rows]
+    for name, values in [
+        *((k, [r["cpu_ms"].get(k, 0.0) for r in rows]) for k in names),
+        ("all", total),
+    ]:
+        cells = " ".join(f"{v:6.1f}" for v in values)
+        lines.append(f"  {name:24} {cells} | {statistics.median(values):6.1f}")
+    return lines
 
 
 def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Each column's median over the rounds of one size (and the round closest to it)."""
     med: dict[str, Any] = {"pods": rows[0]["pods"]}
-    for key in ("start_s", "switch_s", "floor_s", "ratio", "rate", "sent", "lost", "restarts"):
+    keys = ("start_s", "switch_s", "floor_s", "ratio", "rate", "sent", "lost", "restarts", "load")
+    for key in keys:
         med[key] = statistics.median(r[key] for r in rows)
     med["same_pods"] = all(r["same_pods"] for r in rows)
     med["closest"] = min(rows, key=lambda r: abs(r["ratio"] - med["ratio"]))

@@ -31,44 +31,56 @@ from typing import Any
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(utime + stime, cutime + cstime) of a process: its own CPU, its reaped children's."""
+def cpu_times(pid: int) -> tuple[float, float, float, float]:
+    """(utime, stime, cutime, cstime) of a process in seconds: its own CPU in user space
+    and in the kernel, its reaped children's likewise."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     # After "(comm)": state is field 3, utime 14, stime 15, cutime 16, cstime 17 (1-based).
-    own, children = int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
-    return own / TICK, children / TICK
+    user, system, cuser, csystem = (int(x) / TICK for x in fields[11:15])
+    return user, system, cuser, csystem
 
 
 class CpuMeter:
-    """CPU per process; a process whose children used CPU gets a second row for them."""
+    """CPU per process; a process whose children used CPU gets a second row for them.
+
+    Each row also tells how much of it was in the kernel (system time): the agent's
+    setns, netlink, fork/exec and fsync are kernel work that no Python change shortens.
+    """
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
-        self.before: dict[str, tuple[float, float]] = {}
-        self.used: dict[str, float] = {}
+        self.before: dict[str, tuple[float, float, float, float]] = {}
+        self.used: dict[str, tuple[float, float]] = {}  # row -> (user, system) seconds
         self.wall = 0.0
 
     def start(self) -> None:
-        self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.before = {name: cpu_times(pid) for name, pid in self.pids.items()}
         self._t0 = time.monotonic()
 
     def stop(self) -> None:
         self.wall = time.monotonic() - self._t0
         self.used = {}
         for name, pid in self.pids.items():
-            own, children = cpu_seconds(pid)
-            self.used[name] = own - self.before[name][0]
-            if children - self.before[name][1] > 0:
-                self.used[f"{name}'s children"] = children - self.before[name][1]
+            now, then = cpu_times(pid), self.before[name]
+            user, system, cuser, csystem = (a - b for a, b in zip(now, then, strict=True))
+            self.used[name] = (user, system)
+            if cuser + csystem > 0:
+                self.used[f"{name}'s children"] = (cuser, csystem)
+
+    def per_pod(self, pods: int) -> dict[str, float]:
+        """CPU milliseconds per pod of each row (what the bench's rounds compare)."""
+        return {name: 1000 * (u + s) / pods for name, (u, s) in self.used.items()}
 
     def table(self, pods: int) -> list[str]:
-        total = sum(self.used.values())
+        total = sum(u + s for u, s in self.used.values())
         lines = [f"CPU during the switch ({self.wall:.1f} s wall, {total:.1f} CPU s in all):"]
-        for name, used in sorted(self.used.items(), key=lambda kv: -kv[1]):
+        for name, (user, system) in sorted(self.used.items(), key=lambda kv: -sum(kv[1])):
+            used = user + system
             lines.append(
                 f"  {name:24} {used:6.2f} s  {100 * used / self.wall:5.0f}% of a core  "
-                f"{1000 * used / pods:6.1f} ms/pod"
+                f"{1000 * used / pods:6.1f} ms/pod  ({100 * system / used if used else 0:3.0f}% "
+                "in the kernel)"
             )
         return lines
 
@@ -83,7 +95,8 @@ class Spy:
         self.out_dir = out_dir
         self.rate = rate
         # idle: every thread's samples, waiting included (where a pool is stuck);
-        # not idle: only samples where a thread runs (where the CPU goes).
+        # not idle: only the thread holding the GIL (where the Python code's CPU goes;
+        # py-spy's own idle guess counts threads in fsync or a TLS read as running).
         self.idle = idle
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.exe = shutil.which("py-spy") or _beside_python("py-spy")
@@ -105,7 +118,7 @@ class Spy:
                     str(pid),
                     "--rate",
                     str(self.rate),
-                    *(["--idle"] if self.idle else []),
+                    "--idle" if self.idle else "--gil",
                     "--threads",
                     "--nonblocking",
                     "--format",
@@ -201,7 +214,7 @@ def summarise_cpu(process: str, raw: str, top: int = 14) -> list[str]:
             inclusive[where] += n
         if frames:
             leaves[_frame(frames[-1])] += n
-    lines = [f"py-spy, {process} (running samples only: {total}):"]
+    lines = [f"py-spy, {process} (samples of the thread holding the GIL: {total}):"]
     if not total:
         return lines
     lines.append("  ours, inclusive:")
