@@ -9,14 +9,17 @@ webhook, controller) in a temporary state directory, then for each round and N: 
 namespace with N pods that the webhook put on the "old" network, 10 ms pings
 from a client namespace to `--probe-pods` of them (all N would be N*100
 packets/s on a 2-core machine), the profile switched to the "new" network, and
-the time until every pod's agent reports the new default. Just before the
+the time until every pod's agent reports the new default (seen through a watch of the
+namespace's pods: polling lists of N pods would load the apiserver under test). Just before the
 switch, the floor: N bridge + host-local ADDs run directly, one after another,
 into fresh namespaces. Prints one row per round and N: switch time, the floor and the
 ratio, pods/s, restarts, probes sent/lost; with several rounds, a median row per N; and a
 verdict for N=200 (median ratio <= 2x the floor, 0 probes lost, 0 restarts: issue 23).
 
 Where the time went, per round and N (bench/switchprofile.py): the CPU each of the
-cluster's processes used during the switch, each pod's path from the controller's audit
+cluster's processes used during the switch (per pod, user and kernel time apart; a table
+of the rounds' medians), the apiserver requests it served (apiserver_request_total before
+and after), each pod's path from the controller's audit
 log and the agent's timing log (patch round trip, pick-up, CNI, status patch, until the
 controller sees it settled; the slots held on average), and with `--profile DIR`
 py-spy's view of the controller's, the agent's and the webhook's threads: where they
@@ -38,19 +41,27 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from cnifloor import floor_adds  # bench/cnifloor.py
 from svgplot import COLORS, Figure, Panel  # bench/svgplot.py
-from switchprofile import CpuMeter, Spy, pod_path_table  # bench/switchprofile.py
+from switchprofile import (  # bench/switchprofile.py
+    CpuMeter,
+    Spy,
+    api_request_table,
+    api_requests,
+    pod_path_table,
+)
 
 from localcluster.cluster import LocalCluster
 from localcluster.demokit import bridge_nad, selected
 from localcluster.probe import ClientNetns, SeqPing
 from netshift import podstatus
 from netshift.kube import (
+    Informer,
     Kube,
     deployment_path,
     has_default_service_account,
@@ -162,33 +173,33 @@ def run_size(
     if profile is not None:
         spy.start()
         time.sleep(1.0)  # py-spy attached before the switch begins
+    # The switch is watched, not polled: a list of N pods five times a second cost the
+    # apiserver and this process as much CPU as the controller's whole work.
+    watch = SwitchWatch(kube, ns, f"{ns}/{NEW[0]}", n)
+    watch.start()
+    requests_before = api_requests(kube.get_text("/metrics"))
     cpu.start()
     wall1 = time.time()
     t1 = time.monotonic()
+    watch.t0 = t1
     kube.patch_merge(
         profile_path(f"{PROFILE}-{tag}"),
         {"spec": {"defaultNetwork": f"{ns}/{NEW[0]}"}},
     )
-
-    timeline: list[tuple[float, int]] = [(0.0, 0)]  # (seconds since the patch, pods switched)
-
-    def switched() -> bool:
-        done = 0
-        for p in pods_of(kube, ns):
-            st = podstatus.parse_status(p["metadata"].get("annotations") or {})
-            done += bool(st and st.default_network == f"{ns}/{NEW[0]}")
-        timeline.append((time.monotonic() - t1, done))
-        return done == n
-
-    wait_for(switched, 120 + 2 * n, interval=0.2, what=f"{n} pods switched")
-    switch_s = time.monotonic() - t1
+    if not watch.done.wait(120 + 2 * n):
+        raise TimeoutError(f"{len(watch.switched)} of {n} pods switched")
+    switch_s = watch.last - t1
     cpu.stop()
+    requests_after = api_requests(kube.get_text("/metrics"))
+    watch.stop()
+    timeline = watch.timeline
     load = os.getloadavg()[0]  # the machine is shared: every figure with its load
     if profile is not None:
         spy.stop()
     node = cluster.nodes[0]
     breakdown = [
         *cpu.table(n),
+        *api_request_table(requests_before, requests_after, n),
         *pod_path_table(
             cluster.plane.supervisor.log_dir / "rollout-audit.jsonl",
             state / "nodes" / node.name / "agent" / "timings.jsonl",
@@ -231,6 +242,40 @@ def run_size(
         "cpu_ms": cpu.per_pod(n),
         "load": load,
     }
+
+
+class SwitchWatch:
+    """Watches the namespace's pods; `done` once all N report the new default network."""
+
+    def __init__(self, kube: Kube, ns: str, network: str, n: int) -> None:
+        self.network, self.n = network, n
+        self.switched: set[str] = set()
+        self.done = threading.Event()
+        self.t0 = time.monotonic()
+        self.last = 0.0  # when the last pod was seen switched (monotonic)
+        self.timeline: list[tuple[float, int]] = [(0.0, 0)]  # (s since t0, pods switched)
+        self._informer = Informer(kube, pod_path(ns), on_event=self._event, name="bench pods")
+
+    def start(self) -> None:
+        self._informer.start()
+        if not self._informer.wait_synced(30):
+            raise TimeoutError("the bench's pod watch did not sync in 30 s")
+
+    def stop(self) -> None:
+        self._informer.stop()
+
+    def _event(self, kind: str, pod: dict[str, Any]) -> None:
+        st = podstatus.parse_status(pod["metadata"].get("annotations") or {})
+        if kind == "DELETED" or not st or st.default_network != self.network:
+            return
+        uid = pod["metadata"]["uid"]
+        if uid in self.switched:
+            return
+        self.switched.add(uid)
+        self.last = time.monotonic()
+        self.timeline.append((self.last - self.t0, len(self.switched)))
+        if len(self.switched) == self.n:
+            self.done.set()
 
 
 def picture(rows: list[dict[str, Any]], max_concurrent: int, probe_pods: int) -> str:

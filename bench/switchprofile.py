@@ -85,6 +85,34 @@ class CpuMeter:
         return lines
 
 
+REQUEST_LINE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def api_requests(metrics: str) -> Counter[str]:
+    """kube-apiserver's apiserver_request_total by "VERB resource[/subresource]"."""
+    counts: Counter[str] = Counter()
+    for line in metrics.splitlines():
+        m = REQUEST_LINE.match(line)
+        if m is None:
+            continue
+        labels = dict(LABEL.findall(m["labels"]))
+        what = labels.get("resource", "") + (
+            f"/{labels['subresource']}" if labels.get("subresource") else ""
+        )
+        counts[f"{labels.get('verb', '?')} {what}"] += int(float(m["value"]))
+    return counts
+
+
+def api_request_table(before: Counter[str], after: Counter[str], pods: int) -> list[str]:
+    """The apiserver requests made during the switch, per pod (WATCH: watches opened)."""
+    diff = {k: after[k] - before.get(k, 0) for k in after}
+    rows = sorted(((k, v) for k, v in diff.items() if v > 0), key=lambda kv: -kv[1])
+    lines = [f"apiserver requests during the switch ({sum(v for _, v in rows)} in all):"]
+    lines += [f"  {k:40} {v:6d}  {v / pods:6.2f} per pod" for k, v in rows]
+    return lines
+
+
 class Spy:
     """`py-spy record --idle --threads` of some processes while a step runs."""
 
