@@ -268,18 +268,27 @@ class Controller:
             self.queue.add(ref)
 
     def _pod_event(self, kind: str, obj: JSON) -> None:
-        self._pod_writes.observe(kind, obj)
+        # The echo of our own start patch queues no reconcile: the one that sent it planned
+        # with the patched pod already (the overlay); anything else has an event of its own.
+        echo = self._pod_writes.observe(kind, obj)
         pod = Pod.from_object(obj)
         refs = frozenset(pod.rollout_refs())
         with self._lock:
             in_ns = self._refs_by_ns.setdefault(pod.namespace, {})
-            names = set(in_ns.get(pod.name, frozenset())) | refs
+            before = set(in_ns.get(pod.name, frozenset()))
+            names = before | refs
             if kind == "DELETED" or not refs:
                 in_ns.pop(pod.name, None)
                 if not in_ns:
                     self._refs_by_ns.pop(pod.namespace, None)
             else:
                 in_ns[pod.name] = refs
+        if echo:
+            # Still told: a rollout our patch took the pod from (its slot is free now).
+            self.metrics.own_writes_skipped.inc()
+            for name in before - refs:
+                self.queue.add(name)
+            return
         winner = self._winner(pod.namespace)
         if winner is not None:
             names.add(winner)
@@ -434,11 +443,12 @@ class Controller:
         started = conflicts = 0
         # Side by side: the pods are independent, and each patch is a round trip that the
         # pods settled meanwhile would otherwise wait behind.
-        outcomes = self._patcher.map(lambda pp: self._patch_pod(plan.name, pp), plan.starts)
-        results = list(outcomes)
+        outcomes = self._patcher.map(lambda pp: self._timed_patch(plan.name, pp), plan.starts)
+        timed = list(outcomes)
+        results = [outcome for outcome, _ in timed]
         if "inactive" in results:
             log.info("rollout %s: no longer the leader; stopped patching", plan.name)
-        for pod_plan, outcome in zip(plan.starts, results, strict=True):
+        for pod_plan, (outcome, took) in zip(plan.starts, timed, strict=True):
             if outcome == "conflict":
                 conflicts += 1
                 self.metrics.patch_conflicts.labels(plan.name).inc()
@@ -452,7 +462,7 @@ class Controller:
             in_flight.add(pod.key)
             tracked[pod.key] = pod.uid
             if self.audit is not None:
-                self.audit.write(START, pod.key, plan.name, len(in_flight))
+                self.audit.write(START, pod.key, plan.name, len(in_flight), took)
             log.info(
                 "rollout %s: %s pod %s (%d in flight, max %d)",
                 plan.name,
@@ -462,6 +472,12 @@ class Controller:
                 plan.max_concurrent,
             )
         return started, conflicts
+
+    def _timed_patch(self, rollout: str, pod_plan: PodPlan) -> tuple[str, float]:
+        """The patch's outcome and its round trip (the audit log's start lines carry it)."""
+        sent = time.monotonic()
+        outcome = self._patch_pod(rollout, pod_plan)
+        return outcome, time.monotonic() - sent
 
     def _patch_pod(self, rollout: str, pod_plan: PodPlan) -> str:
         if not self.active():
