@@ -54,12 +54,6 @@ class ControllerMetrics:
             ("profile",),
             registry=r,
         )
-        self.own_writes_skipped = Counter(
-            "netshift_controller_own_writes_skipped",
-            "Pod events that were only the controller's own start patch coming back, and so "
-            "queued no reconcile of the rollout that sent it.",
-            registry=r,
-        )
         self.reconcile_errors = Counter(
             "netshift_controller_reconcile_errors",
             "Reconciles that raised (retried after a second), by profile.",

@@ -56,26 +56,17 @@ class WriteOverlay:
                 return  # the cache already has it, or something newer
             self._objects[key] = (obj, self._clock())
 
-    def observe(self, kind: str, obj: JSON) -> bool:
-        """Informer callback: forget our copy once the cache has it (or the object is gone).
-
-        True when the event is exactly our write coming back: a reconcile already planned
-        with it (from this overlay), so it changes nothing that reconcile did not see.
-        """
+    def observe(self, kind: str, obj: JSON) -> None:
+        """Informer callback: forget our copy once the cache has it (or the object is gone)."""
         key = object_key(obj)
         with self._lock:
             if key in self._expected:
                 self._expected[key].add(_DELETED if kind == "DELETED" else _rv(obj))
             held = self._objects.get(key)
             if held is None:
-                return False
-            if kind == "DELETED":
+                return
+            if kind == "DELETED" or _rv(obj) == _rv(held[0]):
                 del self._objects[key]
-                return False
-            if _rv(obj) == _rv(held[0]):
-                del self._objects[key]
-                return kind == "MODIFIED"
-            return False
 
     def _current(self, key: str) -> JSON | None:
         held = self._objects.get(key)

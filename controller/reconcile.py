@@ -268,27 +268,18 @@ class Controller:
             self.queue.add(ref)
 
     def _pod_event(self, kind: str, obj: JSON) -> None:
-        # The echo of our own start patch queues no reconcile: the one that sent it planned
-        # with the patched pod already (the overlay); anything else has an event of its own.
-        echo = self._pod_writes.observe(kind, obj)
+        self._pod_writes.observe(kind, obj)
         pod = Pod.from_object(obj)
         refs = frozenset(pod.rollout_refs())
         with self._lock:
             in_ns = self._refs_by_ns.setdefault(pod.namespace, {})
-            before = set(in_ns.get(pod.name, frozenset()))
-            names = before | refs
+            names = set(in_ns.get(pod.name, frozenset())) | refs
             if kind == "DELETED" or not refs:
                 in_ns.pop(pod.name, None)
                 if not in_ns:
                     self._refs_by_ns.pop(pod.namespace, None)
             else:
                 in_ns[pod.name] = refs
-        if echo:
-            # Still told: a rollout our patch took the pod from (its slot is free now).
-            self.metrics.own_writes_skipped.inc()
-            for name in before - refs:
-                self.queue.add(name)
-            return
         winner = self._winner(pod.namespace)
         if winner is not None:
             names.add(winner)

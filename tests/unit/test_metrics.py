@@ -38,7 +38,6 @@ def test_the_controller_documents_its_series_before_any_rollout() -> None:
         "netshift_controller_pods_in_flight": "gauge",
         "netshift_controller_pods_started": "counter",
         "netshift_controller_patch_conflicts": "counter",
-        "netshift_controller_own_writes_skipped": "counter",
         "netshift_controller_reconcile_errors": "counter",
         "netshift_controller_reconcile_duration_seconds": "histogram",
         "netshift_controller_queue_depth": "gauge",
@@ -147,7 +146,6 @@ def test_the_agent_series_exist_and_count_by_result_and_reason() -> None:
         "netshift_agent_nad_policy_enabled",
         "netshift_agent_queue_depth",
         "netshift_agent_queue_retries",
-        "netshift_agent_own_writes_skipped",
     }
     metrics.observe("attach", 0.2, ok=True)
     metrics.failed("attach", "nad_policy")
