@@ -4,8 +4,7 @@ Defined here, called from the agent's reconcile by whoever wires them in:
 `observe(operation, seconds, ok)` after each attach, detach or default switch,
 `failed(operation, reason)` for each failure, `records_on_disk`,
 `orphaned_records` (see `orphaned`) and `queue_depth` as live gauges
-(`set_function`), `queue_retries` per retry, `own_writes_skipped` per pod event
-that was only the agent's own status patch coming back.
+(`set_function`), `queue_retries` per retry.
 Serve them with `netshift.metrics.HealthServer(metrics.registry, host, port)`.
 """
 
@@ -114,12 +113,6 @@ class AgentMetrics:
         self.queue_retries = Counter(
             "netshift_agent_queue_retries",
             "Pod reconciles scheduled again after a failure or an unfinished plan.",
-            registry=r,
-        )
-        self.own_writes_skipped = Counter(
-            "netshift_agent_own_writes_skipped",
-            "Pod events that were only the agent's own status patch coming back, and so "
-            "queued no reconcile.",
             registry=r,
         )
 

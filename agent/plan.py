@@ -357,15 +357,6 @@ def after_release(left: Sequence[Current]) -> float | None:
     return RELEASE_RETRY if left else None
 
 
-def echo_of_own_write(kind: str, resource_version: str, written: str | None) -> bool:
-    """Whether a pod event is only the agent's own status patch coming back (`written`: the
-    resourceVersion that patch produced). It needs no reconcile: the one that wrote it had
-    converged on the pod as it was, and every other change to the pod, before or after the
-    patch, comes as an event of its own version (the watch delivers each). A lost echo only
-    costs a reconcile that finds nothing to do, as every event did before."""
-    return kind == "MODIFIED" and bool(resource_version) and resource_version == written
-
-
 # -- a NetworkAttachmentDefinition added, changed or deleted -----------------------------------
 
 

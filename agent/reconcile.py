@@ -32,7 +32,6 @@ from agent.plan import (
     Step,
     Wish,
     after_release,
-    echo_of_own_write,
     needs_netns,
     networks_named,
     next_requeue,
@@ -117,12 +116,6 @@ class Agent:
         # resourceVersion of each NAD last seen (a re-list replays unchanged ones).
         self._changed: dict[str, set[NetworkRef]] = {}
         self._nad_versions: dict[str, str] = {}
-        # Per pod UID, the resourceVersion the agent's last status patch produced: the
-        # watch event of that version needs no reconcile (plan.echo_of_own_write). While
-        # the patch is on the wire its echo may come first: the pod's events wait in
-        # `_writing` until the answer tells which version was the agent's.
-        self._written: dict[str, str] = {}
-        self._writing: dict[str, list[tuple[str, str, float]]] = {}  # kind, version, when
         self._started = False
         self._lock = threading.Lock()
         self.queue = WorkQueue(self.reconcile, workers=settings.workers, name="agent")
@@ -236,38 +229,13 @@ class Agent:
 
     def _on_pod(self, kind: str, pod: dict[str, Any]) -> None:
         uid = pod["metadata"]["uid"]
-        version = str(pod["metadata"].get("resourceVersion") or "")
         with self._lock:
             if kind == "DELETED":
                 self._pods_by_uid.pop(uid, None)
             else:
                 self._pods_by_uid[uid] = pod
-            if uid in self._writing:
-                self._writing[uid].append((kind, version, time.time()))  # see _wrote
-                return
-            written = self._written.pop(uid, None) if kind == "DELETED" else self._written.get(uid)
-            if echo_of_own_write(kind, version, written):
-                del self._written[uid]
-                self.metrics.own_writes_skipped.inc()
-                return
             self._seen_at.setdefault(uid, time.time())
         self.queue.add(uid)
-
-    def _wrote(self, uid: str, version: str) -> None:
-        """The status patch of pod `uid` is answered (`version`: what it produced, "" if it
-        failed): queue the pod for the events that came meanwhile, unless it was only
-        the patch's own echo."""
-        with self._lock:
-            pending = self._writing.pop(uid, [])
-            others = [at for k, v, at in pending if not echo_of_own_write(k, v, version)]
-            if len(others) < len(pending):
-                self.metrics.own_writes_skipped.inc()
-            elif version and uid in self._pods_by_uid:
-                self._written[uid] = version  # its echo is still to come
-            if others:
-                self._seen_at.setdefault(uid, others[0])
-        if others:
-            self.queue.add(uid)
 
     def _on_nad(self, kind: str, nad: dict[str, Any]) -> None:
         """A NAD added, changed or deleted: reconcile now the pods it concerns (the planner
@@ -418,7 +386,9 @@ class Agent:
         ref = _event_object(pod)
         try:
             if report.changes:
-                self._write_status(pod, report)
+                patch_annotations(
+                    self.kube, pod_path(pod.namespace, pod.name), dict(report.changes)
+                )
         except ApiError as err:
             if err.status != 404:
                 raise
@@ -428,18 +398,6 @@ class Agent:
                 self.events.send(ref, e.reason, e.message, e.type)
         if report.changes and report.problem:
             self.events.send(ref, "InvalidNetworks", report.problem, "Warning")
-
-    def _write_status(self, pod: Pod, report: Report) -> None:
-        with self._lock:
-            self._writing[pod.uid] = []
-        version = ""
-        try:
-            patched = patch_annotations(
-                self.kube, pod_path(pod.namespace, pod.name), dict(report.changes)
-            )
-            version = str((patched.get("metadata") or {}).get("resourceVersion") or "")
-        finally:
-            self._wrote(pod.uid, version)
 
     def release(self, uid: str) -> float | None:
         """The pod is gone or finished: DEL what the agent holds for it; when to try the rest."""

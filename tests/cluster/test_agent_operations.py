@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from netshift import keys
-from netshift.kube import ApiError, Kube, pod_path, wait_for
+from netshift.kube import ApiError, Kube, wait_for
 from netshift.nadpolicy import POLICY_CONFIGMAP, POLICY_KEY
 from support.agent import (
     NETWORKS,
@@ -136,32 +136,3 @@ def test_a_nad_the_policy_forbids_fails_to_attach_with_a_warning_and_the_pod_kee
             )
             >= 1
         )
-
-
-def test_the_agents_own_status_write_queues_no_reconcile_and_the_next_edit_still_applies(
-    kube: Kube, namespace: str, nets: Networks, agent: AgentProcess
-) -> None:
-    pod = create_running_pod(kube, namespace, "web")
-    path = netns_of(pod)
-    nets.bridge("blue")
-    skipped = "netshift_agent_own_writes_skipped_total"
-    before = sample(agent.metrics(), skipped)
-
-    annotate(kube, namespace, "web", {NETWORKS: "blue@data0"})
-    wait_settled(kube, namespace, "web", keys.CONVERGED)
-    # The status patch's watch event came back to the agent and was let go.
-    wait_for(lambda: sample(agent.metrics(), skipped) >= before + 1, 10, what="a skipped echo")
-
-    # Only that event: an edit after it is a pod event like any other.
-    annotate(kube, namespace, "web", {NETWORKS: None})
-
-    def detached() -> bool:
-        report = agent_status(kube.get(pod_path(namespace, "web")))
-        return (
-            "data0" not in interfaces(path)
-            and report is not None
-            and report.phase == keys.CONVERGED
-            and all(a.interface != "data0" for a in report.attachments)
-        )
-
-    wait_for(detached, 30, what="data0 detached and reported")

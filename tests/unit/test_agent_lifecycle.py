@@ -1,9 +1,8 @@
 """What the agent decides before a pod's networks: release it, leave it, or converge it (pure).
 
 The table of `plan_lifecycle` (from the pod object and what was found of its
-netns), of `plan_release` (what a released pod's records get), of
-`after_release` (when to look again at what could not be released) and of
-`echo_of_own_write` (which pod events queue no reconcile at all).
+netns), of `plan_release` (what a released pod's records get) and of
+`after_release` (when to look again at what could not be released).
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from agent.plan import (
     Step,
     Wish,
     after_release,
-    echo_of_own_write,
     needs_netns,
     plan_lifecycle,
     plan_pod,
@@ -171,21 +169,3 @@ def test_an_unwanted_network_is_detached_best_effort_only_when_its_add_failed(
     assert [(d.current.interface, d.why, d.best_effort) for d in p.detach] == [
         ("data0", "unwanted", best_effort)
     ]
-
-
-@pytest.mark.parametrize(
-    ("kind", "version", "written", "echo"),
-    [
-        ("MODIFIED", "105", "105", True),  # the agent's own status patch, back from the watch
-        ("MODIFIED", "106", "105", False),  # someone wrote after it
-        ("MODIFIED", "104", "105", False),  # someone wrote before it (its own event)
-        ("MODIFIED", "105", None, False),  # the agent wrote nothing to this pod
-        ("ADDED", "105", "105", False),  # a re-list: looked at again, whatever it holds
-        ("DELETED", "105", "105", False),  # gone: released
-        ("MODIFIED", "", "", False),  # no version to compare
-    ],
-)
-def test_only_the_echo_of_the_agents_own_status_write_is_not_reconciled(
-    kind: str, version: str, written: str | None, echo: bool
-) -> None:
-    assert echo_of_own_write(kind, version, written) is echo
