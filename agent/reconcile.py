@@ -329,6 +329,7 @@ class Agent:
             log.debug("pod %s: %s (%s)", pod.key if pod else uid, life.step.value, life.why)
             return self.release(uid) if life.step is Step.RELEASE else life.requeue_after
         assert pod is not None and sandbox is not None  # converge: running, its netns found
+        picked = time.time()
         started = time.monotonic()
         try:
             retry, report = self.converge(pod, sandbox, changed)
@@ -347,6 +348,7 @@ class Agent:
                     "pod": pod.key,
                     "uid": uid,
                     "seen_at": seen,
+                    "picked_at": picked,
                     "cni_seconds": round(cni_seconds, 4),
                     "status_seconds": round(time.monotonic() - t_status, 4),
                     "done_at": time.time(),

@@ -23,17 +23,19 @@ class AuditLog:
         self._lock = threading.Lock()
         self._file: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
 
-    def write(self, event: str, pod: str, profile: str, inflight: int) -> None:
-        line = json.dumps(
-            {
-                "ts": now_rfc3339(),
-                "event": event,
-                "pod": pod,
-                "profile": profile,
-                "inflight": inflight,
-            },
-            separators=(",", ":"),
-        )
+    def write(
+        self, event: str, pod: str, profile: str, inflight: int, took: float | None = None
+    ) -> None:
+        entry: dict[str, object] = {
+            "ts": now_rfc3339(),
+            "event": event,
+            "pod": pod,
+            "profile": profile,
+            "inflight": inflight,
+        }
+        if took is not None:
+            entry["seconds"] = round(took, 4)  # a start: its patch's round trip
+        line = json.dumps(entry, separators=(",", ":"))
         with self._lock:
             self._file.write(line + "\n")
             self._file.flush()

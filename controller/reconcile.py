@@ -439,11 +439,12 @@ class Controller:
         started = conflicts = 0
         # Side by side: the pods are independent, and each patch is a round trip that the
         # pods settled meanwhile would otherwise wait behind.
-        outcomes = self._patcher.map(lambda pp: self._patch_pod(plan.name, pp), plan.starts)
-        results = list(outcomes)
+        outcomes = self._patcher.map(lambda pp: self._timed_patch(plan.name, pp), plan.starts)
+        timed = list(outcomes)
+        results = [outcome for outcome, _ in timed]
         if "inactive" in results:
             log.info("rollout %s: no longer the leader; stopped patching", plan.name)
-        for pod_plan, outcome in zip(plan.starts, results, strict=True):
+        for pod_plan, (outcome, took) in zip(plan.starts, timed, strict=True):
             if outcome == "conflict":
                 conflicts += 1
                 self.metrics.patch_conflicts.labels(plan.name).inc()
@@ -457,7 +458,7 @@ class Controller:
             in_flight.add(pod.key)
             tracked[pod.key] = pod.uid
             if self.audit is not None:
-                self.audit.write(START, pod.key, plan.name, len(in_flight))
+                self.audit.write(START, pod.key, plan.name, len(in_flight), took)
             log.info(
                 "rollout %s: %s pod %s (%d in flight, max %d)",
                 plan.name,
@@ -467,6 +468,12 @@ class Controller:
                 plan.max_concurrent,
             )
         return started, conflicts
+
+    def _timed_patch(self, rollout: str, pod_plan: PodPlan) -> tuple[str, float]:
+        """The patch's outcome and its round trip (the audit log's start lines carry it)."""
+        sent = time.monotonic()
+        outcome = self._patch_pod(rollout, pod_plan)
+        return outcome, time.monotonic() - sent
 
     def _patch_pod(self, rollout: str, pod_plan: PodPlan) -> str:
         if not self.active():

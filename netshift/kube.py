@@ -113,6 +113,19 @@ class Kube:
     def get(self, path: str, **params: str) -> JSON:
         return self.request("GET", path, params=params)
 
+    def get_text(self, path: str, timeout: float = 30.0) -> str:
+        """A non-JSON GET (an apiserver's /metrics); ApiError on an error status."""
+        resp = self._pool.request(
+            "GET",
+            self._url(path, None),
+            headers={**self._headers(), "Accept": "text/plain"},
+            timeout=urllib3.Timeout(connect=5.0, read=timeout),
+            retries=False,
+        )
+        if resp.status >= 300:
+            _decode(resp.status, resp.data)  # raises with the apiserver's message
+        return bytes(resp.data).decode(errors="replace")
+
     def create(self, path: str, body: Mapping[str, Any], **params: str) -> JSON:
         return self.request("POST", path, params=params, body=body)
 
