@@ -435,7 +435,7 @@ class Executor:
             # ... to the default route (their source rules go; the addresses stay: they are
             # on the default interface too), then only through the new network.
             self._remove_source_routes(obs, rec)
-            netlink.install_host_routes(self.host_netns, _carried_routes(rec))
+            rec = self._carry(obs, rec, r.onto, r.addresses)
             netlink.delete_link(obs.netns, rec.interface)
         except (OSError, LookupError) as err:
             log.warning("pod %s: retiring %s failed: %s", obs.pod.key, rec.interface, err)
@@ -495,9 +495,10 @@ class Executor:
                 replace(rec, extra={**rec.extra, "carried_on": onto, "host_routes": both})
             )
         if bridge:
+            # The old path stays (recorded) until the pod's replies have moved: _settle_routes.
             netlink.bridge_host_routes(self.host_netns, routes, before)
-        else:
-            netlink.install_host_routes(self.host_netns, routes)
+            return rec
+        netlink.install_host_routes(self.host_netns, routes)
         stale = [r for r in before if r not in routes]
         if stale:
             netlink.remove_host_routes(self.host_netns, stale)
@@ -508,10 +509,12 @@ class Executor:
         return rec
 
     def _settle_routes(self, obs: Observation, c: Carry) -> None:
+        """The pod's replies from the carried addresses leave by `c.onto` now: the node's
+        routes go only that way, and the old path (kept while they moved) goes."""
         rec = self.store.get(obs.pod.uid, c.current.interface)
         if rec is not None:
             with contextlib.suppress(OSError, LookupError):
-                netlink.install_host_routes(self.host_netns, _carried_routes(rec))
+                self._carry(obs, rec, c.onto, c.addresses)
 
     def refuse(self, obs: Observation, r: Refuse) -> Refused:
         """The Remove cannot be made safe: the old default is kept (as with Keep), once."""
@@ -555,7 +558,9 @@ class Executor:
                 if old is not None and not self._table_recorded(uid, sw.table):
                     # No switch to protect: the old default keeps the main table's routes.
                     netlink.remove_source_routes(
-                        obs.netns, netlink.SwitchRecord(sw.table, old.interface, "", *kept, ())
+                        obs.netns,
+                        netlink.SwitchRecord(sw.table, old.interface, "", *kept, ()),
+                        leaving=False,
                     )
                 return outcomes
         routes = switch_routes(new.result or {}, new.interface, sw.fallback_gateways)
@@ -610,7 +615,7 @@ class Executor:
         # Source routing kept for the new default while it was an old one is obsolete now.
         for e in earlier:
             if e.old_ifname == new.interface:
-                netlink.remove_source_routes(obs.netns, e)
+                netlink.remove_source_routes(obs.netns, e, leaving=False)
         kept = [e.to_json() for e in earlier if e.old_ifname not in (old.interface, new.interface)]
         self.store.put_pod_meta(replace(meta, switches=[*kept, switch.to_json()]))
         self.store.put(
@@ -644,7 +649,15 @@ class Executor:
         for raw in meta.switches:
             sw = netlink.SwitchRecord.from_json(raw)
             if sw.old_ifname == rec.interface:
-                netlink.remove_source_routes(obs.netns, sw)
+                retired = netlink.remove_source_routes(obs.netns, sw)
+                if retired:
+                    # Their sockets were destroyed: say so (a surprise here is a bug to see).
+                    log.info(
+                        "pod %s: %s leaves: %s retired with it (no default goes out of them)",
+                        obs.pod.key,
+                        rec.interface,
+                        ", ".join(retired),
+                    )
             else:
                 keep.append(raw)
         self.store.put_pod_meta(replace(meta, switches=keep))

@@ -938,30 +938,36 @@ def _route_order(route: Route) -> tuple[int, str, int, str]:
     return (route.family, route.dst, route.metric, route.gateway or "")
 
 
-def remove_source_routes(netns: str, record: SwitchRecord) -> None:
+def remove_source_routes(netns: str, record: SwitchRecord, *, leaving: bool = True) -> list[str]:
     """Undo the source routing of a switch: its rules, and every route in its table.
 
-    Call it once the old interface is detached (its routes then vanish with the
-    link anyway; the rules would not), or when the old interface carries the
-    default again (a switch back). Without its rule a packet from an old address
-    would follow the main default out of another interface, so an old address
-    still on an interface that does not carry its family's main default is
-    retired first: it is deleted from that interface before the rule goes (its
-    connections cannot survive without the rule anyway). Rules go before the
-    table's routes. Whatever is already gone is skipped.
+    Call it once the old interface is leaving (drained or retired: `leaving`), or
+    when the old interface carries the default again (a switch back), or when the
+    switch did not happen (its new default failed): then nothing is retired.
+    Without its rule a packet from an old address would follow the main default out
+    of another interface, so when the old interface leaves, an old address still on
+    an interface that does not carry its family's main default is retired first: it
+    is deleted from that interface before the rule goes (its connections cannot
+    survive without the rule anyway). Rules go before the table's routes. Whatever
+    is already gone is skipped. Returns the addresses retired.
     """
+    retired: list[str] = []
     with _rtnl(netns) as ipr:
         wanted = set(record.rules)
         for family in _FAMILIES:
             found = [r for r in _rules(ipr, family) if r in wanted or r.table == record.table]
-            _retire_stranded(ipr, netns, family, found)
+            if leaving:
+                retired += _retire_stranded(ipr, netns, family, found)
             for rule in found:
                 _delete_rule(ipr, rule)
             for msg in _dump(ipr, family, record.table):
                 _delete_route(ipr, msg)
+    return retired
 
 
-def _retire_stranded(ipr: rtnl.Rtnl, netns: str, family: int, rules: Sequence[SourceRule]) -> None:
+def _retire_stranded(
+    ipr: rtnl.Rtnl, netns: str, family: int, rules: Sequence[SourceRule]
+) -> list[str]:
     """Retire the rules' addresses that no main default goes out of, while the rules hold.
 
     First the sockets still bound to them are destroyed (their resets still leave
@@ -972,13 +978,15 @@ def _retire_stranded(ipr: rtnl.Rtnl, netns: str, family: int, rules: Sequence[So
     sources = {str(ipaddress.ip_interface(r.src).ip) for r in rules}
     defaults = [m for m in _dump(ipr, family, MAIN_TABLE) if _is_default(m)]
     if not sources or not defaults:
-        return  # without a main default, a packet the rule no longer routes goes nowhere
+        return []  # without a main default, a packet the rule no longer routes goes nowhere
     present = ipr.addresses(family)
     kept = {a.address for a in present if any(_via(m, a.index) for m in defaults)}
     retired = sources - kept
     if not retired:
-        return
+        return []
     _destroy_sockets(netns, family, retired)
+    if family == socket.AF_INET:  # and an IPv6 socket's IPv4 connections (v4-mapped)
+        _destroy_sockets(netns, socket.AF_INET6, {f"::ffff:{a}" for a in retired})
     for addr in present:
         if addr.address not in retired:
             continue
@@ -987,6 +995,7 @@ def _retire_stranded(ipr: rtnl.Rtnl, netns: str, family: int, rules: Sequence[So
         except NetlinkError as err:
             if err.code not in (*_GONE, errno.EADDRNOTAVAIL):
                 raise
+    return sorted(retired)
 
 
 _NETLINK_SOCK_DIAG = 4

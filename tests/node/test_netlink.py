@@ -376,26 +376,61 @@ def test_switch_keeps_an_established_tcp_connection_alive(nets: TwoNetworks, fam
         server.close()
 
 
-@pytest.mark.parametrize("family", [V4, V6], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize(
+    ("family", "mapped"),
+    [(V4, False), (V6, False), (V4, True)],
+    ids=["ipv4", "ipv6", "ipv4-on-an-ipv6-socket"],
+)
 def test_removing_its_source_routes_retires_the_old_address_and_its_connections(
-    nets: TwoNetworks, family: int
+    nets: TwoNetworks, family: int, mapped: bool
 ) -> None:
     # Once the rules are gone while the old interface stays, a packet from the old address
     # would leave through network B (IPv6 even sends from an address already deleted): its
-    # sockets are aborted and the address deleted while the rules still hold.
+    # sockets are aborted and the address deleted while the rules still hold. An IPv6
+    # socket's IPv4 connection (a server listening on ::) is listed as IPv6, v4-mapped.
     far, old = (nets.far4, nets.pod_a4) if family == V4 else (nets.far6, nets.pod_a6)
     server = EchoServer(nets.router_a, family, far)
     client = None
     try:
-        client = socket_from_old_address(nets, family, old, far, server.port)
+        if mapped:
+            client = socket_from_old_address(
+                nets, V6, f"::ffff:{old}", f"::ffff:{far}", server.port
+            )
+        else:
+            client = socket_from_old_address(nets, family, old, far, server.port)
         record = switch_to_b(nets)
         assert exchange(client, b"ping") == b"ping"
 
-        netlink.remove_source_routes(nets.pod_path, record)
+        retired = netlink.remove_source_routes(nets.pod_path, record)
 
+        assert retired == [nets.pod_a4, nets.pod_a6] or retired == [nets.pod_a6, nets.pod_a4]
         with pytest.raises(ConnectionAbortedError):
             exchange(client, b"lost")
         assert old not in in_ns(nets.pod, "ip", "addr", "show", "dev", "na")
+    finally:
+        if client is not None:
+            client.close()
+        server.close()
+
+
+def test_removing_the_source_routes_of_an_old_interface_that_stays_retires_nothing(
+    nets: TwoNetworks,
+) -> None:
+    # A switch whose new default failed, undone: the old interface is not leaving, so its
+    # addresses and connections stay, even when (a plugin's leftover) a main default goes
+    # out of another interface.
+    server = EchoServer(nets.router_a, V4, nets.far4)
+    client = None
+    try:
+        client = socket_from_old_address(nets, V4, nets.pod_a4, nets.far4, server.port)
+        record = switch_to_b(nets)
+        assert exchange(client, b"ping") == b"ping"
+
+        retired = netlink.remove_source_routes(nets.pod_path, record, leaving=False)
+
+        assert retired == []
+        assert nets.pod_a4 in in_ns(nets.pod, "ip", "addr", "show", "dev", "na")
+        assert not client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     finally:
         if client is not None:
             client.close()

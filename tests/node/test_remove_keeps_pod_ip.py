@@ -233,6 +233,8 @@ def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Node]:
             ],
         }
         nads = {
+            # The cluster network as a NAD too: a switch back to it (a new interface there).
+            f"{NS}/a": cluster,
             f"{NS}/b": {
                 "cniVersion": "1.0.0",
                 "name": "b",
@@ -540,3 +542,66 @@ def test_the_nodes_old_ipv6_path_accepts_the_pods_replies_until_they_move(node: 
     assert len(node_routes(node, v6).splitlines()) == 1
     assert not pod_pings_from(netns, v6, node_a), "the settled node still takes the old path"
     assert in_netns(node.path, lambda: node.executor.cleanup(pod.uid))
+
+
+def own_addresses(netns: str, ifname: str) -> list[str]:
+    """The addresses the interface's network gave it (no carried host address, no link-local)."""
+    return [
+        ip.split("/")[0]
+        for family in ("-4", "-6")
+        for ip in ips_on(netns, ifname, family)
+        if not ip.startswith("fe80") and not ip.endswith(("/32", "/128"))
+    ]
+
+
+def drain_for(node: Node, pod: FakePodObject, seconds: float) -> None:
+    """Reconcile as the agent's queue would for `seconds` (inside a drain)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        again = reconcile(node, pod)
+        time.sleep(min(again if again is not None else 0.5, 0.5, deadline - time.monotonic()))
+
+
+@needs_node_host
+@pytest.mark.parametrize("node", [(V4, V6)], indirect=True, ids=["dual"])
+def test_switching_back_and_forth_with_remove_keeps_every_drained_default_answering(
+    node: Node,
+) -> None:
+    """A (reported) -> B -> A -> B -> A, each with Remove: A's reported addresses are carried
+    by B, then by a new interface on A, and so on. While each previous default drains, its
+    own connections stay up (they go with it after the drain); the reported addresses lose
+    no echo and no connection. IPv6 lost 1-4 echoes in every run when the node's old path
+    to them went before the pod's replies had moved off the drained carrier."""
+    netns, pod = start_pod(node)
+    topo = node.topo
+    assert topo.router is not None
+    old = [Stream(netns, topo.routed_client, ip) for ip in pod.ips]
+    pings = [SeqPing(topo.routed_client, ip) for ip in pod.ips]
+    for ping in pings:
+        assert ping.wait_first(), f"no first echo from {ping.target}"
+    ask_remove_onto(pod, "b")
+    converge(node, pod)
+    report: list[tuple[str, list[dict[str, object]]]] = []
+    for target in ("a", "b", "a"):
+        (previous,) = {link.name for link in netlink.list_interfaces(pod.netns)}
+        own = [Stream(netns, topo.routed_client, ip) for ip in own_addresses(netns, previous)]
+        ask_remove_onto(pod, target, drain=4)
+        drain_for(node, pod, 3)
+        report.append((f"{previous} draining, onto {target}", [s.stop() for s in own]))
+        converge(node, pod)
+        assert previous not in {link.name for link in netlink.list_interfaces(pod.netns)}
+    for ping in pings:
+        assert ping.settle(50), f"no echoes from {ping.target} any more"
+    lost = {ping.target: ping.stop() for ping in pings}
+    carried = [s.stop() for s in old]
+    print(f"A>B>A>B>A Remove: drained defaults' own streams {report}; pod IPs {lost} {carried}")
+    assert all(s["alive"] for _w, streams in report for s in streams), report
+    assert all(not missing for _n, missing in lost.values()), lost
+    assert all(s["alive"] for s in carried), carried
+    # A's pool: the reported addresses (held until the pod goes) and the last A's own.
+    (last,) = {link.name for link in netlink.list_interfaces(pod.netns)}
+    held = host_local_allocations(str(node.store_a))
+    assert sorted(held) == sorted([*pod.ips, *own_addresses(netns, last)]), held
+    assert host_local_allocations(str(node.store_a.parent / "ipam-b")) == []
+    assert in_netns(node.path, lambda: node.executor.cleanup(pod.uid))
+    assert host_local_allocations(str(node.store_a)) == []
