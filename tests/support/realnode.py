@@ -186,9 +186,10 @@ def diagnostics(cluster: LocalCluster) -> str:
     run("recent events", "get", "events", "-A", "--sort-by=.lastTimestamp")
     for app in ("webhook", "agent", "controller"):
         selector = f"app.kubernetes.io/component={app}"
+        tail = 80 if app == "agent" else 25  # the agent's log says what each pod went through
         run(
             f"{app} logs",
-            *("-n", "netshift-system", "logs", "-l", selector, "--tail=25", "--prefix"),
+            *("-n", "netshift-system", "logs", "-l", selector, f"--tail={tail}", "--prefix"),
         )
         run(
             f"{app} logs of the previous container",
