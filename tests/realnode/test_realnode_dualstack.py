@@ -297,10 +297,20 @@ class Probes:
     def stop(self) -> tuple[dict[int, Tally], list[str]]:
         """(per family what was counted, problems): every lost echo, dead stream and failed
         request, described."""
-        for ping in self.pings:
-            assert ping.settle(20), f"no echoes from {ping.target} any more"
         tally = {f: Tally() for f in FAMILIES}
         problems: list[str] = []
+        # The streams first: settling the pings and reading their sockets' drops takes a few
+        # seconds (an exec each), and a drained default's own streams end with its drain.
+        for stream in self.streams:
+            t = tally[family_of(stream.host)]
+            seen = stream.stop()
+            t.streams += 1
+            if seen["alive"] and int(str(seen["echoed"])) > 0:
+                t.streams_alive += 1
+            else:
+                problems.append(f"TCP stream to {stream.host}: {seen}")
+        for ping in self.pings:
+            assert ping.settle(20), f"no echoes from {ping.target} any more"
         for ping in self.pings:
             t = tally[family_of(ping.target)]
             # A ping socket that overflowed drops echoes the network delivered.
@@ -316,14 +326,6 @@ class Probes:
                 problems.append(f"ping socket in {where} dropped {dropped}: not counted exactly")
             if lost:
                 problems.append(f"ping from {where} to {ping.target}: lost {len(lost)} of {n}")
-        for stream in self.streams:
-            t = tally[family_of(stream.host)]
-            seen = stream.stop()
-            t.streams += 1
-            if seen["alive"] and int(str(seen["echoed"])) > 0:
-                t.streams_alive += 1
-            else:
-                problems.append(f"TCP stream to {stream.host}: {seen}")
         for ip, loop in self.http.items():
             t = tally[family_of(ip)]
             ok, failed = loop.stop()
@@ -459,7 +461,8 @@ def test_a_dual_stack_rollout_a_b_a_with_remove_loses_nothing_on_either_family(
     addresses and the Service (both ClusterIPs) are counted across the whole run; B's
     addresses while the pods are on B."""
     name = f"drm-{lab.namespace}"
-    drain = 10
+    # Long enough for the probes of B's own addresses to be read before B's drain ends.
+    drain = 20
     prof = namespace_profile(
         name, lab.namespace, "a", maxConcurrent=PODS, oldDefault="Remove", drainSeconds=drain
     )
